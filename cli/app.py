@@ -1,0 +1,54 @@
+"""The `ptg` command: registers one small module per command and turns known errors into one line.
+
+Command modules import heavy libraries (torch, zarr, foundation models) inside their functions,
+so `ptg --help` stays fast and `ptg train` never imports a foundation-model library.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from ptg.pipeline.errors import PtgError
+
+from . import data_cmd, manifest_cmd
+
+app = typer.Typer(
+    name="ptg",
+    help="Boost image restoration with priors cached from frozen pre-trained models (PTG-RM).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_cmd.app, name="data")
+app.add_typer(manifest_cmd.app, name="manifest")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `ptg` script: exit 0 on success, 1 on a user error, 2 on bad usage."""
+    from .console import err_console
+
+    try:
+        app(args=argv, prog_name="ptg", standalone_mode=False)
+    except PtgError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        return 1
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        return 130
+    return 0
+
+
+def run() -> None:
+    """Console-script target."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,150 @@
+"""Image reading and writing, in one place.
+
+Policy (every stage goes through these functions, so it holds everywhere):
+- Images are float32 arrays, H×W×C, values in [0, 1]. 8-bit files are divided by 255, 16-bit
+  files (PNG, TIFF) by 65535.
+- Gray inputs: with ``channels=3`` (the default) a gray image is replicated to three equal
+  channels; with ``channels=None`` it stays H×W×1.
+- Alpha is discarded, never composited: restoration pairs carry no meaningful transparency, and
+  compositing onto a colour would invent pixel values.
+- A file that cannot be decoded (corrupt, truncated, not an image) raises `PtgError` naming it.
+- Writing rounds to integers the way BasicSR's ``tensor2img`` does: clip to [0, 1], scale, round.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import PtgError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+_TIFF = (".tif", ".tiff")
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes: the key of an image's row in a priors store."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _decode_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    arr = tifffile.imread(path)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # planar (C, H, W) layout
+    return arr
+
+
+def _decode_pil(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        im.load()  # decode now, so a truncated file fails here and not later
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            return np.asarray(im, dtype=np.uint16) if im.mode != "I" else np.asarray(im).astype(np.int64)
+        if im.mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif im.mode in ("CMYK", "YCbCr", "HSV", "LAB", "1"):
+            im = im.convert("RGB" if im.mode != "1" else "L")
+        return np.asarray(im)
+
+
+def read_image(path: str | Path, channels: int | None = 3) -> np.ndarray:
+    """Read an image file as float32 H×W×C in [0, 1].
+
+    Args:
+        path: the file.
+        channels: 3 to always return RGB (gray replicated), None to keep 1 or 3 channels.
+
+    Raises:
+        PtgError: the file is missing, unreadable, or not a decodable image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PtgError(f"image not found: {path}")
+    try:
+        arr = _decode_tiff(path) if path.suffix.lower() in _TIFF else _decode_pil(path)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise PtgError(f"cannot decode image {path}: {exc}. Is the file corrupt or truncated?") from exc
+    except Exception as exc:  # tifffile raises its own types for broken files
+        raise PtgError(f"cannot decode image {path}: {exc}") from exc
+
+    if arr.dtype == np.uint8:
+        scale = 255.0
+    elif arr.dtype == np.uint16 or (arr.dtype.kind in "iu" and arr.max(initial=0) > 255):
+        scale = 65535.0
+    elif arr.dtype.kind in "iu":
+        scale = 255.0
+    elif arr.dtype.kind == "f":
+        scale = 1.0
+    else:
+        raise PtgError(f"unsupported pixel type {arr.dtype} in {path}; save it as 8- or 16-bit PNG")
+    img = arr.astype(np.float32) / np.float32(scale)
+
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.ndim != 3 or img.shape[-1] not in (1, 2, 3, 4):
+        raise PtgError(f"unsupported image shape {arr.shape} in {path}: expected gray or RGB(A)")
+    if img.shape[-1] in (2, 4):  # gray+alpha or RGBA: alpha discarded (module policy)
+        img = img[..., :-1]
+    if channels == 3 and img.shape[-1] == 1:
+        img = np.repeat(img, 3, axis=-1)
+    elif channels not in (None, 3):
+        raise ValueError(f"channels must be 3 or None, got {channels!r}")
+    return np.ascontiguousarray(np.clip(img, 0.0, 1.0))
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """[0, 1] float → uint8 exactly as BasicSR's ``tensor2img``: clip, ×255, round."""
+    return (np.clip(img, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def write_image(path: str | Path, img: np.ndarray, bits: int = 8) -> Path:
+    """Write a float [0, 1] H×W×C (C = 1 or 3) or H×W image as PNG/JPEG/TIFF, 8 or 16 bits."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if bits == 8:
+        data = to_uint8(img) if img.dtype != np.uint8 else img
+    elif bits == 16:
+        data = (np.clip(img, 0.0, 1.0) * 65535.0).round().astype(np.uint16)
+    else:
+        raise ValueError(f"bits must be 8 or 16, got {bits}")
+    if path.suffix.lower() in _TIFF:
+        import tifffile
+
+        tifffile.imwrite(path, data)
+    elif bits == 16:
+        if data.ndim != 2:
+            raise PtgError(f"16-bit RGB is written as TIFF only; use a .tif name instead of {path.name}")
+        Image.fromarray(data).save(path)
+    else:
+        Image.fromarray(data).save(path)
+    return path
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of an image without decoding its pixels where the format allows."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in _TIFF:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tf:
+                shape = tf.pages[0].shape
+            return (shape[1], shape[2]) if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4) else (shape[0], shape[1])
+        with Image.open(path) as im:
+            return im.height, im.width
+    except Exception as exc:
+        raise PtgError(f"cannot read image header of {path}: {exc}") from exc
