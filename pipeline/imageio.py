@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import PtgError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".npy")
 _TIFF = (".tif", ".tiff")
 
 
@@ -72,7 +72,11 @@ def read_image(path: str | Path, channels: int | None = 3) -> np.ndarray:
     if not path.is_file():
         raise PtgError(f"image not found: {path}")
     try:
-        arr = _decode_tiff(path) if path.suffix.lower() in _TIFF else _decode_pil(path)
+        suffix = path.suffix.lower()
+        if suffix == ".npy":  # SNR-Aware's SID release stores frames as arrays
+            arr = np.load(path, allow_pickle=False)
+        else:
+            arr = _decode_tiff(path) if suffix in _TIFF else _decode_pil(path)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise PtgError(f"cannot decode image {path}: {exc}. Is the file corrupt or truncated?") from exc
     except Exception as exc:  # tifffile raises its own types for broken files
@@ -138,6 +142,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """(height, width) of an image without decoding its pixels where the format allows."""
     path = Path(path)
     try:
+        if path.suffix.lower() == ".npy":
+            shape = np.load(path, mmap_mode="r").shape
+            return shape[0], shape[1]
         if path.suffix.lower() in _TIFF:
             import tifffile
 

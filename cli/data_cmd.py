@@ -1,0 +1,85 @@
+"""`ptg data samples|synth`: paired datasets from real photos or any folder of clean images."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ptg.pipeline.errors import PtgError
+
+from .console import console, progress_bar
+from .options import OutDir, SeedOpt
+
+app = typer.Typer(help="Make paired datasets: real sample photos, synthetic degradations.", no_args_is_help=True)
+
+TaskOpt = Annotated[str, typer.Option("--task", help="denoise | lowlight | blur")]
+
+
+@app.command("samples")
+def samples(
+    out: OutDir,
+    task: TaskOpt = "denoise",
+    sigma: Annotated[float, typer.Option(help="Gaussian noise level on the 0-255 scale (denoise).")] = 25.0,
+    seed: SeedOpt = 0,
+    max_side: Annotated[int, typer.Option(help="Downscale photos so the longer side is at most this.")] = 512,
+    opencv: Annotated[bool, typer.Option(help="Also use opencv-doc's photos when that Debian package is installed.")] = True,
+) -> None:
+    """Build a paired dataset from real photos shipped in installed packages (no network)."""
+    from ptg.pipeline.manifest import load_manifest
+    from ptg.pipeline.samples import build_samples, count_photos
+
+    with progress_bar(count_photos(opencv), f"samples ({task})", unit="img") as advance:
+        path = build_samples(out, task=task, sigma=sigma, seed=seed, max_side=max_side, use_opencv=opencv,
+                             on_progress=advance)
+    m = load_manifest(path)
+    n_train, n_test = len(m.split("train")), len(m.split("test"))
+    console.print(f"wrote {path}: {len(m)} pairs ({n_train} train, {n_test} test)")
+
+
+@app.command("synth")
+def synth(
+    src: Annotated[Path, typer.Option("--src", help="Folder of clean images (searched recursively).")],
+    out: OutDir,
+    task: TaskOpt = "denoise",
+    sigma: Annotated[float, typer.Option(help="denoise: noise level on the 0-255 scale.")] = 25.0,
+    gray: Annotated[bool, typer.Option(help="denoise: convert to gray first.")] = False,
+    exposure: Annotated[str, typer.Option(help="lowlight: exposure range LOW,HIGH.")] = "0.05,0.2",
+    gamma: Annotated[str, typer.Option(help="lowlight: gamma range LOW,HIGH.")] = "1.8,2.6",
+    photons: Annotated[str, typer.Option(help="lowlight: photon count range LOW,HIGH (shot noise).")] = "100,400",
+    read_sigma: Annotated[str, typer.Option(help="lowlight: read-noise sigma range on [0,1], LOW,HIGH.")] = "0.002,0.01",
+    blur_kind: Annotated[str, typer.Option("--blur-kind", help="blur: motion | defocus.")] = "motion",
+    length: Annotated[str, typer.Option(help="blur: motion kernel length range LOW,HIGH (pixels).")] = "9,21",
+    radius: Annotated[str, typer.Option(help="blur: defocus radius range LOW,HIGH (pixels).")] = "2,5",
+    split: Annotated[str, typer.Option(help="Split of every row: train | val | test.")] = "test",
+    seed: SeedOpt = 0,
+) -> None:
+    """Degrade every image of a folder deterministically and write a paired manifest."""
+    from ptg.pipeline.synth import BlurParams, LowLightParams, NoiseParams, list_images, synthesize
+
+    def rng(text: str, name: str, cast=float) -> tuple:
+        try:
+            lo, hi = (cast(v) for v in text.split(","))
+        except ValueError:
+            raise PtgError(f"--{name} must be two numbers LOW,HIGH, got {text!r}") from None
+        if lo > hi:
+            raise PtgError(f"--{name} range {text!r} has LOW > HIGH")
+        return lo, hi
+
+    if task == "denoise":
+        if sigma <= 0:
+            raise PtgError(f"--sigma must be positive, got {sigma}")
+        params = NoiseParams(sigma=sigma, gray=gray)
+    elif task == "lowlight":
+        params = LowLightParams(rng(exposure, "exposure"), rng(gamma, "gamma"), rng(photons, "photons"),
+                                rng(read_sigma, "read-sigma"))
+    elif task == "blur":
+        if blur_kind not in ("motion", "defocus"):
+            raise PtgError(f"--blur-kind must be motion or defocus, got {blur_kind!r}")
+        params = BlurParams(blur_kind, rng(length, "length", int), rng(radius, "radius"))
+    else:
+        raise PtgError(f"unknown --task {task!r}; use denoise, lowlight or blur")
+    n = len(list_images(src))
+    with progress_bar(n, f"synth ({task})", unit="img") as advance:
+        path = synthesize(src, out, task, params, seed=seed, split=split, on_progress=advance)
+    console.print(f"wrote {path}: {n} pairs")

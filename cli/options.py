@@ -1,0 +1,14 @@
+"""Option aliases shared by several commands (typer `Annotated` style)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+ManifestArg = Annotated[Path, typer.Option("--manifest", "-m", help="Manifest (JSONL) of the dataset.")]
+RootOpt = Annotated[
+    Optional[Path], typer.Option("--root", help="Folder the manifest's paths are relative to (default: its folder).")
+]
+OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; same seed, same result.")]
