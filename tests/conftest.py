@@ -1,0 +1,26 @@
+"""Shared fixtures: small real photos from scikit-image, written as PNG files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def small_photo(name: str, size: int = 48) -> np.ndarray:
+    """A real scikit-image photo, downscaled to size×size uint8 RGB."""
+    import skimage.data as data
+
+    arr = getattr(data, name)()
+    return np.asarray(Image.fromarray(arr).resize((size, size), Image.LANCZOS))
+
+
+@pytest.fixture
+def photo_dir(tmp_path: Path) -> Path:
+    """A folder with four small real RGB photos."""
+    d = tmp_path / "clean"
+    d.mkdir()
+    for name in ("astronaut", "chelsea", "coffee", "rocket"):
+        Image.fromarray(small_photo(name)).save(d / f"{name}.png")
+    return d

@@ -1,0 +1,91 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ptg.cli.app import main
+from ptg.pipeline.errors import PtgError
+from ptg.pipeline.manifest import ManifestError, check_manifest, load_manifest, write_manifest
+
+
+def _img(path, size=(8, 8)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((*size, 3), np.uint8)).save(path)
+    return path
+
+
+def _write(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def test_load_good_manifest_relative_paths(tmp_path):
+    _img(tmp_path / "in/a.png"), _img(tmp_path / "gt/a.png")
+    m = _write(tmp_path / "m.jsonl", [{"id": "a", "input": "in/a.png", "target": "gt/a.png", "split": "train", "sigma": 25}])
+    man = load_manifest(m)
+    (s,) = man.samples
+    assert s.input == (tmp_path / "in/a.png").resolve() and s.extra == {"sigma": 25} and s.line == 1
+    assert man.split("train") == [s] and man.split("test") == []
+
+
+def test_every_problem_reported_with_line(tmp_path):
+    _img(tmp_path / "in/a.png"), _img(tmp_path / "gt/a.png"), _img(tmp_path / "gt/big.png", (9, 8))
+    rows = [
+        {"id": "a", "input": "in/a.png", "target": "gt/a.png", "split": "train"},
+        {"id": "a", "input": "in/a.png", "target": "gt/a.png", "split": "train"},  # duplicate id
+        {"id": "b", "input": "in/missing.png", "target": None, "split": "test"},  # missing file
+        {"id": "c", "input": "../outside.png", "target": None, "split": "test"},  # escapes root
+        {"id": "d", "input": "in/a.png", "target": None, "split": "holdout"},  # unknown split
+        {"id": "e", "input": "in/a.png", "target": "gt/big.png", "split": "test"},  # size mismatch
+        "{not json",
+        {"input": "in/a.png", "split": "test"},  # no id
+    ]
+    m = _write(tmp_path / "m.jsonl", rows)
+    good, problems = check_manifest(m)
+    by_line = {p.line: p.message for p in problems}
+    assert [s.id for s in good] == ["a"]
+    assert "duplicate id" in by_line[2] and "first used on line 1" in by_line[2]
+    assert "not found" in by_line[3]
+    assert "escapes the root" in by_line[4]
+    assert "unknown split 'holdout'" in by_line[5]
+    assert "9x8" in by_line[6] or "8x9" in by_line[6]
+    assert "not valid JSON" in by_line[7]
+    assert "missing required field" in by_line[8]
+    with pytest.raises(ManifestError) as exc:
+        load_manifest(m, check_sizes=True)
+    assert len(exc.value.problems) == 7 and "line 3" in str(exc.value)
+
+
+def test_root_override(tmp_path):
+    data = tmp_path / "data"
+    _img(data / "x.png")
+    m = _write(tmp_path / "m.jsonl", [{"id": "x", "input": "x.png", "target": None, "split": "test"}])
+    with pytest.raises(ManifestError):
+        load_manifest(m)
+    assert load_manifest(m, root=data).samples[0].input == (data / "x.png").resolve()
+
+
+def test_write_manifest_relativises(tmp_path):
+    _img(tmp_path / "in/a.png")
+    p = write_manifest(tmp_path / "m.jsonl", [{"id": "a", "input": tmp_path / "in/a.png", "target": None, "split": "test"}])
+    assert json.loads(p.read_text())["input"] == "in/a.png"
+
+
+def test_empty_and_missing_manifest(tmp_path):
+    with pytest.raises(PtgError, match="not found"):
+        load_manifest(tmp_path / "nope.jsonl")
+    (tmp_path / "e.jsonl").write_text("\n")
+    with pytest.raises(PtgError, match="no rows"):
+        load_manifest(tmp_path / "e.jsonl")
+
+
+def test_cli_check_names_bad_row(tmp_path, capsys):
+    _img(tmp_path / "in/a.png")
+    m = _write(tmp_path / "m.jsonl", [{"id": "a", "input": "in/a.png", "target": None, "split": "test"},
+                                     {"id": "gone", "input": "in/gone.png", "target": None, "split": "test"}])
+    assert main(["manifest", "check", str(m)]) == 1
+    err = capsys.readouterr().err
+    assert "line 2" in err and "gone" in err
+    m2 = _write(tmp_path / "ok.jsonl", [{"id": "a", "input": "in/a.png", "target": None, "split": "test"}])
+    assert main(["manifest", "check", str(m2)]) == 0
