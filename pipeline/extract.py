@@ -1,0 +1,461 @@
+"""The extraction engine behind `ptg extract-priors`: run a frozen encoder once over a manifest.
+
+Flow (one coordinator per store, holding its writer lock):
+
+1. Key every degraded image by the SHA-256 of its bytes; keys already committed in the store are
+   reused, duplicates within the manifest are computed once.
+2. Decode every image still to compute (in DataLoader workers) *before* writing anything: a
+   corrupt file stops the run naming the file and its manifest line, or, with ``skip_bad``, is
+   left out and recorded in the store's metadata (never stored as zeros).
+3. Allocate whole shards for the rest, in manifest order (`store.allocate_shards`).
+4. Compute: DataLoader workers decode and preprocess every view, the main thread runs batched
+   inference under ``torch.inference_mode``, a background thread writes and commits each shard.
+   With ``workers=N`` (a local dask cluster) or ``dask_scheduler=ADDRESS`` (an existing one) each
+   dask task computes and commits one shard.
+
+Exactness: images are batched within a shard, in the same chunks whatever the path, so a resumed
+run and a dask run compute every row with the same batch composition as an uninterrupted
+single-process run, and the stored values are identical.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import __version__
+from .errors import PtgError
+from .imageio import file_sha256, read_image
+from .manifest import Manifest, Sample, load_manifest
+from .views import parse_views
+
+ImageLoader = Callable[[Path], np.ndarray]  # path -> float32 H×W×3 in [0, 1]
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """An input left out by ``skip_bad``."""
+
+    id: str  # manifest id
+    line: int  # 1-based manifest line
+    path: str  # the degraded image file
+    reason: str  # why it could not be used
+
+
+@dataclass
+class ExtractPlan:
+    """What a run is about to do; given to ``on_plan`` before computing starts."""
+
+    store: Path  # the store written
+    samples: int  # manifest rows considered
+    unique: int  # distinct image contents among them
+    reused: int  # distinct keys already in the store
+    to_compute: int  # distinct keys computed by this run
+    skipped: list[SkippedImage]  # bad inputs left out (skip_bad)
+    shards: int  # shards this run writes
+
+
+@dataclass
+class ExtractSummary:
+    """The outcome of `extract_priors`."""
+
+    store: Path  # the store written
+    samples: int  # manifest rows considered
+    unique: int  # distinct image contents
+    computed: int  # rows computed and committed by this run
+    reused: int  # rows found in the store already
+    skipped: list[SkippedImage] = field(default_factory=list)  # bad inputs left out
+    seconds: float = 0.0  # wall time of the whole run
+    store_bytes: int = 0  # size of the store on disk after the run
+    fingerprint: str = ""  # encoder weights fingerprint
+    random_init: bool = False  # the encoder had random weights
+    encoder: str = ""  # registry name
+    views: tuple[str, ...] = ()  # views stored per row
+    dim: int = 0  # prior length
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared computation (local and dask paths must batch identically)
+
+
+def _views_tensor(img: np.ndarray, views: Sequence[str], pp) -> Any:
+    import torch
+
+    from .encoders.preprocess import apply_preprocess
+    from .views import apply_view
+
+    return torch.stack([apply_preprocess(apply_view(img, v), pp) for v in views])  # [V, 3, S, S]
+
+
+def _encode(enc, x, batch_size: int) -> np.ndarray:
+    """x: [B, V, 3, S, S] -> priors [B, V, D] float32, forwarding at most `batch_size` rows at a time."""
+    import torch
+
+    b, v = x.shape[:2]
+    flat = x.reshape(b * v, *x.shape[2:])
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, flat.shape[0], batch_size):
+            outs.append(enc.forward(flat[i : i + batch_size].to(enc.spec.device if enc.spec else "cpu")).float().cpu())
+    out = torch.cat(outs).reshape(b, v, -1)
+    if out.shape[-1] != enc.dim:
+        raise RuntimeError(f"encoder {enc.name} returned {out.shape[-1]} values, declared {enc.dim}")
+    if not torch.isfinite(out).all():
+        raise PtgError(f"encoder {enc.name} produced non-finite priors; check its weights and --dtype")
+    return out.numpy()
+
+
+def _shard_batches(n: int, batch_size: int) -> list[range]:
+    return [range(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+
+
+class _ViewsDataset:
+    """Map-style dataset: index -> (index, [V, 3, S, S]) for DataLoader workers."""
+
+    def __init__(self, paths: Sequence[Path], views: Sequence[str], pp, loader: ImageLoader):
+        self.paths, self.views, self.pp, self.loader = list(paths), tuple(views), pp, loader
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        return i, _views_tensor(self.loader(self.paths[i]), self.views, self.pp)
+
+
+class _CheckDataset:
+    """index -> error text or None, decoding the whole image (the pre-pass over new inputs)."""
+
+    def __init__(self, paths: Sequence[Path], views: Sequence[str], loader: ImageLoader):
+        self.paths, self.views, self.loader = list(paths), tuple(views), loader
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from .views import apply_view
+
+        try:
+            img = self.loader(self.paths[i])
+            for v in self.views:
+                if v.startswith("tile"):
+                    apply_view(img, v)  # raises for images too small for the grid
+        except PtgError as exc:
+            return i, str(exc)
+        except Exception as exc:  # any decoder failure is a bad input, not a crash
+            return i, f"cannot read {self.paths[i]}: {type(exc).__name__}: {exc}"
+        return i, None
+
+
+def _default_loader(path: Path) -> np.ndarray:
+    return read_image(path, channels=3)
+
+
+def _loader_kwargs(workers: int) -> dict[str, Any]:
+    return {"num_workers": workers, "prefetch_factor": 4, "persistent_workers": False} if workers > 0 else {"num_workers": 0}
+
+
+# ---------------------------------------------------------------------------------------------
+# Store path and metadata
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "zarr", "numpy", "open_clip_torch", "transformers", "diffusers", "timm"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def default_store_path(enc, views_spec: str, dtype: str) -> Path:
+    """``$PTG_CACHE/priors/<encoder>[-<arch>]-<fingerprint[:16]>-<views>-<dtype>.zarr``: one store
+    per encoder and settings on a machine, shared by every experiment."""
+    arch = enc.details.get("arch")
+    tag = f"{enc.name}-{arch}" if arch else enc.name
+    if enc.spec is not None and enc.spec.size is not None:
+        tag += f"-s{enc.spec.size}"
+    if enc.spec is not None and enc.spec.timestep is not None:
+        tag += f"-t{enc.spec.timestep}"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{tag}-{enc.fingerprint[:16]}-{views_spec.replace(':', '')}-{dtype}")
+    from .store import cache_root
+
+    return cache_root() / "priors" / f"{safe}.zarr"
+
+
+def _store_metadata(enc, views_spec: str, views: tuple[str, ...], dtype: str) -> dict[str, Any]:
+    return {
+        "kind": "ptg-priors",
+        "encoder": enc.metadata(),
+        "fingerprint": enc.fingerprint,
+        "random_init": enc.random_init,
+        "dim": enc.dim,
+        "views_spec": views_spec,
+        "views": list(views),
+        "dtype": dtype,
+        "package_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "libraries": _library_versions(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+
+
+def _hash_all(samples: Sequence[Sample]) -> list[str]:
+    # hashlib releases the GIL on large buffers: threads keep several disks/cores busy
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        return list(pool.map(lambda s: file_sha256(s.input), samples))
+
+
+def _check_inputs(todo: list[tuple[str, Sample]], views: tuple[str, ...], loader: ImageLoader, loader_workers: int) -> list[tuple[int, str]]:
+    from torch.utils.data import DataLoader
+
+    ds = _CheckDataset([s.input for _, s in todo], views, loader)
+    dl = DataLoader(ds, batch_size=None, shuffle=False, **_loader_kwargs(loader_workers))
+    return [(i, err) for i, err in dl if err is not None]
+
+
+def extract_priors(
+    manifest: Manifest | str | Path,
+    encoder: Any = "imagenet",
+    *,
+    out: str | Path | None = None,
+    views: str = "identity",
+    dtype: str = "float16",
+    batch_size: int = 16,
+    loader_workers: int | None = None,
+    workers: int = 0,
+    dask_scheduler: str | None = None,
+    skip_bad: bool = False,
+    split: str | None = None,
+    root: str | Path | None = None,
+    rows_per_shard: int | None = None,
+    image_loader: ImageLoader | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    on_plan: Callable[[ExtractPlan], None] | None = None,
+) -> ExtractSummary:
+    """Compute and cache the priors of a manifest's degraded images.
+
+    Args:
+        manifest: a `Manifest` or the path of a manifest file.
+        encoder: an `EncoderSpec`, a built `Encoder`, or a registry name (default weights).
+        out: the store directory; None = the per-user cache (`default_store_path`).
+        views: identity | flips | d4 | tiles:N (see `ptg.pipeline.views`).
+        dtype: float16 (default) or float32 storage.
+        batch_size: images per DataLoader batch, and rows per forward pass.
+        loader_workers: DataLoader processes decoding images; None = min(4, CPUs - 1).
+        workers: N > 0 runs on a local dask cluster of N processes; 0 runs in this process.
+        dask_scheduler: address of an existing dask.distributed scheduler (the store must be on a
+            filesystem its workers share).
+        skip_bad: leave unreadable images out (recorded in the metadata) instead of stopping.
+        split: only rows of this split; None = all rows.
+        root: dataset root for a manifest path (default: the manifest's folder).
+        rows_per_shard: rows per shard for a new store; None = about 4 MiB shards.
+        image_loader: path -> float image; default `read_image` (benchmarks pass pre-decoded ones).
+        on_progress: called with the number of images just computed.
+        on_plan: called once with the `ExtractPlan` before computing starts.
+
+    Raises:
+        PtgError: bad input (naming file and manifest line), incompatible or locked store, weights
+            that cannot be loaded.
+    """
+    from .encoders import Encoder, EncoderSpec, build_encoder
+    from .store import allocate_shards, create_or_open_store, read_commits, store_nbytes, update_metadata, writer_lock
+
+    t0 = time.perf_counter()
+    if batch_size < 1:
+        raise PtgError(f"--batch-size must be at least 1, got {batch_size}")
+    if workers < 0:
+        raise PtgError(f"--workers must be 0 (this process) or more, got {workers}")
+    if dtype not in ("float16", "float32"):
+        raise PtgError(f"--dtype {dtype!r} is not supported; use float16 or float32")
+    view_names = parse_views(views)
+    m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, root=root)
+    samples = m.split(split) if split else list(m.samples)
+    if not samples:
+        raise PtgError(f"manifest {m.path} has no rows in split {split!r}")
+    loader = image_loader or _default_loader
+    if loader_workers is None:
+        loader_workers = min(4, max(0, (os.cpu_count() or 1) - 1))
+
+    if isinstance(encoder, str):
+        encoder = EncoderSpec(encoder)
+    enc = encoder if isinstance(encoder, Encoder) else build_encoder(encoder)
+    if (workers or dask_scheduler) and enc.spec is None:
+        raise PtgError("dask extraction needs an EncoderSpec (workers rebuild the encoder), not a built Encoder")
+    store = Path(out).expanduser() if out is not None else default_store_path(enc, views, dtype)
+    keys = _hash_all(samples)
+
+    with writer_lock(store):
+        meta = create_or_open_store(store, _store_metadata(enc, views, view_names, dtype), rows_per_shard)
+        rows = int(meta["rows_per_shard"])
+        have = {k for rec in read_commits(store).values() for k in rec["keys"]}
+        todo: list[tuple[str, Sample]] = []
+        seen: set[str] = set()
+        for k, s in zip(keys, samples):
+            if k not in seen:
+                seen.add(k)
+                if k not in have:
+                    todo.append((k, s))
+        reused = len(seen) - len(todo)
+
+        bad = _check_inputs(todo, view_names, loader, loader_workers)
+        skipped: list[SkippedImage] = []
+        if bad:
+            items = [(todo[i][1], err) for i, err in bad]
+            if not skip_bad:
+                shown = "\n".join(f"  manifest line {s.line} (id {s.id!r}): {err}" for s, err in items[:20])
+                more = f"\n  ... and {len(items) - 20} more" if len(items) > 20 else ""
+                raise PtgError(f"{len(items)} input image(s) of {m.path} cannot be used; nothing was written:\n"
+                               f"{shown}{more}\nFix or remove them, or pass --skip-bad to leave them out.")
+            skipped = [SkippedImage(s.id, s.line, str(s.input), err) for s, err in items]
+            drop = {i for i, _ in bad}
+            todo = [t for i, t in enumerate(todo) if i not in drop]
+
+        groups = [todo[i : i + rows] for i in range(0, len(todo), rows)]
+        shard_ids = allocate_shards(store, len(groups)) if groups else []
+        if on_plan is not None:
+            on_plan(ExtractPlan(store, len(samples), len(seen), reused, len(todo), skipped, len(groups)))
+        tasks = [(sid, [k for k, _ in g], [s.input for _, s in g]) for sid, g in zip(shard_ids, groups)]
+        if tasks and (workers or dask_scheduler):
+            _run_dask(store, enc.spec, tasks, view_names, batch_size, workers, dask_scheduler, image_loader, on_progress)
+        elif tasks:
+            _run_local(store, enc, tasks, view_names, batch_size, loader_workers, loader, on_progress)
+
+        seconds = time.perf_counter() - t0
+        old = {(d["path"], d["id"]) for d in meta.get("skipped", [])}
+        run = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "manifest": str(m.path), "samples": len(samples),
+               "computed": len(todo), "reused": reused, "skipped": len(skipped), "seconds": round(seconds, 3),
+               "host": socket.gethostname(), "package_version": __version__}
+        update_metadata(store, skipped=list(meta.get("skipped", [])) + [asdict(s) for s in skipped if (s.path, s.id) not in old],
+                        runs=(list(meta.get("runs", [])) + [run])[-100:], updated=run["time"])
+    return ExtractSummary(store, len(samples), len(seen), len(todo), reused, skipped, time.perf_counter() - t0,
+                          store_nbytes(store), enc.fingerprint, enc.random_init, enc.name, view_names, enc.dim)
+
+
+def _run_local(store: Path, enc, tasks, views, batch_size: int, loader_workers: int, loader: ImageLoader,
+               on_progress: Callable[[int], None] | None) -> None:
+    """DataLoader workers decode + preprocess, this thread infers, a writer thread commits shards."""
+    import zarr
+    from torch.utils.data import DataLoader
+
+    from .store import ARRAY, write_shard
+
+    paths = [p for _, _, ps in tasks for p in ps]
+    starts = np.cumsum([0] + [len(ps) for _, _, ps in tasks])
+    # batches never cross a shard: the same composition as a resumed or a dask run
+    batches = [[int(starts[t]) + i for i in r] for t, (_, _, ps) in enumerate(tasks) for r in _shard_batches(len(ps), batch_size)]
+    ds = _ViewsDataset(paths, views, enc.preprocess, loader)
+    dl = DataLoader(ds, batch_sampler=batches, **_loader_kwargs(loader_workers))
+
+    arr = zarr.open_array(store / ARRAY, mode="r+")
+    q: queue.Queue = queue.Queue(maxsize=4)
+    failure: list[BaseException] = []
+
+    def writer() -> None:
+        while (item := q.get()) is not None:
+            if not failure:
+                try:
+                    write_shard(store, *item, arr=arr)
+                except BaseException as exc:  # surfaced in the compute thread
+                    failure.append(exc)
+
+    th = threading.Thread(target=writer, name="ptg-shard-writer", daemon=True)
+    th.start()
+    try:
+        buf: np.ndarray | None = None
+        task_i, filled = 0, 0
+        for idx, x in dl:
+            vals = _encode(enc, x, batch_size)  # [B, V, D]
+            if buf is None:
+                buf = np.empty((len(tasks[task_i][1]),) + vals.shape[1:], np.float32)
+            buf[filled : filled + len(vals)] = vals
+            filled += len(vals)
+            if on_progress is not None:
+                on_progress(len(vals))
+            if filled == len(tasks[task_i][1]):
+                if failure:
+                    raise failure[0]
+                q.put((tasks[task_i][0], tasks[task_i][1], buf))
+                task_i, filled, buf = task_i + 1, 0, None
+    finally:
+        q.put(None)
+        th.join()
+    if failure:
+        raise failure[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# dask.distributed
+
+
+_WORKER_ENCODERS: dict[Any, Any] = {}  # per worker process: spec -> built encoder (built once)
+
+
+def _dask_shard(store: str, spec, shard: int, keys: list[str], paths: list[str], views: tuple[str, ...],
+                batch_size: int, threads: int, image_loader: ImageLoader | None) -> int:
+    """One dask task: compute and commit one shard. Returns the rows written."""
+    import torch
+
+    from .encoders import build_encoder
+    from .store import write_shard
+
+    torch.set_num_threads(threads)
+    enc = _WORKER_ENCODERS.get(spec)
+    if enc is None:
+        enc = _WORKER_ENCODERS[spec] = build_encoder(spec)
+    loader = image_loader or _default_loader
+    out = []
+    for r in _shard_batches(len(paths), batch_size):
+        x = torch.stack([_views_tensor(loader(Path(paths[i])), views, enc.preprocess) for i in r])
+        out.append(_encode(enc, x, batch_size))
+    write_shard(Path(store), shard, keys, np.concatenate(out))
+    return len(keys)
+
+
+def _run_dask(store: Path, spec, tasks, views, batch_size: int, workers: int, address: str | None,
+              image_loader: ImageLoader | None, on_progress: Callable[[int], None] | None) -> None:
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError as exc:
+        raise PtgError("--workers / --dask-scheduler need dask.distributed: pip install 'dask[distributed]'") from exc
+
+    cluster = None
+    try:
+        if address:
+            try:
+                client = Client(address, timeout="20s")
+            except Exception as exc:
+                raise PtgError(f"cannot connect to the dask scheduler {address!r}: {exc}. Is it running and reachable?") from exc
+            threads = 1
+        else:
+            cluster = LocalCluster(n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=None)
+            client = Client(cluster)
+            threads = max(1, (os.cpu_count() or 1) // workers)
+        with client:
+            futs = [client.submit(_dask_shard, str(store.resolve()), spec, sid, keys, [str(p) for p in paths], views,
+                                  batch_size, threads, image_loader, pure=False, key=f"ptg-shard-{sid}-{os.getpid()}")
+                    for sid, keys, paths in tasks]
+            try:
+                for fut in as_completed(futs):
+                    n = fut.result()  # re-raises a worker's exception here
+                    if on_progress is not None:
+                        on_progress(n)
+            except BaseException:
+                client.cancel(futs)
+                raise
+    finally:
+        if cluster is not None:
+            cluster.close()
