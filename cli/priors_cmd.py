@@ -1,0 +1,98 @@
+"""`ptg priors info|export`: inspect a priors store, export it to HDF5."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ptg.pipeline.errors import PtgError
+
+from .console import console, err_console
+
+app = typer.Typer(help="Inspect and export priors stores.", no_args_is_help=True)
+
+StoreArg = Annotated[Path, typer.Argument(help="A priors store (.zarr directory) or an HDF5 export.")]
+
+
+def open_store_loudly(path: Path):
+    """Open a store, showing its warnings (e.g. random-init weights) on stderr."""
+    from ptg.pipeline.store import open_priors
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reader = open_priors(path)
+    for w in caught:
+        err_console.print(f"[bold yellow]warning:[/] {w.message}", highlight=False)
+    return reader
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return str(n)
+
+
+@app.command("info")
+def info(
+    store: StoreArg,
+    verify: Annotated[bool, typer.Option(help="Re-hash every committed shard against its commit record.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full metadata as JSON.")] = False,
+) -> None:
+    """Print a store's encoder, weights fingerprint, preprocessing, views, dtype, rows and history."""
+    from ptg.pipeline.store import store_nbytes
+
+    reader = open_store_loudly(store)
+    meta = reader.metadata
+    if as_json:
+        console.print_json(json.dumps({**meta, "rows": len(reader), "format": reader.format}))
+        return
+    enc = meta.get("encoder", {})
+    pp = enc.get("preprocessing", {})
+    lines = [
+        ("store", f"{store} ({reader.format}, {_human(store_nbytes(store))})"),
+        ("rows", f"{len(reader)} committed"),
+        ("encoder", f"{enc.get('name')} {json.dumps(enc.get('details', {}))}"),
+        ("weights", f"{'RANDOM INIT' if reader.random_init else enc.get('source')}"),
+        ("fingerprint", str(meta.get("fingerprint"))),
+        ("prior", f"{meta.get('dim')}-d: {enc.get('pooling')}"),
+        ("preprocessing", json.dumps(pp)),
+        ("views", f"{meta.get('views_spec')} ({len(reader.views)}: {', '.join(reader.views[:8])}{'...' if len(reader.views) > 8 else ''})"),
+        ("dtype", str(meta.get("dtype"))),
+        ("schema", f"{meta.get('schema_version')}, ptg {meta.get('package_version')}, rows/shard {meta.get('rows_per_shard')}"),
+        ("created", f"{meta.get('created')} (updated {meta.get('updated', '-')})"),
+        ("libraries", ", ".join(f"{k} {v}" for k, v in meta.get("libraries", {}).items())),
+        ("skipped", f"{len(meta.get('skipped', []))}" + "".join(f"\n  {s['id']} (line {s['line']}): {s['reason']}" for s in meta.get("skipped", [])[:20])),
+        ("runs", f"{len(meta.get('runs', []))}" + "".join(
+            f"\n  {r['time']}: {r['computed']} computed, {r['reused']} reused, {r['skipped']} skipped, {r['seconds']} s ({r['manifest']})"
+            for r in meta.get("runs", [])[-5:])),
+    ]
+    for k, v in lines:
+        console.print(f"[bold]{k:>13}[/]  {v}", highlight=False, soft_wrap=True)
+    if verify:
+        bad = reader.verify()
+        if bad:
+            raise PtgError(f"{len(bad)} shard(s) of {store} do not match their commit digests: {bad[:20]}")
+        console.print("[green]verified[/]: every committed shard matches its digest")
+
+
+@app.command("export")
+def export(
+    store: StoreArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The file to write.")],
+    fmt: Annotated[str, typer.Option("--format", help="Export format: h5.")] = "h5",
+) -> None:
+    """Export every committed row to HDF5 (datasets keys, priors; metadata as a JSON attribute)."""
+    from ptg.pipeline.store import export_hdf5
+
+    if fmt not in ("h5", "hdf5"):
+        raise PtgError(f"--format {fmt!r} is not supported; use h5")
+    open_store_loudly(store)  # shows the random-init warning once
+    path = export_hdf5(store, out)
+    console.print(f"wrote {path} ({_human(path.stat().st_size)})")
+
+
