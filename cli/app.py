@@ -13,6 +13,7 @@ import typer
 from ptg.pipeline.errors import PtgError
 
 from . import data_cmd, manifest_cmd
+from . import models_cmd
 from . import encoders_cmd, extract_cmd, priors_cmd
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(manifest_cmd.app, name="manifest")
+app.command("models")(models_cmd.models)
 app.command("extract-priors")(extract_cmd.extract_priors)
 app.command("encoders")(encoders_cmd.encoders)
 app.add_typer(priors_cmd.app, name="priors")

@@ -367,11 +367,19 @@ class PriorConcat(nn.Module):
         return f + self.merge(torch.cat([f, extra], dim=1))
 
 
-class _InstanceNorm32(nn.InstanceNorm2d):
-    """InstanceNorm2d computed in float32 (half-precision variance underflows)."""
+class _InstanceNorm32(nn.Module):
+    """Affine InstanceNorm computed in float32 whatever the model dtype (half variance underflows)."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.float()).to(x.dtype)
+        # x: [B, C, H, W] -> [B, C, H, W]
+        y = F.instance_norm(x.float(), weight=self.weight.float(), bias=self.bias.float(), eps=self.eps)
+        return y.to(x.dtype)
 
 
 @register_model(
@@ -389,7 +397,7 @@ class PTGRM(nn.Module):
         self.config = cfg
         c = cfg.effective_width
         self.multiple = 2**cfg.downsample
-        enc: list[nn.Module] = [nn.Conv2d(6, c, 3, padding=1), _InstanceNorm32(c, affine=True), nn.LeakyReLU(_SLOPE)]
+        enc: list[nn.Module] = [nn.Conv2d(6, c, 3, padding=1), _InstanceNorm32(c), nn.LeakyReLU(_SLOPE)]
         for _ in range(cfg.downsample):
             enc += [nn.Conv2d(c, c, 3, stride=2, padding=1), nn.LeakyReLU(_SLOPE)]
         self.encoder = nn.Sequential(*enc)  # Re
