@@ -15,6 +15,7 @@ from ptg.pipeline.errors import PtgError
 from . import data_cmd, manifest_cmd
 from . import models_cmd
 from . import encoders_cmd, extract_cmd, priors_cmd
+from . import eval_cmd, report_cmd, restore_cmd
 
 app = typer.Typer(
     name="ptg",
@@ -29,6 +30,7 @@ app.command("models")(models_cmd.models)
 app.command("extract-priors")(extract_cmd.extract_priors)
 app.command("encoders")(encoders_cmd.encoders)
 app.add_typer(priors_cmd.app, name="priors")
+app.command("eval")(eval_cmd.eval_command); app.command("restore")(restore_cmd.restore_command); app.command("report")(report_cmd.report_command)
 
 
 def main(argv: list[str] | None = None) -> int:

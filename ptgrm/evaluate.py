@@ -171,7 +171,7 @@ class EvalOptions:
 
 
 RestoreCall = Callable[[Any, Any], Any]  # (x[B,3,H,W], priors list[Tensor[B,D]] | None) -> (F out, R out | None)
-PriorsFor = Callable[[Sample, np.ndarray], Any]  # (sample, degraded image) -> list[Tensor[1,D]] | None
+PriorsFor = Callable[[Path, np.ndarray], Any]  # (degraded image file, its pixels) -> list[Tensor[1,D]] | None
 
 
 def fmt_delta(value: float, digits: int) -> str:
@@ -244,7 +244,8 @@ def evaluate(
         out_dir: output folder (created).
         settings: metric conventions.
         options: tiling, device, what to write.
-        priors_for: ``(sample, degraded image) -> list[Tensor[1, D]]`` or None for no priors.
+        priors_for: ``(input file, its pixels) -> list[Tensor[1, D]]`` or None for no priors
+            (see `ptg.ptgrm.infer.StorePriors`, `EncoderPriors`).
         info: provenance copied into metrics.json (name, dataset, baseline, prior, checkpoint...).
             ``info["baseline"]`` and ``info["prior"]`` label the table's rows.
         multiple: pad images to this multiple (the models' down-sampling factor).
@@ -267,7 +268,7 @@ def evaluate(
     has_refiner = False
     for i, s in enumerate(samples):
         x = read_image(s.input)
-        g = priors_for(s, x) if priors_for is not None else None
+        g = priors_for(s.input, x) if priors_for is not None else None
         t0 = time.perf_counter()
         outs = run_padded_tiled(lambda t: restore(t, g), image_to_tensor(x), multiple, options.tile, options.overlap, options.device)
         seconds = time.perf_counter() - t0

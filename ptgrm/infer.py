@@ -38,6 +38,7 @@ Where tiling changes results:
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -166,3 +167,108 @@ def image_to_tensor(img) -> Tensor:
 def tensor_to_image(t: Tensor):
     """``[1, 3, H, W]`` tensor → H×W×3 float32 numpy image clipped to [0, 1]."""
     return t[0].clamp(0, 1).permute(1, 2, 0).contiguous().numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the priors g come from at inference. Both return raw vectors as the store holds them;
+# `InferenceBundle.restore` applies the run's own prior handling (L2 normalisation, controls).
+
+
+def _store_entries(entries: Sequence[dict]) -> list[dict]:
+    if not entries:
+        raise PtgError("this checkpoint records no priors stores; it was trained without priors")
+    return list(entries)
+
+
+class StorePriors:
+    """Priors read from stores, keyed by the SHA-256 of the degraded image file's bytes."""
+
+    def __init__(self, entries: Sequence[dict], overrides: Sequence[str | Path] | None = None):
+        """Open the stores a model was trained with.
+
+        Args:
+            entries: the checkpoint's ``priors`` list (path, dim, views, metadata per store).
+            overrides: other store paths, one per entry, in the same order (``--priors``); each
+                must hold priors of the same encoder weights (fingerprint) as the one trained on.
+
+        Raises:
+            PtgError: wrong number of overrides, a missing store, another encoder's store.
+        """
+        from ptg.pipeline.store import open_priors
+
+        entries = _store_entries(entries)
+        paths = [e["path"] for e in entries] if not overrides else list(overrides)
+        if len(paths) != len(entries):
+            raise PtgError(f"the model takes {len(entries)} prior(s) (stores {', '.join(str(e['path']) for e in entries)}); "
+                           f"--priors gave {len(paths)}. Give one --priors per store, in the same order")
+        self.readers = []
+        for e, path in zip(entries, paths):
+            reader = open_priors(path, expect_fingerprint=e["metadata"].get("fingerprint"))
+            if reader.dim != int(e["dim"]):
+                raise PtgError(f"the priors store {path} holds {reader.dim}-d priors; the model was trained on {e['dim']}-d ones from {e['path']}")
+            self.readers.append(reader)
+
+    def __call__(self, path: Path, img=None) -> list[Tensor]:
+        """Priors ``[1, D_i]`` of the image file ``path`` (its pixels are not needed)."""
+        from ptg.pipeline.imageio import file_sha256
+
+        key = file_sha256(path)
+        out = []
+        for r in self.readers:
+            if r.missing([key]):
+                raise PtgError(f"no prior for {path} in the store {r.path} (key {key[:16]}...). Run `ptg extract-priors` "
+                               f"on a manifest holding this image with --out {r.path}, or omit --priors so that "
+                               "`ptg restore` computes it with the recorded encoder")
+            out.append(torch.from_numpy(r.get([key], view="identity")))
+        return out
+
+
+class EncoderPriors:
+    """Priors computed on the fly with the encoder recorded in the checkpoint's store metadata.
+
+    Rebuilds each encoder from its recorded `EncoderSpec`, checks that the weights fingerprint and
+    the pinned preprocessing are the ones the model was trained with, and rounds each vector to
+    the store's dtype (float16 by default), so the model sees the values it was trained on.
+    Needs the ``extract`` extra (timm, open_clip, ...).
+    """
+
+    def __init__(self, entries: Sequence[dict], device: str = "cpu"):
+        from dataclasses import replace
+
+        from ptg.pipeline.encoders import EncoderSpec, build_encoder
+
+        self.encoders = []
+        for e in _store_entries(entries):
+            meta = e["metadata"]
+            enc_meta = meta.get("encoder") or {}
+            spec_d = enc_meta.get("spec")
+            if not spec_d:
+                raise PtgError(f"the store {e['path']} records no encoder spec; pass --priors STORE to read priors instead")
+            spec = replace(EncoderSpec(**spec_d), device=device)
+            try:
+                enc = build_encoder(spec)
+            except ImportError as exc:
+                raise PtgError(
+                    f"computing {enc_meta.get('name', spec.name)!r} priors needs the library {exc.name or exc}, which is not "
+                    "installed: pip install 'ptg[extract]', or pass --priors STORE with priors extracted elsewhere"
+                ) from exc
+            if enc.fingerprint != meta.get("fingerprint"):
+                raise PtgError(f"the {spec.name} encoder built here has weights {enc.fingerprint[:16]}..., but the model was trained "
+                               f"on priors from weights {str(meta.get('fingerprint'))[:16]}... ({enc_meta.get('source')}); "
+                               "make those weights available or pass --priors STORE")
+            if enc.preprocess.to_dict() != enc_meta.get("preprocessing"):
+                raise PtgError(f"the {spec.name} encoder's preprocessing differs from the one recorded in {e['path']}; "
+                               "the priors would not match training. Pass --priors STORE")
+            self.encoders.append((enc, meta.get("dtype", "float32")))
+
+    def __call__(self, path: Path | None, img) -> list[Tensor]:
+        """Priors ``[1, D_i]`` of an H×W×3 float image (the file path is not needed)."""
+        from ptg.pipeline.encoders import apply_preprocess
+
+        out = []
+        with torch.inference_mode():
+            for enc, dtype in self.encoders:
+                x = apply_preprocess(img, enc.preprocess)[None].to(enc.spec.device)  # [1, 3, S, S]
+                g = enc.forward(x).float().cpu()  # [1, D]
+                out.append(g.to(getattr(torch, dtype)).float())  # the store's rounding
+        return out

@@ -112,8 +112,8 @@ def test_evaluate_writes_everything_consistently(paired, tmp_path) -> None:
     model = _TinyF()
     seen = []
 
-    def priors_for(sample, img):
-        seen.append(sample.id)
+    def priors_for(path, img):
+        seen.append(path.name.replace("_in.png", ""))
         return [torch.full((1, 8), 0.5)]
 
     out = tmp_path / "eval"

@@ -1,0 +1,151 @@
+"""`ptg eval`: PSNR/SSIM (and LPIPS) of F and F + PTG-RM on a test split, or of existing outputs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ptg.pipeline.errors import PtgError
+
+from .options import RootOpt
+
+CropBorderOpt = Annotated[int, typer.Option("--crop-border", help="Pixels removed on every side before scoring (BasicSR crop_border).")]
+YChannelOpt = Annotated[bool, typer.Option("--y-channel", help="Score PSNR/SSIM on the Y channel (MATLAB BT.601) instead of RGB.")]
+MatlabRoundOpt = Annotated[bool, typer.Option("--matlab-round-y", help="Round Y to integers as some MATLAB scripts do (not BasicSR's default).")]
+LpipsOpt = Annotated[bool, typer.Option("--lpips", help="Also compute LPIPS (needs torchvision's AlexNet/VGG ImageNet weights).")]
+LpipsNetOpt = Annotated[str, typer.Option("--lpips-net", help="LPIPS backbone: alex | vgg.")]
+LpipsWeightsOpt = Annotated[Optional[Path], typer.Option("--lpips-weights", help="torchvision backbone weights file for LPIPS (offline machines).")]
+
+
+def _settings(crop_border: int, y_channel: bool, matlab_round_y: bool, lpips: bool, lpips_net: str, lpips_weights: Path | None):
+    from ptg.ptgrm.evaluate import MetricSettings
+
+    return MetricSettings(crop_border=crop_border, y_channel=y_channel, matlab_round_y=matlab_round_y, lpips=lpips,
+                          lpips_net=lpips_net, lpips_weights=str(lpips_weights) if lpips_weights else None)
+
+
+def eval_command(
+    run: Annotated[Optional[Path], typer.Option("--run", help="Run folder of `ptg train` (uses checkpoints/best.pt, else last.pt).")] = None,
+    ckpt: Annotated[Optional[Path], typer.Option("--ckpt", help="A checkpoint file (instead of --run).")] = None,
+    pred: Annotated[Optional[Path], typer.Option("--pred", help="Score existing outputs DIR/<id>.png instead of running a model.")] = None,
+    manifest: Annotated[Optional[Path], typer.Option("--manifest", "-m", help="Manifest of the test images (default: the run's).")] = None,
+    root: RootOpt = None,
+    priors: Annotated[Optional[list[Path]], typer.Option("--priors", help="Priors store(s), one per store the model was trained with (default: the recorded ones).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default RUN/eval); with --pred a .json file.")] = None,
+    split: Annotated[str, typer.Option("--split", help="Manifest split to evaluate.")] = "test",
+    crop_border: CropBorderOpt = 0,
+    y_channel: YChannelOpt = False,
+    matlab_round_y: MatlabRoundOpt = False,
+    lpips: LpipsOpt = False,
+    lpips_net: LpipsNetOpt = "alex",
+    lpips_weights: LpipsWeightsOpt = None,
+    tile: Annotated[Optional[int], typer.Option("--tile", help="Tiled inference with this tile side (bounded memory; see docs on where it changes results).")] = None,
+    overlap: Annotated[int, typer.Option("--overlap", help="Overlap between tiles, in pixels.")] = 32,
+    grids: Annotated[int, typer.Option("--grids", help="Write comparison grids for the first N images.")] = 4,
+    no_images: Annotated[bool, typer.Option("--no-images", help="Do not write the restored images.")] = False,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Test-set name in tables (default: the manifest's file name).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Name of this evaluation in reports (default: the run folder's name).")] = None,
+    device: Annotated[str, typer.Option("--device", help="Torch device: cpu | cuda | cuda:N.")] = "cpu",
+) -> None:
+    """Evaluate F and F + PTG-RM on a test split, or score existing outputs with --pred.
+
+    Writes restored images, per_image.csv, metrics.json, grids and table.md (the paper's form:
+    baseline, + PTG-RM and the deltas, SSIM delta ×100).
+    """
+    from .console import console
+
+    settings = _settings(crop_border, y_channel, matlab_round_y, lpips, lpips_net, lpips_weights)
+    if pred is not None:
+        if run is not None or ckpt is not None:
+            raise PtgError("--pred scores existing outputs; drop --run/--ckpt (or drop --pred to run the model)")
+        _score_pred(pred, manifest, root, out, split, settings)
+        return
+    if (run is None) == (ckpt is None):
+        raise PtgError("give exactly one of --run RUN_DIR or --ckpt CHECKPOINT (or --pred DIR to score existing outputs)")
+    _eval_model(run or ckpt, run is not None, manifest, root, priors, out, split, settings, tile, overlap, grids,
+                not no_images, dataset, name, device, console)
+
+
+def _score_pred(pred: Path, manifest: Path | None, root: Path | None, out: Path | None, split: str, settings) -> None:
+    import json
+
+    from ptg.pipeline.manifest import load_manifest
+    from ptg.ptgrm.evaluate import score_predictions
+
+    from .console import console, progress_bar
+
+    if manifest is None:
+        raise PtgError("--pred needs --manifest M (its targets are the references)")
+    if out is None or out.suffix.lower() != ".json":
+        raise PtgError(f"with --pred, --out must be a .json file (got {out}); e.g. --out scores.json")
+    samples = load_manifest(manifest, root).split(split)
+    with progress_bar(len(samples), "scoring", unit="img") as advance:
+        result = score_predictions(pred, samples, settings, on_progress=advance)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    m = result["mean"]
+    extra = f", LPIPS {m['lpips']:.4f}" if "lpips" in m else ""
+    console.print(f"{len(samples)} image(s): PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}{extra} -> {out}", highlight=False)
+
+
+def _prior_label(entries: list[dict[str, Any]]) -> str:
+    names = []
+    for e in entries:
+        enc = (e.get("metadata") or {}).get("encoder") or {}
+        arch = (enc.get("details") or {}).get("arch")
+        label = enc.get("name") or Path(str(e.get("path"))).stem
+        names.append(f"{label}" if not arch or enc.get("name") == "imagenet" else f"{label}:{arch}")
+    return "+".join(names)
+
+
+def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | None, priors: list[Path] | None,
+                out: Path | None, split: str, settings, tile: int | None, overlap: int, grids: int, save_images: bool,
+                dataset: str | None, name: str | None, device: str, console) -> None:
+    from ptg.pipeline.manifest import load_manifest
+    from ptg.ptgrm.evaluate import EvalOptions, evaluate
+    from ptg.ptgrm.infer import StorePriors, check_tiling, required_multiple
+    from ptg.ptgrm.train.checkpoint import load_for_inference
+
+    from .console import progress_bar
+
+    bundle = load_for_inference(source, device=device)
+    data_cfg = bundle.config.get("data", {})
+    if manifest is None:
+        if not data_cfg.get("manifest"):
+            raise PtgError(f"the checkpoint {bundle.path} records no manifest; pass --manifest M")
+        manifest = Path(data_cfg["manifest"])
+        root = root or (Path(data_cfg["root"]) if data_cfg.get("root") else None)
+    if out is None:
+        if not is_run:
+            raise PtgError("with --ckpt, give --out DIR for the evaluation's outputs")
+        out = source / "eval"
+    multiple = required_multiple(bundle.baseline, bundle.refiner)
+    check_tiling(tile, overlap, multiple)
+    samples = load_manifest(manifest, root).split(split)
+    if not samples:
+        raise PtgError(f"the manifest {manifest} has no {split!r} rows; choose another --split")
+    prior_source = StorePriors(bundle.priors, priors) if bundle.uses_priors and bundle.config.get("priors", {}).get("control") != "zero" else None
+    model_cfg = bundle.config.get("model", {})
+    run_dir = bundle.path.parent.parent if bundle.path.parent.name == "checkpoints" else bundle.path.parent
+    info = {
+        "name": name or run_dir.name,
+        "dataset": dataset or manifest.stem,
+        "baseline": model_cfg.get("baseline", type(bundle.baseline).__name__),
+        "refiner": model_cfg.get("refiner") if bundle.refiner is not None else None,
+        "prior": _prior_label(bundle.priors) if bundle.uses_priors else None,
+        "mode": bundle.mode,
+        "checkpoint": str(bundle.path),
+        "step": bundle.step,
+        "manifest": str(manifest),
+        "split": split,
+        "priors": [str(p) for p in priors] if priors else [str(e["path"]) for e in bundle.priors],
+    }
+    options = EvalOptions(tile=tile, overlap=overlap, save_images=save_images, grids=grids, device=device)
+    with progress_bar(len(samples), f"eval {info['name']}", unit="img") as advance:
+        result = evaluate(bundle.restore, samples, out, settings=settings, options=options, priors_for=prior_source,
+                          info=info, multiple=multiple, on_progress=advance)
+    console.print((out / "table.md").read_text(encoding="utf-8"), highlight=False, markup=False)
+    console.print(f"wrote {out}/metrics.json, per_image.csv, table.md"
+                  + (", images/" if save_images else "") + (", grids/" if grids else "")
+                  + f" ({result['n_images']} image(s), {result['n_scored']} scored)", highlight=False)

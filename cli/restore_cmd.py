@@ -1,0 +1,68 @@
+"""`ptg restore`: restore new images (outside any manifest) with F + PTG-RM."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ptg.pipeline.errors import PtgError
+
+
+def restore_command(
+    ckpt: Annotated[Path, typer.Option("--ckpt", help="Checkpoint file or run folder of `ptg train`.")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="An image file or a folder of images.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the restored images (<name>.png).")],
+    priors: Annotated[Optional[list[Path]], typer.Option("--priors", help="Priors store(s) holding these images; default: compute the priors with the checkpoint's encoder (needs the extract extra).")] = None,
+    tile: Annotated[Optional[int], typer.Option("--tile", help="Tiled inference with this tile side, for large images.")] = None,
+    overlap: Annotated[int, typer.Option("--overlap", help="Overlap between tiles, in pixels.")] = 32,
+    save_baseline: Annotated[bool, typer.Option("--save-baseline", help="Also write F's output to OUTPUT/baseline/.")] = False,
+    device: Annotated[str, typer.Option("--device", help="Torch device: cpu | cuda | cuda:N.")] = "cpu",
+) -> None:
+    """Restore images with F + PTG-RM (F alone for a baseline run).
+
+    Priors come from --priors stores (keyed by the image file's bytes) or, without --priors, are
+    computed with the encoder recorded in the checkpoint (its weights must be available here).
+    """
+    from ptg.pipeline.imageio import is_image_file, read_image, write_image
+    from ptg.ptgrm.infer import EncoderPriors, StorePriors, check_tiling, image_to_tensor, required_multiple, run_padded_tiled, tensor_to_image
+    from ptg.ptgrm.train.checkpoint import load_for_inference
+
+    from .console import console, progress_bar
+
+    if input.is_dir():
+        files = sorted(p for p in input.iterdir() if p.is_file() and is_image_file(p))
+        if not files:
+            raise PtgError(f"no image files in {input}")
+    elif input.is_file():
+        files = [input]
+    else:
+        raise PtgError(f"--input {input} is neither an image file nor a folder")
+    stems = [p.stem for p in files]
+    dup = sorted({s for s in stems if stems.count(s) > 1})
+    if dup:
+        raise PtgError(f"several inputs would be written as {dup[0]}.png (e.g. {dup[0]}.jpg and {dup[0]}.png); restore them separately")
+    if input.is_dir() and output.resolve() == input.resolve():
+        raise PtgError("--output must differ from --input, so that no input is overwritten")
+
+    bundle = load_for_inference(ckpt, device=device)
+    multiple = required_multiple(bundle.baseline, bundle.refiner)
+    check_tiling(tile, overlap, multiple)
+    source = None
+    if bundle.uses_priors and bundle.config.get("priors", {}).get("control") != "zero":
+        source = StorePriors(bundle.priors, priors) if priors else EncoderPriors(bundle.priors, device)
+        how = "from --priors" if priors else "computed with the recorded encoder"
+        console.print(f"priors {how}", highlight=False)
+    output.mkdir(parents=True, exist_ok=True)
+    with progress_bar(len(files), "restore", unit="img") as advance:
+        for path in files:
+            img = read_image(path)
+            g = source(path, img) if source is not None else None
+            f_out, r_out = run_padded_tiled(lambda t: bundle.restore(t, g), image_to_tensor(img), multiple, tile, overlap, device)
+            final = r_out if r_out is not None else f_out
+            write_image(output / f"{path.stem}.png", tensor_to_image(final))
+            if save_baseline and r_out is not None:
+                write_image(output / "baseline" / f"{path.stem}.png", tensor_to_image(f_out))
+            advance(1)
+    what = "F + PTG-RM" if bundle.refiner is not None else "F"
+    console.print(f"restored {len(files)} image(s) with {what} -> {output}", highlight=False)
