@@ -1,0 +1,277 @@
+"""Training and validation data: (degraded crop, target crop, prior vectors) from a manifest and
+one or several priors stores.
+
+Every random choice of a training sample (crop position, dihedral view, prior dropout and noise)
+is drawn from ``numpy.random.default_rng((seed, epoch, index))``: the same sample gets the same
+crop whichever DataLoader worker loads it and whether or not the run was resumed. The sampler
+yields ``(epoch, index)`` pairs so the dataset never needs to be told the epoch.
+
+Views. A store may cache priors of several views of each image (`ptg.pipeline.views`). A crop is
+cut from the image as stored, then the drawn dihedral view is applied to the crop with
+`apply_view`, the same function the extractor used, and the prior of that view is read; for a
+``tiles:N`` store the prior is that of the tile under the crop's centre. When the store lacks the
+view drawn, the identity (or tile) prior is used and the run warns once at start.
+
+Prior vectors of the images in use are read from the stores once, at start, for the views that
+can be drawn: lookups during training are array indexing.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ptg.pipeline.errors import PtgError
+from ptg.pipeline.imageio import file_sha256, image_size, read_image
+from ptg.pipeline.manifest import Sample
+from ptg.pipeline.views import VIEW_SETS, apply_view, tile_view_for
+
+from .config import DataConfig, PriorConfig
+
+_TILE = re.compile(r"^tile(\d+)_r\d+c\d+$")
+
+
+class PriorFallbackWarning(UserWarning):
+    """A crop's view is not cached in a store; the identity view's prior stands in for it."""
+
+
+@dataclass
+class PriorTable:
+    """One store's priors for the dataset's images, in memory.
+
+    Attributes:
+        path: the store.
+        dim: prior dimension.
+        views: the store's view names.
+        metadata: the store's metadata (encoder name, arguments, fingerprint, preprocessing, ...).
+        tiles: N of a ``tiles:N`` store, else 0.
+        vectors: view name -> float32 ``[n_images, dim]``, rows in the order of the samples.
+    """
+
+    path: str
+    dim: int
+    views: tuple[str, ...]
+    metadata: dict[str, Any]
+    tiles: int
+    vectors: dict[str, np.ndarray]
+
+    def describe(self) -> dict[str, Any]:
+        """What a checkpoint records about this store (enough to recompute its priors)."""
+        return {"path": self.path, "dim": self.dim, "views": list(self.views), "metadata": self.metadata}
+
+
+def store_tiles(views: Sequence[str]) -> int:
+    """N of a ``tiles:N`` view set (0 when the store holds no tiles)."""
+    for v in views:
+        m = _TILE.match(v)
+        if m:
+            return int(m.group(1))
+    return 0
+
+
+def augment_views(augment: str, first_store_views: Sequence[str] | None) -> tuple[str, ...]:
+    """The dihedral views a training crop is drawn from.
+
+    ``store`` means the dihedral views cached in the first store (identity only for a store of
+    tiles or without stores), so every crop gets an exact prior.
+    """
+    if augment == "none":
+        return ("identity",)
+    if augment == "store":
+        if not first_store_views:
+            return ("identity",)
+        dihedral = set(VIEW_SETS["d4"]) | set(VIEW_SETS["flips"])
+        return tuple(v for v in first_store_views if v in dihedral) or ("identity",)
+    return VIEW_SETS[augment]
+
+
+def hash_inputs(samples: Sequence[Sample]) -> list[str]:
+    """Store keys (SHA-256 of the degraded file's bytes) of the samples."""
+    return [file_sha256(s.input) for s in samples]
+
+
+def check_missing(samples: Sequence[Sample], keys: Sequence[str], stores: Sequence[Any], allow_missing: bool
+                  ) -> list[int]:
+    """Indices of the samples that every store has a prior for.
+
+    Raises:
+        PtgError: some samples have no prior and ``allow_missing`` is off (gives the count and the
+            first ids).
+    """
+    missing: set[int] = set()
+    for store in stores:
+        absent = set(store.missing(keys))
+        missing.update(i for i, k in enumerate(keys) if k in absent)
+    if missing and not allow_missing:
+        ids = [samples[i].id for i in sorted(missing)]
+        raise PtgError(
+            f"{len(ids)} of {len(samples)} manifest rows have no prior in the store(s) "
+            f"{', '.join(str(s.path) for s in stores)} (first ids: {', '.join(ids[:5])}). "
+            "Run `ptg extract-priors` on this manifest with the same --out, or pass --allow-missing-priors to drop them."
+        )
+    if missing:
+        warnings.warn(f"dropping {len(missing)} of {len(samples)} manifest rows that have no prior "
+                      "(--allow-missing-priors)", stacklevel=2)
+    return [i for i in range(len(samples)) if i not in missing]
+
+
+def load_tables(stores: Sequence[Any], keys: Sequence[str], aug: Sequence[str]) -> list[PriorTable]:
+    """Read, for each store, the priors of ``keys`` for every view training can ask for.
+
+    Warns once per store whose views do not cover the drawn dihedral views.
+    """
+    tables = []
+    for store in stores:
+        views = tuple(store.views)
+        tiles = store_tiles(views)
+        if tiles:
+            wanted = [v for v in views if _TILE.match(v)] + ["identity"]
+            if any(v != "identity" for v in aug):
+                warnings.warn(f"the priors store {store.path} holds tiles of the unaugmented image only: crops "
+                              f"drawn with views {', '.join(v for v in aug if v != 'identity')} get the prior of the "
+                              "unflipped tile under them", PriorFallbackWarning, stacklevel=2)
+        else:
+            lacking = [v for v in aug if v not in views]
+            if lacking:
+                warnings.warn(f"the priors store {store.path} has no priors for the views {', '.join(lacking)} "
+                              f"(it holds {', '.join(views)}); crops in those views get the identity view's prior. "
+                              "Re-extract with --views d4 (or flips), or set data.augment=store", PriorFallbackWarning,
+                              stacklevel=2)
+            wanted = ["identity"] + [v for v in aug if v in views and v != "identity"]
+        if "identity" not in views:
+            raise PtgError(f"the priors store {store.path} has no identity view (it holds {', '.join(views[:8])})")
+        vectors = {v: store.get(list(keys), view=v) for v in dict.fromkeys(wanted)}
+        tables.append(PriorTable(str(store.path), int(store.dim), views, dict(store.metadata), tiles, vectors))
+    return tables
+
+
+def derangement(n: int, seed: int) -> np.ndarray:
+    """A fixed seeded permutation without fixed points (identity for n < 2): image i gets image
+    ``d[i]``'s prior under ``priors.control=shuffle``."""
+    if n < 2:
+        return np.arange(n)
+    p = np.random.default_rng([seed, 0x5EED]).permutation(n)
+    d = np.empty(n, dtype=np.int64)
+    d[p] = np.roll(p, -1)  # one cycle through a random order: nobody maps to itself
+    return d
+
+
+def _prior_vectors(tables: Sequence[PriorTable], row: int, view: str, crop_box: tuple[int, int, int, int, int, int] | None,
+                   cfg: PriorConfig, shuffle: np.ndarray | None, rng: np.random.Generator | None) -> list[torch.Tensor]:
+    """The prior vectors of one sample, one per store, after the configured controls."""
+    if shuffle is not None:
+        row = int(shuffle[row])
+    drop = rng is not None and cfg.dropout > 0 and rng.random() < cfg.dropout
+    out = []
+    for t in tables:
+        if t.tiles and crop_box is not None:
+            key = tile_view_for(*crop_box[:2], t.tiles, *crop_box[2:])
+        else:
+            key = view if view in t.vectors else "identity"
+        v = t.vectors[key][row].copy()
+        if cfg.control == "zero" or drop:
+            v[:] = 0.0
+        else:
+            if cfg.l2_normalize:
+                v /= max(float(np.linalg.norm(v)), 1e-12)
+            if rng is not None and cfg.noise > 0:
+                v += rng.normal(0.0, cfg.noise, size=v.shape).astype(np.float32)
+        out.append(torch.from_numpy(v))
+    return out
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))  # HWC -> CHW
+
+
+class TrainDataset(Dataset):
+    """Random crops of the training images with their priors.
+
+    Indexed by ``(epoch, index)``; ``index`` runs over ``len(samples) * repeat`` so that an epoch
+    holds at least one global batch even on a handful of images.
+    """
+
+    def __init__(self, samples: Sequence[Sample], tables: Sequence[PriorTable], cfg: DataConfig, prior_cfg: PriorConfig,
+                 views: Sequence[str], seed: int, repeat: int = 1, need_target: bool = True):
+        self.samples = list(samples)
+        self.tables = list(tables)
+        self.crop = cfg.crop
+        self.prior_cfg = prior_cfg
+        self.views = tuple(views)
+        self.seed = seed
+        self.repeat = repeat
+        self.need_target = need_target
+        self.shuffle = derangement(len(self.samples), seed) if prior_cfg.control == "shuffle" else None
+        small = [s.id for s in self.samples if min(image_size(s.input)) < self.crop]
+        if small:
+            raise PtgError(f"{len(small)} training image(s) are smaller than the crop {self.crop} "
+                           f"(first ids: {', '.join(small[:5])}); lower --set data.crop")
+
+    def __len__(self) -> int:
+        return len(self.samples) * self.repeat
+
+    def draw(self, epoch: int, index: int, h: int, w: int) -> tuple[int, int, str, np.random.Generator]:
+        """The crop's top-left corner and view of sample ``index`` in ``epoch`` (for an h×w image),
+        and the generator positioned after those draws (it then draws the prior regularisers)."""
+        rng = np.random.default_rng([self.seed, epoch, index])
+        top = int(rng.integers(0, h - self.crop + 1))
+        left = int(rng.integers(0, w - self.crop + 1))
+        view = self.views[int(rng.integers(0, len(self.views)))]
+        return top, left, view, rng
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key
+        row = index % len(self.samples)
+        s = self.samples[row]
+        x = read_image(s.input)
+        h, w = x.shape[:2]
+        c = self.crop
+        top, left, view, rng = self.draw(epoch, index, h, w)
+        x = apply_view(x[top : top + c, left : left + c], view)
+        if s.target is not None:
+            y = read_image(s.target)
+            if y.shape != (h, w, 3):
+                raise PtgError(f"sample {s.id!r}: target {s.target} is {y.shape[1]}x{y.shape[0]} but the input is {w}x{h}")
+            y = _to_tensor(apply_view(y[top : top + c, left : left + c], view))
+        elif self.need_target:
+            raise PtgError(f"sample {s.id!r} (line {s.line}) has no target; supervised losses need one (or use loss.kind=zero-dce)")
+        else:
+            y = torch.zeros(0)
+        priors = _prior_vectors(self.tables, row, view, (h, w, top, left, c, c), self.prior_cfg, self.shuffle, rng)
+        return {"x": _to_tensor(x), "y": y, "priors": priors}
+
+
+class ValDataset(Dataset):
+    """Whole validation images (or centre crops) with the identity view's prior; no randomness."""
+
+    def __init__(self, samples: Sequence[Sample], tables: Sequence[PriorTable], prior_cfg: PriorConfig, crop: int = 0,
+                 seed: int = 0):
+        self.samples = list(samples)
+        self.tables = list(tables)
+        self.prior_cfg = prior_cfg
+        self.crop = crop
+        self.shuffle = derangement(len(self.samples), seed + 1) if prior_cfg.control == "shuffle" else None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _centre(self, img: np.ndarray) -> np.ndarray:
+        if not self.crop:
+            return img
+        h, w = img.shape[:2]
+        c_h, c_w = min(self.crop, h), min(self.crop, w)
+        t, l = (h - c_h) // 2, (w - c_w) // 2
+        return img[t : t + c_h, l : l + c_w]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        s = self.samples[index]
+        x = self._centre(read_image(s.input))
+        y = _to_tensor(self._centre(read_image(s.target))) if s.target is not None else torch.zeros(0)
+        # The identity prior describes the whole image, which is what is restored here.
+        priors = _prior_vectors(self.tables, index, "identity", None, self.prior_cfg, self.shuffle, None)
+        return {"x": _to_tensor(x), "y": y, "priors": priors, "index": index}
