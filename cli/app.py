@@ -16,6 +16,7 @@ from . import data_cmd, manifest_cmd
 from . import models_cmd
 from . import encoders_cmd, extract_cmd, priors_cmd
 from . import eval_cmd, report_cmd, restore_cmd
+from . import train_cmd
 
 app = typer.Typer(
     name="ptg",
@@ -28,6 +29,7 @@ app.add_typer(data_cmd.app, name="data")
 app.add_typer(manifest_cmd.app, name="manifest")
 app.command("models")(models_cmd.models)
 app.command("extract-priors")(extract_cmd.extract_priors)
+app.command("train")(train_cmd.train)
 app.command("encoders")(encoders_cmd.encoders)
 app.add_typer(priors_cmd.app, name="priors")
 app.command("eval")(eval_cmd.eval_command); app.command("restore")(restore_cmd.restore_command); app.command("report")(report_cmd.report_command)

@@ -426,7 +426,8 @@ def train(config: TrainConfig, on_progress: Callable[..., None] | None = None) -
     Args:
         config: a resolved `TrainConfig` (see `ptg.ptgrm.train.config.resolve`).
         on_progress: called as ``on_progress(1, loss=..., lr=...)`` after every step (or
-            ``on_progress(1)`` when it takes no keyword fields).
+            ``on_progress(1)`` when it takes no keyword fields); a resumed run first reports the
+            steps already done with one ``on_progress(step)``.
 
     Raises:
         PtgError: bad input (manifest, stores, dims, config), or too many non-finite losses.
@@ -587,6 +588,8 @@ def _train(cfg: TrainConfig, d: _Dist, progress: Callable[..., None]) -> dict[st
         }, path)
 
     logs = _Logs(out, step, d.main)
+    if step:
+        progress(step)  # a resumed run's bar starts where the interrupted one stopped
     nets.train()
     if not train_f:
         f.eval()  # a frozen F keeps its inference behaviour (norm statistics, dropout off)
