@@ -95,7 +95,9 @@ def _prior_label(entries: list[dict[str, Any]]) -> str:
         enc = (e.get("metadata") or {}).get("encoder") or {}
         arch = (enc.get("details") or {}).get("arch")
         label = enc.get("name") or Path(str(e.get("path"))).stem
-        names.append(f"{label}" if not arch or enc.get("name") == "imagenet" else f"{label}:{arch}")
+        if arch and str(arch).endswith(".json"):  # an open_clip model-config file: its name is enough
+            arch = Path(str(arch)).stem
+        names.append(label if not arch or enc.get("name") == "imagenet" else f"{label}:{arch}")
     return "+".join(names)
 
 

@@ -250,7 +250,8 @@ class EncoderPriors:
             except ImportError as exc:
                 raise PtgError(
                     f"computing {enc_meta.get('name', spec.name)!r} priors needs the library {exc.name or exc}, which is not "
-                    "installed: pip install 'ptg[extract]', or pass --priors STORE with priors extracted elsewhere"
+                    "installed: install ptg's extract extra (open_clip_torch, timm, transformers, diffusers), "
+                    "or pass --priors STORE with priors extracted elsewhere"
                 ) from exc
             if enc.fingerprint != meta.get("fingerprint"):
                 raise PtgError(f"the {spec.name} encoder built here has weights {enc.fingerprint[:16]}..., but the model was trained "

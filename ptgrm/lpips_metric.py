@@ -83,7 +83,7 @@ class LPIPS:
         try:
             import lpips
         except ImportError as exc:
-            raise PtgError("--lpips needs the lpips package: pip install 'ptg[metrics]' (or pip install lpips)") from exc
+            raise PtgError("--lpips needs the lpips package (ptg's metrics extra): pip install lpips") from exc
         state = _backbone_state(net, weights)
         with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained=` flag
             warnings.simplefilter("ignore", UserWarning)
