@@ -602,6 +602,7 @@ def _train(cfg: TrainConfig, d: _Dist, progress: Callable[..., None]) -> dict[st
             return {}
         return _validate(ema_eval_nets(), val_ds, d, device, amp_dtype)
 
+    final_row: dict[str, Any] = {}
     try:
         while step < cfg.steps:
             epoch, offset = divmod(step, steps_per_epoch)
@@ -690,17 +691,19 @@ def _train(cfg: TrainConfig, d: _Dist, progress: Callable[..., None]) -> dict[st
                     best_path = _update_best(best, last_val, step)
                     if best_path:
                         save(out / "checkpoints" / "best.pt")
-                if row:
+                if row and step == cfg.steps and val_ds is not None:
+                    final_row = row  # written with the final validation below, as one row
+                elif row:
                     logs.write(row)
                 if cfg.run.save_every and step % cfg.run.save_every == 0:
+                    save(last_path)  # first: once a step file exists, last.pt is at least as recent
                     save(out / "checkpoints" / f"step_{step:06d}.pt")
-                    save(last_path)
                 elif step % cfg.run.checkpoint_every == 0:
                     save(last_path)
         # -- end of training
         if val_ds is not None:
             last_val = validate_now()
-            logs.write({"step": step, **{f"val_{k}": v for k, v in last_val.items()}})
+            logs.write({"step": step, **final_row, **{f"val_{k}": v for k, v in last_val.items()}})
             if _update_best(best, last_val, step):
                 save(out / "checkpoints" / "best.pt")
         save(last_path)
