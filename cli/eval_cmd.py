@@ -132,7 +132,8 @@ def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | 
     run_dir = bundle.path.parent.parent if bundle.path.parent.name == "checkpoints" else bundle.path.parent
     info = {
         "name": name or run_dir.name,
-        "dataset": dataset or manifest.stem,
+        # a manifest called manifest.jsonl is named by its folder (as `ptg data samples` writes it)
+        "dataset": dataset or (manifest.resolve().parent.name if manifest.stem == "manifest" else manifest.stem),
         "baseline": model_cfg.get("baseline", type(bundle.baseline).__name__),
         "refiner": model_cfg.get("refiner") if bundle.refiner is not None else None,
         "prior": _prior_label(bundle.priors) if bundle.uses_priors else None,

@@ -211,7 +211,8 @@ def paper_table(mean: dict[str, Any], labels: dict[str, str], caption: str = "")
     return out + (f"\n{caption}\n" if caption else "")
 
 
-def settings_caption(settings: MetricSettings, n: int, dataset: str = "", tile: int | None = None, overlap: int = 0) -> str:
+def settings_caption(settings: MetricSettings, n: int, dataset: str = "", tile: int | None = None, overlap: int = 0,
+                     deltas: bool = True) -> str:
     """One line saying how the numbers were computed."""
     parts = [f"{dataset}: " if dataset else "", f"{n} image(s), ", "Y channel (BT.601)" if settings.y_channel else "RGB"]
     if settings.matlab_round_y:
@@ -219,7 +220,7 @@ def settings_caption(settings: MetricSettings, n: int, dataset: str = "", tile: 
     parts.append(f", crop border {settings.crop_border}, uint8-rounded outputs")
     if tile:
         parts.append(f", tiled {tile}/{overlap}")
-    parts.append(". (+) = change vs F; SSIM change ×100.")
+    parts.append(". (+) = change vs F; SSIM change ×100." if deltas else ".")
     return "".join(parts)
 
 
@@ -336,7 +337,7 @@ def _write_outputs(out_dir: Path, result: dict[str, Any], names: tuple[str, ...]
     tmp.replace(out_dir / "metrics.json")  # a reader (ptg report) never sees half a file
     settings = MetricSettings(**result["settings"])
     opts = result["options"]
-    caption = settings_caption(settings, result["n_scored"], info.get("dataset", ""), opts["tile"], opts["overlap"])
+    caption = settings_caption(settings, result["n_scored"], info.get("dataset", ""), opts["tile"], opts["overlap"], has_refiner)
     labels = table_labels(info)
     (out_dir / "table.md").write_text(paper_table(result["mean"], labels, caption), encoding="utf-8")
 

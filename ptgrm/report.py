@@ -200,7 +200,7 @@ def load_summary(path: str | Path) -> EvalSummary:
             source=src,
         )
     if isinstance(data.get("mean"), dict) and "psnr" in data["mean"] and "images" in data:  # `ptg eval --pred`
-        return EvalSummary(src.stem, "?", src.stem, "", data["mean"], None, len(data["images"]), data.get("settings", {}), src)
+        return EvalSummary(src.stem, "-", src.stem, "", data["mean"], None, len(data["images"]), data.get("settings", {}), src)
     raise PtgError(f"{src} is not a metrics file of `ptg eval`")
 
 

@@ -98,4 +98,4 @@ def test_pred_json_is_accepted(tmp_path) -> None:
     p.write_text(json.dumps({"images": [{"id": "x", "psnr": 30.0, "ssim": 0.9}], "mean": {"psnr": 30.0, "ssim": 0.9}, "settings": {}}))
     s = load_summary(p)
     assert s.refined is None and s.base["psnr"] == 30.0
-    assert "| ? | scores | 30.00 | 0.900 |" in comparison_table([s])
+    assert "| - | scores | 30.00 | 0.900 |" in comparison_table([s])
