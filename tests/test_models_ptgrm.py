@@ -243,3 +243,10 @@ def test_bad_config_is_a_clear_error():
         create_model("ptgrm", kernel_size=4)
     with pytest.raises(PtgError, match="needs prior_dims"):
         create_model("ptgrm", prior_dims=())
+
+
+def test_banded_location_wise_conv_gradcheck():
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+    ker = torch.randn(1, 18, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: location_wise_conv(a, b, 3, max_chunk_elements=40), (x, ker))

@@ -23,7 +23,6 @@ from typing import Literal, NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from ptg.pipeline.errors import PtgError
 
@@ -134,11 +133,11 @@ class RefineOutput(NamedTuple):
 def location_wise_conv(x: Tensor, kernels: Tensor, kernel_size: int, max_chunk_elements: int = 1 << 24) -> Tensor:
     """Convolve every location of ``x`` with its own depth-wise kernel (Eq. 6, ``fhat ∗ Cp``).
 
-    Neighbourhoods are gathered with ``unfold`` over replicate-padded input, a band of rows at a
-    time, so the ``k²``-times-larger unfolded tensor never exceeds ``max_chunk_elements``. When
-    gradients are needed and there is more than one band, each band is checkpointed: backward
-    recomputes the band's unfold instead of keeping all of them alive, which keeps the peak memory
-    of training bounded too.
+    Neighbourhoods are gathered with ``unfold`` over replicate-padded input (as the authors do).
+    When the unfolded map would exceed ``max_chunk_elements``, it is built one band of rows at a
+    time inside a custom autograd function whose backward also works band by band and writes the
+    kernel gradient in place: neither pass ever holds the ``k²``-times-larger unfolded map, so
+    training and inference memory stay bounded at 1024² and beyond.
 
     Args:
         x: ``[B, C, H, W]`` features.
@@ -158,16 +157,8 @@ def location_wise_conv(x: Tensor, kernels: Tensor, kernel_size: int, max_chunk_e
     xp = F.pad(x, (pad, pad, pad, pad), mode="replicate")
     rows = max(1, min(h, max_chunk_elements // max(1, b * c * k * k * w)))
     if rows >= h:
-        return _lwc_band(xp, kernels, 0, h, k)
-    recompute = torch.is_grad_enabled() and (xp.requires_grad or kernels.requires_grad)
-    bands = []
-    for r0 in range(0, h, rows):
-        r1 = min(h, r0 + rows)
-        if recompute:
-            bands.append(checkpoint(_lwc_band, xp, kernels, r0, r1, k, use_reentrant=False))
-        else:
-            bands.append(_lwc_band(xp, kernels, r0, r1, k))
-    return torch.cat(bands, dim=2)
+        return _lwc_band(xp, kernels, 0, h, k)  # small map: plain autograd
+    return _BandedLocationWiseConv.apply(xp, kernels, k, rows)
 
 
 def _lwc_band(xp: Tensor, kernels: Tensor, r0: int, r1: int, k: int) -> Tensor:
@@ -179,6 +170,44 @@ def _lwc_band(xp: Tensor, kernels: Tensor, r0: int, r1: int, k: int) -> Tensor:
     cols = cols.view(b, c, k * k, n, w)
     ker = kernels[:, :, r0:r1, :].reshape(b, c, k * k, n, w)
     return (cols * ker).sum(dim=2)  # [B, C, n, W]
+
+
+class _BandedLocationWiseConv(torch.autograd.Function):
+    """Banded forward and backward of the location-wise convolution (memory: one band at a time)."""
+
+    @staticmethod
+    def forward(ctx, xp: Tensor, kernels: Tensor, k: int, rows: int) -> Tensor:
+        # xp: [B, C, H+k-1, W+k-1] padded input; kernels: [B, C*k*k, H, W] -> [B, C, H, W]
+        b, ck2, h, w = kernels.shape
+        out = kernels.new_empty(b, ck2 // (k * k), h, w)
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            out[:, :, r0:r1] = _lwc_band(xp, kernels, r0, r1, k)
+        ctx.save_for_backward(xp, kernels)
+        ctx.k, ctx.rows = k, rows
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        xp, kernels = ctx.saved_tensors
+        k, rows = ctx.k, ctx.rows
+        b, ck2, h, w = kernels.shape
+        c = ck2 // (k * k)
+        need_x, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_xp = torch.zeros_like(xp) if need_x else None
+        grad_k = torch.empty_like(kernels) if need_k else None
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            n = r1 - r0
+            go = grad_out[:, :, r0:r1].unsqueeze(2)  # [B, C, 1, n, W]
+            if need_k:
+                cols = F.unfold(xp[:, :, r0 : r1 + k - 1, :], k).view(b, c, k * k, n, w)
+                grad_k[:, :, r0:r1] = (cols * go).reshape(b, ck2, n, w)
+            if need_x:
+                gcols = (kernels[:, :, r0:r1].reshape(b, c, k * k, n, w) * go).reshape(b, ck2, n * w)
+                grad_xp[:, :, r0 : r1 + k - 1] += F.fold(gcols, (n + k - 1, w + k - 1), k)
+        return grad_xp, grad_k, None, None
 
 
 class PositionEmbedding(nn.Module):
