@@ -9,14 +9,12 @@ import sys
 
 import click
 import typer
+from rich.markup import escape
 
 from ptg.pipeline.errors import PtgError
 
-from . import data_cmd, manifest_cmd
-from . import models_cmd
-from . import encoders_cmd, extract_cmd, priors_cmd
-from . import eval_cmd, report_cmd, restore_cmd
-from . import train_cmd
+from . import (data_cmd, encoders_cmd, eval_cmd, extract_cmd, manifest_cmd, models_cmd, priors_cmd, report_cmd,
+               restore_cmd, train_cmd)
 
 app = typer.Typer(
     name="ptg",
@@ -25,14 +23,17 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+# In the order a user meets them.
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(manifest_cmd.app, name="manifest")
-app.command("models")(models_cmd.models)
-app.command("extract-priors")(extract_cmd.extract_priors)
-app.command("train")(train_cmd.train)
 app.command("encoders")(encoders_cmd.encoders)
+app.command("extract-priors")(extract_cmd.extract_priors)
 app.add_typer(priors_cmd.app, name="priors")
-app.command("eval")(eval_cmd.eval_command); app.command("restore")(restore_cmd.restore_command); app.command("report")(report_cmd.report_command)
+app.command("models")(models_cmd.models)
+app.command("train")(train_cmd.train)
+app.command("eval")(eval_cmd.eval_command)
+app.command("restore")(restore_cmd.restore_command)
+app.command("report")(report_cmd.report_command)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="ptg", standalone_mode=False)
     except PtgError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        # escape: messages quote things like pip's 'ptg[extract]', which rich would read as markup
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 1
     except click.exceptions.Exit as exc:
         return exc.exit_code

@@ -38,7 +38,7 @@ def _as_255(img: np.ndarray) -> np.ndarray:
         return img.astype(np.float64)
     if img.dtype.kind != "f":
         raise PtgError(f"metrics take uint8 or float [0, 1] images, got {img.dtype}")
-    return (np.clip(img, 0.0, 1.0) * 255.0).round()
+    return (np.clip(img.astype(np.float64), 0.0, 1.0) * 255.0).round()
 
 
 def rgb_to_y(img255: np.ndarray, matlab_round: bool = False) -> np.ndarray:
