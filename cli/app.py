@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from ptg.pipeline.errors import PtgError
 
-from . import (data_cmd, encoders_cmd, eval_cmd, extract_cmd, manifest_cmd, models_cmd, priors_cmd, report_cmd,
+from . import (data_cmd, demo_cmd, encoders_cmd, eval_cmd, extract_cmd, manifest_cmd, models_cmd, priors_cmd, report_cmd,
                restore_cmd, train_cmd)
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ app.command("train")(train_cmd.train)
 app.command("eval")(eval_cmd.eval_command)
 app.command("restore")(restore_cmd.restore_command)
 app.command("report")(report_cmd.report_command)
+app.command("demo")(demo_cmd.demo)
 
 
 def main(argv: list[str] | None = None) -> int:
