@@ -7,8 +7,6 @@ only lives in that network's file.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -181,13 +179,3 @@ def coordinate_grid(b: int, h: int, w: int, device: torch.device, dtype: torch.d
     xs = torch.linspace(-1.0, 1.0, w, device=device, dtype=dtype) if w > 1 else torch.zeros(1, device=device, dtype=dtype)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([gx, gy], dim=0).unsqueeze(0).expand(b, -1, -1, -1)
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def next_multiple(n: int, multiple: int) -> int:
-    """Smallest multiple of ``multiple`` that is >= n."""
-    return int(math.ceil(n / multiple) * multiple)
