@@ -475,6 +475,11 @@ def _train(cfg: TrainConfig, d: _Dist, progress: Callable[..., None]) -> dict[st
     train_samples, val_samples = _samples(cfg)
     f_kind = _model_kind(cfg.model.baseline)
     uses_priors = cfg.mode != "baseline" or f_kind == "feature-refiner"
+    r_needs = (cfg.model.refiner != "ptgrm-large" and not cfg.model.refiner_args.get("large")
+               and cfg.model.refiner_args.get("prior_mode", "ptg") != "none")
+    if uses_priors and not cfg.data.priors and (f_kind == "feature-refiner" or r_needs):
+        raise PtgError(f"mode {cfg.mode} needs priors: pass --priors STORE (made by `ptg extract-priors`), "
+                       "or train F alone with --mode baseline")
     stores = _open_stores(cfg) if uses_priors else []
     if cfg.mode == "baseline" and cfg.data.priors and d.main:
         warnings.warn("mode baseline trains F alone: the --priors stores are not read", stacklevel=2)
