@@ -11,7 +11,8 @@ from ptg.ptgrm.models import create_model, location_wise_conv
 from ptg.ptgrm.models.layers import snr_map
 from ptg.ptgrm.models.ptgrm import combine_paper
 
-TINY = dict(width=8, prior_dims=(32,), prior_hidden=16, prior_embed=8, long_blocks=1)
+# Random last decoder layer: these tests need every path to reach the output from the first step.
+TINY = dict(width=8, prior_dims=(32,), prior_hidden=16, prior_embed=8, long_blocks=1, zero_init_output=False)
 
 
 def _params(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
@@ -48,6 +49,17 @@ def test_forward_backward_any_size(size):
     assert torch.isfinite(res.out).all()
     assert torch.isfinite(ihat.grad).all() and ihat.grad.abs().sum() > 0
     assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+
+
+def test_untrained_r_returns_ihat_exactly():
+    """Zero-initialised output layer: R starts as the identity on F's output, prior or not."""
+    torch.manual_seed(0)
+    m = create_model("ptgrm", **{**TINY, "zero_init_output": True})
+    x, ihat = torch.rand(2, 3, 20, 24), torch.rand(2, 3, 20, 24)
+    res = m(ihat, x, torch.randn(2, 32))
+    assert torch.equal(res.out, ihat) and torch.equal(res.ir, torch.zeros_like(ihat))
+    res.out.square().mean().backward()
+    assert m.decoder[-1].weight.grad.abs().sum() > 0  # it still learns from the first step
 
 
 def test_default_size_matches_authors():

@@ -63,6 +63,7 @@ class PTGRMConfig:
     prior_mode: Literal["ptg", "concat1d", "concat2d", "none"] = "ptg"  # how priors enter R (Table 3 "Con.")
     concat2d_size: int = 16  # prior_mode="concat2d": each prior becomes a learned size×size map
     output_form: Literal["paper", "official"] = "paper"  # Eq. 1, or the release's clamp(Ihat) + Ir
+    zero_init_output: bool = True  # last decoder conv starts at zero, so R starts as the identity on Ihat
     lwc_chunk_elements: int = 1 << 24  # bound on unfolded elements per chunk of the location-wise conv
 
     def __post_init__(self) -> None:
@@ -466,6 +467,11 @@ class PTGRM(nn.Module):
             dec += [nn.Conv2d(c, 4 * c, 3, padding=1), nn.PixelShuffle(2), nn.LeakyReLU(_SLOPE)]
         out_ch = 6 if cfg.output_form == "paper" else 3
         dec.append(nn.Conv2d(c, out_ch, 3, padding=1))
+        if cfg.zero_init_output:
+            # Im - 1 = 0 and Ir = 0 at initialisation: an untrained R returns Ihat exactly, so joint
+            # training starts from F and refine mode never starts by making a pre-trained F worse.
+            nn.init.zeros_(dec[-1].weight)
+            nn.init.zeros_(dec[-1].bias)
         self.decoder = nn.Sequential(*dec)  # Rd
 
     def forward(self, ihat: Tensor, x: Tensor, priors: Tensor | Sequence[Tensor] | None = None) -> RefineOutput:
@@ -498,8 +504,8 @@ class PTGRM(nn.Module):
         fbar = self.csa(fhat, tc)  # [B, c, h, w]
         y = crop_to(self.decoder(fbar), size)  # [B, 6 or 3, H, W]
         if cfg.output_form == "paper":
-            # The decoder predicts Im - 1: an untrained R then starts near Ibar = Ihat + Ir, i.e. it
-            # trusts F, rather than near the degraded input.
+            # The decoder predicts Im - 1: R starts at Ibar = Ihat + Ir (Ihat itself with the zero
+            # initialisation), i.e. it trusts F, rather than starting near the degraded input.
             im = 1 + y[:, :3]
             ir = y[:, 3:]
             return RefineOutput(combine_paper(ihat, x, im, ir), im, ir, mask)
