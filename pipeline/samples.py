@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import PtgError
-from .imageio import read_image, write_image
+from .imageio import read_image
 from .synth import BlurParams, LowLightParams, NoiseParams, synthesize
 
 # scikit-image RGB photos: name -> loader attribute (None for the stereo pair).

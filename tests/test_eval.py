@@ -117,7 +117,7 @@ def test_evaluate_writes_everything_consistently(paired, tmp_path) -> None:
         return [torch.full((1, 8), 0.5)]
 
     out = tmp_path / "eval"
-    res = evaluate(model.restore, paired.split("test"), out, settings=MetricSettings(), options=EvalOptions(grids=2),
+    evaluate(model.restore, paired.split("test"), out, settings=MetricSettings(), options=EvalOptions(grids=2),
                    priors_for=priors_for, info={"baseline": "tinyF", "prior": "imagenet", "dataset": "toy"}, multiple=4)
     assert seen == list(NAMES)
     for sub in ("baseline", "ptgrm"):

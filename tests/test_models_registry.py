@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 
 import pytest
-import torch
 from torch import nn
 
 from ptg.cli.app import main
@@ -20,7 +18,6 @@ from ptg.ptgrm.models import (
     list_models,
     register_model,
 )
-from ptg.ptgrm.models import registry
 
 BASELINES = {"unet", "nafnet", "restormer", "restormer-paper", "dncnn", "snr", "ffdnet"}
 

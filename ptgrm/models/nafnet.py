@@ -7,7 +7,7 @@ for the "-f" variant of PTG-RM.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
