@@ -103,6 +103,15 @@ REFINE_ARMS = (
 )
 
 
+# Follow-ups when real priors do not beat the controls (issue 7): one task and F, the prior arms
+# that matter, 3 seeds each; every other setting as in the main study.
+INVESTIGATIONS = {
+    "longer": {"steps_mult": 3, "sets": (), "why": "3x the steps: are the networks too undertrained to use a prior?"},
+    "prior-lr10": {"steps_mult": 1, "sets": ("priors.lr_mult=10",), "why": "10x learning rate on R's prior mappings T"},
+}
+INVESTIGATION_ARMS = ("F", "R:restoration", "R:restoration-shuffled", "R:zero")
+
+
 def ptg(*args: str, threads: int = 1) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "ptg.cli.app", *args]
@@ -147,10 +156,13 @@ def prepare(work: Path, budget: Budget, tasks: list[str]) -> dict[str, Path]:
     return manifests
 
 
-def run_one(work: Path, budget: Budget, task: str, manifest: Path, f: str, arm: Arm, seed: int) -> dict:
+def run_one(work: Path, budget: Budget, task: str, manifest: Path, f: str, arm: Arm, seed: int,
+            variant: str = "", sets: tuple[str, ...] = ()) -> dict:
     from ptg.ptgrm.train.checkpoint import load_for_inference
 
     name = f"{task}/{f}/{arm.name.replace(':', '-')}/s{seed}"
+    if variant:
+        name = f"investigate/{variant}/{name}"
     out = work / "runs" / name
     final = out / "final.json"
     if not final.is_file():
@@ -173,6 +185,7 @@ def run_one(work: Path, budget: Budget, task: str, manifest: Path, f: str, arm: 
             args += ["--priors", str(work / "priors" / f"{task}-{arm.prior}"), "--refiner", arm.refiner]
         if budget.device == "cuda":
             args += ["--set", "run.amp=bf16"]
+        args += [a for kv in sets for a in ("--set", kv)]
         if (out / "checkpoints" / "last.pt").is_file():
             args.append("--resume")
         ptg(*args, threads=budget.threads)
@@ -180,7 +193,7 @@ def run_one(work: Path, budget: Budget, task: str, manifest: Path, f: str, arm: 
     res = json.loads(final.read_text())
     bundle = load_for_inference(out)
     count = lambda m: sum(p.numel() for p in m.parameters()) if m is not None else None  # noqa: E731
-    return {"task": task, "f": f, "arm": arm.name, "seed": seed, "mode": arm.mode, "prior": arm.prior,
+    return {"task": task, "f": f, "arm": arm.name, "seed": seed, "variant": variant, "mode": arm.mode, "prior": arm.prior,
             "control": arm.control, "refiner": arm.refiner if arm.mode != "baseline" else None,
             "psnr": res["val"]["psnr"], "ssim": res["val"]["ssim"],
             "psnr_own_f": res["val"].get("psnr_f"), "ssim_own_f": res["val"].get("ssim_f"),
@@ -247,6 +260,26 @@ def study(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({len(runs)} runs, {out['wall_seconds']:.0f}s)")
 
 
+def investigate(args: argparse.Namespace) -> None:
+    """Run the follow-ups on denoise25 + unet and add them to the results file."""
+    budget = BUDGETS[args.config]
+    work = Path(args.work).resolve()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    manifest = prepare(work, budget, ["denoise25"])["denoise25"]
+    arms = [a for a in ARMS if a.name in INVESTIGATION_ARMS]
+    jobs = []
+    for variant, spec in INVESTIGATIONS.items():
+        b = Budget(**{**asdict(budget), "steps": budget.steps * spec["steps_mult"]})
+        jobs += [(b, variant, spec["sets"], arm, seed) for arm in arms for seed in seeds
+                 if arm.name != "F" or spec["steps_mult"] != 1]  # F alone is unchanged by prior settings
+    with ThreadPoolExecutor(args.jobs) as pool:
+        runs = list(pool.map(lambda j: run_one(work, j[0], "denoise25", manifest, "unet", j[3], j[4], j[1], j[2]), jobs))
+    data = json.loads(Path(args.out).read_text())
+    data["investigations"] = {"task": "denoise25", "f": "unet", "variants": INVESTIGATIONS, "runs": runs}
+    Path(args.out).write_text(json.dumps(data, indent=1))
+    print(f"added {len(runs)} investigation runs to {args.out}")
+
+
 def _ms(values: list[float], digits: int) -> str:
     m = statistics.fmean(values)
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -283,6 +316,22 @@ def report(path: Path) -> str:
                 dss = "—" if arm == "F" else _ms(ds, 2)
                 lines.append(f"| {f} | {arm} | {_ms(p, 2)} | {delta} | {_ms(s, 4)} | {dss} | "
                              f"{r_params if r_params is not None else '—'} | {len(rs)} |")
+    inv = data.get("investigations")
+    if inv:
+        lines.append(f"\n### Follow-ups ({inv['task']}, {inv['f']})\n")
+        lines.append("| variant | arm | PSNR (dB) | ΔPSNR vs F | SSIM | seeds |")
+        lines.append("|---|---|---:|---:|---:|---:|")
+        main_f = {r["seed"]: r["psnr"] for r in data["runs"]
+                  if r["task"] == inv["task"] and r["f"] == inv["f"] and r["arm"] == "F"}
+        for variant in inv["variants"]:
+            rows = [r for r in inv["runs"] if r["variant"] == variant]
+            own_f = {r["seed"]: r["psnr"] for r in rows if r["arm"] == "F"}
+            base = own_f or main_f  # a variant that does not retrain F compares with the study's F
+            for arm in dict.fromkeys(r["arm"] for r in rows):
+                rs = [r for r in rows if r["arm"] == arm]
+                dp = "—" if arm == "F" else _ms([r["psnr"] - base[r["seed"]] for r in rs], 2)
+                lines.append(f"| {variant} | {arm} | {_ms([r['psnr'] for r in rs], 2)} | {dp} | "
+                             f"{_ms([r['ssim'] for r in rs], 4)} | {len(rs)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -296,9 +345,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--steps", type=int, default=0, help="override the budget's steps (smoke tests of this script)")
     ap.add_argument("--report", action="store_true", help="print the Markdown tables of --out and exit")
+    ap.add_argument("--investigate", action="store_true", help="run the follow-up variants (after the study)")
     args = ap.parse_args()
     if args.report:
         print(report(Path(args.out)))
+    elif args.investigate:
+        investigate(args)
     else:
         study(args)
 
