@@ -59,6 +59,7 @@ class Budget:
     device: str  # torch device of training
     threads: int  # torch threads per run
     loader_workers: int = 0  # DataLoader processes per run (PNG decoding off the training loop)
+    cache_images: bool = False  # keep decoded images in RAM (the GPU runs are bound by PNG decoding otherwise)
 
 
 BUDGETS = {
@@ -67,7 +68,7 @@ BUDGETS = {
     # One GPU: the same data and stores (so they can be carried over), 2x wider F, larger crops and
     # batches, ~7x the steps; several runs share the card.
     "gpu": Budget(max_side=256, views="flips", steps=2000, crop=128, batch=16, lr=5e-4, width_mult=2, device="cuda",
-                  threads=1, loader_workers=1),
+                  threads=1, loader_workers=1, cache_images=True),
 }
 # The two target networks F, small enough for the CPU budget (widths scaled by Budget.width_mult).
 F_NETS = {"unet": {"width": 12, "depth": 3}, "nafnet": {"width": 8, "enc_blocks": [1, 1, 1], "dec_blocks": [1, 1, 1]}}
@@ -173,7 +174,8 @@ def run_one(work: Path, budget: Budget, task: str, manifest: Path, f: str, arm: 
                 "--set", f"optim.lr={budget.lr}", "--set", f"run.device={budget.device}",
                 "--set", f"run.threads={budget.threads}", "--set", f"priors.control={arm.control}",
                 "--set", "run.checkpoint_every=100", "--set", "run.deterministic=false",
-                "--set", f"data.num_workers={budget.loader_workers}"]
+                "--set", f"data.num_workers={budget.loader_workers}",
+                "--set", f"data.cache_images={str(budget.cache_images).lower()}"]
         if f == "ffdnet":
             sigma = TASKS[task]["sigma"]
             args += ["--set", "model.baseline_args.pretrained=true", "--set", f"model.baseline_args.sigma={sigma}"]

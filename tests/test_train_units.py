@@ -181,6 +181,22 @@ def test_dataset_crops_views_and_priors(samples, tmp_path):
     assert not torch.equal(ds[(2, 0)]["x"], ds[(1, 0)]["x"])
 
 
+def test_cached_images_give_the_same_items_and_decode_once(samples, tmp_path, monkeypatch):
+    from ptg.ptgrm.train import data as D
+
+    train = load_manifest(samples).split("train")
+    plain = TrainDataset(train, [], C.DataConfig(crop=32), C.PriorConfig(), ("identity", "hflip"), seed=1)
+    cached = TrainDataset(train, [], C.DataConfig(crop=32, cache_images=True), C.PriorConfig(), ("identity", "hflip"), seed=1)
+    calls = []
+    monkeypatch.setattr(D, "read_image", lambda p: calls.append(p) or read_image(p))
+    for epoch in (0, 1):
+        for index in range(len(train)):
+            a, b = plain[(epoch, index)], cached[(epoch, index)]
+            assert torch.equal(a["x"], b["x"]) and torch.equal(a["y"], b["y"])
+    # plain: input + target decoded for every item; cached: once per file
+    assert len(calls) == 2 * 2 * len(train) + 2 * len(train)
+
+
 def test_tile_priors_and_identity_fallback_warns(samples, tmp_path):
     from ptg.pipeline.store import open_priors
 

@@ -41,6 +41,7 @@ class DataConfig:
     batch_size: int = 8  # global batch (split evenly across torchrun processes)
     augment: str = "store"  # dihedral views drawn per crop: "store" = those cached in the first store | none | flips | d4
     num_workers: int = 0  # DataLoader worker processes (0: load in the training process)
+    cache_images: bool = False  # keep decoded training images in RAM (per worker): no PNG decoding per step
     allow_missing_priors: bool = False  # drop manifest rows without a prior (with a warning) instead of failing
     val_max_images: int = 0  # validate on at most this many images (0: all)
     val_crop: int = 0  # centre-crop validation images to this side (0: whole images)

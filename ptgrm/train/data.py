@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -207,6 +208,9 @@ class TrainDataset(Dataset):
         self.repeat = repeat
         self.need_target = need_target
         self.shuffle = derangement(len(self.samples), seed) if prior_cfg.control == "shuffle" else None
+        # Decoded images kept per process (each DataLoader worker has its own): decoding a PNG per
+        # crop, not the network, bounds the step time of small models on a GPU.
+        self._cache: dict[Path, np.ndarray] | None = {} if cfg.cache_images else None
         small = [s.id for s in self.samples if min(image_size(s.input)) < self.crop]
         if small:
             raise PtgError(f"{len(small)} training image(s) are smaller than the crop {self.crop} "
@@ -224,17 +228,24 @@ class TrainDataset(Dataset):
         view = self.views[int(rng.integers(0, len(self.views)))]
         return top, left, view, rng
 
+    def _read(self, path: Path) -> np.ndarray:
+        if self._cache is None:
+            return read_image(path)
+        if path not in self._cache:
+            self._cache[path] = read_image(path)
+        return self._cache[path]
+
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         epoch, index = key
         row = index % len(self.samples)
         s = self.samples[row]
-        x = read_image(s.input)
+        x = self._read(s.input)
         h, w = x.shape[:2]
         c = self.crop
         top, left, view, rng = self.draw(epoch, index, h, w)
         x = apply_view(x[top : top + c, left : left + c], view)
         if s.target is not None:
-            y = read_image(s.target)
+            y = self._read(s.target)
             if y.shape != (h, w, 3):
                 raise PtgError(f"sample {s.id!r}: target {s.target} is {y.shape[1]}x{y.shape[0]} but the input is {w}x{h}")
             y = _to_tensor(apply_view(y[top : top + c, left : left + c], view))
