@@ -206,7 +206,11 @@ def load_summary(path: str | Path) -> EvalSummary:
 
 def comparison_table(summaries: Sequence[EvalSummary]) -> str:
     """Markdown in the layout of the paper's Table 1: one row per (dataset, F), "Original" then
-    one PSNR/SSIM column pair per prior, each cell with its delta against its own run's F."""
+    one PSNR/SSIM column pair per prior, each cell with its delta against "Original".
+
+    "Original" is F trained alone (an evaluation without R) when the group has one, as in the
+    paper; otherwise it is the F of the first run, trained jointly with its R.
+    """
     if not summaries:
         raise PtgError("no evaluations to report")
     priors: list[str] = []
@@ -223,7 +227,10 @@ def comparison_table(summaries: Sequence[EvalSummary]) -> str:
     lines = ["| " + " | ".join(heads) + " |", "|---|---|" + "---:|" * (len(heads) - 2)]
     notes: list[str] = []
     for (dataset, base_name), runs in groups.items():
-        first = runs[0]
+        alone = [s for s in runs if s.refined is None]
+        first = alone[0] if alone else runs[0]
+        if not alone:
+            notes.append(f"{dataset}/{base_name}: no F-only run; 'Original' is the F trained jointly in {first.label}")
         row = [dataset, base_name, f"{first.base['psnr']:.2f}", f"{first.base['ssim']:.3f}"]
         for p in priors:
             match = [s for s in runs if s.refined is not None and s.prior == p]
@@ -233,15 +240,13 @@ def comparison_table(summaries: Sequence[EvalSummary]) -> str:
             s = match[0]
             if len(match) > 1:
                 notes.append(f"{dataset}/{base_name}/{p}: {len(match)} runs, the first ({s.label}) is shown")
-            dp, ds = s.refined["psnr"] - s.base["psnr"], s.refined["ssim"] - s.base["ssim"]
+            dp, ds = s.refined["psnr"] - first.base["psnr"], s.refined["ssim"] - first.base["ssim"]
             row += [f"{s.refined['psnr']:.2f}({dp:+.2f})", f"{s.refined['ssim']:.3f}({ds * 100:+.1f})"]
-        if any(abs(s.base["psnr"] - first.base["psnr"]) > 0.005 for s in runs):
-            notes.append(f"{dataset}/{base_name}: the runs' own F differ; 'Original' is {first.label}'s, deltas are against each run's own F")
         lines.append("| " + " | ".join(row) + " |")
     keyset = {json.dumps({k: s.settings.get(k) for k in ("crop_border", "y_channel", "matlab_round_y")}, sort_keys=True) for s in summaries}
     if len(keyset) > 1:
         notes.append("the evaluations used different metric settings (crop border / Y channel): numbers are not comparable across rows")
-    out = "\n".join(lines) + "\n\n(+) = change vs F in the same run; SSIM change ×100, as in the paper.\n"
+    out = "\n".join(lines) + "\n\n(+) = change vs Original; SSIM change ×100, as in the paper.\n"
     return out + "".join(f"\n- note: {n}" for n in notes) + ("\n" if notes else "")
 
 

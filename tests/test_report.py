@@ -78,6 +78,18 @@ def test_table_one_layout_and_report_files(tmp_path) -> None:
         assert im.width > 300 and im.height > 200
 
 
+def test_original_is_the_f_only_run_as_in_the_paper(tmp_path) -> None:
+    alone = _metrics(tmp_path, "baseline", "samples", "", 24.25, 0.0)
+    data = json.loads((alone / "metrics.json").read_text())
+    del data["mean"]["ptgrm"]  # an F-only run has no R
+    (alone / "metrics.json").write_text(json.dumps(data))
+    joint = _metrics(tmp_path, "joint", "samples", "imagenet", 24.14, 24.33)  # its own F differs
+    table = comparison_table([load_summary(alone), load_summary(joint)])
+    assert "| samples | unet | 24.25 | 0.800 | 24.33(+0.08) |" in table
+    assert "no F-only run" not in table
+    assert "no F-only run" in comparison_table([load_summary(joint)])
+
+
 def test_mixed_settings_are_flagged(tmp_path) -> None:
     a = _metrics(tmp_path, "a", "s", "p", 25.0, 25.4)
     b = _metrics(tmp_path, "b", "s", "q", 25.0, 25.4, y=True)
