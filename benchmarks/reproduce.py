@@ -104,13 +104,29 @@ REFINE_ARMS = (
 )
 
 
-# Follow-ups when real priors do not beat the controls (issue 7): one task and F, the prior arms
-# that matter, 3 seeds each; every other setting as in the main study.
+# Follow-ups when real priors do not beat the controls (issue 7), all with the UNet F and 3 seeds;
+# every other setting as in the main study. Run in this order; each is saved as soon as it ends.
+_CORE = ("R:restoration", "R:restoration-shuffled", "R:zero")
 INVESTIGATIONS = {
-    "longer": {"steps_mult": 3, "sets": (), "why": "3x the steps: are the networks too undertrained to use a prior?"},
-    "prior-lr10": {"steps_mult": 1, "sets": ("priors.lr_mult=10",), "why": "10x learning rate on R's prior mappings T"},
+    "blind": {"task": "blind", "steps_mult": 1, "sets": (), "arms": ("F", *_CORE),
+              "why": "one model for sigma 25 and 50 (blind denoising): the prior can carry the noise level"},
+    "prior-lr10": {"task": "denoise25", "steps_mult": 1, "sets": ("priors.lr_mult=10",), "arms": _CORE,
+                   "why": "10x learning rate on R's prior mappings T"},
+    "longer": {"task": "denoise25", "steps_mult": 3, "sets": (), "arms": ("F", *_CORE),
+               "why": "3x the steps: are the networks too undertrained to use a prior?"},
 }
-INVESTIGATION_ARMS = ("F", "R:restoration", "R:restoration-shuffled", "R:zero")
+
+
+def blind_manifest(work: Path) -> Path:
+    """denoise25 and denoise50 in one manifest (ids prefixed), for the blind-denoising follow-up."""
+    from ptg.pipeline.manifest import load_manifest, write_manifest
+
+    out = work / "data" / "blind" / "manifest.jsonl"
+    rows = []
+    for task in ("denoise25", "denoise50"):
+        for smp in load_manifest(work / "data" / task / "manifest.jsonl").samples:
+            rows.append({"id": f"{task}/{smp.id}", "input": smp.input, "target": smp.target, "split": smp.split, **smp.extra})
+    return write_manifest(out, rows)
 
 
 def ptg(*args: str, threads: int = 1) -> None:
@@ -263,23 +279,28 @@ def study(args: argparse.Namespace) -> None:
 
 
 def investigate(args: argparse.Namespace) -> None:
-    """Run the follow-ups on denoise25 + unet and add them to the results file."""
+    """Run the follow-ups and add each to the results file as soon as it ends."""
     budget = BUDGETS[args.config]
     work = Path(args.work).resolve()
-    seeds = [int(s) for s in args.seeds.split(",")]
-    manifest = prepare(work, budget, ["denoise25"])["denoise25"]
-    arms = [a for a in ARMS if a.name in INVESTIGATION_ARMS]
-    jobs = []
+    seeds = [int(x) for x in args.seeds.split(",")]
+    manifests = prepare(work, budget, ["denoise25", "denoise50"])
+    manifests["blind"] = blind_manifest(work)
+    for prior in PRIORS:
+        if not _store_complete(work / "priors" / f"blind-{prior}", manifests["blind"]):
+            ptg("extract-priors", "--model", prior, "--manifest", str(manifests["blind"]), "--views", budget.views,
+                "--out", str(work / "priors" / f"blind-{prior}"), threads=2)
     for variant, spec in INVESTIGATIONS.items():
         b = Budget(**{**asdict(budget), "steps": budget.steps * spec["steps_mult"]})
-        jobs += [(b, variant, spec["sets"], arm, seed) for arm in arms for seed in seeds
-                 if arm.name != "F" or spec["steps_mult"] != 1]  # F alone is unchanged by prior settings
-    with ThreadPoolExecutor(args.jobs) as pool:
-        runs = list(pool.map(lambda j: run_one(work, j[0], "denoise25", manifest, "unet", j[3], j[4], j[1], j[2]), jobs))
-    data = json.loads(Path(args.out).read_text())
-    data["investigations"] = {"task": "denoise25", "f": "unet", "variants": INVESTIGATIONS, "runs": runs}
-    Path(args.out).write_text(json.dumps(data, indent=1))
-    print(f"added {len(runs)} investigation runs to {args.out}")
+        jobs = [(arm, seed) for arm in ARMS if arm.name in spec["arms"] for seed in seeds]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            runs = list(pool.map(lambda j: run_one(work, b, spec["task"], manifests[spec["task"]], "unet", j[0], j[1],
+                                                   variant, spec["sets"]), jobs))
+        data = json.loads(Path(args.out).read_text())
+        inv = data.setdefault("investigations", {"f": "unet", "variants": {}, "runs": []})
+        inv["variants"][variant] = spec
+        inv["runs"] = [r for r in inv["runs"] if r["variant"] != variant] + runs
+        Path(args.out).write_text(json.dumps(data, indent=1))
+        print(f"{variant}: added {len(runs)} runs to {args.out}", flush=True)
 
 
 def _ms(values: list[float], digits: int) -> str:
@@ -320,19 +341,19 @@ def report(path: Path) -> str:
                              f"{r_params if r_params is not None else '—'} | {len(rs)} |")
     inv = data.get("investigations")
     if inv:
-        lines.append(f"\n### Follow-ups ({inv['task']}, {inv['f']})\n")
-        lines.append("| variant | arm | PSNR (dB) | ΔPSNR vs F | SSIM | seeds |")
-        lines.append("|---|---|---:|---:|---:|---:|")
-        main_f = {r["seed"]: r["psnr"] for r in data["runs"]
-                  if r["task"] == inv["task"] and r["f"] == inv["f"] and r["arm"] == "F"}
-        for variant in inv["variants"]:
+        lines.append(f"\n### Follow-ups ({inv['f']})\n")
+        lines.append("| variant | task | arm | PSNR (dB) | ΔPSNR vs F | SSIM | seeds |")
+        lines.append("|---|---|---|---:|---:|---:|---:|")
+        for variant, spec in inv["variants"].items():
             rows = [r for r in inv["runs"] if r["variant"] == variant]
             own_f = {r["seed"]: r["psnr"] for r in rows if r["arm"] == "F"}
+            main_f = {r["seed"]: r["psnr"] for r in data["runs"]
+                      if r["task"] == spec["task"] and r["f"] == inv["f"] and r["arm"] == "F"}
             base = own_f or main_f  # a variant that does not retrain F compares with the study's F
             for arm in dict.fromkeys(r["arm"] for r in rows):
                 rs = [r for r in rows if r["arm"] == arm]
                 dp = "—" if arm == "F" else _ms([r["psnr"] - base[r["seed"]] for r in rs], 2)
-                lines.append(f"| {variant} | {arm} | {_ms([r['psnr'] for r in rs], 2)} | {dp} | "
+                lines.append(f"| {variant} | {spec['task']} | {arm} | {_ms([r['psnr'] for r in rs], 2)} | {dp} | "
                              f"{_ms([r['ssim'] for r in rs], 4)} | {len(rs)} |")
     return "\n".join(lines) + "\n"
 
