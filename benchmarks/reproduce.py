@@ -107,7 +107,16 @@ REFINE_ARMS = (
 # Follow-ups when real priors do not beat the controls (issue 7), all with the UNet F and 3 seeds;
 # every other setting as in the main study. Run in this order; each is saved as soon as it ends.
 _CORE = ("R:restoration", "R:restoration-shuffled", "R:zero")
+# Controls with the imagenet store's own dimension for refine on FFDNet (the main refine arms'
+# controls use the 192-d restoration store, so R there has fewer parameters than R:imagenet).
+REFINE_IMAGENET_ARMS = (
+    Arm("R:imagenet-shuffled", "refine", "imagenet", "shuffle"),
+    Arm("R:zero-imagenet", "refine", "imagenet", "zero"),
+)
 INVESTIGATIONS = {
+    "refine-imagenet-controls": {"task": "denoise50", "f": "ffdnet", "steps_mult": 1, "sets": (),
+                                 "arms": tuple(a.name for a in REFINE_IMAGENET_ARMS),
+                                 "why": "is R:imagenet's gain on the frozen FFDNet at sigma 50 the prior's, or T's parameters'?"},
     "blind": {"task": "blind", "steps_mult": 1, "sets": (), "arms": ("F", *_CORE),
               "why": "one model for sigma 25 and 50 (blind denoising): the prior can carry the noise level"},
     "prior-lr10": {"task": "denoise25", "steps_mult": 1, "sets": ("priors.lr_mult=10",), "arms": _CORE,
@@ -291,12 +300,14 @@ def investigate(args: argparse.Namespace) -> None:
                 "--out", str(work / "priors" / f"blind-{prior}"), threads=2)
     for variant, spec in INVESTIGATIONS.items():
         b = Budget(**{**asdict(budget), "steps": budget.steps * spec["steps_mult"]})
-        jobs = [(arm, seed) for arm in ARMS if arm.name in spec["arms"] for seed in seeds]
+        f = spec.get("f", "unet")
+        arms = REFINE_IMAGENET_ARMS if f == "ffdnet" else ARMS
+        jobs = [(arm, seed) for arm in arms if arm.name in spec["arms"] for seed in seeds]
         with ThreadPoolExecutor(args.jobs) as pool:
-            runs = list(pool.map(lambda j: run_one(work, b, spec["task"], manifests[spec["task"]], "unet", j[0], j[1],
+            runs = list(pool.map(lambda j: run_one(work, b, spec["task"], manifests[spec["task"]], f, j[0], j[1],
                                                    variant, spec["sets"]), jobs))
         data = json.loads(Path(args.out).read_text())
-        inv = data.setdefault("investigations", {"f": "unet", "variants": {}, "runs": []})
+        inv = data.setdefault("investigations", {"variants": {}, "runs": []})
         inv["variants"][variant] = spec
         inv["runs"] = [r for r in inv["runs"] if r["variant"] != variant] + runs
         Path(args.out).write_text(json.dumps(data, indent=1))
@@ -341,19 +352,22 @@ def report(path: Path) -> str:
                              f"{r_params if r_params is not None else '—'} | {len(rs)} |")
     inv = data.get("investigations")
     if inv:
-        lines.append(f"\n### Follow-ups ({inv['f']})\n")
-        lines.append("| variant | task | arm | PSNR (dB) | ΔPSNR vs F | SSIM | seeds |")
-        lines.append("|---|---|---|---:|---:|---:|---:|")
+        lines.append("\n### Follow-ups\n")
+        lines.append("| variant | task | F | arm | PSNR (dB) | ΔPSNR vs F | SSIM | seeds |")
+        lines.append("|---|---|---|---|---:|---:|---:|---:|")
         for variant, spec in inv["variants"].items():
+            f = spec.get("f", "unet")
             rows = [r for r in inv["runs"] if r["variant"] == variant]
             own_f = {r["seed"]: r["psnr"] for r in rows if r["arm"] == "F"}
             main_f = {r["seed"]: r["psnr"] for r in data["runs"]
-                      if r["task"] == spec["task"] and r["f"] == inv["f"] and r["arm"] == "F"}
+                      if r["task"] == spec["task"] and r["f"] == f and r["arm"] == "F"}
+            if f == "ffdnet":  # the frozen pre-trained F: the same for every seed
+                main_f = {r["seed"]: data["ffdnet_pretrained"][spec["task"]]["psnr"] for r in rows}
             base = own_f or main_f  # a variant that does not retrain F compares with the study's F
             for arm in dict.fromkeys(r["arm"] for r in rows):
                 rs = [r for r in rows if r["arm"] == arm]
                 dp = "—" if arm == "F" else _ms([r["psnr"] - base[r["seed"]] for r in rs], 2)
-                lines.append(f"| {variant} | {spec['task']} | {arm} | {_ms([r['psnr'] for r in rs], 2)} | {dp} | "
+                lines.append(f"| {variant} | {spec['task']} | {f} | {arm} | {_ms([r['psnr'] for r in rs], 2)} | {dp} | "
                              f"{_ms([r['ssim'] for r in rs], 4)} | {len(rs)} |")
     return "\n".join(lines) + "\n"
 
