@@ -8,7 +8,8 @@ from __future__ import annotations
 # Importing an architecture file registers its name(s); the order fixes nothing but readability.
 from . import dncnn, feature_refine, ffdnet, nafnet, ptgrm, restormer, snr, unet  # noqa: F401
 from .ffdnet import FFDNet, FFDNetConfig, load_pretrained_ffdnet
-from .ptgrm import PTGRM, PTGRMConfig, RefineOutput, location_wise_conv
+from .lwconv import location_wise_conv
+from .ptgrm import PTGRM, PTGRMConfig, RefineOutput
 from .registry import (
     ModelSpec,
     config_to_dict,
