@@ -27,7 +27,7 @@ OPENCV_DOC_DIRS = (Path("/usr/share/doc/opencv-doc/examples/data"),)
 # stereo/sequence pairs are left out (a second frame would leak a scene across splits).
 OPENCV_PHOTOS = ("baboon.jpg", "building.jpg", "butterfly.jpg", "fruits.jpg", "home.jpg", "messi5.jpg",
                  "orange.jpg", "apple.jpg", "smarties.png", "squirrel_cls.jpg", "graf1.png", "leuvenA.jpg",
-                 "aloeL.jpg", "HappyFish.jpg", "stuff.jpg", "chicky_512.png", "aero1.jpg", "basketball1.png",
+                 "aloeL.jpg", "HappyFish.jpg", "stuff.jpg", "chicky_512.png", "aero1.jpg",
                  "rubberwhale1.png", "ela_original.jpg")
 OPENCV_TEST = ("baboon.jpg", "butterfly.jpg", "home.jpg", "squirrel_cls.jpg")
 
