@@ -43,7 +43,8 @@ def _worker(arm: str, args: argparse.Namespace) -> dict:
     from ptg.pipeline.manifest import load_manifest
     from ptg.ptgrm.models import create_model
     from ptg.ptgrm.train.config import DataConfig, LossConfig, PriorConfig
-    from ptg.ptgrm.train.data import TrainDataset, hash_inputs, load_tables
+    from ptg.pipeline.store import sample_keys
+    from ptg.ptgrm.train.data import TrainDataset, load_tables
     from ptg.ptgrm.train.losses import build_loss
 
     torch.set_num_threads(args.threads)
@@ -53,7 +54,7 @@ def _worker(arm: str, args: argparse.Namespace) -> dict:
     if arm == "cached":
         from ptg.pipeline.store import open_priors
 
-        tables = load_tables([open_priors(args.store)], hash_inputs(samples), ("identity", "hflip", "vflip", "hvflip"))
+        tables = load_tables([open_priors(args.store)], sample_keys(samples), ("identity", "hflip", "vflip", "hvflip"))
     views = ("identity", "hflip", "vflip", "hvflip")
     ds = TrainDataset(samples, tables, DataConfig(crop=args.crop), PriorConfig(), views, seed=0,
                       repeat=max(1, -(-args.batch * (args.steps + args.warmup) // len(samples))))

@@ -147,13 +147,12 @@ def ptg(*args: str, threads: int = 1) -> None:
 
 
 def _store_complete(store: Path, manifest: Path) -> bool:
-    from ptg.pipeline.imageio import file_sha256
     from ptg.pipeline.manifest import load_manifest
-    from ptg.pipeline.store import open_priors
+    from ptg.pipeline.store import open_priors, sample_keys
 
     if not store.exists():
         return False
-    keys = [file_sha256(s.input) for s in load_manifest(manifest).samples]
+    keys = sample_keys(load_manifest(manifest).samples)
     return not open_priors(store).missing(keys)
 
 

@@ -24,7 +24,6 @@ import queue
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -33,7 +32,7 @@ import numpy as np
 
 from . import __version__
 from .errors import PtgError
-from .imageio import file_sha256, read_image
+from .imageio import read_image
 from .manifest import Manifest, Sample, load_manifest
 from .views import parse_views
 
@@ -213,12 +212,6 @@ def _store_metadata(enc, views_spec: str, views: tuple[str, ...], dtype: str) ->
 # The engine
 
 
-def _hash_all(samples: Sequence[Sample]) -> list[str]:
-    # hashlib releases the GIL on large buffers: threads keep several disks/cores busy
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        return list(pool.map(lambda s: file_sha256(s.input), samples))
-
-
 def _check_inputs(todo: list[tuple[str, Sample]], views: tuple[str, ...], loader: ImageLoader, loader_workers: int) -> list[tuple[int, str]]:
     from torch.utils.data import DataLoader
 
@@ -272,7 +265,8 @@ def extract_priors(
             that cannot be loaded.
     """
     from .encoders import Encoder, EncoderSpec, build_encoder
-    from .store import allocate_shards, create_or_open_store, read_commits, store_nbytes, update_metadata, writer_lock
+    from .store import (allocate_shards, create_or_open_store, read_commits, sample_keys, store_nbytes, update_metadata,
+                        writer_lock)
 
     t0 = time.perf_counter()
     if batch_size < 1:
@@ -296,7 +290,7 @@ def extract_priors(
     if (workers or dask_scheduler) and enc.spec is None:
         raise PtgError("dask extraction needs an EncoderSpec (workers rebuild the encoder), not a built Encoder")
     store = Path(out).expanduser() if out is not None else default_store_path(enc, views, dtype)
-    keys = _hash_all(samples)
+    keys = sample_keys(samples)
 
     with writer_lock(store):
         meta = create_or_open_store(store, _store_metadata(enc, views, view_names, dtype), rows_per_shard)

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import PtgError
-from .imageio import read_image
+from .imageio import read_image, to_uint8
 from .synth import BlurParams, LowLightParams, NoiseParams, synthesize
 
 # scikit-image RGB photos: name -> loader attribute (None for the stereo pair).
@@ -74,7 +74,7 @@ def collect_photos(out: Path, max_side: int = 512, use_opencv: bool = True) -> d
             if img.shape[-1] != 3 or min(img.shape[:2]) < 128:
                 continue  # gray or tiny files are not natural RGB photos
             sid = "cv_" + Path(fname).stem
-            save(sid, (img * 255).round().astype(np.uint8), "test" if fname in OPENCV_TEST else "train")
+            save(sid, to_uint8(img), "test" if fname in OPENCV_TEST else "train")
     return splits
 
 

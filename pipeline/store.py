@@ -30,6 +30,7 @@ import os
 import socket
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -37,6 +38,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .errors import PtgError
+from .imageio import file_sha256
 
 SCHEMA_VERSION = 1
 ARRAY = "priors"
@@ -44,6 +46,13 @@ COMMITS = "commits"
 LOCK = "writer.lock"
 DTYPES = ("float16", "float32")
 RAM_LIMIT = 2 << 30  # stores up to 2 GiB are loaded into memory on first read (fast random batches)
+
+
+def sample_keys(samples: Sequence[Any]) -> list[str]:
+    """Row keys of manifest samples: the SHA-256 of each degraded file's bytes, in order."""
+    # hashlib releases the GIL on large buffers: threads keep several disks/cores busy
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        return list(pool.map(lambda s: file_sha256(s.input), samples))
 
 
 class RandomInitWarning(UserWarning):

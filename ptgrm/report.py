@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ptg.pipeline.errors import PtgError
+from ptg.pipeline.imageio import to_uint8
 
 ERROR_VMAX = 0.2  # mean absolute error (on [0, 1]) shown at the top of the colour map
 _LABEL_H = 18  # pixels of the caption strip above each cell
@@ -60,12 +61,8 @@ def _zoom(img: np.ndarray, crop: tuple[int, int, int], width: int) -> np.ndarray
     from PIL import Image
 
     top, left, side = crop
-    patch = (np.clip(img[top : top + side, left : left + side], 0, 1) * 255).round().astype(np.uint8)
+    patch = to_uint8(img[top : top + side, left : left + side])
     return np.asarray(Image.fromarray(patch).resize((width, width), Image.Resampling.NEAREST))
-
-
-def _to_u8(img: np.ndarray) -> np.ndarray:
-    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
 
 def _psnr_label(pred: np.ndarray, target: np.ndarray | None) -> str:
@@ -113,12 +110,12 @@ def make_grid(
     top, left, side = crop
 
     rows: list[list[tuple[str, np.ndarray]]] = [
-        [(name + _psnr_label(img, target if name != "target" else None), _to_u8(img)) for name, img in cols],
+        [(name + _psnr_label(img, target if name != "target" else None), to_uint8(img)) for name, img in cols],
         [(f"zoom x{w / side:.1f}" if i == 0 else "", _zoom(img, crop, w)) for i, (_, img) in enumerate(cols)],
     ]
     if target is not None:
-        errs = [(f"|{name} - target|", _to_u8(error_map(img, target))) for name, img in cols if name != "target"]
-        rows.append(errs + [(f"error scale 0..{ERROR_VMAX:g}", _to_u8(_colorbar(h, w)))])
+        errs = [(f"|{name} - target|", to_uint8(error_map(img, target))) for name, img in cols if name != "target"]
+        rows.append(errs + [(f"error scale 0..{ERROR_VMAX:g}", to_uint8(_colorbar(h, w)))])
 
     cell_h = [max(img.shape[0] for _, img in r) + _LABEL_H for r in rows]
     canvas = Image.new("RGB", (len(cols) * (w + _PAD) - _PAD, sum(cell_h) + _PAD * (len(rows) - 1)), "white")

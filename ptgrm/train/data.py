@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ptg.pipeline.errors import PtgError
-from ptg.pipeline.imageio import file_sha256, image_size, read_image
+from ptg.pipeline.imageio import image_size, read_image
 from ptg.pipeline.manifest import Sample
 from ptg.pipeline.views import VIEW_SETS, apply_view, tile_view_for
 
@@ -89,11 +89,6 @@ def augment_views(augment: str, first_store_views: Sequence[str] | None) -> tupl
         dihedral = set(VIEW_SETS["d4"]) | set(VIEW_SETS["flips"])
         return tuple(v for v in first_store_views if v in dihedral) or ("identity",)
     return VIEW_SETS[augment]
-
-
-def hash_inputs(samples: Sequence[Sample]) -> list[str]:
-    """Store keys (SHA-256 of the degraded file's bytes) of the samples."""
-    return [file_sha256(s.input) for s in samples]
 
 
 def check_missing(samples: Sequence[Sample], keys: Sequence[str], stores: Sequence[Any], allow_missing: bool

@@ -36,10 +36,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ptg.pipeline.errors import PtgError
+from ptg.pipeline.store import sample_keys
 
 from . import checkpoint as ckpt_mod
 from .config import TrainConfig, from_dict, save_yaml, to_dict
-from .data import PriorTable, TrainDataset, ValDataset, augment_views, check_missing, hash_inputs, load_tables
+from .data import PriorTable, TrainDataset, ValDataset, augment_views, check_missing, load_tables
 from .logs import Logs, plot_curves
 from .losses import build_loss
 
@@ -406,13 +407,13 @@ def _train(cfg: TrainConfig, d: _Dist, progress: Callable[..., None]) -> dict[st
         if saved_dims != dims:
             raise PtgError(f"the checkpoint {last_path} was trained with prior dims {saved_dims} but the --priors stores "
                            f"hold {dims}; resume with the stores of the original run")
-    train_keys = hash_inputs(train_samples) if stores else []
+    train_keys = sample_keys(train_samples) if stores else []
     keep = check_missing(train_samples, train_keys, stores, cfg.data.allow_missing_priors) if stores else list(range(len(train_samples)))
     train_samples = [train_samples[i] for i in keep]
     train_keys = [train_keys[i] for i in keep] if stores else []
     if not train_samples:
         raise PtgError("no training samples left after dropping those without priors")
-    val_keys = hash_inputs(val_samples) if stores else []
+    val_keys = sample_keys(val_samples) if stores else []
     if stores and val_samples:
         vkeep = check_missing(val_samples, val_keys, stores, cfg.data.allow_missing_priors)
         val_samples = [val_samples[i] for i in vkeep]
