@@ -7,7 +7,7 @@ workers. Parameters that vary per image are returned so they can be recorded in 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -174,7 +174,3 @@ def synthesize(
         if on_progress:
             on_progress(1)
     return write_manifest(out / "manifest.jsonl", rows)
-
-
-def params_as_dict(p: NoiseParams | LowLightParams | BlurParams) -> dict:
-    return asdict(p)
