@@ -156,3 +156,54 @@ def exclusive_lock(path: str | Path, what: str) -> Iterator[None]:
             pass
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output folders: never write into (or delete from) a folder that ptg did not make for this purpose
+
+ARTIFACT_FILE = ".ptg-artifact.json"  # marks a folder as made by ptg, and for what
+
+
+def artifact_kind(folder: str | Path) -> str | None:
+    """The kind recorded in ``folder``'s marker (e.g. "run", "priors-store"), or None."""
+    try:
+        return json.loads((Path(folder) / ARTIFACT_FILE).read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def claim_out_dir(folder: str | Path, kind: str, force: bool = False, flag: str = "--out",
+                  legacy: Callable[[Path], bool] | None = None) -> Path:
+    """Make ``folder`` ptg's output folder of ``kind``, refusing one that holds something else.
+
+    A folder is accepted when it does not exist, is empty, already carries this kind's marker, or
+    ``legacy(folder)`` recognises it as this kind made before markers existed; with ``force`` any
+    folder is accepted (ptg still only ever deletes what it wrote itself). The marker is written on
+    acceptance, so the next command knows the folder.
+
+    Raises:
+        PtgError: the folder is a file, holds another kind of ptg output, or holds files ptg did not make.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise PtgError(f"{flag} {folder} is a file, not a folder; choose a folder path")
+    have = artifact_kind(folder) if folder.is_dir() else None
+    if folder.is_dir() and have != kind and not force:
+        if have is not None:
+            raise PtgError(f"{flag} {folder} holds a ptg {have}, not a {kind}; choose another {flag}")
+        entries = sorted(p.name for p in folder.iterdir())
+        if entries and not (legacy is not None and legacy(folder)):
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise PtgError(f"{flag} {folder} already exists and is not a ptg {kind} (it holds {shown}); "
+                           f"choose a new or empty folder, or pass --force to write into it anyway "
+                           f"(ptg never deletes files it did not make)")
+    folder.mkdir(parents=True, exist_ok=True)
+    if have != kind:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            ver = version("ptg")
+        except PackageNotFoundError:
+            ver = "unknown"
+        atomic_write_json(folder / ARTIFACT_FILE, {"kind": kind, "ptg_version": ver})
+    return folder

@@ -71,3 +71,26 @@ def test_interrupted_exit_codes():
     assert Interrupted("x", signal.SIGINT).exit_code == 130
     assert Interrupted("x", signal.SIGTERM).exit_code == 143
     assert PtgError("x").exit_code == 1
+
+
+def test_claim_out_dir(tmp_path):
+    run = fsio.claim_out_dir(tmp_path / "run", "run")
+    assert fsio.artifact_kind(run) == "run"
+    (run / "log.csv").write_text("x")
+    assert fsio.claim_out_dir(run, "run") == run  # its own kind: accepted again
+    with pytest.raises(PtgError, match="holds a ptg run, not a priors-store"):
+        fsio.claim_out_dir(run, "priors-store")
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "important.txt").write_text("keep")
+    with pytest.raises(PtgError, match=r"not a ptg run \(it holds important.txt\).*--force"):
+        fsio.claim_out_dir(other, "run")
+    assert fsio.artifact_kind(other) is None
+    fsio.claim_out_dir(other, "run", force=True)
+    assert (other / "important.txt").read_text() == "keep"
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.yaml").write_text("")
+    fsio.claim_out_dir(old, "run", legacy=lambda p: (p / "config.yaml").is_file())
+    with pytest.raises(PtgError, match="is a file"):
+        fsio.claim_out_dir(tmp_path / "run" / "log.csv", "run")
