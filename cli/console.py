@@ -51,7 +51,8 @@ def progress_bar(
 
     On a terminal: a rich bar with rate and ETA, extra fields (e.g. ``loss=0.03``) after it. Off a
     terminal: one plain line every `every` seconds (default `PLAIN_EVERY_S`, env
-    ``PTG_PROGRESS_EVERY``) with done/total, rate, ETA and the fields, and a last line at the end.
+    ``PTG_PROGRESS_EVERY``) with done/total, rate, ETA and the fields, and a last line at the end
+    (unless the stage took under a second).
     Nothing is drawn before the first ``advance``, so a stage that fails while setting up shows
     its error alone, not an empty bar.
 
@@ -95,7 +96,7 @@ def progress_bar(
             con.print(escape(line(now)), highlight=False, soft_wrap=True)
 
     yield advance
-    if state["done"]:
+    if state["done"] and clock() - start >= 1.0:  # a stage that took under a second needs no summary line
         con.print(escape(line(clock(), final=True)), highlight=False, soft_wrap=True)
 
 

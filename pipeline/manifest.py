@@ -5,19 +5,47 @@
 Paths are relative to the manifest's folder unless a root is given at run time. Every stage reads
 manifests through `load_manifest`, which checks every row and reports every problem with its line
 number at once, so a user fixes a manifest in one pass instead of one error per run.
+
+An id names the files written for its row (``<id>.png`` under an output folder), so it must be a
+safe file name: no path separator, no ``..``, no control character (`id_problem`). Folder pairing
+joins nested names with ``__`` (`id_from_parts`).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Literal
 
 from .errors import PtgError
-from .imageio import image_size
+from .imageio import image_size, read_image
 
 SPLITS = ("train", "val", "test")
 _REQUIRED = ("id", "input", "split")
+ID_SEP = "__"  # joins folder levels into one flat id: test/Rain100H/1 -> test__Rain100H__1
+# Where paths may lead: "refuse" nothing outside the root; "absolute" absolute paths may point anywhere
+# (relative ones must stay inside); "allow" anything.
+Outside = Literal["refuse", "absolute", "allow"]
+
+
+def id_problem(sid: object) -> str | None:
+    """Why `sid` is not a safe manifest id (a file name on every OS), or None when it is."""
+    if not isinstance(sid, str) or not sid.strip():
+        return f"'id' must be a non-empty string, got {sid!r}"
+    if "/" in sid or "\\" in sid:
+        return f"id {sid!r} contains a path separator; ids name output files, use e.g. {id_from_parts(sid)!r}"
+    if sid in (".", ".."):
+        return f"id {sid!r} is '.' or '..'; give the row a name such as 'img001'"
+    bad = [c for c in sid if ord(c) < 32 or ord(c) == 127]
+    if bad:
+        return f"id {sid!r} contains control character(s) {''.join(bad)!r}; remove them"
+    return None
+
+
+def id_from_parts(*parts: str) -> str:
+    """One flat, safe id from path-like parts: every folder level joined with `ID_SEP`."""
+    pieces = [p for part in parts for p in str(part).replace("\\", "/").split("/") if p not in ("", ".")]
+    return ID_SEP.join(pieces)
 
 
 @dataclass(frozen=True)
@@ -70,22 +98,36 @@ class Manifest:
         return len(self.samples)
 
 
-def _resolve(root: Path, value: Any, key: str, problems: list[Problem], line: int, sid: str | None) -> Path | None:
+def _resolve(root: Path, value: Any, key: str, problems: list[Problem], line: int, sid: str | None,
+             outside: Outside) -> Path | None:
     if not isinstance(value, str) or not value:
         problems.append(Problem(line, sid, f"{key!r} must be a non-empty path string, got {value!r}"))
         return None
     p = Path(value)
-    full = (p if p.is_absolute() else root / p).resolve()
-    if not p.is_absolute() and not full.is_relative_to(root):
-        problems.append(Problem(line, sid, f"{key} path {value!r} escapes the root {root}"))
-        return None
-    return full
+    full = (p if p.is_absolute() else root / p).resolve()  # resolve(): a symlink counts where it leads
+    if full.is_relative_to(root) or outside == "allow" or (outside == "absolute" and p.is_absolute()):
+        return full
+    how = "is an absolute path" if p.is_absolute() else "leads (through '..' or a symlink) to a file"
+    problems.append(Problem(line, sid, f"{key} path {value!r} {how} outside the root {root}; move the file under "
+                                       "the root, pass --root DIR above it, or allow it with --allow-outside"))
+    return None
 
 
 def check_manifest(
-    path: str | Path, root: str | Path | None = None, check_files: bool = True, check_sizes: bool = True
+    path: str | Path, root: str | Path | None = None, check_files: bool = True, check_sizes: bool = True,
+    decode: bool = False, outside: Outside = "absolute", on_row: Callable[[int], None] | None = None,
 ) -> tuple[list[Sample], list[Problem]]:
-    """Parse and validate a manifest; return the good samples and every problem found."""
+    """Parse and validate a manifest; return the good samples and every problem found.
+
+    Args:
+        path: the JSONL manifest.
+        root: folder relative paths are resolved against (default: the manifest's folder).
+        check_files: the files must exist.
+        check_sizes: input and target must have the same size (read from the headers).
+        decode: decode every image in full (finds truncated or corrupt files a header read misses).
+        outside: where paths may lead (see `Outside`); "absolute" is the loaders' historical policy.
+        on_row: called with 1 after each row (progress).
+    """
     path = Path(path)
     if not path.is_file():
         raise PtgError(f"manifest not found: {path}")
@@ -112,8 +154,9 @@ def check_manifest(
             if missing:
                 problems.append(Problem(line_no, sid, f"missing required field(s): {', '.join(missing)}"))
                 continue
-            if not isinstance(sid, str) or not sid:
-                problems.append(Problem(line_no, None, f"'id' must be a non-empty string, got {sid!r}"))
+            bad_id = id_problem(sid)
+            if bad_id is not None:
+                problems.append(Problem(line_no, None, bad_id))
                 continue
             n_before = len(problems)
             if sid in seen:
@@ -122,34 +165,51 @@ def check_manifest(
                 seen[sid] = line_no
             if row["split"] not in SPLITS:
                 problems.append(Problem(line_no, sid, f"unknown split {row['split']!r}; use one of {', '.join(SPLITS)}"))
-            inp = _resolve(root, row["input"], "input", problems, line_no, sid)
+            inp = _resolve(root, row["input"], "input", problems, line_no, sid, outside)
             tgt = None
             if row.get("target") is not None:
-                tgt = _resolve(root, row["target"], "target", problems, line_no, sid)
+                tgt = _resolve(root, row["target"], "target", problems, line_no, sid, outside)
             if check_files:
                 for key, p in (("input", inp), ("target", tgt)):
                     if p is not None and not p.is_file():
                         problems.append(Problem(line_no, sid, f"{key} file not found: {p}"))
-            if check_sizes and len(problems) == n_before and inp is not None and tgt is not None:
-                try:
-                    si, st = image_size(inp), image_size(tgt)
-                except PtgError as exc:
-                    problems.append(Problem(line_no, sid, str(exc)))
-                else:
-                    if si != st:
-                        problems.append(Problem(line_no, sid, f"input is {si[1]}x{si[0]} but target is {st[1]}x{st[0]} (WxH)"))
+            if (check_sizes or decode) and len(problems) == n_before and inp is not None:
+                _check_images(inp, tgt, decode, check_sizes, problems, line_no, sid)
+            if on_row is not None:
+                on_row(1)
             if len(problems) == n_before:
                 extra = {k: v for k, v in row.items() if k not in ("id", "input", "target", "split")}
                 samples.append(Sample(sid, inp, tgt, row["split"], line_no, extra))
     return samples, problems
 
 
+def _check_images(inp: Path, tgt: Path | None, decode: bool, check_sizes: bool, problems: list[Problem],
+                  line: int, sid: str) -> None:
+    """Sizes from the headers, or (decode) from the decoded pixels, which also finds truncated files."""
+    sizes = []
+    for p in (inp, tgt):
+        if p is None:
+            continue
+        try:
+            sizes.append(read_image(p, channels=None).shape[:2] if decode else image_size(p))
+        except PtgError as exc:
+            problems.append(Problem(line, sid, str(exc)))
+            return
+    if check_sizes and len(sizes) == 2 and sizes[0] != sizes[1]:
+        (hi, wi), (ht, wt) = sizes
+        problems.append(Problem(line, sid, f"input is {wi}x{hi} but target is {wt}x{ht} (WxH)"))
+
+
 def load_manifest(
-    path: str | Path, root: str | Path | None = None, check_files: bool = True, check_sizes: bool = False
+    path: str | Path, root: str | Path | None = None, check_files: bool = True, check_sizes: bool = False,
+    outside: Outside = "absolute",
 ) -> Manifest:
-    """Load a manifest, raising `ManifestError` listing every bad row if any row is bad."""
+    """Load a manifest, raising `ManifestError` listing every bad row if any row is bad.
+
+    Every id is checked to be a safe file name (`id_problem`) before any stage writes by it.
+    """
     path = Path(path)
-    samples, problems = check_manifest(path, root, check_files=check_files, check_sizes=check_sizes)
+    samples, problems = check_manifest(path, root, check_files=check_files, check_sizes=check_sizes, outside=outside)
     if problems:
         raise ManifestError(path, problems)
     if not samples:

@@ -2,10 +2,15 @@
 
 Pairs are matched by a key: the file stem by default, or the first group of a regular expression
 (LOL-real names its pairs ``low00001.png`` / ``normal00001.png``). Files without a partner are
-reported, never silently dropped.
+reported, never silently dropped. Ids are flat file names: folder levels are joined with ``__``
+(`ptg.pipeline.manifest.id_from_parts`).
+
+A pair whose path names no split (a flat ``input/`` + ``target/`` folder) is drawn into train or
+test by a seeded, image-level ratio (`assign_splits`), so a flat folder never becomes all-test.
 """
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +20,7 @@ import yaml
 
 from .errors import PtgError
 from .imageio import is_image_file
-from .manifest import load_manifest
+from .manifest import SPLITS, id_from_parts, load_manifest
 from .synth import NoiseParams, synthesize
 
 # (degraded, clean) folder-name pairs seen in public restoration datasets, compared lower-case.
@@ -33,6 +38,11 @@ class PairReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)  # files with no partner, relative to the root
     missing: list[str] = field(default_factory=list)  # expected folders/files absent, human sentences
+    drawn: int = 0  # rows whose split was drawn by `assign_splits` (their path named none)
+
+    def counts(self) -> dict[str, int]:
+        """Rows per split, in SPLITS order, splits with no rows left out."""
+        return {s: n for s in SPLITS if (n := sum(1 for r in self.rows if r["split"] == s))}
 
 
 def _images(folder: Path, recursive: bool) -> list[Path]:
@@ -81,7 +91,7 @@ def pair_folders(
             if t is None:
                 report.unmatched.append(i.relative_to(root).as_posix())
                 continue
-            sid = f"{id_prefix}{i.relative_to(inp).with_suffix('').as_posix()}"
+            sid = id_from_parts(id_prefix, i.relative_to(inp).with_suffix("").as_posix())
             report.rows.append({"id": sid, "input": i, "target": t, "split": split, **(extra or {})})
         return
     tmap: dict[str, Path] = {}
@@ -98,11 +108,11 @@ def pair_folders(
             report.unmatched.append(i.relative_to(root).as_posix())
             continue
         used.add(k)
-        report.rows.append({"id": f"{id_prefix}{k}", "input": i, "target": tmap[k], "split": split, **(extra or {})})
+        report.rows.append({"id": id_from_parts(id_prefix, k), "input": i, "target": tmap[k], "split": split, **(extra or {})})
     report.unmatched += [tmap[k].relative_to(root).as_posix() for k in sorted(set(tmap) - used)]
 
 
-def _split_from_path(parts: tuple[str, ...], default: str) -> str:
+def _split_from_path(parts: tuple[str, ...], default: str | None) -> str | None:
     for part in parts:
         low = part.lower()
         if low in TRAIN_WORDS:
@@ -114,26 +124,53 @@ def _split_from_path(parts: tuple[str, ...], default: str) -> str:
     return default
 
 
-def pair_tree(root: str | Path, default_split: str = "test") -> PairReport:
+def assign_splits(rows: list[dict[str, Any]], test_fraction: float, seed: int) -> None:
+    """Set ``split`` of `rows` in place: a seeded draw of round(test_fraction * n) test rows, the rest train.
+
+    Image-level and order-independent: rows are sorted by id before the seeded shuffle, so the same
+    folder and seed give the same split on any machine. With two or more rows and 0 < fraction < 1,
+    each side gets at least one row.
+    """
+    if not 0.0 <= test_fraction < 1.0:
+        raise PtgError(f"--test-fraction must be in [0, 1), got {test_fraction}; e.g. 0.2 keeps a fifth for testing")
+    order = sorted(range(len(rows)), key=lambda i: rows[i]["id"])
+    random.Random(seed).shuffle(order)
+    n_test = round(test_fraction * len(rows))
+    if test_fraction > 0 and len(rows) >= 2:
+        n_test = min(max(n_test, 1), len(rows) - 1)
+    for rank, i in enumerate(order):
+        rows[i]["split"] = "test" if rank < n_test else "train"
+
+
+def pair_tree(root: str | Path, default_split: str | None = None, test_fraction: float = 0.2,
+              seed: int = 0) -> PairReport:
     """Find every folder holding a (degraded, clean) child pair under `root` and pair its files.
 
-    The split comes from the path (train/test/val words, LOL's our485/eval15), else `default_split`.
-    Ids are the relative path of the pair's parent folder joined with the key, so Rain13K-style
-    trees with several test sets (test/Rain100H/input, test/Rain100L/input) get distinct ids.
+    The split comes from the path (train/test/val words, LOL's our485/eval15); pairs whose path
+    names none get `default_split` when given, else a seeded draw with `test_fraction` of them in
+    test (`assign_splits`; ``report.drawn`` counts them). Ids join the relative path of the pair's
+    parent folder and the key with ``__``, so Rain13K-style trees with several test sets
+    (test/Rain100H/input, test/Rain100L/input) get distinct, flat ids.
     """
     root = Path(root).resolve()
     if not root.is_dir():
         raise PtgError(f"folder not found: {root}")
+    if default_split is not None and default_split not in SPLITS:
+        raise PtgError(f"--split {default_split!r} is not one of {', '.join(SPLITS)}")
     report = PairReport()
     for parent in sorted([root, *(p for p in root.rglob("*") if p.is_dir())]):
         children = {c.name.lower(): c for c in parent.iterdir() if c.is_dir()}
         for din, dtg in PAIR_NAMES:
             if din in children and dtg in children:
                 rel = parent.relative_to(root)
-                prefix = "" if rel == Path(".") else rel.as_posix() + "/"
+                prefix = "" if rel == Path(".") else rel.as_posix()
                 split = _split_from_path(rel.parts, default_split)
-                pair_folders(root, children[din], children[dtg], split, prefix, report)
+                pair_folders(root, children[din], children[dtg], split or "", prefix, report)
                 break
+    unsplit = [r for r in report.rows if not r["split"]]
+    if unsplit:
+        assign_splits(unsplit, test_fraction, seed)
+        report.drawn = len(unsplit)
     if not report.rows and not report.unmatched:
         names = ", ".join(f"{a}/+{b}/" for a, b in PAIR_NAMES[:6])
         raise PtgError(f"no paired folders found under {root}; expected sibling folders like {names}")
@@ -194,7 +231,7 @@ def build_from_template(name: str, root: str | Path, out: str | Path | None = No
                               seed=seed, split=split)
             rows = load_manifest(made).samples
             for r in rows:
-                report.rows.append({"id": f"{set_name}/{r.id}", "input": r.input, "target": r.target,
+                report.rows.append({"id": id_from_parts(set_name, r.id), "input": r.input, "target": r.target,
                                     "split": split, **extra, **r.extra})
             n = len(rows)
         else:
@@ -204,7 +241,7 @@ def build_from_template(name: str, root: str | Path, out: str | Path | None = No
                 report.missing.append(f"{set_name}: folder(s) {', '.join(a + '/' for a in absent)} not found")
                 continue
             before = len(report.rows)
-            pair_folders(root, inp, tgt, split, f"{set_name}/", report, s.get("input_key"), s.get("target_key"),
+            pair_folders(root, inp, tgt, split, set_name, report, s.get("input_key"), s.get("target_key"),
                          s.get("recursive", False), s.get("target_per_folder", False), s.get("folder_filter"), extra)
             n = len(report.rows) - before
         expected = s.get("count")

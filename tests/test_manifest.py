@@ -47,7 +47,7 @@ def test_every_problem_reported_with_line(tmp_path):
     assert [s.id for s in good] == ["a"]
     assert "duplicate id" in by_line[2] and "first used on line 1" in by_line[2]
     assert "not found" in by_line[3]
-    assert "escapes the root" in by_line[4]
+    assert "outside the root" in by_line[4]
     assert "unknown split 'holdout'" in by_line[5]
     assert "9x8" in by_line[6] or "8x9" in by_line[6]
     assert "not valid JSON" in by_line[7]

@@ -30,13 +30,13 @@ def test_rain13k_style_tree_splits_and_ids(tmp_path):
             _img(tmp_path / split / name / "input" / f"{n}.png"), _img(tmp_path / split / name / "target" / f"{n}.png")
     r = pair_tree(tmp_path)
     ids = {x["id"]: x["split"] for x in r.rows}
-    assert ids["train/Rain13K/1"] == "train" and ids["test/Rain100H/2"] == "test" and len(ids) == 6
+    assert ids["train__Rain13K__1"] == "train" and ids["test__Rain100H__2"] == "test" and len(ids) == 6
 
 
 def test_lol_layout_our485_eval15(tmp_path):
     _img(tmp_path / "our485/low/1.png"), _img(tmp_path / "our485/high/1.png")
     _img(tmp_path / "eval15/low/9.png"), _img(tmp_path / "eval15/high/9.png")
-    assert {x["id"]: x["split"] for x in pair_tree(tmp_path).rows} == {"our485/1": "train", "eval15/9": "test"}
+    assert {x["id"]: x["split"] for x in pair_tree(tmp_path).rows} == {"our485__1": "train", "eval15__9": "test"}
 
 
 def test_no_pairs_is_an_error(tmp_path):
@@ -57,7 +57,7 @@ def test_template_lol_real_regex_keys_and_missing(tmp_path):
     for n in ("00001", "00002"):
         _img(tmp_path / f"Test/Low/low{n}.png"), _img(tmp_path / f"Test/Normal/normal{n}.png")
     r = build_from_template("lol-real", tmp_path)
-    assert sorted(x["id"] for x in r.rows) == ["test/00001", "test/00002"]
+    assert sorted(x["id"] for x in r.rows) == ["test__00001", "test__00002"]
     assert any("Train/Low/" in m and "not found" in m for m in r.missing)
     assert any("expected 100 pairs, found 2" in m for m in r.missing)
 
@@ -66,7 +66,7 @@ def test_template_sidd_side_by_side(tmp_path):
     scene = tmp_path / "SIDD_Medium_Srgb/Data/0001_001_S6"
     _img(scene / "NOISY_SRGB_010.PNG"), _img(scene / "GT_SRGB_010.PNG")
     r = build_from_template("sidd", tmp_path)
-    assert [x["id"] for x in r.rows] == ["SIDD-train/0001_001_S6/010"] and not r.unmatched
+    assert [x["id"] for x in r.rows] == ["SIDD-train__0001_001_S6__010"] and not r.unmatched
 
 
 def test_template_sid_per_folder_targets(tmp_path):
@@ -79,7 +79,7 @@ def test_template_sid_per_folder_targets(tmp_path):
         np.save(tmp_path / f"long_sid2/{scene}/gt.npy", frame)
     r = build_from_template("sid", tmp_path)
     splits = {x["id"]: x["split"] for x in r.rows}
-    assert splits == {"train/00001/s0": "train", "train/00001/s1": "train", "test/10003/s0": "test", "test/10003/s1": "test"}
+    assert splits == {"train__00001__s0": "train", "train__00001__s1": "train", "test__10003__s0": "test", "test__10003__s1": "test"}
 
 
 def test_template_clean_only_needs_sigma(tmp_path):
