@@ -6,37 +6,63 @@ torch is imported inside the command, never at module top.
 """
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from ptg.ptgrm.train.config import MODES, PRESETS, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+
 from .options import OutDir, RootOpt
+
+
+# Defaults shown in --help are read from the config dataclasses, so help never drifts from the code
+# (the config module imports no torch). A --preset or --config file changes them; flags override both.
+_T, _D, _M, _O, _R = TrainConfig(), DataConfig(), ModelConfig(), OptimConfig(), RunConfig()
+
+
+def _one_of(what: str, choices: tuple[str, ...] | list[str]):
+    """An option callback that refuses a value outside `choices`, naming the closest and all of them (exit 2)."""
+
+    def check(value: Optional[str]) -> Optional[str]:
+        if value is not None and value not in choices:
+            close = difflib.get_close_matches(value, list(choices), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise typer.BadParameter(f"unknown {what} {value!r}{hint}; choose one of {', '.join(choices)}")
+        return value
+
+    return check
 
 
 def train(
     out: OutDir,
     manifest: Annotated[Optional[Path], typer.Option("--manifest", "-m", help="Manifest (JSONL) of the dataset.")] = None,
-    priors: Annotated[Optional[list[Path]], typer.Option("--priors", help="Priors store (repeat for several priors).")] = None,
-    baseline: Annotated[Optional[str], typer.Option("--baseline", help="Registry name of F (see `ptg models`).")] = None,
-    mode: Annotated[Optional[str], typer.Option("--mode", help="baseline | joint | refine.")] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Optimiser steps in total.")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (a saved TrainConfig).")] = None,
-    preset: Annotated[Optional[str], typer.Option("--preset", help="Start from a task preset: lowlight, derain, ... (see docs).")] = None,
-    save_every: Annotated[Optional[int], typer.Option("--save-every", help="Keep checkpoints/step_XXXXXX.pt every K steps.")] = None,
+    priors: Annotated[Optional[list[Path]], typer.Option("--priors", help="Priors store (repeat for several priors); needed unless --mode baseline.")] = None,
+    baseline: Annotated[Optional[str], typer.Option("--baseline", help="Registry name of F (see `ptg models`).", show_default=_M.baseline)] = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", callback=_one_of("mode", MODES), help=f"{' | '.join(MODES)}: F alone, F + PTG-RM, or PTG-RM on a frozen F.", show_default=_T.mode)] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Optimiser steps in total.", show_default=str(_T.steps))] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (a saved TrainConfig, e.g. a run's config.yaml).")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", callback=_one_of("preset", list(PRESETS)), help=f"Start from a task preset: {', '.join(PRESETS)}. It sets F, crop, batch, loss, lr and steps; flags override it.")] = None,
+    save_every: Annotated[Optional[int], typer.Option("--save-every", help="Keep checkpoints/step_XXXXXX.pt every K steps (0: only last.pt and best.pt).", show_default=str(_R.save_every))] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from checkpoints/last.pt.")] = False,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed; same seed, same run.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed; same seed, same run.", show_default=str(_T.seed))] = None,
     root: RootOpt = None,
-    refiner: Annotated[Optional[str], typer.Option("--refiner", help="R: ptgrm | ptgrm-large.")] = None,
+    refiner: Annotated[Optional[str], typer.Option("--refiner", help="R: ptgrm | ptgrm-large.", show_default=_M.refiner)] = None,
     baseline_weights: Annotated[Optional[Path], typer.Option("--baseline-weights", help="refine: run folder or checkpoint of a trained F.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Global batch size.")] = None,
-    crop: Annotated[Optional[int], typer.Option("--crop", help="Training crop side in pixels.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Global batch size.", show_default=str(_D.batch_size))] = None,
+    crop: Annotated[Optional[int], typer.Option("--crop", help="Training crop side in pixels.", show_default=str(_D.crop))] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Adam learning rate (cosine decay to optim.eta_min over the run).", show_default=f"{_O.lr:g}")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto (cuda if present) | cpu | cuda | cuda:N.", show_default=_R.device)] = None,
     allow_missing_priors: Annotated[bool, typer.Option("--allow-missing-priors", help="Drop rows without a prior instead of failing.")] = False,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any config key: section.key=value (repeatable).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any config key: section.key=value (repeatable), e.g. --set run.threads=1.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Train from cached priors; the foundation model is never loaded."""
+    """Train from cached priors; the foundation model is never loaded.
+
+    Defaults shown are the built-in ones; --preset and --config replace them, flags override both.
+    """
     from ptg.ptgrm.train.config import resolve
 
     from .console import console, err_console, progress_bar
@@ -71,8 +97,15 @@ def train(
             overrides[key] = value
     if resume:
         overrides["resume"] = True
+    run: dict = {}
     if save_every is not None:
-        overrides["run"] = {"save_every": save_every}
+        run["save_every"] = save_every
+    if device is not None:
+        run["device"] = device
+    if run:
+        overrides["run"] = run
+    if lr is not None:
+        overrides["optim"] = {"lr": lr}
     cfg = resolve(config, overrides, list(set_ or []), preset)
 
     from ptg.ptgrm.train.trainer import train as run_training
