@@ -239,5 +239,64 @@ def test_sd_local_directory_vae_and_unet_features(tmp_path):
 
 def test_unfetchable_hub_id_says_so_and_shows_the_local_option():
     # offline here; online the repo does not exist: either way the user learns how to pass a local copy
-    with pytest.raises(PtgError, match=r"cannot fetch the weights .*pass a local copy: --pretrained"):
+    with pytest.raises(PtgError, match=r"(cannot fetch the weights|offline: ).*[Pp]ass a local copy: --pretrained"):
         build_encoder(EncoderSpec("blip2", pretrained="ptg-tests/no-such-blip2-repo"))
+
+
+@pytest.fixture
+def unreachable_hub(tmp_path, monkeypatch):
+    """A hub endpoint that refuses connections (port 9 on localhost) and an empty hub cache."""
+    from ptg.pipeline.encoders import hub
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))  # read once at its import
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "_probed", {})
+    return hub
+
+
+@pytest.mark.parametrize("name", ["clip", "blip2", "sd"])
+def test_offline_hub_encoders_say_offline_first_within_seconds(unreachable_hub, name):
+    import os
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(PtgError) as info:
+        build_encoder(EncoderSpec(name))
+    took = time.monotonic() - t0
+    msg = str(info.value)
+    assert msg.startswith("offline: ") and "127.0.0.1:9" in msg and "Pass a local copy: --pretrained" in msg
+    assert took < 5.0, f"{name}: offline detection took {took:.1f} s"
+    assert "HF_HUB_OFFLINE" not in os.environ  # offline mode is restored after the attempt
+
+
+def test_hub_probe_sees_an_answering_host_and_caches_the_verdict(unreachable_hub):
+    import http.server
+    import threading
+
+    hub = unreachable_hub
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # answers 501: reachable
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/some/file"
+        assert hub.unreachable(url) is None
+        assert "did not answer" in hub.unreachable("http://127.0.0.1:9/x")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert hub.unreachable(url) is None  # cached per host: no second probe
+
+
+def test_offline_mode_loads_a_cached_snapshot(unreachable_hub, tmp_path):
+    # a repo already in the hub cache loads offline, through the real huggingface_hub cache lookup
+    hub = unreachable_hub
+    snap = tmp_path / "hf-cache" / "models--ptg-tests--tiny" / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    refs = tmp_path / "hf-cache" / "models--ptg-tests--tiny" / "refs"
+    refs.mkdir()
+    (refs / "main").write_text("a" * 40)
+    assert hub.snapshot("ptg-tests/tiny", "Tiny", "--pretrained DIR") == snap

@@ -16,8 +16,9 @@ import json
 from pathlib import Path
 
 from ..errors import PtgError
+from . import hub
 from .preprocess import Preprocess
-from .registry import (Encoder, EncoderSpec, fingerprint_dir, random_fingerprint, register_encoder, snapshot_dir)
+from .registry import (Encoder, EncoderSpec, fingerprint_dir, random_fingerprint, register_encoder)
 
 DEFAULT_REPO = "Salesforce/blip2-opt-2.7b"
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -96,14 +97,15 @@ class _Blip2Tower:
     default_weights=f"--pretrained {DEFAULT_REPO} (hub) or a save_pretrained directory",
 )
 def build_blip2(spec: EncoderSpec) -> Encoder:
-    import torch
-    from transformers import Blip2Config
-
     if spec.arch is not None:
         raise PtgError("the blip2 encoder takes its architecture from the checkpoint's config.json; drop --arch")
     how = "--pretrained /path/to/blip2-dir (a directory with config.json and model*.safetensors, from save_pretrained)"
-    root = snapshot_dir(spec.pretrained or DEFAULT_REPO, "BLIP-2", how,
+    # weights first, torch and transformers after: offline, the error comes before seconds of imports
+    root = hub.snapshot(spec.pretrained or DEFAULT_REPO, "BLIP-2", how,
                         allow=["*.json", "*.safetensors", "*.safetensors.index.json"])
+    import torch
+    from transformers import Blip2Config
+
     try:
         cfg = Blip2Config.from_pretrained(root)
     except Exception as exc:

@@ -6,19 +6,23 @@ pinned: short side to the model's resolution (bicubic) + centre crop, CLIP mean/
 ``preprocess_cfg`` decides; a ``squash`` resize mode is honoured).
 
 Weights: ``--pretrained`` is an open_clip tag (``openai``, ``laion2b_s34b_b79k``, ...; downloaded
-to the open_clip/hub cache) or a local checkpoint file. ``--arch`` is an open_clip model name or a
+to the open_clip/hub cache; offline, a cached copy is used or the error comes at once) or a local
+checkpoint file. ``--arch`` is an open_clip model name or a
 path to a model-config JSON (custom architectures).
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 from ..errors import PtgError
+from . import hub
 from .preprocess import Preprocess
 from .registry import Encoder, EncoderSpec, cannot_fetch, random_fingerprint, register_encoder, sha256_file
 
 DEFAULT_ARCH = "ViT-B-32"
 DEFAULT_TAG = "openai"  # the weights of the authors' released configuration
+OPEN_CLIP_URL_CACHE = "~/.cache/clip"  # where open_clip keeps weights it fetches by URL rather than from the hub
 
 
 def _resolve_arch(arch: str) -> str:
@@ -61,6 +65,13 @@ def _preprocess_of(model, size: int | None) -> Preprocess:
     default_weights=f"--arch {DEFAULT_ARCH} --pretrained {DEFAULT_TAG} (open_clip download)",
 )
 def build_clip(spec: EncoderSpec) -> Encoder:
+    tag = spec.pretrained or DEFAULT_TAG
+    if not spec.random_init and not Path(tag).expanduser().exists() and not tag.startswith((".", "/", "~")):
+        # offline with an empty cache: say so before importing torch and open_clip (seconds on a busy CPU)
+        reason = hub.unreachable(hub.hf_endpoint())
+        if reason and hub.nothing_cached(OPEN_CLIP_URL_CACHE):
+            raise hub.offline_error("CLIP", f"{spec.arch or DEFAULT_ARCH}/{tag}",
+                                    "--pretrained /path/to/open_clip_model.safetensors (a checkpoint file of the architecture)", reason)
     import open_clip
     import torch
     import torch.nn.functional as F
@@ -71,7 +82,6 @@ def build_clip(spec: EncoderSpec) -> Encoder:
         model = open_clip.create_model(arch, pretrained=None, device=spec.device)
         fingerprint, source = random_fingerprint(spec.seed), "random init"
     else:
-        tag = spec.pretrained or DEFAULT_TAG
         p = Path(tag).expanduser()
         if p.is_file():
             path = p.resolve()
@@ -82,20 +92,27 @@ def build_clip(spec: EncoderSpec) -> Encoder:
             if not cfg:
                 tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
                 raise PtgError(f"open_clip has no pretrained tag {tag!r} for {arch}; known tags: {tags}; or pass a local file")
+        # A tag on a machine that cannot reach its host loads from the local cache or fails within
+        # seconds (hub.offline_mode), instead of a minute of hub retries before the same failure.
+        offline = None if p.is_file() else hub.unreachable(hub.hf_endpoint() if cfg.get("hf_hub") else cfg.get("url", ""))
+        with hub.offline_mode() if offline else nullcontext():
+            if not p.is_file():
+                try:
+                    path = Path(open_clip.download_pretrained(cfg))
+                except Exception as exc:  # hub / url errors, OSError
+                    if offline:
+                        raise hub.offline_error("CLIP", f"{arch}/{tag}", how, offline, exc) from exc
+                    raise cannot_fetch("CLIP", f"{arch}/{tag}", how, exc) from exc
+                if not path.is_file():
+                    raise cannot_fetch("CLIP", f"{arch}/{tag}", how, FileNotFoundError(str(path)))
             try:
-                path = Path(open_clip.download_pretrained(cfg))
-            except Exception as exc:  # hub / url errors, OSError
-                raise cannot_fetch("CLIP", f"{arch}/{tag}", how, exc) from exc
-            if not path.is_file():
-                raise cannot_fetch("CLIP", f"{arch}/{tag}", how, FileNotFoundError(str(path)))
-        try:
-            # a tag goes through open_clip's own tag path (it sets e.g. quick_gelu for openai weights)
-            model = open_clip.create_model(arch, pretrained=str(path) if p.is_file() else tag, device=spec.device,
-                                           require_pretrained=True)
-        except PtgError:
-            raise
-        except Exception as exc:
-            raise PtgError(f"cannot load CLIP weights {path} into {arch}: {exc}") from exc
+                # a tag goes through open_clip's own tag path (it sets e.g. quick_gelu for openai weights)
+                model = open_clip.create_model(arch, pretrained=str(path) if p.is_file() else tag, device=spec.device,
+                                               require_pretrained=True)
+            except PtgError:
+                raise
+            except Exception as exc:
+                raise PtgError(f"cannot load CLIP weights {path} into {arch}: {exc}") from exc
         fingerprint, source = sha256_file(path), str(path)
     model.eval()
     pp = _preprocess_of(model, spec.size)

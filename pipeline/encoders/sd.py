@@ -23,8 +23,9 @@ import json
 from pathlib import Path
 
 from ..errors import PtgError
+from . import hub
 from .preprocess import Preprocess
-from .registry import Encoder, EncoderSpec, fingerprint_dir, random_fingerprint, register_encoder, snapshot_dir
+from .registry import Encoder, EncoderSpec, fingerprint_dir, random_fingerprint, register_encoder
 
 DEFAULT_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_SIZE = 512
@@ -60,14 +61,15 @@ def _load(cls, root: Path, sub: str, random_init: bool):
     default_weights=f"--pretrained {DEFAULT_REPO} (hub) or a local SD directory",
 )
 def build_sd(spec: EncoderSpec) -> Encoder:
-    import torch
-    from diffusers import AutoencoderKL, DDPMScheduler
-
     if spec.arch is not None:
         raise PtgError("the sd encoder takes its architecture from the repo's config files; drop --arch")
     use_unet = spec.timestep is not None
     allow = ["model_index.json", "vae/*"] + (["unet/*", "scheduler/*"] if use_unet else [])
-    root = snapshot_dir(spec.pretrained or DEFAULT_REPO, "Stable Diffusion", HOW, allow=allow)
+    # weights first, torch and diffusers after: offline, the error comes before seconds of imports
+    root = hub.snapshot(spec.pretrained or DEFAULT_REPO, "Stable Diffusion", HOW, allow=allow)
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler
+
     vae = _load(AutoencoderKL, root, "vae", spec.random_init).to(spec.device).eval()
     feats: dict = {}
     vae.encoder.mid_block.register_forward_hook(_pooled_hook(feats, "vae_mid"))
