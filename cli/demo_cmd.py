@@ -62,5 +62,32 @@ def demo(
             raise PtgError(f"demo stopped at stage {i} ({title}); fix the error above and run `ptg demo` again "
                            "to continue from there")
     console.rule("[bold]result")
-    console.print((out / "report" / "report.md").read_text(encoding="utf-8"), highlight=False)
-    console.print(f"everything is under {out}/ (grids: {out}/eval/joint/grids/)")
+    _explain_deltas(out)
+    console.print(f"everything is under {out}/ (report: {out}/report/report.md, grids: {out}/eval/joint/grids/)",
+                  highlight=False)
+
+
+def _explain_deltas(out: Path) -> None:
+    """The two deltas the demo shows, side by side, each named by what it compares.
+
+    The report's delta compares F + PTG-RM with F trained alone (two separate runs: the paper's
+    Table 1). The joint run's own eval table compares R's output with the F trained with it, in the
+    same run (what R adds on top of its partner F). They differ, and both are true.
+    """
+    from ptg.ptgrm.report import load_summary
+
+    alone, joint = load_summary(out / "eval" / "baseline"), load_summary(out / "eval" / "joint")
+    if joint.refined is None:
+        raise PtgError(f"{out}/eval/joint has no F + PTG-RM scores; run `ptg demo --out {out}` again")
+    f_alone, f_joint, refined = alone.base["psnr"], joint.base["psnr"], joint.refined["psnr"]
+    rows = [
+        ("F trained alone (runs/baseline)", f_alone, ""),
+        ("F trained jointly with R, R not applied", f_joint, ""),
+        ("F + PTG-RM (runs/joint)", refined,
+         f"{refined - f_alone:+.2f} dB vs F alone (the report's delta); "
+         f"{refined - f_joint:+.2f} dB vs its own F (the joint eval's delta)"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    console.print(f"test PSNR on {joint.n} image(s):", highlight=False)
+    for label, psnr, note in rows:
+        console.print(f"  {label:<{width}}  {psnr:6.2f} dB  {note}".rstrip(), highlight=False, soft_wrap=True)
