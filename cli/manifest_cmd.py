@@ -55,7 +55,7 @@ def check(
     splits = {s: sum(1 for x in samples if x.split == s) for s in ("train", "val", "test")}
     how = "every image decoded" if decode else f"headers only (over {DECODE_AUTO_ROWS} rows; --decode to decode all)"
     console.print(f"{manifest}: {len(samples)} rows OK ({', '.join(f'{k} {v}' for k, v in splits.items() if v)}; {how})",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
 
 
 @app.command("build")
@@ -96,13 +96,13 @@ def build(
         raise PtgError(f"no pairs found under {root}; nothing written")
     write_manifest(path, report.rows)
     counts = ", ".join(f"{k} {v}" for k, v in report.counts().items())
-    console.print(f"wrote {path}: {len(report.rows)} pairs ({counts})", highlight=False)
+    console.print(f"wrote {path}: {len(report.rows)} pairs ({counts})", highlight=False, soft_wrap=True)
     if report.drawn:
         console.print(f"{report.drawn} pair(s) in folders that name no split were drawn by image: "
-                      f"--test-fraction {test_fraction} to test, seed {seed}", highlight=False)
+                      f"--test-fraction {test_fraction} to test, seed {seed}", highlight=False, soft_wrap=True)
     if not root.resolve().is_relative_to(path.resolve().parent):
         err_console.print(f"[yellow]note:[/] {escape(str(path))} is not in or above --root, so its paths are absolute; check it "
-                          f"with `ptg manifest check {escape(str(path))} --root {escape(str(root))}`", highlight=False)
+                          f"with `ptg manifest check {escape(str(path))} --root {escape(str(root))}`", highlight=False, soft_wrap=True)
 
 
 @app.command("datasets")

@@ -89,3 +89,85 @@ def test_cli_check_names_bad_row(tmp_path, capsys):
     assert "line 2" in err and "gone" in err
     m2 = _write(tmp_path / "ok.jsonl", [{"id": "a", "input": "in/a.png", "target": None, "split": "test"}])
     assert main(["manifest", "check", str(m2)]) == 0
+
+
+# ------------------------------------------------------------------ ids, paths outside, decoding
+
+
+@pytest.mark.parametrize("bad, why", [
+    ("../evil", "path separator"), ("a/b", "path separator"), ("a\\b", "path separator"), ("..", "'..'"),
+    ("", "non-empty"), ("   ", "non-empty"), ("a\x00b", "control character"), ("a\nb", "control character"), (7, "non-empty"),
+])
+def test_unsafe_ids_are_refused_on_load_with_line_and_fix(tmp_path, bad, why):
+    _img(tmp_path / "a.png")
+    m = _write(tmp_path / "m.jsonl", [{"id": "ok", "input": "a.png", "target": None, "split": "test"},
+                                      {"id": bad, "input": "a.png", "target": None, "split": "test"}])
+    with pytest.raises(ManifestError, match=r"line 2: .*" + why):
+        load_manifest(m)
+
+
+def test_id_from_parts_is_flat_and_safe():
+    from ptg.pipeline.manifest import id_from_parts, id_problem
+
+    assert id_from_parts("test/Rain100H", "1") == "test__Rain100H__1"
+    assert id_from_parts("", "a") == "a" and id_problem(id_from_parts("../x")) is None
+    assert "e.g. 'a__b'" in id_problem("a/b")
+
+
+def test_paths_outside_the_root_absolute_dotdot_symlink(tmp_path):
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    _img(root / "a.png"), _img(elsewhere / "b.png")
+    (root / "link").symlink_to(elsewhere)
+    m = _write(root / "m.jsonl", [
+        {"id": "in", "input": "a.png", "target": None, "split": "test"},
+        {"id": "abs", "input": str(elsewhere / "b.png"), "target": None, "split": "test"},
+        {"id": "dotdot", "input": "../elsewhere/b.png", "target": None, "split": "test"},
+        {"id": "sym", "input": "link/b.png", "target": None, "split": "test"},
+    ])
+    good, problems = check_manifest(m, outside="refuse")
+    assert [s.id for s in good] == ["in"]
+    msgs = {p.id: p.message for p in problems}
+    assert "is an absolute path outside the root" in msgs["abs"] and "--allow-outside" in msgs["abs"]
+    assert "outside the root" in msgs["dotdot"] and "outside the root" in msgs["sym"]
+    assert len(check_manifest(m, outside="allow")[0]) == 4
+    # the loaders keep their policy: absolute paths anywhere, relative ones inside the root
+    assert {p.id for p in check_manifest(m)[1]} == {"dotdot", "sym"}
+
+
+def _truncated_jpeg(path):
+    from skimage import data
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(data.chelsea()).save(path, quality=90)
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) // 2])  # the header is intact: only a full decode notices
+    return path
+
+
+def test_check_decode_finds_a_truncated_jpeg(tmp_path):
+    _truncated_jpeg(tmp_path / "t.jpg"), _img(tmp_path / "ok.png")
+    m = _write(tmp_path / "m.jsonl", [{"id": "t", "input": "t.jpg", "target": None, "split": "test"},
+                                      {"id": "ok", "input": "ok.png", "target": None, "split": "test"}])
+    assert check_manifest(m, decode=False)[1] == []  # a header read passes it
+    good, problems = check_manifest(m, decode=True)
+    assert [s.id for s in good] == ["ok"] and "t.jpg" in problems[0].message and "truncated" in problems[0].message
+
+
+def test_cli_check_decode_default_empty_and_outside(tmp_path, capsys):
+    _truncated_jpeg(tmp_path / "t.jpg"), _img(tmp_path / "ok.png"), _img(tmp_path.parent / f"{tmp_path.name}-out.png")
+    m = _write(tmp_path / "m.jsonl", [{"id": "t", "input": "t.jpg", "target": None, "split": "test"}])
+    assert main(["manifest", "check", str(m)]) == 1  # small manifest: decoded by default
+    err = capsys.readouterr().err
+    assert "line 1 (id 't')" in err and "t.jpg" in err and "1 problem(s)" in err
+    assert main(["manifest", "check", str(m), "--no-decode"]) == 0
+    assert "headers only" in capsys.readouterr().out
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    assert main(["manifest", "check", str(empty)]) == 1
+    assert "has no rows" in capsys.readouterr().err
+    out = _write(tmp_path / "o.jsonl", [{"id": "o", "input": str(tmp_path.parent / f"{tmp_path.name}-out.png"),
+                                         "target": None, "split": "test"}])
+    assert main(["manifest", "check", str(out)]) == 1
+    assert "--allow-outside" in capsys.readouterr().err
+    assert main(["manifest", "check", str(out), "--allow-outside"]) == 0
+    assert "1 rows OK (test 1; every image decoded)" in capsys.readouterr().out

@@ -99,3 +99,37 @@ def test_cli_build(tmp_path, capsys):
     assert "input/b.png" in capsys.readouterr().err
     assert main(["manifest", "build", "--dataset", "nosuch", "--root", str(tmp_path), "--out", str(tmp_path / "x.jsonl")]) == 1
     assert "unknown dataset 'nosuch'" in capsys.readouterr().err
+
+
+def test_flat_folder_is_split_by_a_seeded_image_level_ratio(tmp_path):
+    for n in range(10):
+        _img(tmp_path / f"input/{n}.png"), _img(tmp_path / f"target/{n}.png")
+    r = pair_tree(tmp_path, test_fraction=0.3, seed=1)
+    assert r.counts() == {"train": 7, "test": 3} and r.drawn == 10
+    assert {x["id"]: x["split"] for x in pair_tree(tmp_path, test_fraction=0.3, seed=1).rows} == \
+        {x["id"]: x["split"] for x in r.rows}  # same seed, same split
+    other = {x["id"]: x["split"] for x in pair_tree(tmp_path, test_fraction=0.3, seed=2).rows}
+    assert other != {x["id"]: x["split"] for x in r.rows}
+    assert pair_tree(tmp_path, default_split="val").counts() == {"val": 10}
+    two = tmp_path / "two"
+    for n in range(2):
+        _img(two / f"input/{n}.png"), _img(two / f"target/{n}.png")
+    assert pair_tree(two, test_fraction=0.2).counts() == {"train": 1, "test": 1}  # each side keeps one
+    with pytest.raises(PtgError, match="--test-fraction"):
+        pair_tree(tmp_path, test_fraction=1.0)
+
+
+def test_cli_build_flat_folder_says_where_rows_went_and_trains_on_both_layouts(tmp_path, capsys):
+    for n in range(5):
+        _img(tmp_path / f"flat/input/{n}.png"), _img(tmp_path / f"flat/target/{n}.png")
+        _img(tmp_path / f"split/{'test' if n < 2 else 'train'}/input/{n}.png")
+        _img(tmp_path / f"split/{'test' if n < 2 else 'train'}/target/{n}.png")
+    assert main(["manifest", "build", "--root", str(tmp_path / "flat"), "--out", str(tmp_path / "flat")]) == 0
+    out = capsys.readouterr().out
+    assert "5 pairs (train 4, test 1)" in out and "--test-fraction 0.2" in out
+    assert len(load_manifest(tmp_path / "flat/manifest.jsonl").split("train")) == 4
+    assert main(["manifest", "build", "--root", str(tmp_path / "split"), "--out", str(tmp_path / "split")]) == 0
+    out = capsys.readouterr().out
+    assert "5 pairs (train 3, test 2)" in out and "drawn" not in out
+    ids = [s.id for s in load_manifest(tmp_path / "split/manifest.jsonl").samples]
+    assert "train__2" in ids and "test__0" in ids
