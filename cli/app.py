@@ -129,26 +129,24 @@ def main(argv: list[str] | None = None) -> int:
         # escape: messages quote things like pip's 'ptg[extract]', which rich would read as markup
         err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
-    with warnings.catch_warnings():
-        warnings.showwarning = _show_warning
-        try:
-            rv = app(args=argv, prog_name="ptg", standalone_mode=False)
-        except PtgError as exc:
-            error(str(exc))
-            return exc.exit_code
-        except _NO_ARGS as exc:  # `ptg manifest` alone: its help, as click prints it
-            err_console.print(exc.format_message(), highlight=False, markup=False)
-            return 2
-        except _USAGE as exc:
-            error(usage_line(exc))
-            return 2
-        except _CLICK as exc:
-            error(" ".join(exc.format_message().split()))
-            return exc.exit_code
-        except _EXIT as exc:
-            return _interrupted(exc.exit_code)
-        except (*_ABORT, KeyboardInterrupt):
-            return _interrupted(130)
+    try:
+        rv = app(args=argv, prog_name="ptg", standalone_mode=False)
+    except PtgError as exc:
+        error(str(exc))
+        return exc.exit_code
+    except _NO_ARGS as exc:  # `ptg manifest` alone: its help, as click prints it
+        err_console.print(exc.format_message(), highlight=False, markup=False)
+        return 2
+    except _USAGE as exc:
+        error(usage_line(exc))
+        return 2
+    except _CLICK as exc:
+        error(" ".join(exc.format_message().split()))
+        return exc.exit_code
+    except _EXIT as exc:
+        return _interrupted(exc.exit_code)
+    except (*_ABORT, KeyboardInterrupt):
+        return _interrupted(130)
     return _interrupted(rv) if isinstance(rv, int) and not isinstance(rv, bool) else 0
 
 
@@ -162,7 +160,12 @@ def _interrupted(code: int) -> int:
 
 
 def run() -> None:
-    """Console-script target: the process exits with `main`'s code."""
+    """Console-script target: warnings as one line, and the process exits with `main`'s code.
+
+    The warning hook is set here, for the script's process, not in `main`: code that calls `main`
+    (tests, `ptg demo`) keeps its own warning handling, e.g. pytest.warns.
+    """
+    warnings.showwarning = _show_warning
     sys.exit(main())
 
 

@@ -86,6 +86,8 @@ def test_run_passes_the_exit_code_to_sys_exit(monkeypatch):
 
 
 def test_warnings_print_as_one_styled_line(err, monkeypatch):
+    import sys
+
     sub = app_module.typer.Typer()
 
     @sub.command("warn")
@@ -97,12 +99,15 @@ def test_warnings_print_as_one_styled_line(err, monkeypatch):
         pass
 
     monkeypatch.setattr(app_module, "app", sub)
+    monkeypatch.setattr(sys, "argv", ["ptg", "warn"])
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored after the test
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        assert main(["warn"]) == 0
+        with pytest.raises(SystemExit) as info:
+            app_module.run()  # the script's entry point sets the hook
+    assert info.value.code == 0
     text = err.getvalue()
     assert text.strip() == "warning: the schedule is short: lr decays before the loss moves (UserWarning)"
-    assert warnings.showwarning is not app_module._show_warning  # restored after main
 
 
 def test_help_works_and_exits_0(capsys):
