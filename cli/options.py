@@ -12,3 +12,6 @@ RootOpt = Annotated[
 ]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; same seed, same result.")]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="Torch device: auto (cuda if present, else cpu) | cpu | cuda | cuda:N.")
+]  # use with the default "auto", so every command picks the same device by default
