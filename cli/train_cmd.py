@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 
@@ -23,7 +23,7 @@ from .options import OutDir, RootOpt
 _T, _D, _M, _O, _R = TrainConfig(), DataConfig(), ModelConfig(), OptimConfig(), RunConfig()
 
 
-def _one_of(what: str, choices: tuple[str, ...] | list[str]):
+def _one_of(what: str, choices: tuple[str, ...] | list[str]) -> Callable[[Optional[str]], Optional[str]]:
     """An option callback that refuses a value outside `choices`, naming the closest and all of them (exit 2)."""
 
     def check(value: Optional[str]) -> Optional[str]:
