@@ -25,6 +25,8 @@ Arms (same F, steps, data order, seed and `data.augment` in every arm; deltas pa
   R:zero         R:restoration with all-zero priors (removes T's constants too: not a fair control)
   R:degradation  F + R with the manifest's recorded degradation (an oracle; the positive control)
   LargeR         F + "Large R" (4x width, no SVE/CSA, no prior), parameters matched to R:imagenet
+  with --normalize-arms also R:imagenet/restoration/degradation+standardize and R:restoration+none
+  (every other R arm uses the budget's priors.normalize, l2 as in the paper)
 
 Each run records its config, validation curve (on 64-px centre crops every `val_every` steps),
 final test metrics per degradation level (`ptg eval` on whole images, from the last checkpoint, so
@@ -101,6 +103,7 @@ class Arm:
     control: str = "real"  # priors.control: real | shuffle | constant | zero
     refiner: str = "ptgrm"
     refiner_args: tuple[tuple[str, object], ...] = ()  # R config overrides
+    normalize: str | None = None  # priors.normalize of this arm; None: the budget's
 
 
 def _arms(mode: str) -> tuple[Arm, ...]:
@@ -130,6 +133,14 @@ def _components():
 
 TASKS = {"allinone": ("allinone", "unet", _arms("joint")), "blind": ("blind", "unet", _arms("joint")),
          "lowlight": ("lowlight", "unet", _arms("joint")), "blind-ffdnet": ("blind", "ffdnet", _arms("refine"))}
+
+
+def normalize_arms(mode: str) -> tuple[Arm, ...]:
+    """`--normalize-arms`: which `priors.normalize` should be the default? (issue 10, item 2)"""
+    return (Arm("R:imagenet+standardize", mode, ("imagenet",), normalize="standardize"),
+            Arm("R:restoration+standardize", mode, ("restoration",), normalize="standardize"),
+            Arm("R:restoration+none", mode, ("restoration",), normalize="none"),
+            Arm("R:degradation+standardize", mode, ("degradation",), normalize="standardize"))
 
 
 def level_of(extra: dict) -> str:
@@ -297,7 +308,7 @@ def train_args(work: Path, budget: Budget, task: str, arm: Arm, seed: int, out: 
                  for a in ("--set", f"model.baseline_args.{k}={json.dumps(v)}")]
     if arm.priors:
         args += ["--refiner", arm.refiner, "--set", f"priors.control={arm.control}",
-                 "--set", f"priors.normalize={budget.normalize}"]
+                 "--set", f"priors.normalize={arm.normalize or budget.normalize}"]
         args += [a for p in arm.priors for a in ("--priors", str(prep["stores"][p]))]
         args += [a for k, v in arm.refiner_args for a in ("--set", f"model.refiner_args.{k}={json.dumps(v)}")]
     if budget.device == "cuda":
@@ -357,15 +368,19 @@ def run_one(work: Path, budget: Budget, task: str, arm: Arm, seed: int, prep: di
     count = lambda m: sum(p.numel() for p in m.parameters()) if m is not None else None  # noqa: E731
     print(f"done {name} in {time.time() - t0:.0f}s", flush=True)
     return {"name": name, "task": task, "f": TASKS[task][1], "arm": arm.name, "seed": seed, "mode": arm.mode,
-            "priors": list(arm.priors), "control": arm.control, "normalize": budget.normalize if arm.priors else None,
+            "priors": list(arm.priors), "control": arm.control, "normalize": (arm.normalize or budget.normalize) if arm.priors else None,
             "refiner": arm.refiner if arm.priors else None, "steps": final["step"], "seconds": final.get("seconds"),
             "digest": final.get("digest"), "params": {"f": count(bundle.baseline), "refiner": count(bundle.refiner)},
             "config": yaml.safe_load((out / "config.yaml").read_text()), "curve": _curve(out),
             "test": per_level(metrics, levels, which), "test_f": per_level(metrics, levels, "baseline"), "wrong": wrong}
 
 
-def jobs_of(tasks: list[str], seeds: list[int]) -> list[tuple[str, Arm, int]]:
-    return [(t, arm, s) for t in tasks for arm in TASKS[t][2] for s in seeds]
+def jobs_of(tasks: list[str], seeds: list[int], with_normalize: bool = False) -> list[tuple[str, Arm, int]]:
+    def arms(t: str) -> tuple[Arm, ...]:
+        mode = "refine" if TASKS[t][1] == "ffdnet" else "joint"
+        return TASKS[t][2] + (normalize_arms(mode) if with_normalize else ())
+
+    return [(t, arm, s) for t in tasks for arm in arms(t) for s in seeds]
 
 
 def cost_estimate(budget: Budget, jobs: list, n_jobs: int) -> tuple[float, float]:
@@ -395,11 +410,12 @@ def study(args: argparse.Namespace) -> None:
     bad = [t for t in tasks if t not in TASKS]
     if bad:
         raise SystemExit(f"unknown task(s) {bad}; choose from {', '.join(TASKS)}")
-    jobs = jobs_of(tasks, seeds)
+    jobs = jobs_of(tasks, seeds, args.normalize_arms)
     per_run, wall = cost_estimate(budget, jobs, args.jobs)
     if args.dry_run:
         for task, arm, seed in jobs:
             print(f"{task}/{arm.name}/s{seed}: mode {arm.mode}, priors {','.join(arm.priors) or '-'}, control {arm.control}, "
+                  f"normalize {(arm.normalize or budget.normalize) if arm.priors else '-'}, "
                   f"refiner {arm.refiner if arm.priors else '-'}")
         print(f"{len(jobs)} runs of {budget.steps} steps; estimate ~{per_run:.0f} s per run, ~{wall / 60:.0f} min with "
               f"--jobs {args.jobs} ({args.config}: {budget.sec_per_step} s/step)")
@@ -522,6 +538,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--steps", type=int, default=0, help="override the budget's steps (smoke tests of this script)")
     ap.add_argument("--dry-run", action="store_true", help="list the runs and the cost estimate, run nothing")
+    ap.add_argument("--normalize-arms", action="store_true",
+                    help="also run R with priors.normalize=standardize/none (which default is best?)")
     ap.add_argument("--report", action="store_true", help="print the Markdown tables of --out and exit")
     args = ap.parse_args()
     if args.report:
