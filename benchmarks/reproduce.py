@@ -1,48 +1,70 @@
-"""Reproduction study: do priors from real pre-trained models improve restoration here?
+"""Reproduction study v2 (issue 10): fair controls, an oracle prior, and tasks where a prior should matter.
 
-Runs every task × F × arm × seed of issue 7 with `ptg`'s own commands and writes
-`benchmarks/results/reproduction.json`; `--report` turns that file into `docs/RESULTS.md`.
+    python benchmarks/reproduce.py --config cpu --dry-run        # list every run and its cost estimate
+    python benchmarks/reproduce.py --config cpu --jobs 2         # the study (resumable)
+    python benchmarks/reproduce.py --config gpu --jobs 8         # one GPU, same data and stores
+    python benchmarks/reproduce.py --report                       # Markdown tables from the results file
 
-    python benchmarks/reproduce.py --config cpu --jobs 2          # this 2-core CPU
-    python benchmarks/reproduce.py --config gpu --jobs 8          # one GPU, runs side by side
-    python benchmarks/reproduce.py --report                        # tables from the JSON
+Tasks (28 real photos of `benchmarks/study_split.json`, 22 train / 6 test, split by photo; every
+degradation is applied to every photo, so levels are balanced and paired):
+  allinone      one model for 7 degradations: Gaussian noise sigma 15/25/50, low light, motion blur,
+                defocus blur, JPEG (quality 10-40)
+  blind         blind Gaussian denoising, sigma 10/30/50 (one model, sigma not given)
+  lowlight      low light (exposure, gamma, Poisson-Gaussian noise drawn per image)
+  blind-ffdnet  refine mode on the frozen pre-trained FFDNet over blind sigma: F is given a fixed
+                sigma (FFDNET_SIGMA) whatever the image's; only R trains
 
-Resumable: a run whose `final.json` exists is read, not re-run; an interrupted run resumes from its
-last checkpoint; data and priors stores are reused (the store computes only missing rows).
+Arms (same F, steps, data order, seed and `data.augment` in every arm; deltas paired by seed):
+  F              F alone
+  R:imagenet     F + R, EfficientNet-Lite0 ImageNet priors (real weights)
+  R:restoration  F + R, FFDNet deep-feature priors (real weights; the paper's "-r")
+  R:both         F + R with both priors (two T mappings)
+  R:constant     R:restoration with every image given the mean training prior (`priors.control=constant`):
+                 same R and constants, no per-image information; THE control of the deltas
+  R:shuffled     R:restoration with each image given another image's prior (fixed derangement)
+  R:zero         R:restoration with all-zero priors (removes T's constants too: not a fair control)
+  R:degradation  F + R with the manifest's recorded degradation (an oracle; the positive control)
+  LargeR         F + "Large R" (4x width, no SVE/CSA, no prior), parameters matched to R:imagenet
+  with --normalize-arms also R:imagenet/restoration/degradation+standardize and R:restoration+none
+  (every other R arm uses the budget's priors.normalize, l2 as in the paper)
 
-Arms (same F, steps, data order and seed within a row of the table):
-  F              F alone (mode baseline)
-  R:imagenet     F + PTG-RM, EfficientNet-Lite0 priors (real ImageNet weights)
-  R:restoration  F + PTG-RM, FFDNet deep-feature priors (real weights; the paper's "-r")
-  R:*-shuffled   the same with each image given another image's prior (fixed derangement)
-  R:zero         F + PTG-RM with all-zero priors
-  LargeR         F + "Large R" (4x width, no SVE/CSA, no priors): more parameters, no prior
-and, for denoising, `refine` mode on the pre-trained FFDNet (F frozen, only R trained).
+Each run records its config, validation curve (on 64-px centre crops every `val_every` steps),
+final test metrics per degradation level (`ptg eval` on whole images, from the last checkpoint, so
+no test-set checkpoint selection) and digest in `benchmarks/results/reproduction.json`. Real-prior
+arms are also evaluated with *wrong* priors: each test image given the prior of the same photo at
+another level (other-level) or of another photo at the same level (other-image); the PSNR drop
+says how much R relies on g. Probes (`ptg priors probe`) of every store are recorded too.
+
+Resumable: a run's training is skipped when its final.json exists and resumes from last.pt when
+interrupted; evaluations are skipped when their metrics.json exists; stores compute only missing
+rows; the results file is rewritten (atomically) after every run.
+
+Cost (`--dry-run` prints it): the v1 study measured ~0.55 s per step for UNet(width 12) + R at
+48-px crops, batch 8, one thread per run, two runs side by side on this 2-core machine; cost
+scales with crop² x batch, so a cpu run here (300 steps at 32 px) is ~75 s of training plus ~25 s
+of evaluation and start-up, and the 102 runs take ~85 min with --jobs 2.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "reproduction.json"
 SPLIT_FILE = REPO / "benchmarks" / "study_split.json"
-
-TASKS = {  # name -> ptg data samples arguments
-    "denoise25": {"task": "denoise", "sigma": 25.0},
-    "denoise50": {"task": "denoise", "sigma": 50.0},
-    "lowlight": {"task": "lowlight", "sigma": 25.0},
-}
-PRIORS = ("imagenet", "restoration")
+FFDNET_SIGMA = 30.0  # the frozen FFDNet's noise-map sigma in blind-ffdnet (the middle level)
+PRIORS = ("imagenet", "restoration", "degradation")
 
 
 @dataclass(frozen=True)
@@ -50,343 +72,478 @@ class Budget:
     """One hardware configuration of the study; every arm of a task shares it."""
 
     max_side: int  # sample photos downscaled to this longer side
-    views: str  # views cached per image (per-view priors follow the augmentation)
     steps: int  # optimiser steps per run
     crop: int  # training crop side
     batch: int  # batch size
     lr: float  # Adam learning rate (cosine to 1e-7 over the run)
-    width_mult: int  # multiplies the widths of both F networks
-    device: str  # torch device of training
+    width_mult: int  # multiplies F's width
+    device: str  # torch device of training and evaluation
     threads: int  # torch threads per run
-    loader_workers: int = 0  # DataLoader processes per run (PNG decoding off the training loop)
-    cache_images: bool = False  # keep decoded images in RAM (the GPU runs are bound by PNG decoding otherwise)
+    val_every: int  # validation curve every N steps (64-px centre crops of the test rows)
+    normalize: str = "l2"  # priors.normalize of every R arm (l2: the paper's)
+    sec_per_step: float = 0.25  # cost estimate of one step (one run, its share of the machine)
+    loader_workers: int = 0  # DataLoader processes per run
+    cache_images: bool = False  # keep decoded images in RAM
 
 
 BUDGETS = {
-    # 2-core CPU: 150 runs of 200 steps, two at a time, one thread each (about 75 min in all).
-    "cpu": Budget(max_side=256, views="flips", steps=200, crop=48, batch=8, lr=1e-3, width_mult=1, device="cpu", threads=1),
-    # One GPU: the same data and stores (so they can be carried over), 2x wider F, larger crops and
-    # batches, ~7x the steps; several runs share the card.
-    "gpu": Budget(max_side=256, views="flips", steps=2000, crop=128, batch=16, lr=5e-4, width_mult=2, device="cuda",
-                  threads=1, loader_workers=1, cache_images=True),
+    "cpu": Budget(max_side=256, steps=300, crop=32, batch=8, lr=1e-3, width_mult=1, device="cpu", threads=1, val_every=50),
+    "gpu": Budget(max_side=256, steps=3000, crop=96, batch=16, lr=5e-4, width_mult=2, device="cuda", threads=1,
+                  val_every=250, sec_per_step=0.05, loader_workers=1, cache_images=True),
 }
-# The two target networks F, small enough for the CPU budget (widths scaled by Budget.width_mult).
-F_NETS = {"unet": {"width": 12, "depth": 3}, "nafnet": {"width": 8, "enc_blocks": [1, 1, 1], "dec_blocks": [1, 1, 1]}}
-# "Large R" at width 8 (latent 32 channels, no priors): 1.01M parameters, matched to R with the
-# 1280-d imagenet prior (1.06M) and above R with the 192-d restoration prior (0.51M).
-LARGE_R = {"width": 8}
+F_NET = {"width": 12, "depth": 3}  # UNet F (width scaled by Budget.width_mult)
+LARGE_R = {"width": 8}  # "Large R": 1.01M parameters, matched to R with the 1280-d imagenet prior (1.06M)
 
 
 @dataclass(frozen=True)
 class Arm:
     name: str
     mode: str  # baseline | joint | refine
-    prior: str | None  # store used (None: no store)
-    control: str = "real"  # real | shuffle | zero
+    priors: tuple[str, ...] = ()  # stores used, in order
+    control: str = "real"  # priors.control: real | shuffle | constant | zero
     refiner: str = "ptgrm"
     refiner_args: tuple[tuple[str, object], ...] = ()  # R config overrides
+    normalize: str | None = None  # priors.normalize of this arm; None: the budget's
 
 
-ARMS = (
-    Arm("F", "baseline", None),
-    Arm("R:imagenet", "joint", "imagenet"),
-    Arm("R:imagenet-shuffled", "joint", "imagenet", "shuffle"),
-    Arm("R:restoration", "joint", "restoration"),
-    Arm("R:restoration-shuffled", "joint", "restoration", "shuffle"),
-    Arm("R:zero", "joint", "imagenet", "zero"),
-    Arm("LargeR", "joint", "imagenet", refiner="ptgrm-large", refiner_args=tuple(LARGE_R.items())),
-)
-REFINE_ARMS = (
-    Arm("R:imagenet", "refine", "imagenet"),
-    Arm("R:restoration", "refine", "restoration"),
-    Arm("R:restoration-shuffled", "refine", "restoration", "shuffle"),
-    Arm("R:zero", "refine", "restoration", "zero"),
-)
+def _arms(mode: str) -> tuple[Arm, ...]:
+    r = (Arm("R:imagenet", mode, ("imagenet",)), Arm("R:restoration", mode, ("restoration",)),
+         Arm("R:both", mode, ("imagenet", "restoration")), Arm("R:constant", mode, ("restoration",), "constant"),
+         Arm("R:shuffled", mode, ("restoration",), "shuffle"), Arm("R:zero", mode, ("restoration",), "zero"),
+         Arm("R:degradation", mode, ("degradation",)))
+    if mode == "refine":
+        return r  # F is frozen: the "F" row is the frozen FFDNet's own score in every refine run
+    return (Arm("F", "baseline"), *r,
+            Arm("LargeR", mode, ("imagenet",), refiner="ptgrm-large", refiner_args=tuple(LARGE_R.items())))
 
 
-# Follow-ups when real priors do not beat the controls (issue 7), all with the UNet F and 3 seeds;
-# every other setting as in the main study. Run in this order; each is saved as soon as it ends.
-_CORE = ("R:restoration", "R:restoration-shuffled", "R:zero")
-# Controls with the imagenet store's own dimension for refine on FFDNet (the main refine arms'
-# controls use the 192-d restoration store, so R there has fewer parameters than R:imagenet).
-REFINE_IMAGENET_ARMS = (
-    Arm("R:imagenet-shuffled", "refine", "imagenet", "shuffle"),
-    Arm("R:zero-imagenet", "refine", "imagenet", "zero"),
-)
-INVESTIGATIONS = {
-    "refine-imagenet-controls": {"task": "denoise50", "f": "ffdnet", "steps_mult": 1, "sets": (),
-                                 "arms": tuple(a.name for a in REFINE_IMAGENET_ARMS),
-                                 "why": "is R:imagenet's gain on the frozen FFDNet at sigma 50 the prior's, or T's parameters'?"},
-    "blind": {"task": "blind", "steps_mult": 1, "sets": (), "arms": ("F", *_CORE),
-              "why": "one model for sigma 25 and 50 (blind denoising): the prior can carry the noise level"},
-    "prior-lr10": {"task": "denoise25", "steps_mult": 1, "sets": ("priors.lr_mult=10",), "arms": _CORE,
-                   "why": "10x learning rate on R's prior mappings T"},
-    "longer": {"task": "denoise25", "steps_mult": 3, "sets": (), "arms": ("F", *_CORE),
-               "why": "3x the steps: are the networks too undertrained to use a prior?"},
-}
+# task -> (manifest task, F, arms, components: (prefix, synth task, params factory))
+def _components():
+    from ptg.pipeline.synth import BlurParams, JpegParams, LowLightParams, NoiseParams
+
+    noise = lambda s: (f"s{s:g}", "denoise", NoiseParams(float(s)))  # noqa: E731
+    return {
+        "allinone": [noise(15), noise(25), noise(50), ("lowlight", "lowlight", LowLightParams()),
+                     ("motion", "blur", BlurParams("motion")), ("defocus", "blur", BlurParams("defocus")),
+                     ("jpeg", "jpeg", JpegParams((10, 40)))],
+        "blind": [noise(10), noise(30), noise(50)],
+        "lowlight": [("lowlight", "lowlight", LowLightParams())],
+    }
 
 
-def blind_manifest(work: Path) -> Path:
-    """denoise25 and denoise50 in one manifest (ids prefixed), for the blind-denoising follow-up."""
-    from ptg.pipeline.manifest import load_manifest, write_manifest
+TASKS = {"allinone": ("allinone", "unet", _arms("joint")), "blind": ("blind", "unet", _arms("joint")),
+         "lowlight": ("lowlight", "unet", _arms("joint")), "blind-ffdnet": ("blind", "ffdnet", _arms("refine"))}
 
-    out = work / "data" / "blind" / "manifest.jsonl"
-    rows = []
-    for task in ("denoise25", "denoise50"):
-        for smp in load_manifest(work / "data" / task / "manifest.jsonl").samples:
-            rows.append({"id": f"{task}/{smp.id}", "input": smp.input, "target": smp.target, "split": smp.split, **smp.extra})
-    return write_manifest(out, rows)
+
+def normalize_arms(mode: str) -> tuple[Arm, ...]:
+    """`--normalize-arms`: which `priors.normalize` should be the default? (issue 10, item 2)"""
+    return (Arm("R:imagenet+standardize", mode, ("imagenet",), normalize="standardize"),
+            Arm("R:restoration+standardize", mode, ("restoration",), normalize="standardize"),
+            Arm("R:restoration+none", mode, ("restoration",), normalize="none"),
+            Arm("R:degradation+standardize", mode, ("degradation",), normalize="standardize"))
+
+
+def level_of(extra: dict) -> str:
+    """The degradation level a test row is reported under."""
+    from ptg.pipeline.encoders.degradation import row_task
+
+    d, task = extra["degradation"], row_task(extra)
+    if task == "denoise":
+        return f"sigma={d['sigma']:g}"
+    if task == "blur":
+        return f"blur-{d['kind']}"
+    if task == "lowlight" and extra.get("task") == "lowlight":  # the low-light task alone: by exposure
+        return "exp<0.10" if d["exposure"] < 0.10 else "exp<0.15" if d["exposure"] < 0.15 else "exp>=0.15"
+    return task
+
+
+# ---------------------------------------------------------------------------------------------
+# Data, stores, probes, wrong-prior stores
 
 
 def ptg(*args: str, threads: int = 1) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "ptg.cli.app", *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "ptg.cli.app", *args], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"`ptg {' '.join(args)}` failed:\n{proc.stderr[-3000:]}")
+
+
+def build_data(work: Path, budget: Budget, task: str) -> Path:
+    """The task's manifest: every component degradation of every photo, ids ``<component>/<photo>``."""
+    from ptg.pipeline.manifest import load_manifest, write_manifest
+    from ptg.pipeline.samples import collect_photos
+    from ptg.pipeline.synth import synthesize
+
+    manifest = work / "data" / task / "manifest.jsonl"
+    if manifest.is_file():
+        return manifest
+    expected = json.loads(SPLIT_FILE.read_text())
+    photos = work / "photos"
+    if not (photos / "done").is_file():
+        splits = collect_photos(photos, max_side=budget.max_side)
+        if splits != expected:
+            raise SystemExit(f"the sample photos differ from {SPLIT_FILE.name} (is the Debian package opencv-doc "
+                             f"installed?): missing {sorted(set(expected) - set(splits))}, extra {sorted(set(splits) - set(expected))}")
+        (photos / "done").write_text("ok\n")
+    rows = []
+    for i, (prefix, synth_task, params) in enumerate(_components()[task]):
+        part = synthesize(photos, work / "data" / task / prefix, synth_task, params, seed=i + 1, split=lambda s: expected[s])
+        for s in load_manifest(part).samples:
+            deg = {"task": synth_task, **s.extra["degradation"]}
+            if "kernel" in deg:
+                deg["kernel"] = f"{prefix}/{deg['kernel']}"
+            rows.append({"id": f"{prefix}/{s.id}", "input": s.input, "target": s.target, "split": s.split, "task": task,
+                         "photo": s.id, "degradation": deg})
+    return write_manifest(manifest, rows)
 
 
 def _store_complete(store: Path, manifest: Path) -> bool:
     from ptg.pipeline.manifest import load_manifest
     from ptg.pipeline.store import open_priors, sample_keys
 
-    if not store.exists():
-        return False
-    keys = sample_keys(load_manifest(manifest).samples)
-    return not open_priors(store).missing(keys)
+    return store.exists() and not open_priors(store).missing(sample_keys(load_manifest(manifest).samples))
 
 
-def prepare(work: Path, budget: Budget, tasks: list[str]) -> dict[str, Path]:
-    """Data and both priors stores of every task; returns task -> manifest."""
-    manifests = {}
-    expected = json.loads(SPLIT_FILE.read_text())
+def build_stores(work: Path, data_task: str, manifest: Path) -> dict[str, Path]:
+    stores = {}
+    for prior in PRIORS:
+        store = work / "priors" / f"{data_task}-{prior}"
+        if not _store_complete(store, manifest):  # also lets a machine without the weights reuse carried stores
+            ptg("extract-priors", "--model", prior, "--manifest", str(manifest), "--views", "flips", "--out", str(store), threads=2)
+        stores[prior] = store
+    return stores
+
+
+def wrong_maps(manifest: Path) -> dict[str, dict[str, str]]:
+    """Test-row key -> the key whose prior it gets: ``other-level`` (same photo, the next level in a
+    fixed cycle) and ``other-image`` (the next photo, same level); deterministic."""
+    from ptg.pipeline.manifest import load_manifest
+    from ptg.pipeline.store import sample_keys
+
+    test = load_manifest(manifest).split("test")
+    keys = dict(zip((s.id for s in test), sample_keys(test)))
+    by_level: dict[str, list] = {}
+    for s in test:
+        by_level.setdefault(level_of(s.extra), []).append(s)
+    levels = sorted(by_level)
+    maps: dict[str, dict[str, str]] = {"other-level": {}, "other-image": {}}
+    for li, lv in enumerate(levels):
+        group = sorted(by_level[lv], key=lambda s: s.extra.get("photo", s.id))
+        for j, s in enumerate(group):
+            maps["other-image"][keys[s.id]] = keys[group[(j + 1) % len(group)].id]
+            if len(levels) > 1:
+                nxt = by_level[levels[(li + 1) % len(levels)]]
+                same = [t for t in nxt if t.extra.get("photo") == s.extra.get("photo")]
+                maps["other-level"][keys[s.id]] = keys[(same or sorted(nxt, key=lambda t: t.id))[0].id]
+    return {k: v for k, v in maps.items() if v}
+
+
+def build_wrong_store(src: Path, out: Path, mapping: dict[str, str]) -> Path:
+    """A store holding, for each mapped key, the (all-view) vectors of the key it maps to, with the
+    source store's metadata (same fingerprint, so `ptg eval --priors` accepts it)."""
+    import numpy as np
+
+    from ptg.pipeline.store import allocate_shards, create_or_open_store, open_priors, read_commits, write_shard, writer_lock
+
+    if out.exists() and read_commits(out):
+        return out
+    reader = open_priors(src)
+    keys = sorted(mapping)
+    values = reader.get_all_views([mapping[k] for k in keys])
+    meta = {**reader.metadata, "wrong_prior_of": str(src)}
+    with writer_lock(out):
+        rows = int(create_or_open_store(out, meta)["rows_per_shard"])
+        groups = [list(range(i, min(i + rows, len(keys)))) for i in range(0, len(keys), rows)]
+        for sid, g in zip(allocate_shards(out, len(groups)), groups):
+            write_shard(out, sid, [keys[i] for i in g], np.asarray(values[g]))
+    return out
+
+
+def prepare(work: Path, budget: Budget, tasks: list[str]) -> dict:
+    """Data, stores, probes and wrong-prior stores of every task."""
+    from ptg.pipeline.probe import probe_store
+
+    prepared = {}
     for task in tasks:
-        data = work / "data" / task
-        manifest = data / "manifest.jsonl"
-        if not manifest.is_file():
-            t = TASKS[task]
-            ptg("data", "samples", "--out", str(data), "--task", t["task"], "--sigma", str(t["sigma"]),
-                "--max-side", str(budget.max_side), "--seed", "0", threads=2)
-        rows = [json.loads(line) for line in manifest.read_text().splitlines()]
-        got = {r["id"]: r["split"] for r in rows}
-        if got != expected:
-            raise SystemExit(f"the sample photos differ from {SPLIT_FILE.name} (is the Debian package opencv-doc "
-                             f"installed?): missing {sorted(set(expected) - set(got))}, extra {sorted(set(got) - set(expected))}")
-        for prior in PRIORS:
-            if _store_complete(work / "priors" / f"{task}-{prior}", manifest):
-                continue  # also lets a machine without the encoders' weights reuse carried stores
-            ptg("extract-priors", "--model", prior, "--manifest", str(manifest), "--views", budget.views,
-                "--out", str(work / "priors" / f"{task}-{prior}"), threads=2)
-        manifests[task] = manifest
-    return manifests
+        data_task = TASKS[task][0]
+        if data_task in prepared:
+            continue
+        manifest = build_data(work, budget, data_task)
+        stores = build_stores(work, data_task, manifest)
+        probes = {p: probe_store(s, manifest).to_dict() for p, s in stores.items()}
+        wrong = {}
+        for kind, mapping in wrong_maps(manifest).items():
+            wrong[kind] = {p: build_wrong_store(s, work / "priors" / "wrong" / f"{data_task}-{p}-{kind}", mapping)
+                           for p, s in stores.items()}
+        prepared[data_task] = {"manifest": manifest, "stores": stores, "probes": probes, "wrong": wrong}
+    return prepared
 
 
-def run_one(work: Path, budget: Budget, task: str, manifest: Path, f: str, arm: Arm, seed: int,
-            variant: str = "", sets: tuple[str, ...] = ()) -> dict:
+# ---------------------------------------------------------------------------------------------
+# Runs
+
+
+def load_run_for_inference(run_dir: Path):
+    """The one place this script loads a trained run (H11's merge may rename it to a `Restorer`)."""
     from ptg.ptgrm.train.checkpoint import load_for_inference
 
-    name = f"{task}/{f}/{arm.name.replace(':', '-')}/s{seed}"
-    if variant:
-        name = f"investigate/{variant}/{name}"
-    out = work / "runs" / name
-    final = out / "final.json"
-    if not final.is_file():
-        t0 = time.time()
-        args = ["train", "--manifest", str(manifest), "--mode", arm.mode, "--steps", str(budget.steps),
-                "--seed", str(seed), "--out", str(out), "--baseline", f, "--crop", str(budget.crop),
-                "--batch-size", str(budget.batch), "--quiet",
-                "--set", f"optim.lr={budget.lr}", "--set", f"run.device={budget.device}",
-                "--set", f"run.threads={budget.threads}", "--set", f"priors.control={arm.control}",
-                "--set", "run.checkpoint_every=100", "--set", "run.deterministic=false",
-                "--set", f"data.num_workers={budget.loader_workers}",
-                "--set", f"data.cache_images={str(budget.cache_images).lower()}"]
-        if f == "ffdnet":
-            sigma = TASKS[task]["sigma"]
-            args += ["--set", "model.baseline_args.pretrained=true", "--set", f"model.baseline_args.sigma={sigma}"]
-        else:
-            net = {**F_NETS[f], "width": F_NETS[f]["width"] * budget.width_mult}
-            args += [a for k, v in net.items() for a in ("--set", f"model.baseline_args.{k}={json.dumps(v)}")]
+    return load_for_inference(run_dir / "checkpoints" / "last.pt")
+
+
+def train_args(work: Path, budget: Budget, task: str, arm: Arm, seed: int, out: Path, prep: dict) -> list[str]:
+    _, f, _ = TASKS[task]
+    args = ["train", "--manifest", str(prep["manifest"]), "--mode", arm.mode, "--steps", str(budget.steps),
+            "--seed", str(seed), "--out", str(out), "--baseline", f, "--crop", str(budget.crop),
+            "--batch-size", str(budget.batch), "--quiet",
+            "--set", f"optim.lr={budget.lr}", "--set", f"run.device={budget.device}",
+            "--set", f"run.threads={budget.threads}", "--set", "run.checkpoint_every=100",
+            "--set", "run.deterministic=false", "--set", f"run.val_every={budget.val_every}",
+            "--set", "data.val_crop=64", "--set", "data.augment=flips",  # the same augmentation in every arm
+            "--set", f"data.num_workers={budget.loader_workers}",
+            "--set", f"data.cache_images={str(budget.cache_images).lower()}"]
+    if f == "ffdnet":
+        args += ["--set", "model.baseline_args.pretrained=true", "--set", f"model.baseline_args.sigma={FFDNET_SIGMA}"]
+    else:
+        args += [a for k, v in {**F_NET, "width": F_NET["width"] * budget.width_mult}.items()
+                 for a in ("--set", f"model.baseline_args.{k}={json.dumps(v)}")]
+    if arm.priors:
+        args += ["--refiner", arm.refiner, "--set", f"priors.control={arm.control}",
+                 "--set", f"priors.normalize={arm.normalize or budget.normalize}"]
+        args += [a for p in arm.priors for a in ("--priors", str(prep["stores"][p]))]
         args += [a for k, v in arm.refiner_args for a in ("--set", f"model.refiner_args.{k}={json.dumps(v)}")]
-        if arm.prior:
-            args += ["--priors", str(work / "priors" / f"{task}-{arm.prior}"), "--refiner", arm.refiner]
-        if budget.device == "cuda":
-            args += ["--set", "run.amp=bf16"]
-        args += [a for kv in sets for a in ("--set", kv)]
+    if budget.device == "cuda":
+        args += ["--set", "run.amp=bf16"]
+    return args
+
+
+def _eval(run: Path, manifest: Path, out: Path, budget: Budget, priors: list[Path] | None = None) -> dict:
+    if not (out / "metrics.json").is_file():
+        args = ["eval", "--ckpt", str(run / "checkpoints" / "last.pt"), "--manifest", str(manifest), "--out", str(out),
+                "--no-images", "--grids", "0", "--device", budget.device]
+        args += [a for p in priors or [] for a in ("--priors", str(p))]
+        ptg(*args, threads=budget.threads)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def per_level(metrics: dict, levels: dict[str, str], which: str) -> dict:
+    """Mean PSNR/SSIM of `which` (baseline | ptgrm) per level and over all test images."""
+    groups: dict[str, list] = {"all": []}
+    for r in metrics["images"]:
+        if which in r:
+            groups["all"].append(r[which])
+            groups.setdefault(levels[r["id"]], []).append(r[which])
+    return {lv: {"psnr": statistics.fmean(m["psnr"] for m in ms), "ssim": statistics.fmean(m["ssim"] for m in ms), "n": len(ms)}
+            for lv, ms in groups.items() if ms}
+
+
+def _curve(run: Path) -> list[dict]:
+    with open(run / "log.csv", newline="", encoding="utf-8") as f:
+        return [{"step": int(r["step"]), "psnr": float(r["val_psnr"]), "ssim": float(r["val_ssim"])}
+                for r in csv.DictReader(f) if r.get("val_psnr")]
+
+
+def run_one(work: Path, budget: Budget, task: str, arm: Arm, seed: int, prep: dict) -> dict:
+    import yaml
+
+    from ptg.pipeline.manifest import load_manifest
+
+    name = f"{task}/{arm.name.replace(':', '-')}/s{seed}"
+    out = work / "runs" / name
+    t0 = time.time()
+    if not (out / "final.json").is_file():
+        args = train_args(work, budget, task, arm, seed, out, prep)
         if (out / "checkpoints" / "last.pt").is_file():
             args.append("--resume")
         ptg(*args, threads=budget.threads)
-        print(f"done {name} in {time.time() - t0:.0f}s", flush=True)
-    res = json.loads(final.read_text())
-    bundle = load_for_inference(out)
+    final = json.loads((out / "final.json").read_text())
+    levels = {s.id: level_of(s.extra) for s in load_manifest(prep["manifest"]).split("test")}
+    which = "baseline" if arm.mode == "baseline" else "ptgrm"
+    metrics = _eval(out, prep["manifest"], out / "eval", budget)
+    wrong = {}
+    if arm.control == "real" and arm.priors and arm.refiner == "ptgrm":  # does R rely on g? give it the wrong one
+        for kind, stores in prep["wrong"].items():
+            m = _eval(out, prep["manifest"], out / f"eval-wrong-{kind}", budget, [stores[p] for p in arm.priors])
+            wrong[kind] = per_level(m, levels, which)
+    bundle = load_run_for_inference(out)
     count = lambda m: sum(p.numel() for p in m.parameters()) if m is not None else None  # noqa: E731
-    return {"task": task, "f": f, "arm": arm.name, "seed": seed, "variant": variant, "mode": arm.mode, "prior": arm.prior,
-            "control": arm.control, "refiner": arm.refiner if arm.mode != "baseline" else None,
-            "psnr": res["val"]["psnr"], "ssim": res["val"]["ssim"],
-            "psnr_own_f": res["val"].get("psnr_f"), "ssim_own_f": res["val"].get("ssim_f"),
-            "params": {"f": count(bundle.baseline), "refiner": count(bundle.refiner)},
-            "seconds": res.get("seconds"), "steps": res["step"], "digest": res.get("digest")}
+    print(f"done {name} in {time.time() - t0:.0f}s", flush=True)
+    return {"name": name, "task": task, "f": TASKS[task][1], "arm": arm.name, "seed": seed, "mode": arm.mode,
+            "priors": list(arm.priors), "control": arm.control, "normalize": (arm.normalize or budget.normalize) if arm.priors else None,
+            "refiner": arm.refiner if arm.priors else None, "steps": final["step"], "seconds": final.get("seconds"),
+            "digest": final.get("digest"), "params": {"f": count(bundle.baseline), "refiner": count(bundle.refiner)},
+            "config": yaml.safe_load((out / "config.yaml").read_text()), "curve": _curve(out),
+            "test": per_level(metrics, levels, which), "test_f": per_level(metrics, levels, "baseline"), "wrong": wrong}
 
 
-def ffdnet_alone(manifest: Path, sigma: float) -> dict:
-    """The pre-trained FFDNet's own scores on the test split (the refine rows' 'F')."""
-    import torch
+def jobs_of(tasks: list[str], seeds: list[int], with_normalize: bool = False) -> list[tuple[str, Arm, int]]:
+    def arms(t: str) -> tuple[Arm, ...]:
+        mode = "refine" if TASKS[t][1] == "ffdnet" else "joint"
+        return TASKS[t][2] + (normalize_arms(mode) if with_normalize else ())
 
-    from ptg.pipeline.imageio import read_image
-    from ptg.pipeline.manifest import load_manifest
-    from ptg.pipeline.metrics import psnr, ssim
-    from ptg.ptgrm.models import create_model
-
-    net = create_model("ffdnet", pretrained=True, sigma=sigma).eval()
-    ps, ss = [], []
-    for s in load_manifest(manifest).split("test"):
-        x = torch.from_numpy(read_image(s.input)).permute(2, 0, 1)[None]
-        with torch.inference_mode():
-            y = net(x).clamp(0, 1)[0].permute(1, 2, 0).numpy()
-        t = read_image(s.target)
-        ps.append(psnr(y, t))
-        ss.append(ssim(y, t))
-    return {"psnr": statistics.fmean(ps), "ssim": statistics.fmean(ss)}
+    return [(t, arm, s) for t in tasks for arm in arms(t) for s in seeds]
 
 
-def environment(budget_name: str) -> dict:
+def cost_estimate(budget: Budget, jobs: list, n_jobs: int) -> tuple[float, float]:
+    """(seconds per run, wall seconds of the study): steps x sec_per_step + ~25 s of start-up and evaluation."""
+    per_run = budget.steps * budget.sec_per_step + 25.0
+    return per_run, per_run * len(jobs) / max(1, n_jobs)
+
+
+def environment(config: str) -> dict:
     import torch
 
     env = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-           "cpus": os.cpu_count(), "budget": budget_name}
+           "cpus": os.cpu_count(), "config": config}
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
     return env
 
 
 def study(args: argparse.Namespace) -> None:
+    from ptg.pipeline.fsio import atomic_write_json
+
     budget = BUDGETS[args.config]
     if args.steps:  # smoke runs of the script itself
-        budget = Budget(**{**asdict(budget), "steps": args.steps})
-    work = Path(args.work).resolve()
-    tasks = args.tasks.split(",")
-    seeds = [int(s) for s in args.seeds.split(",")]
+        budget = replace(budget, steps=args.steps, val_every=min(budget.val_every, args.steps))
+    work, out = Path(args.work).resolve(), Path(args.out)
+    tasks, seeds = args.tasks.split(","), [int(s) for s in args.seeds.split(",")]
+    bad = [t for t in tasks if t not in TASKS]
+    if bad:
+        raise SystemExit(f"unknown task(s) {bad}; choose from {', '.join(TASKS)}")
+    jobs = jobs_of(tasks, seeds, args.normalize_arms)
+    per_run, wall = cost_estimate(budget, jobs, args.jobs)
+    if args.dry_run:
+        for task, arm, seed in jobs:
+            print(f"{task}/{arm.name}/s{seed}: mode {arm.mode}, priors {','.join(arm.priors) or '-'}, control {arm.control}, "
+                  f"normalize {(arm.normalize or budget.normalize) if arm.priors else '-'}, "
+                  f"refiner {arm.refiner if arm.priors else '-'}")
+        print(f"{len(jobs)} runs of {budget.steps} steps; estimate ~{per_run:.0f} s per run, ~{wall / 60:.0f} min with "
+              f"--jobs {args.jobs} ({args.config}: {budget.sec_per_step} s/step)")
+        return
     t0 = time.time()
-    manifests = prepare(work, budget, tasks)
-    jobs = []
-    for task in tasks:
-        for f in F_NETS:
-            jobs += [(task, f, arm, seed) for arm in ARMS for seed in seeds]
-        if TASKS[task]["task"] == "denoise":
-            jobs += [(task, "ffdnet", arm, seed) for arm in REFINE_ARMS for seed in seeds]
-    print(f"{len(jobs)} runs, {args.jobs} at a time", flush=True)
+    prep = prepare(work, budget, tasks)
+    old = json.loads(out.read_text()) if out.is_file() else {}
+    data = old if old.get("version") == 2 else {"version": 2, "v1": old or None}
+    data.update({"budget": asdict(budget), "config": args.config, "seeds": seeds, "environment": environment(args.config),
+                 "ffdnet_sigma": FFDNET_SIGMA, "command": f"python benchmarks/reproduce.py --config {args.config} --jobs {args.jobs}",
+                 "probes": {**data.get("probes", {}), **{t: p["probes"] for t, p in prep.items()}}})
+    runs = {r["name"]: r for r in data.get("runs", [])}
+    lock = threading.Lock()
+
+    def one(job):
+        task, arm, seed = job
+        rec = run_one(work, budget, task, arm, seed, prep[TASKS[task][0]])
+        with lock:  # the file always holds every finished run
+            runs[rec["name"]] = rec
+            data["runs"] = list(runs.values())
+            data["wall_seconds"] = round(time.time() - t0, 1)
+            atomic_write_json(out, data)
+
+    print(f"{len(jobs)} runs, {args.jobs} at a time (estimate ~{wall / 60:.0f} min)", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:  # each run is its own `ptg train` process
-        runs = list(pool.map(lambda j: run_one(work, budget, j[0], manifests[j[0]], *j[1:]), jobs))
-    refs = {t: ffdnet_alone(manifests[t], TASKS[t]["sigma"]) for t in tasks if TASKS[t]["task"] == "denoise"}
-    out = {"budget": asdict(budget), "config": args.config, "tasks": {t: TASKS[t] for t in tasks}, "seeds": seeds,
-           "environment": environment(args.config), "wall_seconds": round(time.time() - t0, 1),
-           "ffdnet_pretrained": refs, "runs": runs,
-           "command": f"python benchmarks/reproduce.py --config {args.config} --jobs {args.jobs}"}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
-    print(f"wrote {args.out} ({len(runs)} runs, {out['wall_seconds']:.0f}s)")
+        list(pool.map(one, jobs))
+    print(f"wrote {out} ({len(runs)} runs, {time.time() - t0:.0f}s)")
 
 
-def investigate(args: argparse.Namespace) -> None:
-    """Run the follow-ups and add each to the results file as soon as it ends."""
-    budget = BUDGETS[args.config]
-    work = Path(args.work).resolve()
-    seeds = [int(x) for x in args.seeds.split(",")]
-    manifests = prepare(work, budget, ["denoise25", "denoise50"])
-    manifests["blind"] = blind_manifest(work)
-    for prior in PRIORS:
-        if not _store_complete(work / "priors" / f"blind-{prior}", manifests["blind"]):
-            ptg("extract-priors", "--model", prior, "--manifest", str(manifests["blind"]), "--views", budget.views,
-                "--out", str(work / "priors" / f"blind-{prior}"), threads=2)
-    for variant, spec in INVESTIGATIONS.items():
-        b = Budget(**{**asdict(budget), "steps": budget.steps * spec["steps_mult"]})
-        f = spec.get("f", "unet")
-        arms = REFINE_IMAGENET_ARMS if f == "ffdnet" else ARMS
-        jobs = [(arm, seed) for arm in arms if arm.name in spec["arms"] for seed in seeds]
-        with ThreadPoolExecutor(args.jobs) as pool:
-            runs = list(pool.map(lambda j: run_one(work, b, spec["task"], manifests[spec["task"]], f, j[0], j[1],
-                                                   variant, spec["sets"]), jobs))
-        data = json.loads(Path(args.out).read_text())
-        inv = data.setdefault("investigations", {"variants": {}, "runs": []})
-        inv["variants"][variant] = spec
-        inv["runs"] = [r for r in inv["runs"] if r["variant"] != variant] + runs
-        Path(args.out).write_text(json.dumps(data, indent=1))
-        print(f"{variant}: added {len(runs)} runs to {args.out}", flush=True)
+# ---------------------------------------------------------------------------------------------
+# Report
 
 
-def _ms(values: list[float], digits: int) -> str:
-    m = statistics.fmean(values)
+def _ms(values: list[float], digits: int = 2) -> str:
+    if not values:
+        return "—"
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{m:.{digits}f} ± {sd:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {sd:.{digits}f}"
 
 
 def report(path: Path) -> str:
-    """Markdown tables: per task and F, every arm's mean ± std over seeds and its delta vs F."""
+    """Markdown: F-alone curves, per-level PSNR, paired deltas vs R:constant, wrong-prior drops, probes."""
     data = json.loads(path.read_text())
-    lines = []
-    for task in data["tasks"]:
-        lines.append(f"\n### {task}\n")
-        lines.append("| F | arm | PSNR (dB) | ΔPSNR vs F | SSIM | ΔSSIM×100 | params of R | seeds |")
-        lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
-        for f in [*F_NETS, "ffdnet"]:
-            rows = [r for r in data["runs"] if r["task"] == task and r["f"] == f]
-            if not rows:
-                continue
-            if f == "ffdnet":
-                ref = data["ffdnet_pretrained"][task]
-                base_p, base_s = {0: ref["psnr"]}, {0: ref["ssim"]}
-                lines.append(f"| ffdnet (pre-trained, frozen) | F | {ref['psnr']:.2f} | — | {ref['ssim']:.4f} | — | — | — |")
-            else:
-                base = [r for r in rows if r["arm"] == "F"]
-                base_p, base_s = {r["seed"]: r["psnr"] for r in base}, {r["seed"]: r["ssim"] for r in base}
-            for arm in dict.fromkeys(r["arm"] for r in rows):
-                rs = [r for r in rows if r["arm"] == arm]
-                p, s = [r["psnr"] for r in rs], [r["ssim"] for r in rs]
-                # deltas are paired by seed: the same data order and initial F
-                dp = [r["psnr"] - base_p.get(r["seed"], base_p.get(0)) for r in rs]
-                ds = [100 * (r["ssim"] - base_s.get(r["seed"], base_s.get(0))) for r in rs]
-                r_params = rs[0]["params"]["refiner"]
-                delta = "—" if arm == "F" else _ms(dp, 2)
-                dss = "—" if arm == "F" else _ms(ds, 2)
-                lines.append(f"| {f} | {arm} | {_ms(p, 2)} | {delta} | {_ms(s, 4)} | {dss} | "
-                             f"{r_params if r_params is not None else '—'} | {len(rs)} |")
-    inv = data.get("investigations")
-    if inv:
-        lines.append("\n### Follow-ups\n")
-        lines.append("| variant | task | F | arm | PSNR (dB) | ΔPSNR vs F | SSIM | seeds |")
-        lines.append("|---|---|---|---|---:|---:|---:|---:|")
-        for variant, spec in inv["variants"].items():
-            f = spec.get("f", "unet")
-            rows = [r for r in inv["runs"] if r["variant"] == variant]
-            own_f = {r["seed"]: r["psnr"] for r in rows if r["arm"] == "F"}
-            main_f = {r["seed"]: r["psnr"] for r in data["runs"]
-                      if r["task"] == spec["task"] and r["f"] == f and r["arm"] == "F"}
-            if f == "ffdnet":  # the frozen pre-trained F: the same for every seed
-                main_f = {r["seed"]: data["ffdnet_pretrained"][spec["task"]]["psnr"] for r in rows}
-            base = own_f or main_f  # a variant that does not retrain F compares with the study's F
-            for arm in dict.fromkeys(r["arm"] for r in rows):
-                rs = [r for r in rows if r["arm"] == arm]
-                dp = "—" if arm == "F" else _ms([r["psnr"] - base[r["seed"]] for r in rs], 2)
-                lines.append(f"| {variant} | {spec['task']} | {f} | {arm} | {_ms([r['psnr'] for r in rs], 2)} | {dp} | "
-                             f"{_ms([r['ssim'] for r in rs], 4)} | {len(rs)} |")
-    return "\n".join(lines) + "\n"
+    if data.get("version") != 2:
+        raise SystemExit(f"{path} holds no v2 study yet; run `python benchmarks/reproduce.py --config cpu` first")
+    runs, out = data["runs"], []
+    for task in dict.fromkeys(r["task"] for r in runs):
+        rows = [r for r in runs if r["task"] == task]
+        arms = list(dict.fromkeys(r["arm"] for r in rows))
+        levels = [lv for lv in rows[0]["test"] if lv != "all"] + ["all"]
+        out.append(f"\n### {task}\n")
+        curve_arm = "F" if "F" in arms else "R:constant"
+        steps = sorted({c["step"] for r in rows if r["arm"] == curve_arm for c in r["curve"]})
+        out.append(f"Validation curve of {curve_arm} (64-px centre crops, mean ± sd over seeds): " + ", ".join(
+            f"{s}: {_ms([c['psnr'] for r in rows if r['arm'] == curve_arm for c in r['curve'] if c['step'] == s])}" for s in steps) + "\n")
+        out.append("PSNR (dB) per level, mean ± sd over seeds:\n")
+        out.append("| arm | " + " | ".join(levels) + " | params of R |")
+        out.append("|---|" + "---:|" * (len(levels) + 1))
+        if rows[0]["mode"] == "refine":
+            out.append("| F (frozen FFDNet) | " + " | ".join(_ms([rows[0]["test_f"][lv]["psnr"]]) for lv in levels) + " | — |")
+        for arm in arms:
+            rs = [r for r in rows if r["arm"] == arm]
+            out.append(f"| {arm} | " + " | ".join(_ms([r["test"][lv]["psnr"] for r in rs]) for lv in levels)
+                       + f" | {rs[0]['params']['refiner'] or '—'} |")
+        const = {r["seed"]: r["test"] for r in rows if r["arm"] == "R:constant"}
+        if const:
+            out.append("\nΔPSNR vs R:constant, paired by seed (mean ± sd):\n")
+            out.append("| arm | " + " | ".join(levels) + " | ΔSSIM×100 (all) |")
+            out.append("|---|" + "---:|" * (len(levels) + 1))
+            for arm in arms:
+                rs = [r for r in rows if r["arm"] == arm and r["seed"] in const and arm != "R:constant"]
+                if rs:
+                    out.append(f"| {arm} | " + " | ".join(_ms([r["test"][lv]["psnr"] - const[r["seed"]][lv]["psnr"] for r in rs])
+                                                      for lv in levels)
+                               + f" | {_ms([100 * (r['test']['all']['ssim'] - const[r['seed']]['all']['ssim']) for r in rs])} |")
+        wr = [r for r in rows if r["wrong"]]
+        if wr:
+            out.append("\nWrong-prior test: ΔPSNR (wrong − right prior), all test images, paired by seed:\n")
+            kinds = sorted({k for r in wr for k in r["wrong"]})
+            out.append("| arm | " + " | ".join(kinds) + " | worst level (other-level) |")
+            out.append("|---|" + "---:|" * (len(kinds) + 1))
+            for arm in dict.fromkeys(r["arm"] for r in wr):
+                rs = [r for r in wr if r["arm"] == arm]
+                cells = [_ms([r["wrong"][k]["all"]["psnr"] - r["test"]["all"]["psnr"] for r in rs if k in r["wrong"]]) for k in kinds]
+                worst = "—"
+                if all("other-level" in r["wrong"] for r in rs):
+                    d = {lv: statistics.fmean(r["wrong"]["other-level"][lv]["psnr"] - r["test"][lv]["psnr"] for r in rs)
+                         for lv in rs[0]["test"] if lv != "all"}
+                    lv = min(d, key=d.get)
+                    worst = f"{lv}: {d[lv]:.2f}"
+                out.append(f"| {arm} | " + " | ".join(cells) + f" | {worst} |")
+    out.append("\n### Probes (`ptg priors probe`, train photos -> test photos)\n")
+    out.append("| data | prior | field | none | l2 | standardize | chance | between-group var (l2) |")
+    out.append("|---|---|---|---:|---:|---:|---:|---:|")
+    for dtask, probes in data.get("probes", {}).items():
+        for prior, rep in probes.items():
+            for field in dict.fromkeys(r["field"] for r in rep["rows"]):
+                by = {r["normalize"]: r for r in rep["rows"] if r["field"] == field}
+                if all(r["score"] is None for r in by.values()):
+                    continue
+                fmt = lambda r: "—" if r is None or r["score"] is None else f"{r['score']:.2f}"  # noqa: E731
+                any_r = next(iter(by.values()))
+                bv = by.get("l2", any_r)["between_var"]
+                out.append(f"| {dtask} | {prior} | {field} | {fmt(by.get('none'))} | {fmt(by.get('l2'))} | "
+                           f"{fmt(by.get('standardize'))} | {'—' if any_r['chance'] is None else format(any_r['chance'], '.2f')} | "
+                           f"{'—' if bv is None else format(bv, '.3f')} |")
+            cos = rep["mean_cosine"]
+            out.append(f"| {dtask} | {prior} | mean pairwise cosine | {cos.get('none', float('nan')):.2f} | "
+                       f"{cos.get('l2', float('nan')):.2f} | {cos.get('standardize', float('nan')):.2f} | — | — |")
+    return "\n".join(out) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", choices=sorted(BUDGETS), default="cpu")
-    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from {', '.join(TASKS)}")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--jobs", type=int, default=2, help="runs side by side")
     ap.add_argument("--work", default=str(REPO / ".study"), help="data, stores and run folders")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--steps", type=int, default=0, help="override the budget's steps (smoke tests of this script)")
+    ap.add_argument("--dry-run", action="store_true", help="list the runs and the cost estimate, run nothing")
+    ap.add_argument("--normalize-arms", action="store_true",
+                    help="also run R with priors.normalize=standardize/none (which default is best?)")
     ap.add_argument("--report", action="store_true", help="print the Markdown tables of --out and exit")
-    ap.add_argument("--investigate", action="store_true", help="run the follow-up variants (after the study)")
     args = ap.parse_args()
     if args.report:
         print(report(Path(args.out)))
-    elif args.investigate:
-        investigate(args)
     else:
         study(args)
 

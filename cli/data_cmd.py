@@ -41,7 +41,7 @@ def samples(
 def synth(
     src: Annotated[Path, typer.Option("--src", help="Folder of clean images (searched recursively).")],
     out: OutDir,
-    task: TaskOpt = "denoise",
+    task: Annotated[str, typer.Option("--task", help="denoise | lowlight | blur | jpeg | allinone (one drawn per image)")] = "denoise",
     sigma: Annotated[float, typer.Option(help="denoise: noise level on the 0-255 scale.")] = 25.0,
     gray: Annotated[bool, typer.Option(help="denoise: convert to gray first.")] = False,
     exposure: Annotated[str, typer.Option(help="lowlight: exposure range LOW,HIGH.")] = "0.05,0.2",
@@ -51,11 +51,15 @@ def synth(
     blur_kind: Annotated[str, typer.Option("--blur-kind", help="blur: motion | defocus.")] = "motion",
     length: Annotated[str, typer.Option(help="blur: motion kernel length range LOW,HIGH (pixels).")] = "9,21",
     radius: Annotated[str, typer.Option(help="blur: defocus radius range LOW,HIGH (pixels).")] = "2,5",
+    quality: Annotated[str, typer.Option(help="jpeg/allinone: JPEG quality Q or range LOW,HIGH (1-95), drawn per image.")] = "10,40",
+    choices: Annotated[str, typer.Option(help="allinone: degradations drawn per image, from noise,lowlight,defocus,motion,jpeg.")] = "noise,lowlight,defocus,motion,jpeg",
+    sigmas: Annotated[str, typer.Option(help="allinone: noise levels drawn per image (0-255 scale), e.g. 10,30,50.")] = "15,25,50",
     split: Annotated[str, typer.Option(help="Split of every row: train | val | test.")] = "test",
     seed: SeedOpt = 0,
 ) -> None:
     """Degrade every image of a folder deterministically and write a paired manifest."""
-    from ptg.pipeline.synth import BlurParams, LowLightParams, NoiseParams, list_images, synthesize
+    from ptg.pipeline.synth import (AllInOneParams, BlurParams, JpegParams, LowLightParams, NoiseParams, list_images,
+                                    synthesize)
 
     def rng(text: str, name: str, cast=float) -> tuple:
         try:
@@ -65,6 +69,12 @@ def synth(
         if lo > hi:
             raise PtgError(f"--{name} range {text!r} has LOW > HIGH")
         return lo, hi
+
+    def quality_range() -> JpegParams:
+        lo, hi = rng(quality if "," in quality else f"{quality},{quality}", "quality", int)
+        if not 1 <= lo <= hi <= 95:
+            raise PtgError(f"--quality {quality!r} must lie in 1..95")
+        return JpegParams((lo, hi))
 
     if task == "denoise":
         if sigma <= 0:
@@ -77,8 +87,20 @@ def synth(
         if blur_kind not in ("motion", "defocus"):
             raise PtgError(f"--blur-kind must be motion or defocus, got {blur_kind!r}")
         params = BlurParams(blur_kind, rng(length, "length", int), rng(radius, "radius"))
+    elif task == "jpeg":
+        params = quality_range()
+    elif task == "allinone":
+        try:
+            levels = tuple(float(v) for v in sigmas.split(","))
+        except ValueError:
+            raise PtgError(f"--sigmas must be numbers separated by commas, got {sigmas!r}") from None
+        params = AllInOneParams(tuple(c.strip() for c in choices.split(",")), levels,
+                                LowLightParams(rng(exposure, "exposure"), rng(gamma, "gamma"), rng(photons, "photons"),
+                                               rng(read_sigma, "read-sigma")),
+                                BlurParams("motion", length=rng(length, "length", int)),
+                                BlurParams("defocus", radius=rng(radius, "radius")), quality_range())
     else:
-        raise PtgError(f"unknown --task {task!r}; use denoise, lowlight or blur")
+        raise PtgError(f"unknown --task {task!r}; use denoise, lowlight, blur, jpeg or allinone")
     n = len(list_images(src))
     with progress_bar(n, f"synth ({task})", unit="img") as advance:
         path = synthesize(src, out, task, params, seed=seed, split=split, on_progress=advance)

@@ -13,7 +13,7 @@ from .options import ManifestArg, RootOpt
 
 def extract_priors(
     manifest: ManifestArg,
-    model: Annotated[str, typer.Option("--model", help="Encoder (see `ptg encoders`): imagenet | clip | blip2 | sd | restoration.")] = "imagenet",
+    model: Annotated[str, typer.Option("--model", help="Encoder (see `ptg encoders`): imagenet | clip | blip2 | sd | restoration | degradation (from the manifest).")] = "imagenet",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Store directory (.zarr); default: a shared store per encoder under $PTG_CACHE (~/.cache/ptg).")] = None,
     root: RootOpt = None,
     arch: Annotated[Optional[str], typer.Option(help="clip: open_clip model name (ViT-B-32) or a model-config .json.")] = None,
@@ -63,10 +63,16 @@ def extract_priors(
             if "advance" in state:
                 state["advance"](n)
 
-        summary = run(manifest, spec, out=out, views=views, dtype=dtype, batch_size=batch_size,
-                      loader_workers=loader_workers, workers=workers, dask_scheduler=dask_scheduler,
-                      skip_bad=skip_bad, split=split, root=root, rows_per_shard=rows_per_shard,
-                      on_progress=on_progress, on_plan=on_plan)
+        if model == "degradation":  # from the manifest's recorded parameters: no encoder, no image decoded
+            from ptg.pipeline.encoders.degradation import extract_degradation_priors as run_degradation
+
+            summary = run_degradation(manifest, out=out, views=views, dtype=dtype, split=split, root=root,
+                                      rows_per_shard=rows_per_shard, on_progress=on_progress, on_plan=on_plan)
+        else:
+            summary = run(manifest, spec, out=out, views=views, dtype=dtype, batch_size=batch_size,
+                          loader_workers=loader_workers, workers=workers, dask_scheduler=dask_scheduler,
+                          skip_bad=skip_bad, split=split, root=root, rows_per_shard=rows_per_shard,
+                          on_progress=on_progress, on_plan=on_plan)
     rate = f", {summary.computed / summary.seconds:.1f} img/s" if summary.computed and summary.seconds > 0 else ""
     console.print(
         f"[bold green]done[/]: {summary.computed} computed, {summary.reused} reused, {len(summary.skipped)} skipped "

@@ -1,10 +1,10 @@
-"""`ptg priors info|export`: inspect a priors store, export it to HDF5."""
+"""`ptg priors info|export|probe`: inspect a priors store, export it to HDF5, probe what it carries."""
 from __future__ import annotations
 
 import json
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -96,3 +96,25 @@ def export(
     console.print(f"wrote {path} ({_human(path.stat().st_size)})")
 
 
+@app.command("probe")
+def probe(
+    store: StoreArg,
+    manifest: Annotated[Path, typer.Option("--manifest", "-m", help="Manifest whose rows record their degradation (ptg data synth/samples).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for probe.md, probe.json and probe.png.")] = None,
+    train_split: Annotated[str, typer.Option(help="Rows the probes are fit on.")] = "train",
+    test_split: Annotated[str, typer.Option(help="Rows the probes are scored on.")] = "test",
+    view: Annotated[str, typer.Option(help="The store's view to read.")] = "identity",
+) -> None:
+    """Does a prior carry the degradation? Linear probes train -> test (R², accuracy vs chance), cosines, variance split."""
+    from ptg.pipeline.fsio import atomic_write_json, atomic_write_text
+    from ptg.pipeline.probe import plot_report, probe_store
+
+    open_store_loudly(store)  # shows the random-init warning once
+    report = probe_store(store, manifest, train_split=train_split, test_split=test_split, view=view)
+    console.print(report.to_markdown(), highlight=False, soft_wrap=True, markup=False)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "probe.md", report.to_markdown())
+        atomic_write_json(out / "probe.json", report.to_dict())
+        plot_report(report, out / "probe.png")
+        console.print(f"wrote {out / 'probe.md'}, probe.json, probe.png", highlight=False)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from .errors import PtgError
 from .imageio import read_image, to_uint8
-from .synth import BlurParams, LowLightParams, NoiseParams, synthesize
+from .synth import AllInOneParams, BlurParams, LowLightParams, NoiseParams, synthesize
 
 # scikit-image RGB photos: name -> loader attribute (None for the stereo pair).
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "retina", "hubble_deep_field",
@@ -108,9 +108,10 @@ def build_samples(
     if clean.exists():
         shutil.rmtree(clean)
     splits = collect_photos(clean, max_side=max_side, use_opencv=use_opencv)
-    params = {"denoise": NoiseParams(sigma=sigma), "lowlight": LowLightParams(), "blur": BlurParams()}.get(task)
+    params = {"denoise": NoiseParams(sigma=sigma), "lowlight": LowLightParams(), "blur": BlurParams(),
+              "allinone": AllInOneParams()}.get(task)
     if params is None:
-        raise PtgError(f"unknown task {task!r}; use denoise, lowlight or blur")
+        raise PtgError(f"unknown task {task!r}; use denoise, lowlight, blur or allinone")
     return synthesize(clean, out, task, params, seed=seed, split=lambda sid: splits[sid], on_progress=on_progress)
 
 

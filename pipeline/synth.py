@@ -15,11 +15,11 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import PtgError
-from .imageio import is_image_file, read_image, write_image
+from .imageio import is_image_file, read_image, to_uint8, write_image
 from .manifest import SPLITS, write_manifest
 
-Task = Literal["denoise", "lowlight", "blur"]
-TASKS = ("denoise", "lowlight", "blur")
+Task = Literal["denoise", "lowlight", "blur", "jpeg", "allinone"]
+TASKS = ("denoise", "lowlight", "blur", "jpeg", "allinone")
 
 
 def rng_for(seed: int, sample_id: str) -> np.random.Generator:
@@ -49,6 +49,33 @@ class BlurParams:
     length: tuple[int, int] = (9, 21)  # motion: kernel length in pixels
     radius: tuple[float, float] = (2.0, 5.0)  # defocus: disk radius in pixels
     noise_sigma: float = 1.0  # small Gaussian noise after blurring, 0-255 scale (0 disables)
+
+
+@dataclass(frozen=True)
+class JpegParams:
+    quality: tuple[int, int] = (10, 40)  # JPEG quality (1-95), drawn uniformly per image, both ends included
+
+
+ALLINONE_CHOICES = ("noise", "lowlight", "defocus", "motion", "jpeg")
+
+
+@dataclass(frozen=True)
+class AllInOneParams:
+    """One model for several degradations: each image gets one, drawn uniformly from `choices`."""
+
+    choices: tuple[str, ...] = ALLINONE_CHOICES  # degradations drawn from (a subset gives e.g. blind denoising)
+    sigmas: tuple[float, ...] = (15.0, 25.0, 50.0)  # noise: sigma drawn uniformly from these (0-255 scale)
+    lowlight: LowLightParams = LowLightParams()  # lowlight: its ranges
+    motion: BlurParams = BlurParams("motion")  # motion blur: its ranges
+    defocus: BlurParams = BlurParams("defocus")  # defocus blur: its ranges
+    jpeg: JpegParams = JpegParams()  # jpeg: its quality range
+
+    def __post_init__(self) -> None:
+        bad = [c for c in self.choices if c not in ALLINONE_CHOICES]
+        if bad or not self.choices:
+            raise PtgError(f"all-in-one choices {list(self.choices)!r}: use a non-empty subset of {', '.join(ALLINONE_CHOICES)}")
+        if "noise" in self.choices and (not self.sigmas or min(self.sigmas) <= 0):
+            raise PtgError(f"all-in-one sigmas {list(self.sigmas)!r} must be positive numbers")
 
 
 def add_gaussian_noise(img: np.ndarray, p: NoiseParams, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -110,6 +137,47 @@ def blur(img: np.ndarray, p: BlurParams, rng: np.random.Generator) -> tuple[np.n
     return np.clip(out, 0, 1).astype(np.float32), img, params, kernel
 
 
+def jpeg(img: np.ndarray, p: JpegParams, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+    """JPEG compression artefacts at a random quality (libjpeg via Pillow, 4:2:0 chroma subsampling).
+
+    The decoded result is what gets stored (as PNG, losslessly), so the artefacts are exactly those
+    of one JPEG round trip.
+    """
+    import io
+
+    from PIL import Image
+
+    lo, hi = p.quality
+    if not 1 <= lo <= hi <= 95:
+        raise PtgError(f"JPEG quality range {lo},{hi}: use 1 <= LOW <= HIGH <= 95")
+    q = int(rng.integers(lo, hi + 1))
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(img[..., 0] if img.shape[-1] == 1 else img)).save(buf, format="JPEG", quality=q)
+    buf.seek(0)
+    out = np.asarray(Image.open(buf).convert("RGB" if img.shape[-1] == 3 else "L"), dtype=np.float32) / 255.0
+    return out.reshape(img.shape), img, {"quality": q}
+
+
+def all_in_one(img: np.ndarray, p: AllInOneParams, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray | None]:
+    """One degradation drawn per image; the record names it (``task``) with its parameters."""
+    choice = p.choices[int(rng.integers(len(p.choices)))]
+    kernel = None
+    if choice == "noise":
+        sigma = float(p.sigmas[int(rng.integers(len(p.sigmas)))])
+        out, clean, rec = add_gaussian_noise(img, NoiseParams(sigma=sigma), rng)
+        rec = {"task": "denoise", **rec}
+    elif choice == "lowlight":
+        out, clean, rec = low_light(img, p.lowlight, rng)
+        rec = {"task": "lowlight", **rec}
+    elif choice in ("motion", "defocus"):
+        out, clean, rec, kernel = blur(img, p.motion if choice == "motion" else p.defocus, rng)
+        rec = {"task": "blur", **rec}
+    else:
+        out, clean, rec = jpeg(img, p.jpeg, rng)
+        rec = {"task": "jpeg", **rec}
+    return out, clean, rec, kernel
+
+
 def list_images(src: Path) -> list[Path]:
     src = Path(src)
     if not src.is_dir():
@@ -124,7 +192,7 @@ def synthesize(
     src: str | Path,
     out: str | Path,
     task: Task,
-    params: NoiseParams | LowLightParams | BlurParams | None = None,
+    params: NoiseParams | LowLightParams | BlurParams | JpegParams | AllInOneParams | None = None,
     seed: int = 0,
     split: str | Callable[[str], str] = "test",
     on_progress: Callable[[int], None] | None = None,
@@ -134,7 +202,8 @@ def synthesize(
     Args:
         src: folder of clean images (searched recursively; the id is the relative path without suffix).
         out: output folder.
-        task: denoise, lowlight or blur.
+        task: denoise, lowlight, blur, jpeg or allinone (one of several degradations per image; the
+            row's ``degradation.task`` names the one drawn).
         params: the task's parameter dataclass (defaults when None).
         seed: base seed; each image's randomness comes from (seed, id).
         split: a split name for every row, or a function id -> split.
@@ -144,7 +213,8 @@ def synthesize(
     """
     if task not in TASKS:
         raise PtgError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
-    params = params or {"denoise": NoiseParams, "lowlight": LowLightParams, "blur": BlurParams}[task]()
+    params = params or {"denoise": NoiseParams, "lowlight": LowLightParams, "blur": BlurParams, "jpeg": JpegParams,
+                        "allinone": AllInOneParams}[task]()
     src, out = Path(src).resolve(), Path(out).resolve()
     split_of = split if callable(split) else (lambda _id, s=split: s)
     files = list_images(src)
@@ -157,12 +227,18 @@ def synthesize(
         rng = rng_for(seed, sid)
         img = read_image(path)
         row: dict = {"id": sid, "split": sp, "task": task, "seed": seed}
+        kernel = None
         if task == "denoise":
             degraded, clean, rec = add_gaussian_noise(img, params, rng)
         elif task == "lowlight":
             degraded, clean, rec = low_light(img, params, rng)
+        elif task == "jpeg":
+            degraded, clean, rec = jpeg(img, params, rng)
+        elif task == "allinone":
+            degraded, clean, rec, kernel = all_in_one(img, params, rng)
         else:
             degraded, clean, rec, kernel = blur(img, params, rng)
+        if kernel is not None:
             kpath = out / "kernels" / f"{sid}.npy"
             kpath.parent.mkdir(parents=True, exist_ok=True)
             np.save(kpath, kernel)

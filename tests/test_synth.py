@@ -7,7 +7,8 @@ from ptg.cli.app import main
 from ptg.pipeline.errors import PtgError
 from ptg.pipeline.imageio import read_image
 from ptg.pipeline.manifest import load_manifest
-from ptg.pipeline.synth import BlurParams, LowLightParams, NoiseParams, disk_kernel, motion_kernel, synthesize
+from ptg.pipeline.synth import (AllInOneParams, BlurParams, JpegParams, LowLightParams, NoiseParams, disk_kernel,
+                                motion_kernel, synthesize)
 
 
 def _outputs(out):
@@ -16,7 +17,8 @@ def _outputs(out):
 
 @pytest.mark.parametrize("task,params", [("denoise", NoiseParams(25)), ("denoise", NoiseParams(50, gray=True)),
                                          ("lowlight", LowLightParams()), ("blur", BlurParams("motion")),
-                                         ("blur", BlurParams("defocus"))])
+                                         ("blur", BlurParams("defocus")), ("jpeg", JpegParams((10, 30))),
+                                         ("allinone", AllInOneParams())])
 def test_deterministic_and_order_independent(photo_dir, tmp_path, task, params):
     a = synthesize(photo_dir, tmp_path / "a", task, params, seed=3)
     b = synthesize(photo_dir, tmp_path / "b", task, params, seed=3)
@@ -80,3 +82,55 @@ def test_cli_synth(photo_dir, tmp_path, capsys):
                  "--exposure", "0.3"]) == 1
     assert "--exposure" in capsys.readouterr().err
     assert main(["data", "synth", "--task", "denoise", "--sigma", "-5", "--src", str(photo_dir), "--out", str(tmp_path / "q")]) == 1
+
+
+def test_jpeg_records_quality_and_lower_quality_is_worse(photo_dir, tmp_path):
+    from ptg.pipeline.metrics import psnr
+
+    def mean_psnr(q: int) -> float:
+        m = load_manifest(synthesize(photo_dir, tmp_path / f"j{q}", "jpeg", JpegParams((q, q)), seed=0))
+        assert all(s.extra["degradation"] == {"quality": q} for s in m.samples)
+        return float(np.mean([psnr(read_image(s.input), read_image(s.target)) for s in m.samples]))
+
+    low, high = mean_psnr(5), mean_psnr(90)
+    assert low < high - 5  # quality 5 leaves visible blocks, 90 almost none
+    assert high < 60  # but 90 is still lossy: the input is a real JPEG round trip, not the clean image
+    with pytest.raises(PtgError, match="quality"):
+        synthesize(photo_dir, tmp_path / "bad", "jpeg", JpegParams((0, 120)))
+
+
+def test_allinone_draws_recorded_tasks(tmp_path):
+    from PIL import Image
+
+    from tests.conftest import small_photo
+
+    src = tmp_path / "many"
+    src.mkdir()
+    base = small_photo("astronaut", 24)
+    for i in range(30):  # ids drive the draws; 30 images see every choice with near certainty
+        Image.fromarray(np.roll(base, i, axis=1)).save(src / f"im{i:02d}.png")
+    m = load_manifest(synthesize(src, tmp_path / "a", "allinone", AllInOneParams(sigmas=(10.0, 30.0, 50.0)), seed=1))
+    tasks = {s.extra["degradation"]["task"] for s in m.samples}
+    assert tasks == {"denoise", "lowlight", "blur", "jpeg"}
+    for s in m.samples:
+        d = s.extra["degradation"]
+        assert s.extra["task"] == "allinone"
+        if d["task"] == "denoise":
+            assert d["sigma"] in (10.0, 30.0, 50.0)
+        if d["task"] == "blur":
+            assert d["kind"] in ("motion", "defocus") and (tmp_path / "a" / d["kernel"]).is_file()
+    blind = load_manifest(synthesize(src, tmp_path / "b", "allinone", AllInOneParams(choices=("noise",), sigmas=(10.0, 50.0))))
+    assert {s.extra["degradation"]["sigma"] for s in blind.samples} == {10.0, 50.0}
+    with pytest.raises(PtgError, match="choices"):
+        AllInOneParams(choices=("rain",))
+
+
+def test_cli_synth_jpeg_and_allinone(photo_dir, tmp_path):
+    assert main(["data", "synth", "--src", str(photo_dir), "--out", str(tmp_path / "j"), "--task", "jpeg", "--quality", "20"]) == 0
+    rows = [json.loads(l) for l in (tmp_path / "j" / "manifest.jsonl").read_text().splitlines()]
+    assert {r["degradation"]["quality"] for r in rows} == {20}
+    assert main(["data", "synth", "--src", str(photo_dir), "--out", str(tmp_path / "a"), "--task", "allinone",
+                 "--choices", "noise", "--sigmas", "10,30,50"]) == 0
+    rows = [json.loads(l) for l in (tmp_path / "a" / "manifest.jsonl").read_text().splitlines()]
+    assert all(r["degradation"]["task"] == "denoise" and r["degradation"]["sigma"] in (10, 30, 50) for r in rows)
+    assert main(["data", "synth", "--src", str(photo_dir), "--out", str(tmp_path / "x"), "--task", "jpeg", "--quality", "0,99"]) == 1

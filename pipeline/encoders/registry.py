@@ -24,7 +24,7 @@ from .preprocess import Preprocess
 class EncoderSpec:
     """What to build: picklable, so dask workers build the same encoder from it."""
 
-    name: str  # registry name: clip | blip2 | sd | restoration | imagenet
+    name: str  # registry name: clip | blip2 | sd | restoration | imagenet | degradation
     arch: str | None = None  # architecture within the family (open_clip model name); None = the family default
     pretrained: str | None = None  # tag, hub id, local file or local directory; None = the family default
     random_init: bool = False  # build with random weights (tests/benchmarks only; recorded loudly)
@@ -126,7 +126,7 @@ def build_encoder(spec: EncoderSpec) -> Encoder:
 
 def _load_builtin() -> None:
     # Explicit imports (no folder scan): each module registers its encoder when imported.
-    from . import blip2, clip, imagenet, restoration, sd  # noqa: F401
+    from . import blip2, clip, degradation, imagenet, restoration, sd  # noqa: F401
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,240 @@
+"""Degradation priors: vectors built from each manifest row's recorded degradation parameters.
+
+Not a neural encoder: no weights, no image is decoded. For data made by `ptg data synth` (or any
+manifest whose rows carry a ``degradation`` record) the prior is the ground truth of what happened
+to the image, so it is the *positive control* of a study (an oracle prior: if R cannot use this, it
+cannot use any) and a real feature for users whose training data is synthetic.
+
+The vector has a fixed layout (`LAYOUT`, version `LAYOUT_VERSION`), fingerprinted so a store, a
+run and a reader agree on what each dimension means. Numeric fields are scaled to roughly [0, 1];
+each is followed by a presence bit, and a field a row does not record is 0 with presence 0. The
+rows are written into an ordinary priors store keyed like every other (SHA-256 of the degraded
+file's bytes), with every requested view holding the same vector: a flip does not change the
+degradation, so the trainer's augmentation finds a prior for every view it draws.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from ..errors import PtgError
+from .registry import Encoder, EncoderSpec, register_encoder
+
+LAYOUT_VERSION = 1
+TASKS = ("denoise", "lowlight", "blur", "jpeg")  # task one-hot, in this order
+BLUR_KINDS = ("motion", "defocus")  # blur kind one-hot, in this order
+
+
+@dataclass(frozen=True)
+class NumericField:
+    """One scaled numeric field and its presence bit (two dimensions)."""
+
+    name: str  # name in the layout and in the probe's reports
+    sources: tuple[str, ...]  # degradation keys read, first present wins
+    scale: Callable[[float], float]  # raw value -> roughly [0, 1]
+    scale_doc: str  # the scaling, in words (part of the fingerprint)
+
+
+NUMERIC = (
+    # sigma: Gaussian noise std on 0-255 (denoise's sigma, or blur's additive noise_sigma)
+    NumericField("sigma", ("sigma", "noise_sigma"), lambda v: v / 50.0, "sigma/50"),
+    NumericField("exposure", ("exposure",), lambda v: v * 5.0, "exposure*5"),
+    NumericField("gamma", ("gamma",), lambda v: v / 3.0, "gamma/3"),
+    NumericField("photons", ("photons",), lambda v: math.log10(max(v, 1.0)) / 3.0, "log10(photons)/3"),
+    NumericField("read_sigma", ("read_sigma",), lambda v: v * 100.0, "read_sigma*100"),
+    # blur extent in pixels: motion kernel length, or defocus diameter (2 * radius)
+    NumericField("blur_size", ("length", "radius"), lambda v: v / 20.0, "length/20 or 2*radius/20"),
+    NumericField("jpeg_quality", ("quality",), lambda v: v / 100.0, "quality/100"),
+)
+
+
+def _layout() -> list[str]:
+    names = [f"task={t}" for t in TASKS] + [f"blur_kind={k}" for k in BLUR_KINDS]
+    for f in NUMERIC:
+        names += [f.name, f"has_{f.name}"]
+    return names
+
+
+LAYOUT: tuple[str, ...] = tuple(_layout())  # name of every dimension
+DIM = len(LAYOUT)
+
+
+def layout_fingerprint() -> str:
+    """SHA-256 of the layout (names, scalings, version): what makes two degradation stores comparable."""
+    spec = {"version": LAYOUT_VERSION, "layout": LAYOUT, "tasks": TASKS, "blur_kinds": BLUR_KINDS,
+            "scales": {f.name: [list(f.sources), f.scale_doc] for f in NUMERIC}}
+    return "degradation-" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def row_task(extra: Mapping[str, Any]) -> str | None:
+    """The degradation task of a manifest row: the degradation record's own ``task`` (all-in-one rows
+    record the task chosen for that image) or else the row's ``task``."""
+    deg = extra.get("degradation")
+    if isinstance(deg, Mapping) and isinstance(deg.get("task"), str):
+        return deg["task"]
+    task = extra.get("task")
+    return task if isinstance(task, str) else None
+
+
+def degradation_vector(extra: Mapping[str, Any]) -> np.ndarray:
+    """The prior [DIM] float32 of one manifest row's extra fields (``task``, ``degradation``).
+
+    Raises:
+        PtgError: no degradation record, an unknown task or blur kind, a non-numeric field.
+    """
+    deg = extra.get("degradation")
+    if not isinstance(deg, Mapping):
+        raise PtgError("the row has no 'degradation' record (made by `ptg data synth`/`samples`)")
+    task = row_task(extra)
+    if task not in TASKS:
+        raise PtgError(f"unknown degradation task {task!r}; the layout knows {', '.join(TASKS)}")
+    v = np.zeros(DIM, np.float32)
+    v[TASKS.index(task)] = 1.0
+    kind = deg.get("kind")
+    if task == "blur":
+        if kind not in BLUR_KINDS:
+            raise PtgError(f"unknown blur kind {kind!r}; the layout knows {', '.join(BLUR_KINDS)}")
+        v[len(TASKS) + BLUR_KINDS.index(kind)] = 1.0
+    base = len(TASKS) + len(BLUR_KINDS)
+    for i, f in enumerate(NUMERIC):
+        key = next((k for k in f.sources if deg.get(k) is not None), None)
+        if key is None:
+            continue
+        raw = deg[key]
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+            raise PtgError(f"degradation field {key!r} must be a finite number, got {raw!r}")
+        raw = 2.0 * raw if key == "radius" else float(raw)  # defocus: diameter, comparable to a motion length
+        v[base + 2 * i] = f.scale(raw)
+        v[base + 2 * i + 1] = 1.0
+    return v
+
+
+@register_encoder("degradation", summary="the manifest's recorded degradation parameters (task, sigma, exposure, "
+                  "gamma, photons, read noise, blur kind/size, JPEG quality; presence bits); an oracle prior",
+                  dim=str(DIM), preprocessing="none: no image is decoded", default_weights="none (no weights)")
+def _factory(spec: EncoderSpec) -> Encoder:
+    # The image-encoder engine (pipeline/extract.py) cannot run this: it has nothing to compute
+    # from pixels. `ptg extract-priors --model degradation` dispatches to `extract_degradation_priors`.
+    raise PtgError("the degradation prior is built from the manifest's recorded parameters, not from images: use "
+                   "`ptg extract-priors --model degradation --manifest M --out STORE` "
+                   "(library: ptg.pipeline.encoders.degradation.extract_degradation_priors)")
+
+
+def encoder_metadata() -> dict[str, Any]:
+    """The ``encoder`` record of a degradation store (same schema as the image encoders')."""
+    return {"name": "degradation", "dim": DIM, "fingerprint": layout_fingerprint(), "random_init": False,
+            "source": "manifest degradation records", "pooling": "one fixed-layout vector per row (see details.layout)",
+            "preprocessing": {"kind": "none"}, "details": {"layout_version": LAYOUT_VERSION, "layout": list(LAYOUT)},
+            "spec": None}  # no spec: `ptg restore` must read these priors from a store (--priors)
+
+
+def default_degradation_store(views: str, dtype: str) -> Path:
+    from ..store import cache_root
+
+    return cache_root() / "priors" / f"degradation-{layout_fingerprint()[12:28]}-{views.replace(':', '')}-{dtype}.zarr"
+
+
+def extract_degradation_priors(
+    manifest: Any,
+    *,
+    out: str | Path | None = None,
+    views: str = "identity",
+    dtype: str = "float16",
+    split: str | None = None,
+    root: str | Path | None = None,
+    rows_per_shard: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    on_plan: Callable[[Any], None] | None = None,
+) -> Any:
+    """Write the degradation prior of every manifest row into a priors store (resumable).
+
+    Args and return value as `ptg.pipeline.extract.extract_priors` (an `ExtractSummary`); there is
+    no encoder, batch or worker option, and every view holds the same vector.
+
+    Raises:
+        PtgError: rows without a usable degradation record (all listed with their lines), two rows
+            with the same image bytes but different records, an incompatible or locked store.
+    """
+    from .. import __version__
+    from ..extract import ExtractPlan, ExtractSummary, _library_versions
+    from ..manifest import Manifest, load_manifest
+    from ..store import (allocate_shards, create_or_open_store, read_commits, sample_keys, store_nbytes, update_metadata,
+                         write_shard, writer_lock)
+    from ..views import parse_views
+
+    t0 = time.perf_counter()
+    if dtype not in ("float16", "float32"):
+        raise PtgError(f"--dtype {dtype!r} is not supported; use float16 or float32")
+    view_names = parse_views(views)
+    m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, root=root)
+    samples = m.split(split) if split else list(m.samples)
+    if not samples:
+        raise PtgError(f"manifest {m.path} has no rows in split {split!r}")
+    vectors, problems = [], []
+    for s in samples:
+        try:
+            vectors.append(degradation_vector(s.extra))
+        except PtgError as exc:
+            problems.append(f"  line {s.line} (id {s.id!r}): {exc}")
+    if problems:
+        raise PtgError(f"{len(problems)} row(s) of {m.path} have no usable degradation record; nothing was written:\n"
+                       + "\n".join(problems[:20]) + ("\n  ..." if len(problems) > 20 else ""))
+    keys = sample_keys(samples)
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        j = first.setdefault(k, i)
+        if j != i and not np.array_equal(vectors[i], vectors[j]):
+            raise PtgError(f"rows {samples[j].id!r} (line {samples[j].line}) and {samples[i].id!r} (line {samples[i].line}) "
+                           "have the same image bytes but different degradation records; a store row cannot hold both")
+    store = Path(out).expanduser() if out is not None else default_degradation_store(views, dtype)
+    meta_in = {"kind": "ptg-priors", "encoder": encoder_metadata(), "fingerprint": layout_fingerprint(),
+               "random_init": False, "dim": DIM, "views_spec": views, "views": list(view_names), "dtype": dtype,
+               "package_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               "libraries": _library_versions()}
+    with writer_lock(store):
+        meta = create_or_open_store(store, meta_in, rows_per_shard)
+        rows = int(meta["rows_per_shard"])
+        have = {k for rec in read_commits(store).values() for k in rec["keys"]}
+        todo = [i for k, i in first.items() if k not in have]
+        groups = [todo[i : i + rows] for i in range(0, len(todo), rows)]
+        shard_ids = allocate_shards(store, len(groups)) if groups else []
+        if on_plan is not None:
+            on_plan(ExtractPlan(store, len(samples), len(first), len(first) - len(todo), len(todo), [], len(groups)))
+        for sid, group in zip(shard_ids, groups):
+            block = np.stack([vectors[i] for i in group])[:, None, :].repeat(len(view_names), axis=1)  # [n, V, D]
+            write_shard(store, sid, [keys[i] for i in group], block)
+            if on_progress:
+                on_progress(len(group))
+        seconds = time.perf_counter() - t0
+        run = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "manifest": str(m.path), "samples": len(samples),
+               "computed": len(todo), "reused": len(first) - len(todo), "skipped": 0, "seconds": round(seconds, 3),
+               "host": socket.gethostname(), "package_version": __version__}
+        update_metadata(store, runs=(list(meta.get("runs", [])) + [run])[-100:], updated=run["time"])
+    return ExtractSummary(store, len(samples), len(first), len(todo), len(first) - len(todo), [],
+                          time.perf_counter() - t0, store_nbytes(store), layout_fingerprint(), False, "degradation",
+                          view_names, DIM)
+
+
+def fields_of(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """The recorded degradation fields of a row, flattened for probes: task, blur kind, numerics (raw)."""
+    deg = extra.get("degradation") if isinstance(extra.get("degradation"), Mapping) else {}
+    out: dict[str, Any] = {"task": row_task(extra)}
+    if deg.get("kind") is not None:
+        out["blur_kind"] = deg["kind"]
+    for f in NUMERIC:
+        key = next((k for k in f.sources if deg.get(k) is not None), None)
+        if key is not None and isinstance(deg[key], (int, float)) and not isinstance(deg[key], bool):
+            out[f.name] = 2.0 * float(deg[key]) if key == "radius" else float(deg[key])
+    return out
+
+
+__all__ = ["DIM", "LAYOUT", "LAYOUT_VERSION", "TASKS", "BLUR_KINDS", "degradation_vector", "extract_degradation_priors",
+           "fields_of", "layout_fingerprint", "row_task"]
