@@ -170,7 +170,7 @@ def ptg(*args: str, threads: int = 1) -> None:
 
 def build_data(work: Path, budget: Budget, task: str) -> Path:
     """The task's manifest: every component degradation of every photo, ids ``<component>/<photo>``."""
-    from ptg.pipeline.manifest import load_manifest, write_manifest
+    from ptg.pipeline.manifest import id_from_parts, load_manifest, write_manifest
     from ptg.pipeline.samples import collect_photos
     from ptg.pipeline.synth import synthesize
 
@@ -192,7 +192,7 @@ def build_data(work: Path, budget: Budget, task: str) -> Path:
             deg = {"task": synth_task, **s.extra["degradation"]}
             if "kernel" in deg:
                 deg["kernel"] = f"{prefix}/{deg['kernel']}"
-            rows.append({"id": f"{prefix}/{s.id}", "input": s.input, "target": s.target, "split": s.split, "task": task,
+            rows.append({"id": id_from_parts(prefix, s.id), "input": s.input, "target": s.target, "split": s.split, "task": task,
                          "photo": s.id, "degradation": deg})
     return write_manifest(manifest, rows)
 

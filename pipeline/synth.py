@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from .errors import PtgError
 from .imageio import is_image_file, read_image, to_uint8, write_image
-from .manifest import SPLITS, write_manifest
+from .manifest import SPLITS, id_from_parts, write_manifest
 
 Task = Literal["denoise", "lowlight", "blur", "jpeg", "allinone"]
 TASKS = ("denoise", "lowlight", "blur", "jpeg", "allinone")
@@ -220,7 +220,7 @@ def synthesize(
     files = list_images(src)
     rows = []
     for path in files:
-        sid = path.relative_to(src).with_suffix("").as_posix()
+        sid = id_from_parts(path.relative_to(src).with_suffix("").as_posix())
         sp = split_of(sid)
         if sp not in SPLITS:
             raise PtgError(f"split {sp!r} for {sid} is not one of {', '.join(SPLITS)}")
