@@ -153,3 +153,14 @@ def build_network(name: str, args: dict[str, Any], state_dict: dict[str, Any] | 
         except RuntimeError as exc:
             raise PtgError(f"the recorded weights do not fit {name!r} with args {args}: {str(exc).splitlines()[0]}") from exc
     return net
+
+
+def load_for_inference(path_or_run_dir: str | Path, device: str | torch.device = "cpu"):
+    """Deprecated: use `ptg.ptgrm.infer.Restorer.load`. Kept for `benchmarks/reproduce.py`, which
+    reads ``.baseline`` / ``.refiner`` (F and R) of the result."""
+    from types import SimpleNamespace
+
+    from ..infer import Restorer
+
+    r = Restorer.load(path_or_run_dir, device)
+    return SimpleNamespace(baseline=r.f, refiner=r.r, restorer=r)
