@@ -151,19 +151,22 @@ def validate(nets: Restorer, ds: ValDataset, d: Dist, device: torch.device, amp_
              ) -> dict[str, float]:
     """Mean PSNR/SSIM (the same `ptg.pipeline.metrics` as `ptg eval`) of the final output and of F.
 
-    The forward is `Restorer.restore` on the raw priors, exactly as `ptg eval` runs it.
+    The forward is `Restorer.restore` on the raw priors, padded as `ptg eval` pads (to the
+    models' multiple, `run_padded_tiled`): the same numbers as `ptg eval` before its uint8 rounding.
     """
     from ptg.pipeline.metrics import psnr, ssim
+
+    from ..infer import run_padded_tiled
 
     was = nets.training
     nets.eval()
     sums = [0.0, 0.0, 0.0, 0.0, 0.0]  # psnr, ssim, psnr_f, ssim_f, count
     for i in range(d.rank, len(ds), d.world):
         item = ds[i]
-        x = item["x"].unsqueeze(0).to(device)
         raw = [p.unsqueeze(0) for p in item["priors"]] or None
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            ihat, out = nets.restore(x, raw)
+            ihat, out = run_padded_tiled(lambda t: nets.restore(t, raw), item["x"].unsqueeze(0), nets.multiple,
+                                         device=device)
         y = item["y"].permute(1, 2, 0).numpy()
         final = (out if out is not None else ihat)[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
         fimg = ihat[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
