@@ -180,3 +180,18 @@ def test_config_merge_is_deep_and_old_l2_key_is_read(tmp_path):
 
     with pytest.raises(PtgError, match="contradicts"):
         resolve(sets=["priors.l2_normalize=true", "priors.normalize=standardize"])
+
+
+def test_resume_from_run_config_never_imports_a_named_user_network(tmp_path):
+    from ptg.pipeline.errors import PtgError
+    from ptg.ptgrm.models import uses_priors
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: {baseline: 'os:system'}\n")
+    with pytest.raises(PtgError, match="add --baseline os:system"):
+        resolve(overrides={"out": str(run), "resume": True})
+    cfg = resolve(overrides={"out": str(run), "resume": True, "model": {"baseline": "os:system"}})
+    assert cfg.model.baseline == "os:system"  # named on the command line: the user's choice
+    assert uses_priors("ptgrm") and not uses_priors("ptgrm-large") and not uses_priors("ptgrm", prior_mode="none")
+    assert uses_priors("unet-f") and not uses_priors("unet") and not uses_priors("pkg.mod:Net")
