@@ -41,7 +41,16 @@ def derangement(n: int, seed: int) -> np.ndarray:
 
 
 def _l2(g: Tensor) -> Tensor:
-    return g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    """Each row divided by its L2 norm (at least 1e-12).
+
+    The norm is numpy's float32 ``sqrt(dot(v, v))`` (BLAS sdot), the numerics every run so far
+    was trained with: torch's own reductions sum in another order and differ in the last bit for
+    most vectors, which would change the trained weights of otherwise identical runs.
+    """
+    v = g.detach().to("cpu", torch.float32).numpy()
+    norms = np.array([max(float(np.sqrt(np.dot(row, row))), 1e-12) for row in v.reshape(-1, v.shape[-1])],
+                     dtype=np.float32).reshape(*v.shape[:-1], 1)
+    return g / torch.from_numpy(norms).to(g.device)
 
 
 @dataclass
