@@ -134,6 +134,8 @@ def uses_priors(name: str, **overrides: Any) -> bool:
     Restorers never do, "-f" networks always do, a refiner answers through its config's
     ``uses_priors`` (PTG-RM: not for ``large`` or ``prior_mode="none"``).
     """
+    if ":" in name:
+        return False  # a user network is a restorer F; its options are its constructor's, not a config
     kind = model_kind(name)
     if kind != "refiner":
         return kind == "feature-refiner"

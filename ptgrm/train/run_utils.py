@@ -122,8 +122,10 @@ class StopSignals:
 
 
 def worker_init(worker_id: int) -> None:
-    """DataLoader workers leave SIGINT to the trainer, which stops after the step it is in."""
+    """DataLoader workers leave SIGINT/SIGTERM (sent to the whole process group by Ctrl-C or a
+    job queue) to the trainer, which stops after the step it is in and then ends them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def is_legacy_run(folder: Path) -> bool:

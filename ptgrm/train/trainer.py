@@ -21,6 +21,7 @@ finish the current step, save ``last.pt`` and raise `Interrupted` (exit 130/143)
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 import shutil
 import time
 import warnings
@@ -74,17 +75,9 @@ def train(config: TrainConfig, on_progress: Callable[..., None] | None = None, f
     out = Path(config.out)
     if d.main:
         fsio.claim_out_dir(out, "run", force, legacy=is_legacy_run)
-    lock = fsio.exclusive_lock(out / "train.lock", f"the run folder {out}") if d.main else _nothing()
+    lock = fsio.exclusive_lock(out / "train.lock", f"the run folder {out}") if d.main else nullcontext()
     with lock, StopSignals() as stop:
         return _Run(config, d, progress_caller(on_progress), stop).execute()
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 class _Run:
@@ -153,8 +146,9 @@ class _Run:
         from ptg.pipeline.store import open_priors
         from ptg.ptgrm.models import uses_priors
 
-        f_needs = uses_priors(cfg.model.baseline, **cfg.model.baseline_args) if ":" not in cfg.model.baseline else False
-        self.needs_priors = f_needs or (cfg.mode != "baseline" and uses_priors(cfg.model.refiner, **cfg.model.refiner_args))
+        # asked once, of the models' configs: does F (a "-f" network) or R take priors?
+        self.needs_priors = (uses_priors(cfg.model.baseline, **cfg.model.baseline_args)
+                             or (cfg.mode != "baseline" and uses_priors(cfg.model.refiner, **cfg.model.refiner_args)))
         if self.needs_priors and not cfg.data.priors:
             raise PtgError(f"mode {cfg.mode} needs priors: pass --priors STORE (made by `ptg extract-priors`), "
                            "or train F alone with --mode baseline")
