@@ -68,8 +68,7 @@ def eval_command(
 
 
 def _score_pred(pred: Path, manifest: Path | None, root: Path | None, out: Path | None, split: str, settings) -> None:
-    import json
-
+    from ptg.pipeline.fsio import atomic_write_json
     from ptg.pipeline.manifest import load_manifest
     from ptg.ptgrm.evaluate import score_predictions
 
@@ -82,8 +81,7 @@ def _score_pred(pred: Path, manifest: Path | None, root: Path | None, out: Path 
     samples = load_manifest(manifest, root).split(split)
     with progress_bar(len(samples), "scoring", unit="img") as advance:
         result = score_predictions(pred, samples, settings, on_progress=advance)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out, result)
     m = result["mean"]
     extra = f", LPIPS {m['lpips']:.4f}" if "lpips" in m else ""
     console.print(f"{len(samples)} image(s): PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}{extra} -> {out}", highlight=False)

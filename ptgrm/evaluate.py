@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ptg.pipeline.errors import PtgError
-from ptg.pipeline.fsio import atomic_write_json
+from ptg.pipeline.fsio import atomic_write_json, atomic_write_text
 from ptg.pipeline.imageio import read_image, to_uint8, write_image
 from ptg.pipeline.manifest import Sample
 from ptg.pipeline.metrics import psnr, ssim
@@ -344,7 +344,7 @@ def _write_outputs(out_dir: Path, result: dict[str, Any], names: tuple[str, ...]
     opts = result["options"]
     caption = settings_caption(settings, result["n_scored"], info.get("dataset", ""), opts["tile"], opts["overlap"], has_refiner)
     labels = table_labels(info)
-    (out_dir / "table.md").write_text(paper_table(result["mean"], labels, caption), encoding="utf-8")
+    atomic_write_text(out_dir / "table.md", paper_table(result["mean"], labels, caption))
 
 
 def table_labels(info: dict[str, Any]) -> dict[str, str]:
