@@ -195,3 +195,15 @@ def test_resume_from_run_config_never_imports_a_named_user_network(tmp_path):
     assert cfg.model.baseline == "os:system"  # named on the command line: the user's choice
     assert uses_priors("ptgrm") and not uses_priors("ptgrm-large") and not uses_priors("ptgrm", prior_mode="none")
     assert uses_priors("unet-f") and not uses_priors("unet") and not uses_priors("pkg.mod:Net")
+
+
+def test_every_arm_can_train_with_the_store_views(data, tmp_path):
+    root, manifest = tmp_path, data["manifest"]
+    store = make_store(root / "flips.zarr", manifest, dim=8, views="flips")
+    base = {"mode": "baseline", "steps": 1, "data": {"manifest": str(manifest)}}
+    final = train(resolve(overrides={**base, "out": str(root / "a"), "data": {**base["data"], "priors": [str(store)]}},
+                          sets=TINY))
+    assert final["augment"] == ["identity", "hflip", "vflip", "hvflip"] and final["prior_dims"] == []
+    with pytest.warns(UserWarning, match="no priors store is given: training crops use the identity view only"):
+        final = train(resolve(overrides={**base, "out": str(root / "b")}, sets=TINY))
+    assert final["augment"] == ["identity"]
