@@ -233,7 +233,6 @@ class _Run:
         if not s.nets.train_f:
             s.f.eval()  # a frozen F keeps its inference behaviour (norm statistics, dropout off)
         self.window = _new_window()
-        self.row: dict[str, Any] = {}
         self.final_row: dict[str, Any] = {}
 
     # -- the loop
@@ -320,16 +319,30 @@ class _Run:
                 f"The state before the stop is in {path}")
 
     def maybe_validate(self) -> None:
+        """Every ``run.val_every`` steps (the final validation is in `finish`); best.pt if selection is on."""
         cfg, s = self.cfg, self.state
-        self.row = self.log_row() if s.step % cfg.run.log_every == 0 or s.step == cfg.steps else {}
+        self.val_row = {}
         if self.val_ds is None or not cfg.run.val_every or s.step % cfg.run.val_every or s.step >= cfg.steps:
             return
+        t0 = time.perf_counter()
         s.last_val = validate(s.eval_nets(), self.val_ds, self.d, self.device, self.amp_dtype)
-        self.row = {"step": s.step, "epoch": self.epoch, **self.row, **{f"val_{k}": v for k, v in s.last_val.items()}}
+        self.window["t0"] += time.perf_counter() - t0  # sec_per_step counts training only
+        self.val_row = {f"val_{k}": v for k, v in s.last_val.items()}
         if update_best(s.best, s.last_val, s.step):
             self.save(self.out / "checkpoints" / "best.pt")
 
-    def log_row(self) -> dict[str, Any]:
+    def maybe_log(self) -> None:
+        """A log.csv/TensorBoard row every ``run.log_every`` steps and with each validation."""
+        s = self.state
+        row = self.train_row() if s.step % self.cfg.run.log_every == 0 or s.step == self.cfg.steps else {}
+        if self.val_row:
+            row = {"step": s.step, "epoch": self.epoch, **row, **self.val_row}
+        if row and s.step == self.cfg.steps and self.val_ds is not None:
+            self.final_row = row  # written with the final validation, as one row
+        elif row:
+            self.logs.write(row)
+
+    def train_row(self) -> dict[str, Any]:
         """The training row of the steps since the last one (all-reduced over ranks)."""
         w, s = self.window, self.state
         v = all_sum([w["loss"], w["loss_f"], w["loss_r"], w["n"], w["skipped"], w["gnorm"]], self.d, self.device)
@@ -342,12 +355,6 @@ class _Run:
             row["grad_norm"] = v[5] / n
         self.window = _new_window()
         return row
-
-    def maybe_log(self) -> None:
-        if self.row and self.state.step == self.cfg.steps and self.val_ds is not None:
-            self.final_row = self.row  # written with the final validation, as one row
-        elif self.row:
-            self.logs.write(self.row)
 
     def maybe_save(self) -> None:
         run, step = self.cfg.run, self.state.step
