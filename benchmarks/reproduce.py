@@ -284,10 +284,10 @@ def prepare(work: Path, budget: Budget, tasks: list[str]) -> dict:
 
 
 def load_run_for_inference(run_dir: Path):
-    """The one place this script loads a trained run (H11's merge may rename it to a `Restorer`)."""
-    from ptg.ptgrm.train.checkpoint import load_for_inference
+    """The one place this script loads a trained run: its last checkpoint (never one picked on test)."""
+    from ptg.ptgrm.infer import Restorer
 
-    return load_for_inference(run_dir / "checkpoints" / "last.pt")
+    return Restorer.load(run_dir / "checkpoints" / "last.pt")
 
 
 def train_args(work: Path, budget: Budget, task: str, arm: Arm, seed: int, out: Path, prep: dict) -> list[str]:
@@ -370,7 +370,7 @@ def run_one(work: Path, budget: Budget, task: str, arm: Arm, seed: int, prep: di
     return {"name": name, "task": task, "f": TASKS[task][1], "arm": arm.name, "seed": seed, "mode": arm.mode,
             "priors": list(arm.priors), "control": arm.control, "normalize": (arm.normalize or budget.normalize) if arm.priors else None,
             "refiner": arm.refiner if arm.priors else None, "steps": final["step"], "seconds": final.get("seconds"),
-            "digest": final.get("digest"), "params": {"f": count(bundle.baseline), "refiner": count(bundle.refiner)},
+            "digest": final.get("digest"), "params": {"f": count(bundle.f), "refiner": count(bundle.r)},
             "config": yaml.safe_load((out / "config.yaml").read_text()), "curve": _curve(out),
             "test": per_level(metrics, levels, which), "test_f": per_level(metrics, levels, "baseline"), "wrong": wrong}
 

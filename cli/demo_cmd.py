@@ -44,7 +44,7 @@ def demo(
             console.print(f"[dim]run {run} is finished; kept[/]")
             continue
         argv = ["train", "--preset", "samples", "--manifest", str(manifest), "--mode", mode, "--steps", str(steps),
-                "--seed", str(seed), "--out", str(run)]
+                "--seed", str(seed), "--out", str(run), "--set", "data.augment=flips"]  # same views in both runs
         if mode == "joint":
             argv += ["--priors", str(store)]
         if (run / "checkpoints" / "last.pt").is_file():

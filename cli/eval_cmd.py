@@ -26,8 +26,8 @@ def _settings(crop_border: int, y_channel: bool, matlab_round_y: bool, lpips: bo
 
 
 def eval_command(
-    run: Annotated[Optional[Path], typer.Option("--run", help="Run folder of `ptg train` (uses checkpoints/best.pt, else last.pt).")] = None,
-    ckpt: Annotated[Optional[Path], typer.Option("--ckpt", help="A checkpoint file (instead of --run).")] = None,
+    run: Annotated[Optional[Path], typer.Option("--run", help="Run folder of `ptg train` (uses checkpoints/best.pt, else last.pt; says which).")] = None,
+    ckpt: Annotated[Optional[Path], typer.Option("--ckpt", help="A checkpoint file or a `ptg export` folder (instead of --run).")] = None,
     pred: Annotated[Optional[Path], typer.Option("--pred", help="Score existing outputs DIR/<id>.png instead of running a model.")] = None,
     manifest: Annotated[Optional[Path], typer.Option("--manifest", "-m", help="Manifest of the test images (default: the run's).")] = None,
     root: RootOpt = None,
@@ -46,7 +46,7 @@ def eval_command(
     no_images: Annotated[bool, typer.Option("--no-images", help="Do not write the restored images.")] = False,
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="Test-set name in tables (default: the manifest's file name).")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Name of this evaluation in reports (default: the run folder's name).")] = None,
-    device: Annotated[str, typer.Option("--device", help="Torch device: cpu | cuda | cuda:N.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help="Torch device: auto (CUDA if present) | cpu | cuda | cuda:N.")] = "auto",
 ) -> None:
     """Evaluate F and F + PTG-RM on a test split, or score existing outputs with --pred.
 
@@ -68,8 +68,7 @@ def eval_command(
 
 
 def _score_pred(pred: Path, manifest: Path | None, root: Path | None, out: Path | None, split: str, settings) -> None:
-    import json
-
+    from ptg.pipeline.fsio import atomic_write_json
     from ptg.pipeline.manifest import load_manifest
     from ptg.ptgrm.evaluate import score_predictions
 
@@ -82,8 +81,7 @@ def _score_pred(pred: Path, manifest: Path | None, root: Path | None, out: Path 
     samples = load_manifest(manifest, root).split(split)
     with progress_bar(len(samples), "scoring", unit="img") as advance:
         result = score_predictions(pred, samples, settings, on_progress=advance)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out, result)
     m = result["mean"]
     extra = f", LPIPS {m['lpips']:.4f}" if "lpips" in m else ""
     console.print(f"{len(samples)} image(s): PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}{extra} -> {out}", highlight=False)
@@ -106,49 +104,55 @@ def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | 
                 dataset: str | None, name: str | None, device: str, console) -> None:
     from ptg.pipeline.manifest import load_manifest
     from ptg.ptgrm.evaluate import EvalOptions, evaluate
-    from ptg.ptgrm.infer import StorePriors, check_tiling, required_multiple
-    from ptg.ptgrm.train.checkpoint import load_for_inference
+    from ptg.ptgrm.infer import Restorer, StorePriors, check_tiling
+    from ptg.ptgrm.train.run_utils import resolve_device
 
     from .console import progress_bar
 
-    bundle = load_for_inference(source, device=device)
-    data_cfg = bundle.config.get("data", {})
+    dev = str(resolve_device(device))
+    restorer = Restorer.load(source, device=dev)
+    meta = restorer.info
+    console.print(f"scoring {meta['source']} (step {meta['step']}, {meta['weights']} weights)", highlight=False)
+    data_cfg = meta["config"].get("data", {})
     if manifest is None:
         if not data_cfg.get("manifest"):
-            raise PtgError(f"the checkpoint {bundle.path} records no manifest; pass --manifest M")
+            raise PtgError(f"{meta['source']} records no manifest; pass --manifest M")
         manifest = Path(data_cfg["manifest"])
         root = root or (Path(data_cfg["root"]) if data_cfg.get("root") else None)
     if out is None:
         if not is_run:
             raise PtgError("with --ckpt, give --out DIR for the evaluation's outputs")
         out = source / "eval"
-    multiple = required_multiple(bundle.baseline, bundle.refiner)
+    multiple = restorer.multiple
     check_tiling(tile, overlap, multiple)
     samples = load_manifest(manifest, root).split(split)
     if not samples:
         raise PtgError(f"the manifest {manifest} has no {split!r} rows; choose another --split")
-    prior_source = StorePriors(bundle.priors, priors) if bundle.uses_priors and bundle.config.get("priors", {}).get("control") != "zero" else None
-    model_cfg = bundle.config.get("model", {})
-    run_dir = bundle.path.parent.parent if bundle.path.parent.name == "checkpoints" else bundle.path.parent
+    prior_source = StorePriors(meta["priors"], priors) if restorer.needs_priors else None
+    src = Path(meta["source"])
+    run_dir = src.parent.parent if src.parent.name == "checkpoints" else src
     info = {
         "name": name or run_dir.name,
         # a manifest called manifest.jsonl is named by its folder (as `ptg data samples` writes it)
         "dataset": dataset or (manifest.resolve().parent.name if manifest.stem == "manifest" else manifest.stem),
-        "baseline": model_cfg.get("baseline", type(bundle.baseline).__name__),
-        "refiner": model_cfg.get("refiner") if bundle.refiner is not None else None,
-        "prior": _prior_label(bundle.priors) if bundle.uses_priors else None,
-        "mode": bundle.mode,
-        "checkpoint": str(bundle.path),
-        "step": bundle.step,
+        "baseline": meta["baseline"]["name"],
+        "refiner": meta["refiner"]["name"] if restorer.r is not None else None,
+        "prior": _prior_label(meta["priors"]) if restorer.uses_priors else None,
+        "prior_transform": restorer.transform.describe() if restorer.uses_priors else None,
+        "mode": meta["mode"],
+        "checkpoint": meta["source"],
+        "weights": meta["weights"],
+        "step": meta["step"],
         "manifest": str(manifest),
         "split": split,
-        "priors": [str(p) for p in priors] if priors else [str(e["path"]) for e in bundle.priors],
+        "priors": [str(p) for p in priors] if priors else [str(e["path"]) for e in meta["priors"]],
     }
-    options = EvalOptions(tile=tile, overlap=overlap, save_images=save_images, grids=grids, device=device)
+    options = EvalOptions(tile=tile, overlap=overlap, save_images=save_images, grids=grids, device=dev)
     with progress_bar(len(samples), f"eval {info['name']}", unit="img") as advance:
-        result = evaluate(bundle.restore, samples, out, settings=settings, options=options, priors_for=prior_source,
-                          info=info, multiple=multiple, on_progress=advance)
+        result = evaluate(restorer, samples, out, settings=settings, options=options, priors_for=prior_source,
+                          info=info, on_progress=advance)
     console.print((out / "table.md").read_text(encoding="utf-8"), highlight=False, markup=False)
     console.print(f"wrote {out}/metrics.json, per_image.csv, table.md"
                   + (", images/" if save_images else "") + (", grids/" if grids else "")
-                  + f" ({result['n_images']} image(s), {result['n_scored']} scored)", highlight=False)
+                  + f" ({result['n_images']} image(s), {result['n_scored']} scored; checkpoint {meta['source']})",
+                  highlight=False)

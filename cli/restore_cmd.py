@@ -10,14 +10,14 @@ from ptg.pipeline.errors import PtgError
 
 
 def restore_command(
-    ckpt: Annotated[Path, typer.Option("--ckpt", help="Checkpoint file or run folder of `ptg train`.")],
+    ckpt: Annotated[Path, typer.Option("--ckpt", help="Checkpoint file or run folder of `ptg train`, or a `ptg export` folder.")],
     input: Annotated[Path, typer.Option("--input", "-i", help="An image file or a folder of images.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the restored images (<name>.png).")],
     priors: Annotated[Optional[list[Path]], typer.Option("--priors", help="Priors store(s) holding these images; default: compute the priors with the checkpoint's encoder (needs the extract extra).")] = None,
     tile: Annotated[Optional[int], typer.Option("--tile", help="Tiled inference with this tile side, for large images.")] = None,
     overlap: Annotated[int, typer.Option("--overlap", help="Overlap between tiles, in pixels.")] = 32,
     save_baseline: Annotated[bool, typer.Option("--save-baseline", help="Also write F's output to OUTPUT/baseline/.")] = False,
-    device: Annotated[str, typer.Option("--device", help="Torch device: cpu | cuda | cuda:N.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help="Torch device: auto (CUDA if present) | cpu | cuda | cuda:N.")] = "auto",
 ) -> None:
     """Restore images with F + PTG-RM (F alone for a baseline run).
 
@@ -25,8 +25,8 @@ def restore_command(
     computed with the encoder recorded in the checkpoint (its weights must be available here).
     """
     from ptg.pipeline.imageio import is_image_file, read_image, write_image
-    from ptg.ptgrm.infer import EncoderPriors, StorePriors, check_tiling, image_to_tensor, required_multiple, run_padded_tiled, tensor_to_image
-    from ptg.ptgrm.train.checkpoint import load_for_inference
+    from ptg.ptgrm.infer import EncoderPriors, Restorer, StorePriors, check_tiling, image_to_tensor, priors_by_index, run_padded_tiled, tensor_to_image
+    from ptg.ptgrm.train.run_utils import resolve_device
 
     from .console import console, progress_bar
 
@@ -45,24 +45,27 @@ def restore_command(
     if input.is_dir() and output.resolve() == input.resolve():
         raise PtgError("--output must differ from --input, so that no input is overwritten")
 
-    bundle = load_for_inference(ckpt, device=device)
-    multiple = required_multiple(bundle.baseline, bundle.refiner)
+    dev = str(resolve_device(device))
+    restorer = Restorer.load(ckpt, device=dev)
+    multiple = restorer.multiple
     check_tiling(tile, overlap, multiple)
     source = None
-    if bundle.uses_priors and bundle.config.get("priors", {}).get("control") != "zero":
-        source = StorePriors(bundle.priors, priors) if priors else EncoderPriors(bundle.priors, device)
+    if restorer.needs_priors:
+        entries = restorer.info["priors"]
+        source = StorePriors(entries, priors) if priors else EncoderPriors(entries, dev)
         how = "from --priors" if priors else "computed with the recorded encoder"
-        console.print(f"priors {how}", highlight=False)
+        console.print(f"priors {how} ({restorer.transform.describe()})", highlight=False)
+    prior_of = priors_by_index(restorer, source, files, read_image)
     output.mkdir(parents=True, exist_ok=True)
     with progress_bar(len(files), "restore", unit="img") as advance:
-        for path in files:
+        for i, path in enumerate(files):
             img = read_image(path)
-            g = source(path, img) if source is not None else None
-            f_out, r_out = run_padded_tiled(lambda t: bundle.restore(t, g), image_to_tensor(img), multiple, tile, overlap, device)
+            g = prior_of(i, img)
+            f_out, r_out = run_padded_tiled(lambda t: restorer.restore(t, g), image_to_tensor(img), multiple, tile, overlap, dev)
             final = r_out if r_out is not None else f_out
             write_image(output / f"{path.stem}.png", tensor_to_image(final))
             if save_baseline and r_out is not None:
                 write_image(output / "baseline" / f"{path.stem}.png", tensor_to_image(f_out))
             advance(1)
-    what = "F + PTG-RM" if bundle.refiner is not None else "F"
+    what = "F + PTG-RM" if restorer.r is not None else "F"
     console.print(f"restored {len(files)} image(s) with {what} -> {output}", highlight=False)

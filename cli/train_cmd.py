@@ -58,6 +58,7 @@ def train(
     allow_missing_priors: Annotated[bool, typer.Option("--allow-missing-priors", help="Drop rows without a prior instead of failing.")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any config key: section.key=value (repeatable), e.g. --set run.threads=1.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Write into an existing --out folder that is not a ptg run.")] = False,
 ) -> None:
     """Train from cached priors; the foundation model is never loaded.
 
@@ -112,10 +113,10 @@ def train(
 
     main = int(os.environ.get("RANK", "0")) == 0
     if quiet or not main:
-        final = run_training(cfg)
+        final = run_training(cfg, force=force)
     else:
         with progress_bar(cfg.steps, f"train ({cfg.mode})", unit="it") as advance:
-            final = run_training(cfg, on_progress=advance)
+            final = run_training(cfg, on_progress=advance, force=force)
     if main:
         val = final.get("val") or {}
         shown = " ".join(f"{k}={v:.4f}" for k, v in val.items())

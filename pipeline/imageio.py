@@ -12,13 +12,13 @@ Policy (every stage goes through these functions, so it holds everywhere):
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import PtgError
+from .fsio import file_sha256  # noqa: F401  (re-exported: the key of an image's row in a priors store)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".npy")
 _TIFF = (".tif", ".tiff")
@@ -26,15 +26,6 @@ _TIFF = (".tif", ".tiff")
 
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes: the key of an image's row in a priors store."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _decode_tiff(path: Path) -> np.ndarray:

@@ -19,7 +19,6 @@ targets, with no model.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -29,6 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ptg.pipeline.errors import PtgError
+from ptg.pipeline.fsio import atomic_write_json, atomic_write_text
 from ptg.pipeline.imageio import read_image, to_uint8, write_image
 from ptg.pipeline.manifest import Sample
 from ptg.pipeline.metrics import psnr, ssim
@@ -239,8 +239,9 @@ def evaluate(
     """Run F and F + R over ``samples`` and write every output (see the module docstring).
 
     Args:
-        restore: ``restore(x[1,3,H,W], priors) -> (F(x), R(F(x), x, g) or None)``, e.g.
-            ``InferenceBundle.restore``.
+        restore: a `ptg.ptgrm.infer.Restorer` (its prior control is applied over ``samples``:
+            under shuffle each image gets another's prior, as in validation; its ``multiple``
+            is used), or any ``restore(x[1,3,H,W], priors) -> (F(x), R(F(x), x, g) or None)``.
         samples: rows to evaluate, in order; rows without a target are restored, not scored.
         out_dir: output folder (created).
         settings: metric conventions.
@@ -256,7 +257,7 @@ def evaluate(
         The metrics.json content: ``{"kind", "info", "settings", "options", "n_images",
         "n_scored", "mean": {"baseline", "ptgrm", "delta"}, "images": [...]}``.
     """
-    from .infer import image_to_tensor, run_padded_tiled, tensor_to_image
+    from .infer import Restorer, image_to_tensor, priors_by_index, run_padded_tiled, tensor_to_image
     from .report import make_grid
 
     if not samples:
@@ -267,9 +268,15 @@ def evaluate(
     scorer = Scorer(settings, options.device)
     images: list[dict[str, Any]] = []
     has_refiner = False
+    if isinstance(restore, Restorer):
+        multiple = restore.multiple
+        prior_of = priors_by_index(restore, priors_for, [s.input for s in samples], read_image)
+        restore = restore.restore
+    else:
+        prior_of = lambda i, img: priors_for(samples[i].input, img) if priors_for else None  # noqa: E731
     for i, s in enumerate(samples):
         x = read_image(s.input)
-        g = priors_for(s.input, x) if priors_for is not None else None
+        g = prior_of(i, x)
         t0 = time.perf_counter()
         outs = run_padded_tiled(lambda t: restore(t, g), image_to_tensor(x), multiple, options.tile, options.overlap, options.device)
         seconds = time.perf_counter() - t0
@@ -332,14 +339,12 @@ def _write_outputs(out_dir: Path, result: dict[str, Any], names: tuple[str, ...]
                 vals += [_num(p[n] - b[n]) if n in p and n in b else "" for n in names]
             vals.append(r["seconds"])
             w.writerow(vals)
-    tmp = out_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out_dir / "metrics.json")  # a reader (ptg report) never sees half a file
+    atomic_write_json(out_dir / "metrics.json", result)  # a reader (ptg report) never sees half a file
     settings = MetricSettings(**result["settings"])
     opts = result["options"]
     caption = settings_caption(settings, result["n_scored"], info.get("dataset", ""), opts["tile"], opts["overlap"], has_refiner)
     labels = table_labels(info)
-    (out_dir / "table.md").write_text(paper_table(result["mean"], labels, caption), encoding="utf-8")
+    atomic_write_text(out_dir / "table.md", paper_table(result["mean"], labels, caption))
 
 
 def table_labels(info: dict[str, Any]) -> dict[str, str]:

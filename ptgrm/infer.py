@@ -39,13 +39,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ptg.pipeline.errors import PtgError
+
+from .priors import PriorTransform
 
 RestoreFn = Callable[[Tensor], "Tensor | Sequence[Tensor | None]"]
 
@@ -171,7 +173,7 @@ def tensor_to_image(t: Tensor):
 
 # ---------------------------------------------------------------------------------------------
 # Where the priors g come from at inference. Both return raw vectors as the store holds them;
-# `InferenceBundle.restore` applies the run's own prior handling (L2 normalisation, controls).
+# `Restorer.restore` applies the run's own prior transform (normalisation, controls).
 
 
 def _store_entries(entries: Sequence[dict]) -> list[dict]:
@@ -210,7 +212,7 @@ class StorePriors:
 
     def __call__(self, path: Path, img=None) -> list[Tensor]:
         """Priors ``[1, D_i]`` of the image file ``path`` (its pixels are not needed)."""
-        from ptg.pipeline.imageio import file_sha256
+        from ptg.pipeline.fsio import file_sha256
 
         key = file_sha256(path)
         out = []
@@ -273,3 +275,155 @@ class EncoderPriors:
                 g = enc.forward(x).float().cpu()  # [1, D]
                 out.append(g.to(getattr(torch, dtype)).float())  # the store's rounding
         return out
+
+
+# ---------------------------------------------------------------------------------------------
+# F -> R with the prior transform: the one forward of training, validation, eval and restore
+
+
+class Restorer(nn.Module):
+    """F and R (or a "-f" F carrying R) with the run's `PriorTransform`.
+
+    One module, so one DistributedDataParallel wrapper syncs both networks in training.
+    `forward` takes transformed priors (training, where the dataset transforms them with its
+    regularisers); `restore` takes raw store vectors and applies the transform (inference).
+
+    Attributes:
+        f: the restoration network F.
+        r: R, or None (F alone, or a "-f" F).
+        f_kind: "restorer" or "feature-refiner" (F takes the priors itself).
+        transform: the prior transform (dims () when no priors are used).
+        train_f: whether F is trained (False in refine mode: F runs under no_grad).
+        info: provenance (source file, step, mode, config, priors stores, which weights).
+    """
+
+    def __init__(self, f: nn.Module, r: nn.Module | None, transform: PriorTransform, f_kind: str = "restorer",
+                 train_f: bool = True, info: dict[str, Any] | None = None):
+        super().__init__()
+        self.f = f
+        self.r = r
+        self.f_kind = f_kind
+        self.transform = transform
+        self.train_f = train_f
+        self.info = dict(info or {})
+
+    @property
+    def uses_priors(self) -> bool:
+        """Whether F or R takes priors at all."""
+        return bool(self.transform.dims) and (self.r is not None or self.f_kind == "feature-refiner")
+
+    @property
+    def needs_priors(self) -> bool:
+        """Whether the images' own raw priors must be supplied (not for the zero/constant controls)."""
+        return self.uses_priors and self.transform.needs_input
+
+    @property
+    def multiple(self) -> int:
+        return required_multiple(self.f, self.r)
+
+    def forward(self, x: Tensor, priors: Sequence[Tensor]) -> tuple[Tensor, Tensor | None]:
+        # x: [B, 3, H, W]; priors: transformed, one [B, D_i] per store -> (Ihat, Ibar or None), [B, 3, H, W]
+        if self.f_kind == "feature-refiner":
+            return self.f(x, list(priors)), None
+        if self.train_f:
+            ihat = self.f(x)
+        else:
+            with torch.no_grad():  # refine mode: F is frozen, R learns on top of its output
+                ihat = self.f(x)
+        if self.r is None:
+            return ihat, None
+        return ihat, self.r(ihat, x, list(priors)).out
+
+    @torch.no_grad()
+    def restore(self, x: Tensor, raw_priors: Sequence[Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
+        """Run F (and R) on a batch.
+
+        Args:
+            x: ``[B, 3, H, W]`` degraded images in [0, 1].
+            raw_priors: raw store vectors, one ``[B, D_i]`` per store (None when unused or for the
+                zero/constant controls); under shuffle, already the other images' priors (see
+                `PriorTransform.order`).
+
+        Returns:
+            (F's output, R's output or None), both ``[B, 3, H, W]``.
+        """
+        device = next(self.f.parameters()).device
+        x = x.to(device)
+        g = self.transform(raw_priors, x.shape[0], device) if self.uses_priors else []
+        return self(x, g)
+
+    # -- loading
+
+    @classmethod
+    def load(cls, source: str | Path, device: str | torch.device = "cpu", prefer: str = "best",
+             trusted: Sequence[str] = ()) -> "Restorer":
+        """From an `ptg export` folder, a run folder (best.pt, else last.pt) or a checkpoint file."""
+        from .export import EXPORT_CONFIG, load_export
+
+        p = Path(source)
+        if p.is_dir() and (p / EXPORT_CONFIG).is_file():
+            return load_export(p, device)
+        return cls.from_checkpoint(p, device, prefer, trusted)
+
+    @classmethod
+    def from_checkpoint(cls, source: str | Path, device: str | torch.device = "cpu", prefer: str = "best",
+                        trusted: Sequence[str] = (), use_ema: bool = True) -> "Restorer":
+        """F (and R) of a `ptg train` checkpoint file or run folder, EMA weights when kept."""
+        from .train.checkpoint import build_network, load_checkpoint, resolve_checkpoint
+
+        path = resolve_checkpoint(source, prefer)
+        ck = load_checkpoint(path)
+        ema = ck.get("ema") or {}
+        f_sd, r_sd, weights = ck["baseline"]["state_dict"], (ck.get("refiner") or {}).get("state_dict"), "raw"
+        if use_ema and ema.get("baseline") is not None and ck["mode"] != "refine":
+            f_sd, weights = ema["baseline"], "ema"
+        if use_ema and ema.get("refiner") is not None:
+            r_sd, weights = ema["refiner"], "ema"
+        f = build_network(ck["baseline"]["name"], ck["baseline"]["args"], f_sd, trusted)
+        r = None if ck.get("refiner") is None else build_network(ck["refiner"]["name"], ck["refiner"]["args"], r_sd, trusted)
+        transform = transform_of(ck)
+        info = {"source": str(path), "step": int(ck["step"]), "mode": ck["mode"], "weights": weights,
+                "config": ck.get("config") or {}, "priors": list(ck.get("priors") or []),
+                "baseline": {k: ck["baseline"][k] for k in ("name", "args", "kind") if k in ck["baseline"]},
+                "refiner": None if r is None else {k: ck["refiner"][k] for k in ("name", "args")}}
+        kind = ck["baseline"].get("kind", "restorer")
+        return cls(f, r, transform, kind, info=info).to(device).eval()
+
+
+def transform_of(ck: dict[str, Any]) -> PriorTransform:
+    """The checkpoint's prior transform (older checkpoints: from their config's priors section)."""
+    if ck.get("prior_transform"):
+        return PriorTransform.from_state_dict(ck["prior_transform"])
+    pcfg = (ck.get("config") or {}).get("priors") or {}
+    dims = tuple(int(p["dim"]) for p in ck.get("priors") or [])
+    normalize = pcfg.get("normalize") or ("l2" if pcfg.get("l2_normalize", True) else "none")
+    control = pcfg.get("control", "real")
+    if control in ("constant",) or normalize == "standardize":
+        raise PtgError("this checkpoint records no prior statistics; it cannot be used with its control/normalisation")
+    return PriorTransform(dims, normalize, control, int((ck.get("config") or {}).get("seed", 0)))
+
+
+def priors_by_index(restorer: Restorer, priors_for: Callable[[Path, Any], list[Tensor]] | None,
+                    paths: Sequence[Path], read: Callable[[Path], Any]) -> Callable[[int, Any], list[Tensor] | None]:
+    """``get(i, pixels_i)``: the raw priors image i of an evaluated set receives under the run's control.
+
+    Under ``shuffle`` image i gets image ``d[i]``'s prior (the seeded derangement over this set,
+    the same as in validation); under zero/constant nothing is read.
+
+    Args:
+        restorer: the model (its transform decides).
+        priors_for: ``(file, pixels) -> raw priors`` (`StorePriors`, `EncoderPriors`) or None.
+        paths: the set's degraded image files, in order.
+        read: reads a file's pixels (only called for another image's prior under shuffle).
+    """
+    if not restorer.needs_priors:
+        return lambda i, img: None
+    if priors_for is None:
+        raise PtgError("this model needs the images' priors: pass --priors STORE")
+    order = restorer.transform.order(len(paths))
+
+    def get(i: int, img: Any) -> list[Tensor]:
+        j = int(order[i])
+        return priors_for(paths[j], img if j == i else read(paths[j]))
+
+    return get

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ptg.pipeline.errors import PtgError
+from ptg.pipeline.fsio import atomic_write, atomic_write_text
 from ptg.pipeline.imageio import to_uint8
 
 ERROR_VMAX = 0.2  # mean absolute error (on [0, 1]) shown at the top of the colour map
@@ -274,7 +275,7 @@ def bar_chart(summaries: Sequence[EvalSummary], path: str | Path) -> Path:
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"))
     plt.close(fig)
     return path
 
@@ -290,5 +291,5 @@ def write_report(sources: Sequence[str | Path], out_dir: str | Path) -> tuple[Pa
     for s in summaries:
         lines.append(f"| {s.label} | {s.dataset} | {s.baseline} | {s.prior or '-'} | {s.n} | {s.source} |")
     md = out_dir / "report.md"
-    md.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(md, "\n".join(lines) + "\n")
     return md, png

@@ -18,7 +18,8 @@ from ptg.pipeline.imageio import read_image, write_image
 from ptg.pipeline.manifest import write_manifest
 from ptg.pipeline.store import RandomInitWarning
 from ptg.ptgrm.models import create_model
-from ptg.ptgrm.train.checkpoint import FORMAT, load_checkpoint, save_atomic
+from ptg.pipeline.fsio import atomic_save as save_atomic
+from ptg.ptgrm.train.checkpoint import FORMAT, load_checkpoint
 
 torch.set_num_threads(1)
 PHOTOS = ("astronaut", "chelsea", "coffee")

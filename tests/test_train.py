@@ -18,7 +18,8 @@ import torch
 from ptg.cli.app import main
 from ptg.pipeline.errors import PtgError
 from ptg.ptgrm.train import losses as L
-from ptg.ptgrm.train.checkpoint import load_checkpoint, load_for_inference
+from ptg.ptgrm.infer import Restorer
+from ptg.ptgrm.train.checkpoint import load_checkpoint
 from ptg.ptgrm.train.config import resolve
 from ptg.ptgrm.train.trainer import NonFiniteLossError, train
 
@@ -63,12 +64,15 @@ def test_modes_train_and_write_the_run_folder(data, tmp_path, mode, sets):
     final = train(cfg)
     run = tmp_path / "run"
     assert final["step"] == 4 and json.loads((run / "final.json").read_text())["digest"] == final["digest"]
-    for name in ("config.yaml", "log.csv", "curves.png", "checkpoints/last.pt", "checkpoints/best.pt"):
+    for name in ("config.yaml", "log.csv", "curves.png", "checkpoints/last.pt"):
         assert (run / name).is_file(), name
+    # no 'val' split: validation reports on test, but best.pt is never chosen on it
+    assert not (run / "checkpoints" / "best.pt").exists()
+    assert final["val_split"] == "test" and final["best_selection"] is False
     assert any((run / "tb").iterdir())
     ck = _state(run / "checkpoints" / "last.pt")
     assert (ck["refiner"] is None) == (mode == "baseline" or "unet-f" in " ".join(sets))
-    assert ck["priors"] == ([] if mode == "baseline" else [
+    assert ck["priors"] == ([] if mode == "baseline" or "ptgrm-large" in " ".join(sets) else [
         {"path": str(data["store"]), "dim": 16, "views": ["identity", "hflip", "vflip", "hvflip"],
          "metadata": ck["priors"][0]["metadata"]}])
     assert set(final["val"]) >= {"psnr", "ssim"}
@@ -92,16 +96,16 @@ def test_refine_freezes_f_and_trains_r(data, tmp_path):
 
 def test_inference_bundle_matches_training_outputs(data, tmp_path):
     train(_cfg(data, tmp_path / "run", "joint", steps=2))
-    b = load_for_inference(tmp_path / "run")
-    assert b.mode == "joint" and b.refiner is not None and not b.baseline.training
-    assert b.priors[0]["dim"] == 16 and b.priors[0]["metadata"]["encoder"]["name"] == "test-view-feature"
+    b = Restorer.load(tmp_path / "run")
+    assert b.info["mode"] == "joint" and b.r is not None and not b.f.training
+    assert b.info["priors"][0]["dim"] == 16 and b.info["priors"][0]["metadata"]["encoder"]["name"] == "test-view-feature"
     x = torch.rand(1, 3, 40, 36)
     g = torch.rand(1, 16) * 3
     ihat, ibar = b.restore(x, [g])
     assert ihat.shape == ibar.shape == x.shape and not torch.equal(ihat, ibar)
     # R received the L2-normalised prior, as in training
     with torch.no_grad():
-        want = b.refiner(ihat, x, [g / g.norm()]).out
+        want = b.r(ihat, x, [g / g.norm()]).out
     torch.testing.assert_close(ibar, want)
     with pytest.raises(PtgError, match="prior dim 16"):
         b.restore(x, [torch.rand(1, 8)])
@@ -143,7 +147,7 @@ def test_nonfinite_losses_are_skipped_then_stop(data, tmp_path, monkeypatch):
     monkeypatch.setattr(L, "charbonnier", flaky)
     final = train(_cfg(data, tmp_path / "a", steps=5, sets=["run.max_nonfinite=3"]))
     assert final["skipped_steps"] == 2 and final["step"] == 5
-    assert all(torch.isfinite(p).all() for p in load_for_inference(tmp_path / "a").refiner.parameters())
+    assert all(torch.isfinite(p).all() for p in Restorer.load(tmp_path / "a").r.parameters())
 
     monkeypatch.setattr(L, "charbonnier", lambda pred, target, eps=1e-3: real(pred, target, eps) * float("nan"))
     with pytest.raises(NonFiniteLossError, match="3 consecutive non-finite losses"):

@@ -164,7 +164,7 @@ def test_dataset_crops_views_and_priors(samples, tmp_path):
     assert set(aug) == set(parse_views("d4"))
     tables = load_tables([store], keys, aug)
     cfg = C.DataConfig(crop=32)
-    pcfg = C.PriorConfig(l2_normalize=False)
+    pcfg = C.PriorConfig(normalize="none")
     ds = TrainDataset(train, tables, cfg, pcfg, aug, seed=3)
     seen = set()
     for index in range(len(ds)):
@@ -204,7 +204,7 @@ def test_tile_priors_and_identity_fallback_warns(samples, tmp_path):
     keys = [file_sha256(s.input) for s in train]
     tiles = open_priors(make_store(tmp_path / "t", samples, dim=8, views="tiles:2"))
     ds = TrainDataset(train, load_tables([tiles], keys, ("identity",)), C.DataConfig(crop=32),
-                      C.PriorConfig(l2_normalize=False), ("identity",), seed=0)
+                      C.PriorConfig(normalize="none"), ("identity",), seed=0)
     for index in range(len(ds)):
         h, w = read_image(train[index].input).shape[:2]
         top, left, _, _ = ds.draw(0, index, h, w)
@@ -213,7 +213,7 @@ def test_tile_priors_and_identity_fallback_warns(samples, tmp_path):
     ident = open_priors(make_store(tmp_path / "i", samples, dim=8, views="identity"))
     with pytest.warns(UserWarning, match="identity view's prior"):
         tables = load_tables([ident], keys, parse_views("flips"))
-    ds = TrainDataset(train, tables, C.DataConfig(crop=32), C.PriorConfig(l2_normalize=False), parse_views("flips"), seed=0)
+    ds = TrainDataset(train, tables, C.DataConfig(crop=32), C.PriorConfig(normalize="none"), parse_views("flips"), seed=0)
     np.testing.assert_array_equal(ds[(0, 0)]["priors"][0].numpy(), ident.get([keys[0]])[0])
 
 
@@ -224,18 +224,27 @@ def test_prior_controls(samples, tmp_path):
     val = load_manifest(samples).samples
     keys = [file_sha256(s.input) for s in val]
     tables = load_tables([store], keys, ("identity",))
-    real = ValDataset(val, tables, C.PriorConfig())
-    g = real[0]["priors"][0]
+    from ptg.ptgrm.priors import PriorTransform
+
+    fit = lambda control, normalize="l2": PriorTransform.fit([16], normalize, control, 0, [tables[0].vectors["identity"]])  # noqa: E731
+    raw_all = torch.from_numpy(tables[0].vectors["identity"])
+    real = ValDataset(val, tables)
+    assert torch.equal(real[0]["priors"][0], raw_all[0])  # raw: the Restorer transforms
+    g = fit("real")([raw_all[:1]])[0]
     assert g.norm().item() == pytest.approx(1.0, abs=1e-5)  # L2-normalised
-    zero = ValDataset(val, tables, C.PriorConfig(control="zero"))
-    assert zero[0]["priors"][0].abs().sum() == 0
+    assert fit("zero")(None, 3)[0].abs().sum() == 0 and fit("zero")(None, 3)[0].shape == (3, 16)
+    const = fit("constant")(None, 2)[0]
+    torch.testing.assert_close(const[0], fit("real")([raw_all])[0].mean(0))  # mean normalised training prior
+    assert torch.equal(const[0], const[1])
+    std = fit("real", "standardize")([raw_all])[0]
+    torch.testing.assert_close(std.mean(0), torch.zeros(16), atol=1e-5, rtol=0)
     d = derangement(len(val), 0)
     assert sorted(d.tolist()) == list(range(len(val))) and all(d[i] != i for i in range(len(val)))
-    shuf = ValDataset(val, tables, C.PriorConfig(control="shuffle"), seed=0)
+    order = fit("shuffle").order(len(val))
+    shuf = ValDataset(val, tables, order)
     got = torch.stack([shuf[i]["priors"][0] for i in range(len(val))])
-    want = torch.stack([real[i]["priors"][0] for i in range(len(val))])
-    assert torch.equal(got, want[torch.from_numpy(shuf.shuffle)])
-    assert not torch.equal(got, want)
+    assert torch.equal(got, raw_all[torch.from_numpy(order)]) and torch.equal(torch.from_numpy(order), torch.from_numpy(derangement(len(val), 1)))
+    assert not torch.equal(got, raw_all)
     # training-time dropout zeroes about p of the vectors, deterministically
     train = load_manifest(samples).split("train")
     tk = [file_sha256(s.input) for s in train]

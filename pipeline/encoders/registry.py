@@ -139,12 +139,11 @@ def random_fingerprint(seed: int) -> str:
     return f"random-init-{seed}"
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a weights file (`ptg.pipeline.fsio.file_sha256`)."""
+    from ..fsio import file_sha256
+
+    return file_sha256(path)
 
 
 def fingerprint_dir(root: Path, subfolders: tuple[str, ...] = ("",)) -> str:

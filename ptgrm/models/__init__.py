@@ -18,7 +18,9 @@ from .registry import (
     get_model_config_class,
     get_model_spec,
     list_models,
+    model_kind,
     register_model,
+    uses_priors,
 )
 
 __all__ = [
@@ -36,5 +38,7 @@ __all__ = [
     "get_model_config_class",
     "get_model_spec",
     "list_models",
+    "model_kind",
     "register_model",
+    "uses_priors",
 ]

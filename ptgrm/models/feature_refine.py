@@ -96,6 +96,10 @@ class FeatureRefined(nn.Module):
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
+    def prior_parameters(self) -> list[nn.Parameter]:
+        """The prior mappings T, which ``priors.lr_mult`` scales."""
+        return [p for m in (self.t_m, self.t_c) if m is not None for p in m.parameters()]
+
     def forward(self, x: Tensor, priors: Tensor | Sequence[Tensor]) -> Tensor:
         # x: [B, 3, H, W]; priors: [B, D] or n × [B, D_i] -> [B, 3, H, W]
         deep, state = self.base.encode(x)  # deep: [B, C, h, w]

@@ -395,6 +395,10 @@ class PTGRM(nn.Module):
             nn.init.zeros_(dec[-1].bias)
         self.decoder = nn.Sequential(*dec)  # Rd
 
+    def prior_parameters(self) -> list[nn.Parameter]:
+        """R's prior mappings T (and the concat ablation's), which ``priors.lr_mult`` scales."""
+        return [p for m in (self.t_m, self.t_c, self.prior_concat) if m is not None for p in m.parameters()]
+
     def forward(self, ihat: Tensor, x: Tensor, priors: Tensor | Sequence[Tensor] | None = None) -> RefineOutput:
         """Refine ``ihat = F(x)``.
 

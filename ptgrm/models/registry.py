@@ -123,6 +123,26 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     return spec.cls(config)
 
 
+def model_kind(name: str) -> ModelKind:
+    """How ``name``'s forward is called; a user network (``module:Class``) is a restorer F."""
+    return "restorer" if ":" in name else get_model_spec(name).kind
+
+
+def uses_priors(name: str, **overrides: Any) -> bool:
+    """Whether the model ``name`` built with ``overrides`` takes priors: asked of its config.
+
+    Restorers never do, "-f" networks always do, a refiner answers through its config's
+    ``uses_priors`` (PTG-RM: not for ``large`` or ``prior_mode="none"``).
+    """
+    if ":" in name:
+        return False  # a user network is a restorer F; its options are its constructor's, not a config
+    kind = model_kind(name)
+    if kind != "refiner":
+        return kind == "feature-refiner"
+    overrides = {"prior_dims": (1,), **overrides}  # the question does not depend on the dims
+    return bool(getattr(get_model_config(name, **overrides), "uses_priors", True))
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A JSON-friendly dict of a config dataclass (tuples become lists)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}

@@ -3,8 +3,10 @@
 Library entry points (`ptg.cli.train_cmd` is the thin command around them):
 
 - `config.resolve(...)` / `config.TrainConfig`: typed configuration, YAML, presets, ``--set``.
-- `trainer.train(config, on_progress=None) -> dict`: one run; returns the content of final.json.
-- `checkpoint.load_for_inference(path_or_run_dir)`: F and R for `ptg restore` / `ptg eval`.
+- `trainer.train(config, on_progress=None, force=False) -> dict`: one run; returns final.json's content.
+- `state.TrainState`: the one definition of the checkpoint schema; `checkpoint.load_checkpoint`
+  reads one safely (weights_only).
 
+Inference (`ptg eval`, `ptg restore`) lives in `ptg.ptgrm.infer.Restorer`, not here.
 Nothing here imports open_clip, transformers or diffusers.
 """

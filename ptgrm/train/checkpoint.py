@@ -1,89 +1,89 @@
-"""Checkpoints of `ptg train`: atomic writes, exact resume, and loading for inference.
+"""Checkpoint files of `ptg train`: safe loading, RNG states as plain values, rebuilding networks.
 
-A checkpoint is one ``torch.save`` dict::
-
-    format      "ptg-train/1"
-    step        optimiser steps done
-    mode        baseline | joint | refine
-    config      the resolved TrainConfig as a dict
-    priors      one dict per store: path, dim, views, metadata (encoder name/args/fingerprint/preprocessing)
-    baseline    {"name", "args", "kind", "state_dict"}            F
-    refiner     {"name", "args", "state_dict"} or None            R
-    ema         {"baseline": state_dict, "refiner": state_dict or None} or None
-    optimizer, scheduler, scaler      their state_dicts (scaler None without fp16)
-    rng         torch / numpy / python RNG states
-    best        {"metric", "value", "step"}
-    nonfinite   consecutive non-finite losses so far
-
-Files are written to ``x.pt.tmp``, fsync'd and renamed over ``x.pt``: a process killed while
-saving leaves the previous checkpoint intact.
+The schema itself has one definition: `ptg.ptgrm.train.state.TrainState.state_dict`. Every file
+is written with `ptg.pipeline.fsio.atomic_save` and read with ``torch.load(weights_only=True)``:
+a checkpoint holds only tensors and plain values (RNG states included), so loading one can never
+run code. A hostile pickle is refused before anything in it is called. Model names in a file are
+resolved only through the registry: a ``package.module:Class`` user network is imported only when
+the user names it on the command line (``trusted`` below), never because a file says so.
 """
 from __future__ import annotations
 
 import hashlib
-import os
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ptg.pipeline.errors import PtgError
 
-FORMAT = "ptg-train/1"
+FORMAT = "ptg-train/2"
+OLD_FORMATS = ("ptg-train/1",)  # read for inference when they load safely; never resumed
 
 
-def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
-    """``torch.save`` to ``path`` via a temporary file, fsync and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by `save_atomic`.
+def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` with a clear PtgError for anything else.
 
     Raises:
-        PtgError: the file is missing or not a ptg training checkpoint.
+        PtgError: missing file, or a file holding Python objects other than tensors and plain
+            values (refused without running them: a shared file is never trusted with code).
     """
     path = Path(path)
     if not path.is_file():
-        raise PtgError(f"checkpoint not found: {path}")
+        raise PtgError(f"{what} not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise PtgError(f"cannot read the checkpoint {path}: {exc}") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for code, RuntimeError/EOFError for damage
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PtgError(f"refused to load {what} {path}: it is not a file of tensors and plain values that can be read "
+                       f"safely (torch.load weights_only=True: {first}). Nothing in it was run; use a checkpoint "
+                       "written by `ptg train`, an `ptg export` folder or a plain state dict") from None
+
+
+def is_checkpoint(obj: Any) -> bool:
+    """Whether a safely loaded object is a `ptg train` checkpoint (else e.g. a plain state dict)."""
+    return isinstance(obj, dict) and isinstance(obj.get("format"), str) and obj["format"].startswith("ptg-train/")
+
+
+def load_checkpoint(path: str | Path, for_resume: bool = False) -> dict[str, Any]:
+    """Read a `ptg train` checkpoint safely.
+
+    Args:
+        path: the ``.pt`` file.
+        for_resume: require the current `FORMAT` (older files hold what resume cannot restore).
+
+    Raises:
+        PtgError: missing, unsafe, or not a ptg checkpoint (of a usable format).
+    """
+    ckpt = safe_load(path)
+    if not is_checkpoint(ckpt):
         raise PtgError(f"{path} is not a `ptg train` checkpoint (format {FORMAT})")
+    fmt = ckpt["format"]
+    if fmt != FORMAT and (for_resume or fmt not in OLD_FORMATS):
+        raise PtgError(f"{path} has checkpoint format {fmt!r}; this ptg reads {FORMAT}"
+                       + (" for --resume: start a new run" if for_resume else ""))
     return ckpt
 
 
 def rng_state() -> dict[str, Any]:
-    """torch, numpy and python RNG states."""
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    """torch, numpy and python RNG states as tensors and plain values (loadable with weights_only)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+            "python": [int(version), list(internal), gauss_next],
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -121,109 +121,35 @@ def resolve_checkpoint(path_or_run_dir: str | Path, prefer: str = "best") -> Pat
     raise PtgError(f"no checkpoint or run folder at {p}")
 
 
-def build_network(entry: dict[str, Any]) -> nn.Module:
-    """Rebuild F or R from a checkpoint entry (name + config overrides) and load its weights.
+def build_network(name: str, args: dict[str, Any], state_dict: dict[str, Any] | None = None,
+                  trusted: Sequence[str] = ()) -> nn.Module:
+    """Rebuild F or R from a recorded name and config overrides, and load its weights.
 
-    A pretrained flag is dropped while rebuilding: the weights come from the checkpoint.
+    Args:
+        name: a registry name; a ``package.module:Class`` name only if listed in ``trusted``
+            (names the user gave on the command line).
+        args: config overrides; a pretrained flag is dropped (the weights come from the file).
+        state_dict: the weights, loaded strictly.
+        trusted: user-network names the user passed on the command line.
+
+    Raises:
+        PtgError: an untrusted user-network name, an unknown name, weights that do not fit.
     """
     from ptg.ptgrm.models import create_model
 
-    args = dict(entry["args"])
+    if ":" in name and name not in trusted:
+        raise PtgError(f"the file names the user network {name!r}; ptg never imports code because a file names it. "
+                       "Only registered models load from checkpoints and exports (see `ptg models`); for your own "
+                       f"network, name it on the command line (e.g. `ptg train --baseline {name}`)")
+    args = dict(args)
     if args.get("pretrained"):
         args["pretrained"] = False
-    net = create_model(entry["name"], **args)
-    net.load_state_dict(entry["state_dict"])
+    if args.get("weights"):
+        args["weights"] = None  # never read another file named in a checkpoint
+    net = create_model(name, **args)
+    if state_dict is not None:
+        try:
+            net.load_state_dict(state_dict)
+        except RuntimeError as exc:
+            raise PtgError(f"the recorded weights do not fit {name!r} with args {args}: {str(exc).splitlines()[0]}") from exc
     return net
-
-
-@dataclass
-class InferenceBundle:
-    """What `ptg restore` / `ptg eval` need from a training run.
-
-    Attributes:
-        baseline: F in eval mode (for a "-f" network, F already contains R).
-        refiner: R in eval mode, or None (mode baseline, or a "-f" network).
-        mode: baseline | joint | refine.
-        config: the run's resolved config as a dict.
-        priors: one dict per store used: path, dim, views and the store's metadata.
-        step: the step the weights are from.
-        path: the checkpoint file.
-    """
-
-    baseline: nn.Module
-    refiner: nn.Module | None
-    mode: str
-    config: dict[str, Any]
-    priors: list[dict[str, Any]]
-    step: int
-    path: Path
-    baseline_kind: str = "restorer"
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def uses_priors(self) -> bool:
-        return bool(self.priors) and (self.refiner is not None or self.baseline_kind == "feature-refiner")
-
-    def prepare_priors(self, priors: Sequence[Tensor] | None, batch: int, device: torch.device) -> list[Tensor]:
-        """Apply the run's prior handling (L2 normalisation, zero control) to raw store vectors."""
-        pcfg = self.config.get("priors", {})
-        if pcfg.get("control") == "zero":
-            return [torch.zeros(batch, p["dim"], device=device) for p in self.priors]
-        if priors is None:
-            raise PtgError(f"this model was trained with priors of dims {[p['dim'] for p in self.priors]}; pass them")
-        if len(priors) != len(self.priors):
-            raise PtgError(f"this model takes {len(self.priors)} prior(s) ({[p['dim'] for p in self.priors]}), got {len(priors)}")
-        out = []
-        for g, meta in zip(priors, self.priors):
-            if g.dim() != 2 or g.shape[1] != meta["dim"]:
-                raise PtgError(f"a prior of shape {tuple(g.shape)} does not match the model's prior dim {meta['dim']} "
-                               f"(store {meta['path']}); use priors from the same encoder")
-            g = g.to(device=device, dtype=torch.float32)
-            if pcfg.get("l2_normalize", True):
-                g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            out.append(g)
-        return out
-
-    @torch.no_grad()
-    def restore(self, x: Tensor, priors: Sequence[Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
-        """Run F (and R) on a batch.
-
-        Args:
-            x: ``[B, 3, H, W]`` degraded images in [0, 1].
-            priors: raw store vectors, one ``[B, D_i]`` per store of `priors` (None when unused).
-
-        Returns:
-            (F's output, R's output or None), both ``[B, 3, H, W]``.
-        """
-        device = next(self.baseline.parameters()).device
-        x = x.to(device)
-        g = self.prepare_priors(priors, x.shape[0], device) if self.uses_priors else []
-        if self.baseline_kind == "feature-refiner":
-            return self.baseline(x, g), None
-        ihat = self.baseline(x)
-        if self.refiner is None:
-            return ihat, None
-        return ihat, self.refiner(ihat, x, g).out
-
-
-def load_for_inference(path_or_run_dir: str | Path, device: str | torch.device = "cpu") -> InferenceBundle:
-    """Load F (and R) from a checkpoint file or a run folder (its best.pt, else last.pt).
-
-    EMA weights are used when the run kept them.
-    """
-    path = resolve_checkpoint(path_or_run_dir)
-    ckpt = load_checkpoint(path)
-    ema = ckpt.get("ema")
-    base_entry = dict(ckpt["baseline"])
-    if ema is not None and ema.get("baseline") is not None and ckpt["mode"] != "refine":
-        base_entry["state_dict"] = ema["baseline"]
-    baseline = build_network(base_entry).to(device).eval()
-    refiner = None
-    if ckpt.get("refiner") is not None:
-        ref_entry = dict(ckpt["refiner"])
-        if ema is not None and ema.get("refiner") is not None:
-            ref_entry["state_dict"] = ema["refiner"]
-        refiner = build_network(ref_entry).to(device).eval()
-    return InferenceBundle(baseline=baseline, refiner=refiner, mode=ckpt["mode"], config=ckpt["config"],
-                           priors=list(ckpt.get("priors") or []), step=int(ckpt["step"]), path=path,
-                           baseline_kind=ckpt["baseline"].get("kind", "restorer"))

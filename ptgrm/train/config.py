@@ -22,7 +22,8 @@ from typing import Any, Literal
 from ptg.pipeline.errors import PtgError
 
 MODES = ("baseline", "joint", "refine")
-PRIOR_CONTROLS = ("real", "shuffle", "zero")
+PRIOR_CONTROLS = ("real", "shuffle", "constant", "zero")
+PRIOR_NORMALIZE = ("l2", "standardize", "none")
 AMP_MODES = ("none", "bf16", "fp16")
 LOSS_KINDS = ("charbonnier", "l1", "mse", "zero-dce")
 AUGMENTS = ("store", "none", "flips", "d4")
@@ -39,7 +40,7 @@ class DataConfig:
     val_split: str = "auto"  # "auto": "val" rows if any, else "test"; "none": no validation
     crop: int = 128  # side of the random square training crop (images smaller than it are used whole)
     batch_size: int = 8  # global batch (split evenly across torchrun processes)
-    augment: str = "store"  # dihedral views drawn per crop: "store" = those cached in the first store | none | flips | d4
+    augment: str = "store"  # dihedral views drawn per crop: "store" = those cached in the first --priors store (also in mode baseline, so every arm gets the same views; identity with a warning when no store is given) | none | flips | d4
     num_workers: int = 0  # DataLoader worker processes (0: load in the training process)
     cache_images: bool = False  # keep decoded training images in RAM (per worker): no PNG decoding per step
     allow_missing_priors: bool = False  # drop manifest rows without a prior (with a warning) instead of failing
@@ -92,8 +93,8 @@ class OptimConfig:
 class PriorConfig:
     """How the cached priors reach R, including the controls of the reproduction study."""
 
-    control: str = "real"  # real | shuffle (a fixed seeded derangement: each image gets another's prior) | zero
-    l2_normalize: bool = True  # divide each prior vector by its L2 norm (the authors L2-normalise CLIP)
+    control: str = "real"  # real | shuffle (a fixed seeded derangement: each image gets another's prior) | constant (the mean normalised training prior for every image) | zero; applied alike in training, validation, eval and restore
+    normalize: str = "l2"  # l2 (each vector / its L2 norm; the authors L2-normalise CLIP) | standardize (per-dimension mean/std of the training rows, saved with the run) | none
     dropout: float = 0.0  # training only: probability of zeroing a sample's prior vector
     noise: float = 0.0  # training only: std of Gaussian noise added to the (normalised) prior
     lr_mult: float = 1.0  # learning-rate multiplier for R's prior mappings T (narrower effective capacity if < 1)
@@ -147,6 +148,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
     choice("mode", cfg.mode, MODES)
     choice("priors.control", cfg.priors.control, PRIOR_CONTROLS)
+    choice("priors.normalize", cfg.priors.normalize, PRIOR_NORMALIZE)
     choice("run.amp", cfg.run.amp, AMP_MODES)
     choice("loss.kind", cfg.loss.kind, LOSS_KINDS)
     choice("data.augment", cfg.data.augment, AUGMENTS)
@@ -197,6 +199,8 @@ def from_dict(data: dict[str, Any], cls: type = TrainConfig, where: str = "") ->
     """
     if not isinstance(data, dict):
         raise PtgError(f"config section {where or '<top>'!r} must be a mapping, got {type(data).__name__}")
+    if cls is PriorConfig and "l2_normalize" in data:
+        data = _legacy_l2(data, where)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
@@ -212,6 +216,20 @@ def from_dict(data: dict[str, Any], cls: type = TrainConfig, where: str = "") ->
         else:
             values[name] = _coerce(value, tp, key)
     return cls(**values)
+
+
+def _legacy_l2(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Configs written before ``priors.normalize`` said ``l2_normalize: true/false``."""
+    data = dict(data)
+    flag = data.pop("l2_normalize")
+    if not isinstance(flag, bool):
+        raise PtgError(f"config key {_join(where, 'l2_normalize')!r} must be true or false (it is now "
+                       f"{_join(where, 'normalize')}: l2 | standardize | none)")
+    if "normalize" in data and data["normalize"] != ("l2" if flag else "none"):
+        raise PtgError(f"{_join(where, 'l2_normalize')}={flag} contradicts {_join(where, 'normalize')}="
+                       f"{data['normalize']!r}; keep only normalize")
+    data["normalize"] = "l2" if flag else "none"
+    return data
 
 
 def _join(where: str, name: str) -> str:
@@ -297,21 +315,19 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def save_yaml(cfg: TrainConfig, path: str | Path) -> None:
     """Write ``cfg`` as YAML (atomically: a reader never sees half a file)."""
-    import os
-
     import yaml
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)
+    from ptg.pipeline.fsio import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``override`` into a copy of ``base`` (mappings merge, everything else replaces)."""
+    """Deep-merge ``override`` into a copy of ``base`` (mappings merge at every depth, so
+    ``--set model.refiner_args.X=...`` keeps a preset's other refiner args; everything else replaces)."""
     out = copy.deepcopy(base)
     for k, v in override.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("baseline_args", "refiner_args"):
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
@@ -423,6 +439,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _check_user_networks(saved: dict[str, Any], overrides: dict[str, Any], path: Path) -> None:
+    """A user network (``package.module:Class``) is imported only when named on the command line,
+    never because a file in a run folder says so."""
+    model = saved.get("model") or {}
+    for key, flag in (("baseline", "--baseline"), ("refiner", "--refiner")):
+        name = str(model.get(key) or "")
+        if ":" in name and (overrides.get("model") or {}).get(key) != name:
+            raise PtgError(f"{path} names the user network {name!r} as model.{key}; ptg imports user code only when "
+                           f"you name it yourself: add {flag} {name} to resume this run")
+
+
 def preset(name: str) -> dict[str, Any]:
     """The overrides of a named preset (see `PRESETS`)."""
     try:
@@ -439,9 +466,16 @@ def resolve(
 ) -> TrainConfig:
     """The config of a run: preset, then YAML file, then ``overrides`` (CLI flags), then ``--set``.
 
-    A YAML file may name a ``preset:`` itself; ``preset_name`` wins over it.
+    A YAML file may name a ``preset:`` itself; ``preset_name`` wins over it. Resuming with no
+    config file (``ptg train --out RUN --resume``) reads ``RUN/config.yaml``, the run's own config.
     """
     data: dict[str, Any] = {}
+    overrides = overrides or {}
+    if config_file is None and overrides.get("resume") and overrides.get("out"):
+        saved = Path(overrides["out"]) / "config.yaml"
+        if saved.is_file():
+            config_file = saved
+            _check_user_networks(load_yaml(saved), overrides, saved)
     file_data = load_yaml(config_file) if config_file else {}
     name = preset_name or file_data.get("preset")
     if name:
@@ -449,6 +483,6 @@ def resolve(
     data = merge(data, file_data)
     if preset_name:
         data["preset"] = preset_name
-    data = merge(data, overrides or {})
+    data = merge(data, overrides)
     data = merge(data, parse_set(sets or []))
     return validate(from_dict(data))

@@ -32,6 +32,7 @@ from ptg.pipeline.imageio import image_size, read_image
 from ptg.pipeline.manifest import Sample
 from ptg.pipeline.views import VIEW_SETS, apply_view, tile_view_for
 
+from ..priors import PriorTransform, derangement  # noqa: F401  (derangement: re-exported for callers)
 from .config import DataConfig, PriorConfig
 
 _TILE = re.compile(r"^tile(\d+)_r\d+c\d+$")
@@ -146,38 +147,34 @@ def load_tables(stores: Sequence[Any], keys: Sequence[str], aug: Sequence[str]) 
     return tables
 
 
-def derangement(n: int, seed: int) -> np.ndarray:
-    """A fixed seeded permutation without fixed points (identity for n < 2): image i gets image
-    ``d[i]``'s prior under ``priors.control=shuffle``."""
-    if n < 2:
-        return np.arange(n)
-    p = np.random.default_rng([seed, 0x5EED]).permutation(n)
-    d = np.empty(n, dtype=np.int64)
-    d[p] = np.roll(p, -1)  # one cycle through a random order: nobody maps to itself
-    return d
+def fit_transform(tables: Sequence[PriorTable], cfg: PriorConfig, seed: int) -> PriorTransform:
+    """The run's prior transform, its statistics fitted on the training rows (identity view)."""
+    return PriorTransform.fit([t.dim for t in tables], cfg.normalize, cfg.control, seed,
+                              [t.vectors["identity"] for t in tables])
 
 
 def _prior_vectors(tables: Sequence[PriorTable], row: int, view: str, crop_box: tuple[int, int, int, int, int, int] | None,
-                   cfg: PriorConfig, shuffle: np.ndarray | None, rng: np.random.Generator | None) -> list[torch.Tensor]:
-    """The prior vectors of one sample, one per store, after the configured controls."""
+                   cfg: PriorConfig, shuffle: np.ndarray | None, rng: np.random.Generator | None,
+                   transform: PriorTransform | None = None) -> list[torch.Tensor]:
+    """The prior vectors of one training sample, one per store: the run's transform (normalisation,
+    control), then the training-only regularisers (dropout, noise) when ``rng`` is given."""
+    if transform is None:  # no fitted statistics: only the stateless settings work
+        transform = PriorTransform([t.dim for t in tables], cfg.normalize, cfg.control)
     if shuffle is not None:
         row = int(shuffle[row])
     drop = rng is not None and cfg.dropout > 0 and rng.random() < cfg.dropout
-    out = []
+    raw = []
     for t in tables:
         if t.tiles and crop_box is not None:
             key = tile_view_for(*crop_box[:2], t.tiles, *crop_box[2:])
         else:
             key = view if view in t.vectors else "identity"
-        v = t.vectors[key][row].copy()
-        if cfg.control == "zero" or drop:
-            v[:] = 0.0
-        else:
-            if cfg.l2_normalize:
-                v /= max(float(np.linalg.norm(v)), 1e-12)
-            if rng is not None and cfg.noise > 0:
-                v += rng.normal(0.0, cfg.noise, size=v.shape).astype(np.float32)
-        out.append(torch.from_numpy(v))
+        raw.append(torch.from_numpy(t.vectors[key][row : row + 1]))
+    out = [g[0] for g in transform(raw)]
+    if drop:
+        return [torch.zeros_like(g) for g in out]
+    if rng is not None and cfg.noise > 0 and cfg.control != "zero":
+        out = [g + torch.from_numpy(rng.normal(0.0, cfg.noise, size=g.shape).astype(np.float32)) for g in out]
     return out
 
 
@@ -193,9 +190,11 @@ class TrainDataset(Dataset):
     """
 
     def __init__(self, samples: Sequence[Sample], tables: Sequence[PriorTable], cfg: DataConfig, prior_cfg: PriorConfig,
-                 views: Sequence[str], seed: int, repeat: int = 1, need_target: bool = True):
+                 views: Sequence[str], seed: int, repeat: int = 1, need_target: bool = True,
+                 transform: PriorTransform | None = None):
         self.samples = list(samples)
         self.tables = list(tables)
+        self.transform = transform if transform is not None or not tables else fit_transform(tables, prior_cfg, seed)
         self.crop = cfg.crop
         self.prior_cfg = prior_cfg
         self.views = tuple(views)
@@ -248,20 +247,24 @@ class TrainDataset(Dataset):
             raise PtgError(f"sample {s.id!r} (line {s.line}) has no target; supervised losses need one (or use loss.kind=zero-dce)")
         else:
             y = torch.zeros(0)
-        priors = _prior_vectors(self.tables, row, view, (h, w, top, left, c, c), self.prior_cfg, self.shuffle, rng)
+        priors = _prior_vectors(self.tables, row, view, (h, w, top, left, c, c), self.prior_cfg, self.shuffle, rng,
+                                self.transform)
         return {"x": _to_tensor(x), "y": y, "priors": priors}
 
 
 class ValDataset(Dataset):
-    """Whole validation images (or centre crops) with the identity view's prior; no randomness."""
+    """Whole validation images (or centre crops) with the identity view's raw prior; no randomness.
 
-    def __init__(self, samples: Sequence[Sample], tables: Sequence[PriorTable], prior_cfg: PriorConfig, crop: int = 0,
-                 seed: int = 0):
+    The priors are returned raw, already reordered by the control (under shuffle image i gets
+    image ``order[i]``'s prior, as `ptg eval` does over its set); `Restorer.restore` transforms them.
+    """
+
+    def __init__(self, samples: Sequence[Sample], tables: Sequence[PriorTable], order: np.ndarray | None = None,
+                 crop: int = 0):
         self.samples = list(samples)
         self.tables = list(tables)
-        self.prior_cfg = prior_cfg
+        self.order = np.arange(len(self.samples)) if order is None else order
         self.crop = crop
-        self.shuffle = derangement(len(self.samples), seed + 1) if prior_cfg.control == "shuffle" else None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -279,5 +282,6 @@ class ValDataset(Dataset):
         x = self._centre(read_image(s.input))
         y = _to_tensor(self._centre(read_image(s.target))) if s.target is not None else torch.zeros(0)
         # The identity prior describes the whole image, which is what is restored here.
-        priors = _prior_vectors(self.tables, index, "identity", None, self.prior_cfg, self.shuffle, None)
+        j = int(self.order[index])
+        priors = [torch.from_numpy(t.vectors["identity"][j].copy()) for t in self.tables]
         return {"x": _to_tensor(x), "y": y, "priors": priors, "index": index}

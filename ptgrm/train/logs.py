@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -82,7 +81,9 @@ def plot_curves(log_csv: Path, out_png: Path) -> None:
     if axes[1].lines:
         axes[1].legend()
     fig.tight_layout()
-    tmp = out_png.with_name(out_png.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out_png)
+    from ptg.pipeline.fsio import atomic_write
+
+    try:
+        atomic_write(out_png, lambda f: fig.savefig(f, dpi=100, format="png"))
+    finally:
+        plt.close(fig)

@@ -1,0 +1,24 @@
+"""`ptg export`: a run's trained F and R as safetensors + config.json (see `ptg.ptgrm.export`)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def export_command(
+    run: Annotated[Path, typer.Argument(help="Run folder of `ptg train` (best.pt, else last.pt) or a checkpoint file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Export folder to write (new, empty, or an earlier export).")],
+    last: Annotated[bool, typer.Option("--last", help="Export checkpoints/last.pt even when best.pt exists.")] = False,
+    no_ema: Annotated[bool, typer.Option("--no-ema", help="Export the raw weights instead of the EMA weights.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Write into an existing folder that is not a ptg export.")] = False,
+) -> None:
+    """Write F and R as safetensors plus config.json: what `ptg eval --ckpt` and `ptg restore --ckpt` load."""
+    from ptg.ptgrm.export import export_run
+
+    from .console import console
+
+    cfg = export_run(run, out, prefer="last" if last else "best", force=force, use_ema=not no_ema)
+    src = cfg["source"]
+    console.print(f"exported {src['checkpoint']} (step {src['step']}, {src['weights']} weights) -> {out}", highlight=False)

@@ -1,0 +1,111 @@
+"""`ptg export`: a trained F and R as safetensors plus one JSON config, the format a team shares.
+
+Layout of an export folder::
+
+    config.json              format "ptg-export/1"; mode; baseline/refiner {name, args, kind, file, sha256};
+                             priors (one entry per store: path, dim, views, metadata with the encoder
+                             spec and weights fingerprint); prior_transform {dims, normalize, control,
+                             seed}; prior_stats {file, sha256} or null; source {checkpoint, sha256, step,
+                             weights: "ema" | "raw", config: the run's resolved config}
+    baseline.safetensors     F's state dict
+    refiner.safetensors      R's state dict (absent for F alone or a "-f" F)
+    prior_stats.safetensors  mean.i / std.i (standardize) and constant.i (constant control), if any
+    .ptg-artifact.json       marks the folder as a ptg export
+
+Nothing in an export can run code: safetensors holds tensors only, config.json is data, and the
+model names resolve only through the registry. Each file's SHA-256 is checked when loading.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ptg.pipeline import fsio
+from ptg.pipeline.errors import PtgError
+
+from .infer import Restorer
+from .priors import PriorTransform
+
+EXPORT_FORMAT = "ptg-export/1"
+EXPORT_CONFIG = "config.json"
+
+
+def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    from safetensors.torch import save
+
+    data = save({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()})
+    fsio.atomic_write_bytes(path, data)
+    return fsio.file_sha256(path)
+
+
+def _read_tensors(folder: Path, entry: dict[str, Any]) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    path = folder / entry["file"]
+    if not path.is_file():
+        raise PtgError(f"the export {folder} lacks {entry['file']}; export the run again")
+    if fsio.file_sha256(path) != entry.get("sha256"):
+        raise PtgError(f"{path} does not match the SHA-256 recorded in {folder / EXPORT_CONFIG} (changed or damaged); "
+                       "export the run again")
+    try:
+        return load_file(str(path))
+    except Exception as exc:
+        raise PtgError(f"cannot read {path} as safetensors: {exc}") from None
+
+
+def export_run(source: str | Path, out: str | Path, prefer: str = "best", force: bool = False,
+               use_ema: bool = True) -> dict[str, Any]:
+    """Write the F and R of a run folder or checkpoint file into the export folder ``out``.
+
+    Returns:
+        The content of ``out/config.json``.
+    """
+    restorer = Restorer.from_checkpoint(source, "cpu", prefer, use_ema=use_ema)
+    out = fsio.claim_out_dir(out, "export", force)
+    info = restorer.info
+    cfg: dict[str, Any] = {"format": EXPORT_FORMAT, "mode": info["mode"], "step": info["step"]}
+    cfg["baseline"] = {**info["baseline"], "kind": restorer.f_kind, "file": "baseline.safetensors",
+                       "sha256": _write_tensors(out / "baseline.safetensors", restorer.f.state_dict())}
+    cfg["refiner"] = None
+    if restorer.r is not None:
+        cfg["refiner"] = {**info["refiner"], "file": "refiner.safetensors",
+                          "sha256": _write_tensors(out / "refiner.safetensors", restorer.r.state_dict())}
+    cfg["priors"] = info["priors"]
+    cfg["prior_transform"] = restorer.transform.settings()
+    stats = restorer.transform.tensors()
+    cfg["prior_stats"] = ({"file": "prior_stats.safetensors", "sha256": _write_tensors(out / "prior_stats.safetensors", stats)}
+                          if stats else None)
+    cfg["source"] = {"checkpoint": info["source"], "sha256": fsio.file_sha256(info["source"]), "step": info["step"],
+                     "weights": info["weights"], "config": info["config"]}
+    fsio.atomic_write_json(out / EXPORT_CONFIG, cfg)
+    return cfg
+
+
+def load_export(folder: str | Path, device: str | torch.device = "cpu") -> Restorer:
+    """A `Restorer` from an export folder (see the module docstring)."""
+    import json
+
+    from .train.checkpoint import build_network
+
+    folder = Path(folder)
+    try:
+        cfg = json.loads((folder / EXPORT_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PtgError(f"cannot read {folder / EXPORT_CONFIG}: {exc}") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != EXPORT_FORMAT:
+        raise PtgError(f"{folder} is not a `ptg export` folder (format {EXPORT_FORMAT})")
+    f = build_network(cfg["baseline"]["name"], cfg["baseline"]["args"], _read_tensors(folder, cfg["baseline"]))
+    r = None
+    if cfg.get("refiner"):
+        r = build_network(cfg["refiner"]["name"], cfg["refiner"]["args"], _read_tensors(folder, cfg["refiner"]))
+    stats = _read_tensors(folder, cfg["prior_stats"]) if cfg.get("prior_stats") else {}
+    transform = PriorTransform.from_settings(cfg["prior_transform"], stats)
+    src = cfg.get("source") or {}
+    info = {"source": str(folder), "step": int(cfg["step"]), "mode": cfg["mode"], "weights": src.get("weights"),
+            "config": src.get("config") or {}, "priors": list(cfg.get("priors") or []),
+            "baseline": {k: cfg["baseline"][k] for k in ("name", "args", "kind")},
+            "refiner": None if r is None else {k: cfg["refiner"][k] for k in ("name", "args")},
+            "exported_from": src.get("checkpoint")}
+    return Restorer(f, r, transform, cfg["baseline"].get("kind", "restorer"), info=info).to(device).eval()

@@ -1,0 +1,180 @@
+"""The one prior transform: raw store vectors -> what F/R receive, in training, validation,
+`ptg eval` and `ptg restore` alike.
+
+Two settings (``priors.normalize``, ``priors.control``) and statistics fitted once on the training
+rows (identity view) travel with the run (checkpoint, export), so inference applies exactly what
+training applied:
+
+- normalize ``l2``: each vector divided by its L2 norm (the authors L2-normalise CLIP);
+  ``standardize``: per-dimension ``(g - mean) / std`` over the training rows; ``none``.
+- control ``real``: the image's own prior; ``shuffle``: the prior of another image of the same
+  set, by a fixed seeded derangement (`derangement`); ``constant``: the mean normalised training
+  prior, the same for every image (same R, same constants, no per-image information);
+  ``zero``: zeros (note: also removes the constants a non-zero prior feeds into R).
+
+Prior dropout and noise are training-only regularisers and live in the training dataset.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ptg.pipeline.errors import PtgError
+
+NORMALIZE = ("l2", "standardize", "none")
+CONTROLS = ("real", "shuffle", "constant", "zero")
+
+
+def derangement(n: int, seed: int) -> np.ndarray:
+    """A fixed seeded permutation without fixed points (identity for n < 2): image i gets image
+    ``d[i]``'s prior under ``priors.control=shuffle``."""
+    if n < 2:
+        return np.arange(n)
+    p = np.random.default_rng([seed, 0x5EED]).permutation(n)
+    d = np.empty(n, dtype=np.int64)
+    d[p] = np.roll(p, -1)  # one cycle through a random order: nobody maps to itself
+    return d
+
+
+def _l2(g: Tensor) -> Tensor:
+    """Each row divided by its L2 norm (at least 1e-12).
+
+    The norm is numpy's float32 ``sqrt(dot(v, v))`` (BLAS sdot), the numerics every run so far
+    was trained with: torch's own reductions sum in another order and differ in the last bit for
+    most vectors, which would change the trained weights of otherwise identical runs.
+    """
+    v = g.detach().to("cpu", torch.float32).numpy()
+    norms = np.array([max(float(np.sqrt(np.dot(row, row))), 1e-12) for row in v.reshape(-1, v.shape[-1])],
+                     dtype=np.float32).reshape(*v.shape[:-1], 1)
+    return g / torch.from_numpy(norms).to(g.device)
+
+
+@dataclass
+class PriorTransform:
+    """Raw prior vectors (one ``[B, D_i]`` per store) -> the model's input vectors.
+
+    Attributes:
+        dims: prior dimension of each store.
+        normalize: l2 | standardize | none.
+        control: real | shuffle | constant | zero.
+        seed: the run's seed; training shuffles with `derangement(n, seed)`, validation, eval and
+            restore with `derangement(n, seed + 1)` over the set they score.
+        mean, std: per store ``[D]`` training statistics (standardize only).
+        constant: per store ``[D]`` mean normalised training prior (control constant only).
+    """
+
+    dims: tuple[int, ...]
+    normalize: str = "l2"
+    control: str = "real"
+    seed: int = 0
+    mean: list[Tensor] = field(default_factory=list)
+    std: list[Tensor] = field(default_factory=list)
+    constant: list[Tensor] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.normalize not in NORMALIZE:
+            raise PtgError(f"priors.normalize={self.normalize!r} is not one of {', '.join(NORMALIZE)}")
+        if self.control not in CONTROLS:
+            raise PtgError(f"priors.control={self.control!r} is not one of {', '.join(CONTROLS)}")
+        self.dims = tuple(int(d) for d in self.dims)
+
+    @classmethod
+    def fit(cls, dims: Sequence[int], normalize: str, control: str, seed: int,
+            train_rows: Sequence[np.ndarray | Tensor]) -> "PriorTransform":
+        """Fit the statistics on the training rows (one ``[N, D_i]`` array per store)."""
+        t = cls(tuple(dims), normalize, control, seed)
+        rows = [torch.as_tensor(np.asarray(r), dtype=torch.float32) for r in train_rows]
+        if normalize == "standardize":
+            t.mean = [r.mean(0) for r in rows]
+            # dimensions that never vary carry nothing: leave them centred, not divided by ~0
+            t.std = [torch.where(r.std(0, unbiased=False) > 1e-8, r.std(0, unbiased=False), torch.ones(r.shape[1]))
+                     for r in rows]
+        if control == "constant":
+            t.constant = [n.mean(0) for n in t._normalized(rows)]
+        return t
+
+    @property
+    def needs_input(self) -> bool:
+        """Whether the raw priors of the images are read at all (not for zero/constant)."""
+        return bool(self.dims) and self.control in ("real", "shuffle")
+
+    def order(self, n: int, training: bool = False) -> np.ndarray:
+        """Which image's prior each of ``n`` images gets: identity, or the shuffle derangement."""
+        if self.control != "shuffle":
+            return np.arange(n)
+        return derangement(n, self.seed if training else self.seed + 1)
+
+    def _normalized(self, raw: Sequence[Tensor]) -> list[Tensor]:
+        out = []
+        for i, g in enumerate(raw):
+            g = g.to(torch.float32)
+            if self.normalize == "l2":
+                g = _l2(g)
+            elif self.normalize == "standardize":
+                g = (g - self.mean[i].to(g.device)) / self.std[i].to(g.device)
+            out.append(g)
+        return out
+
+    def __call__(self, raw: Sequence[Tensor] | None, batch: int = 1, device: torch.device | str = "cpu") -> list[Tensor]:
+        """Transformed priors, one ``[B, D_i]`` per store.
+
+        Args:
+            raw: raw store vectors (one ``[B, D_i]`` per store), already reordered by `order`
+                under shuffle; ignored (may be None) for the zero and constant controls.
+            batch: B when ``raw`` is None.
+            device: where zero/constant priors are made.
+
+        Raises:
+            PtgError: wrong number or shape of priors.
+        """
+        if self.control == "zero":
+            return [torch.zeros(batch, d, device=device) for d in self.dims]
+        if self.control == "constant":
+            return [c.to(device)[None].expand(batch, -1).clone() for c in self.constant]
+        if raw is None:
+            raise PtgError(f"this model was trained with priors of dims {list(self.dims)}; pass them")
+        if len(raw) != len(self.dims):
+            raise PtgError(f"this model takes {len(self.dims)} prior(s) (dims {list(self.dims)}), got {len(raw)}")
+        for g, d in zip(raw, self.dims):
+            if g.dim() != 2 or g.shape[1] != d:
+                raise PtgError(f"a prior of shape {tuple(g.shape)} does not match the model's prior dim {d}; "
+                               "use priors from the same encoder")
+        return self._normalized([g.to(device) for g in raw])
+
+    # -- persistence: plain values and tensors only (checkpoints load with weights_only=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"dims": list(self.dims), "normalize": self.normalize, "control": self.control, "seed": int(self.seed),
+                "mean": list(self.mean), "std": list(self.std), "constant": list(self.constant)}
+
+    @classmethod
+    def from_state_dict(cls, s: dict[str, Any]) -> "PriorTransform":
+        return cls(tuple(s["dims"]), s["normalize"], s["control"], int(s["seed"]),
+                   [torch.as_tensor(t) for t in s.get("mean") or []], [torch.as_tensor(t) for t in s.get("std") or []],
+                   [torch.as_tensor(t) for t in s.get("constant") or []])
+
+    def tensors(self) -> dict[str, Tensor]:
+        """The statistics as a flat name -> tensor map (the export's prior_stats.safetensors)."""
+        out = {}
+        for name in ("mean", "std", "constant"):
+            for i, t in enumerate(getattr(self, name)):
+                out[f"{name}.{i}"] = t.contiguous()
+        return out
+
+    def settings(self) -> dict[str, Any]:
+        """The plain settings (the export's config.json), without the statistics."""
+        return {"dims": list(self.dims), "normalize": self.normalize, "control": self.control, "seed": int(self.seed)}
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any], tensors: dict[str, Tensor]) -> "PriorTransform":
+        n = len(settings["dims"])
+        pick = lambda name: [tensors[f"{name}.{i}"] for i in range(n) if f"{name}.{i}" in tensors]  # noqa: E731
+        return cls(tuple(settings["dims"]), settings["normalize"], settings["control"], int(settings["seed"]),
+                   pick("mean"), pick("std"), pick("constant"))
+
+    def describe(self) -> str:
+        return f"normalize={self.normalize}, control={self.control}"

@@ -1,0 +1,199 @@
+"""The trainer's plumbing: torch.distributed, devices, signals, validation and best-checkpoint rules."""
+from __future__ import annotations
+
+import inspect
+import os
+import signal
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.distributed as dist
+
+from ptg.pipeline.errors import PtgError
+
+from ..infer import Restorer
+from .config import TrainConfig, from_dict, load_yaml, to_dict
+from .data import ValDataset
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def init_dist(cfg: TrainConfig) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        backend = cfg.run.dist_backend
+        if backend == "auto":
+            backend = "nccl" if torch.cuda.is_available() and cfg.run.device != "cpu" else "gloo"
+        dist.init_process_group(backend=backend)
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(want: str, local_rank: int = 0) -> torch.device:
+    """``auto`` (CUDA if present, else CPU) | cpu | cuda | cuda:N, checked."""
+    name = want
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise PtgError(f"device {want!r} but no CUDA device is available; use cpu (or auto)")
+        if name == "cuda":
+            name = f"cuda:{local_rank}"
+        torch.cuda.set_device(torch.device(name))
+    return torch.device(name)
+
+
+def device_of(cfg: TrainConfig, d: Dist) -> torch.device:
+    return resolve_device(cfg.run.device, d.local_rank)
+
+
+def all_sum(values: Sequence[float], d: Dist, device: torch.device) -> list[float]:
+    if not d.active:
+        return list(values)
+    t = torch.tensor(list(values), dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def progress_caller(on_progress: Callable[..., None] | None) -> Callable[..., None]:
+    """Call ``on_progress(n, **fields)``, or ``on_progress(n)`` if it takes no keyword fields."""
+    if on_progress is None:
+        return lambda n, **fields: None
+    try:
+        params = inspect.signature(on_progress).parameters.values()
+        takes_fields = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    except (TypeError, ValueError):
+        takes_fields = False
+    return on_progress if takes_fields else (lambda n, **fields: on_progress(n))
+
+
+class StopSignals:
+    """Turn SIGINT/SIGTERM into a request to stop after the current step.
+
+    The first signal only records itself; the handler is then put back, so a second Ctrl-C
+    stops at once as usual. Installed only in the main thread (signals cannot be caught elsewhere).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+    def agreed(self, d: Dist, device: torch.device) -> int:
+        """The signal received (by any rank: all stop at the same step), or 0."""
+        if not d.active:
+            return self.signum
+        t = torch.tensor([self.signum], dtype=torch.int64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT/SIGTERM (sent to the whole process group by Ctrl-C or a
+    job queue) to the trainer, which stops after the step it is in and then ends them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def is_legacy_run(folder: Path) -> bool:
+    """A run folder written before folders carried ptg's marker."""
+    return (folder / "config.yaml").is_file() and (folder / "checkpoints").is_dir()
+
+
+def check_resume_config(cfg: TrainConfig, out: Path) -> None:
+    saved_path = out / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = to_dict(from_dict(load_yaml(saved_path)))
+    now = to_dict(cfg)
+    if saved["model"] != now["model"]:
+        raise PtgError(f"--resume: the model settings differ from the run's {saved_path} "
+                       f"(saved {saved['model']}, now {now['model']}); resume with the same model or use a new --out")
+    diff = [k for k in now if k not in ("resume", "steps", "run") and saved.get(k) != now[k]]
+    if diff:
+        warnings.warn(f"--resume: settings {', '.join(diff)} differ from the interrupted run's config.yaml; "
+                      "the resumed run will not match an uninterrupted one", stacklevel=3)
+
+
+@torch.no_grad()
+def validate(nets: Restorer, ds: ValDataset, d: Dist, device: torch.device, amp_dtype: torch.dtype | None
+             ) -> dict[str, float]:
+    """Mean PSNR/SSIM (the same `ptg.pipeline.metrics` as `ptg eval`) of the final output and of F.
+
+    The forward is `Restorer.restore` on the raw priors, padded as `ptg eval` pads (to the
+    models' multiple, `run_padded_tiled`): the same numbers as `ptg eval` before its uint8 rounding.
+    """
+    from ptg.pipeline.metrics import psnr, ssim
+
+    from ..infer import run_padded_tiled
+
+    was = nets.training
+    nets.eval()
+    sums = [0.0, 0.0, 0.0, 0.0, 0.0]  # psnr, ssim, psnr_f, ssim_f, count
+    for i in range(d.rank, len(ds), d.world):
+        item = ds[i]
+        raw = [p.unsqueeze(0) for p in item["priors"]] or None
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            ihat, out = run_padded_tiled(lambda t: nets.restore(t, raw), item["x"].unsqueeze(0), nets.multiple,
+                                         device=device)
+        y = item["y"].permute(1, 2, 0).numpy()
+        final = (out if out is not None else ihat)[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+        fimg = ihat[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+        sums = [sums[0] + psnr(final, y), sums[1] + ssim(final, y), sums[2] + psnr(fimg, y), sums[3] + ssim(fimg, y),
+                sums[4] + 1]
+    sums = all_sum(sums, d, device)
+    nets.train(was)
+    if sums[4] == 0:
+        return {}
+    n = sums[4]
+    out = {"psnr": sums[0] / n, "ssim": sums[1] / n}
+    if nets.r is not None:
+        out.update({"psnr_f": sums[2] / n, "ssim_f": sums[3] / n})
+    return out
+
+
+def update_best(best: dict[str, Any], metrics: dict[str, float], step: int) -> bool:
+    """Record ``metrics`` in ``best`` if they beat it (higher is better for PSNR and SSIM).
+
+    Never on a split where selection is off (``best["enabled"]`` False: validation on test).
+    """
+    value = metrics.get(best["metric"])
+    if value is None or not best.get("enabled", True):
+        return False
+    if best["value"] is None or value > best["value"]:
+        best.update(value=value, step=step)
+        return True
+    return False

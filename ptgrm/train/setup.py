@@ -1,0 +1,129 @@
+"""What a run is built from: its manifest rows, F and R, the optimiser's parameter groups, EMA."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ptg.pipeline.errors import PtgError
+
+from . import checkpoint as ckpt_mod
+from .config import TrainConfig
+
+
+def read_samples(cfg: TrainConfig) -> tuple[list[Any], list[Any], str]:
+    """Training rows, validation rows (with targets) and the name of the validated split."""
+    from ptg.pipeline.manifest import load_manifest
+
+    if not cfg.data.manifest:
+        raise PtgError("no manifest: pass --manifest M (or data.manifest in the config file)")
+    m = load_manifest(cfg.data.manifest, root=cfg.data.root)
+    train = m.split(cfg.data.train_split)
+    if not train:
+        raise PtgError(f"the manifest {m.path} has no rows in split {cfg.data.train_split!r}; set data.train_split")
+    vs = cfg.data.val_split
+    if vs == "auto":
+        vs = "val" if m.split("val") else "test"
+    val = [] if vs == "none" else m.split(vs)
+    val = [s for s in val if s.target is not None]  # metrics need targets
+    if cfg.data.val_max_images:
+        val = val[: cfg.data.val_max_images]
+    return train, val, vs
+
+
+def build_models(cfg: TrainConfig, dims: list[int]) -> tuple[nn.Module, nn.Module | None, str]:
+    """F (and R for joint/refine), with ``prior_dims`` from the stores; refine loads and freezes F."""
+    from ptg.ptgrm.models import create_model, model_kind
+
+    f_kind = model_kind(cfg.model.baseline)
+    f_args = dict(cfg.model.baseline_args)
+    if f_kind == "feature-refiner":
+        if cfg.mode != "joint":
+            raise PtgError(f"{cfg.model.baseline!r} carries R inside F (a '-f' network); train it with --mode joint")
+        _check_dims(f_args, dims, "model.baseline_args")
+        f_args["prior_dims"] = tuple(dims)
+    elif f_kind != "restorer":
+        raise PtgError(f"model.baseline={cfg.model.baseline!r} is a refiner, not a restoration network F")
+    f = create_model(cfg.model.baseline, **f_args)
+    r = None
+    if cfg.mode in ("joint", "refine") and f_kind == "restorer":
+        if model_kind(cfg.model.refiner) != "refiner":
+            raise PtgError(f"model.refiner={cfg.model.refiner!r} is not a refinement module; use ptgrm or ptgrm-large")
+        r_args = dict(cfg.model.refiner_args)
+        _check_dims(r_args, dims, "model.refiner_args")
+        r_args["prior_dims"] = tuple(dims) if dims else (1,)
+        r = create_model(cfg.model.refiner, **r_args)
+    if cfg.mode == "refine":
+        load_f_weights(cfg, f)
+        f.eval()
+        for p in f.parameters():
+            p.requires_grad_(False)
+    return f, r, f_kind
+
+
+def _check_dims(args: dict[str, Any], dims: list[int], where: str) -> None:
+    if "prior_dims" in args and tuple(args["prior_dims"]) != tuple(dims):
+        raise PtgError(f"{where}.prior_dims={tuple(args['prior_dims'])} but the priors stores hold dims {tuple(dims)}; "
+                       "drop prior_dims (it is read from the stores) or pass matching stores")
+
+
+def load_f_weights(cfg: TrainConfig, f: nn.Module) -> None:
+    """refine mode: F's weights from a run folder, a checkpoint or a plain state-dict file.
+
+    The file is loaded once, safely (weights_only); whether it is a checkpoint or a plain state
+    dict is decided from what was loaded.
+    """
+    src = cfg.model.baseline_weights
+    if src is None:
+        if cfg.model.baseline_args.get("pretrained") or cfg.model.baseline_args.get("weights"):
+            return  # the model loaded its own real weights when it was built
+        raise PtgError("mode refine trains R on a frozen, trained F: pass --baseline-weights RUN_OR_CKPT "
+                       "(a `ptg train --mode baseline` run) or a pretrained F (e.g. --set model.baseline_args.pretrained=true)")
+    p = Path(src)
+    if not p.exists():
+        raise PtgError(f"--baseline-weights {src}: no such file or run folder")
+    path = ckpt_mod.resolve_checkpoint(p, prefer="best")
+    obj = ckpt_mod.safe_load(path, "--baseline-weights file")
+    if ckpt_mod.is_checkpoint(obj):
+        if obj["baseline"]["name"] != cfg.model.baseline:
+            raise PtgError(f"--baseline-weights {src} holds F {obj['baseline']['name']!r}, not {cfg.model.baseline!r}")
+        ema = obj.get("ema") or {}
+        state = ema.get("baseline") if ema.get("baseline") is not None else obj["baseline"]["state_dict"]
+    elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state = obj
+    else:
+        raise PtgError(f"--baseline-weights {src} is neither a `ptg train` checkpoint nor a state dict of tensors")
+    try:
+        f.load_state_dict(state)
+    except RuntimeError as exc:
+        raise PtgError(f"--baseline-weights {src} does not fit F {cfg.model.baseline!r} with args "
+                       f"{cfg.model.baseline_args}: {exc}") from exc
+
+
+def param_groups(cfg: TrainConfig, f: nn.Module, r: nn.Module | None, train_f: bool) -> list[dict[str, Any]]:
+    """F, R and their prior mappings (each model's ``prior_parameters()``, scaled by ``priors.lr_mult``)."""
+    groups = []
+    for name, module, used in (("F", f, train_f), ("R", r, r is not None)):
+        if not used:
+            continue
+        mapping_fn = getattr(module, "prior_parameters", None)
+        mapping = list(mapping_fn()) if mapping_fn is not None else []
+        ids = {id(p) for p in mapping}
+        base = [p for p in module.parameters() if id(p) not in ids]
+        mapping = [p for p in module.parameters() if id(p) in ids]  # in the module's own order
+        groups += [{"params": base, "name": name},
+                   {"params": mapping, "name": f"{name}.prior_mapping", "lr_mult": cfg.priors.lr_mult}]
+    groups = [g for g in groups if g["params"]]
+    for g in groups:
+        g["lr"] = cfg.optim.lr * g.get("lr_mult", 1.0)
+    return groups
+
+
+def make_ema(module: nn.Module | None, decay: float):
+    if module is None or decay <= 0:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
