@@ -134,7 +134,7 @@ def test_device_and_lr_flags_reach_the_config(monkeypatch, tmp_path):
 
     seen = {}
 
-    def fake_train(cfg, on_progress=None):
+    def fake_train(cfg, on_progress=None, force=False):
         seen["cfg"] = cfg
         raise PtgError("stop here")
 
