@@ -42,6 +42,7 @@ def eval_command(
     lpips_weights: LpipsWeightsOpt = None,
     tile: Annotated[Optional[int], typer.Option("--tile", help="Tiled inference with this tile side (bounded memory; see docs on where it changes results).")] = None,
     overlap: Annotated[int, typer.Option("--overlap", help="Overlap between tiles, in pixels.")] = 32,
+    max_memory: Annotated[str, typer.Option("--max-memory", help="Memory budget per image: auto (half the free RAM, 80% of free GPU memory) or a size like 8GiB; larger images are tiled automatically.")] = "auto",
     grids: Annotated[int, typer.Option("--grids", help="Write comparison grids for the first N images.")] = 4,
     no_images: Annotated[bool, typer.Option("--no-images", help="Do not write the restored images.")] = False,
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="Test-set name in tables (default: the manifest's file name).")] = None,
@@ -64,7 +65,7 @@ def eval_command(
     if (run is None) == (ckpt is None):
         raise PtgError("give exactly one of --run RUN_DIR or --ckpt CHECKPOINT (or --pred DIR to score existing outputs)")
     _eval_model(run or ckpt, run is not None, manifest, root, priors, out, split, settings, tile, overlap, grids,
-                not no_images, dataset, name, device, console)
+                not no_images, dataset, name, device, console, max_memory)
 
 
 def _score_pred(pred: Path, manifest: Path | None, root: Path | None, out: Path | None, split: str, settings) -> None:
@@ -101,7 +102,7 @@ def _prior_label(entries: list[dict[str, Any]]) -> str:
 
 def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | None, priors: list[Path] | None,
                 out: Path | None, split: str, settings, tile: int | None, overlap: int, grids: int, save_images: bool,
-                dataset: str | None, name: str | None, device: str, console) -> None:
+                dataset: str | None, name: str | None, device: str, console, max_memory: str = "auto") -> None:
     from ptg.pipeline.manifest import load_manifest
     from ptg.ptgrm.evaluate import EvalOptions, evaluate
     from ptg.ptgrm.infer import Restorer, StorePriors, check_tiling
@@ -147,7 +148,7 @@ def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | 
         "split": split,
         "priors": [str(p) for p in priors] if priors else [str(e["path"]) for e in meta["priors"]],
     }
-    options = EvalOptions(tile=tile, overlap=overlap, save_images=save_images, grids=grids, device=dev)
+    options = EvalOptions(tile=tile, overlap=overlap, save_images=save_images, grids=grids, device=dev, max_memory=max_memory)
     with progress_bar(len(samples), f"eval {info['name']}", unit="img") as advance:
         result = evaluate(restorer, samples, out, settings=settings, options=options, priors_for=prior_source,
                           info=info, on_progress=advance)

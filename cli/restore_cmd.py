@@ -16,6 +16,7 @@ def restore_command(
     priors: Annotated[Optional[list[Path]], typer.Option("--priors", help="Priors store(s) holding these images; default: compute the priors with the checkpoint's encoder (needs the extract extra).")] = None,
     tile: Annotated[Optional[int], typer.Option("--tile", help="Tiled inference with this tile side, for large images.")] = None,
     overlap: Annotated[int, typer.Option("--overlap", help="Overlap between tiles, in pixels.")] = 32,
+    max_memory: Annotated[str, typer.Option("--max-memory", help="Memory budget per image: auto (half the free RAM, 80% of free GPU memory) or a size like 8GiB; larger images are tiled automatically.")] = "auto",
     save_baseline: Annotated[bool, typer.Option("--save-baseline", help="Also write F's output to OUTPUT/baseline/.")] = False,
     device: Annotated[str, typer.Option("--device", help="Torch device: auto (CUDA if present) | cpu | cuda | cuda:N.")] = "auto",
 ) -> None:
@@ -25,7 +26,8 @@ def restore_command(
     computed with the encoder recorded in the checkpoint (its weights must be available here).
     """
     from ptg.pipeline.imageio import is_image_file, read_image, write_image
-    from ptg.ptgrm.infer import EncoderPriors, Restorer, StorePriors, check_tiling, image_to_tensor, priors_by_index, run_padded_tiled, tensor_to_image
+    from ptg.ptgrm.infer import (EncoderPriors, Restorer, StorePriors, check_tiling, image_to_tensor, memory_budget,
+                                 priors_by_index, restore_image, tensor_to_image)
     from ptg.ptgrm.train.run_utils import resolve_device
 
     from .console import console, progress_bar
@@ -49,6 +51,7 @@ def restore_command(
     restorer = Restorer.load(ckpt, device=dev)
     multiple = restorer.multiple
     check_tiling(tile, overlap, multiple)
+    budget = memory_budget(max_memory, dev) if tile is None else None
     source = None
     if restorer.needs_priors:
         entries = restorer.info["priors"]
@@ -61,7 +64,8 @@ def restore_command(
         for i, path in enumerate(files):
             img = read_image(path)
             g = prior_of(i, img)
-            f_out, r_out = run_padded_tiled(lambda t: restorer.restore(t, g), image_to_tensor(img), multiple, tile, overlap, dev)
+            (f_out, r_out), _ = restore_image(restorer, image_to_tensor(img), g, tile=tile, overlap=overlap, device=dev,
+                                              budget=budget, name=str(path))
             final = r_out if r_out is not None else f_out
             write_image(output / f"{path.stem}.png", tensor_to_image(final))
             if save_baseline and r_out is not None:

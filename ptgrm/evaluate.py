@@ -168,6 +168,7 @@ class EvalOptions:
     save_images: bool = True  # write images/baseline/<id>.png and images/ptgrm/<id>.png
     grids: int = 4  # comparison grids written for the first N images (0 = none)
     device: str = "cpu"  # torch device of the models
+    max_memory: str = "auto"  # memory budget per image ("auto" or e.g. "8GiB"); larger images are tiled automatically
 
 
 RestoreCall = Callable[[Any, Any], Any]  # (x[B,3,H,W], priors list[Tensor[B,D]] | None) -> (F out, R out | None)
@@ -257,7 +258,7 @@ def evaluate(
         The metrics.json content: ``{"kind", "info", "settings", "options", "n_images",
         "n_scored", "mean": {"baseline", "ptgrm", "delta"}, "images": [...]}``.
     """
-    from .infer import Restorer, image_to_tensor, priors_by_index, run_padded_tiled, tensor_to_image
+    from .infer import Restorer, image_to_tensor, memory_budget, priors_by_index, restore_image, run_padded_tiled, tensor_to_image
     from .report import make_grid
 
     if not samples:
@@ -268,17 +269,23 @@ def evaluate(
     scorer = Scorer(settings, options.device)
     images: list[dict[str, Any]] = []
     has_refiner = False
-    if isinstance(restore, Restorer):
-        multiple = restore.multiple
-        prior_of = priors_by_index(restore, priors_for, [s.input for s in samples], read_image)
-        restore = restore.restore
+    restorer = restore if isinstance(restore, Restorer) else None
+    if restorer is not None:
+        multiple = restorer.multiple
+        prior_of = priors_by_index(restorer, priors_for, [s.input for s in samples], read_image)
+        budget = memory_budget(options.max_memory, options.device) if options.tile is None else None
     else:
         prior_of = lambda i, img: priors_for(samples[i].input, img) if priors_for else None  # noqa: E731
     for i, s in enumerate(samples):
         x = read_image(s.input)
         g = prior_of(i, x)
         t0 = time.perf_counter()
-        outs = run_padded_tiled(lambda t: restore(t, g), image_to_tensor(x), multiple, options.tile, options.overlap, options.device)
+        if restorer is not None:
+            outs, _ = restore_image(restorer, image_to_tensor(x), g, tile=options.tile, overlap=options.overlap,
+                                    device=options.device, budget=budget, name=str(s.input))
+        else:
+            outs = run_padded_tiled(lambda t: restore(t, g), image_to_tensor(x), multiple, options.tile, options.overlap,
+                                    options.device)
         seconds = time.perf_counter() - t0
         f_img = tensor_to_image(outs[0])
         r_img = tensor_to_image(outs[1]) if len(outs) > 1 and outs[1] is not None else None

@@ -161,6 +161,130 @@ def run_padded_tiled(
     return tuple(None if c is None else c[..., :h, :w] for c in canvases)
 
 
+# ---------------------------------------------------------------------------------------------
+# Memory budget and automatic tiling
+
+# Peak inference memory ≈ _SAFETY × (the largest input + output of any single layer), per pixel,
+# measured by a 128² probe forward. Calibrated here (CPU, float32, UNet or NAFNet F + PTG-RM at
+# 512² and 1024²): the real peak growth was 0.65–0.85 of this estimate; skip connections and the
+# allocator's slack are what the factor covers.
+_SAFETY = 4.0
+_PROBE = 128
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,
+          "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12, "tib": 2**40}
+
+
+def memory_budget(spec: str, device: str | torch.device = "cpu") -> int:
+    """Bytes an image's inference may use: ``spec`` as "auto" or a size like "8GiB", "500MB".
+
+    "auto" is 80 % of the free memory of a CUDA device, or half of the available RAM on the CPU
+    (MemAvailable in /proc/meminfo, else the physical memory).
+    """
+    text = str(spec).strip().lower().replace(" ", "")
+    if text != "auto":
+        num = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(num):]
+        try:
+            value = float(num) * _UNITS[unit]
+        except (ValueError, KeyError):
+            raise PtgError(f"--max-memory {spec!r} is not a size; use auto or e.g. 8GiB, 500MiB, 2GB") from None
+        if value <= 0:
+            raise PtgError(f"--max-memory {spec!r} must be positive")
+        return int(value)
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        return int(0.8 * free)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024 // 2
+    except OSError:
+        pass
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+def bytes_per_pixel(fn: RestoreFn, multiple: int, modules: nn.Module, device: str | torch.device) -> float:
+    """Estimated peak inference bytes per input pixel of ``fn`` (one probe forward, see `_SAFETY`)."""
+    side = math.ceil(_PROBE / multiple) * multiple
+    largest = [0]
+
+    def hook(_m: nn.Module, inputs: tuple, output: Any) -> None:
+        outs = output if isinstance(output, (tuple, list)) else (output,)
+        n = sum(t.numel() * t.element_size() for t in (*inputs, *outs) if isinstance(t, Tensor))
+        largest[0] = max(largest[0], n)
+
+    handles = [m.register_forward_hook(hook) for m in modules.modules()]
+    try:
+        with torch.inference_mode():
+            fn(torch.zeros(1, 3, side, side, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    return _SAFETY * largest[0] / (side * side)
+
+
+def plan_tile(bpp: float, h: int, w: int, multiple: int, overlap: int, budget: int) -> int | None:
+    """None when the whole (padded) image fits ``budget``, else the largest tile side that does.
+
+    Raises:
+        PtgError: not even a tile of ``2 × overlap`` pixels fits.
+    """
+    hp, wp = math.ceil(h / multiple) * multiple, math.ceil(w / multiple) * multiple
+    if bpp * hp * wp <= budget:
+        return None
+    side = int(math.sqrt(budget / bpp)) // multiple * multiple
+    smallest = max(2 * overlap + multiple, 8)
+    if side < smallest:
+        raise PtgError(f"an image of {w}x{h} needs about {bpp * hp * wp / 2**30:.1f} GiB and even a {smallest}-pixel "
+                       f"tile exceeds the memory budget of {budget / 2**20:.0f} MiB; raise --max-memory or lower --overlap")
+    return side
+
+
+def restore_image(restorer: "Restorer", x: Tensor, raw_priors: Sequence[Tensor] | None, *, tile: int | None = None,
+                  overlap: int = 32, device: str | torch.device = "cpu", budget: int | None = None,
+                  name: str = "the image") -> tuple[tuple[Tensor | None, ...], int | None]:
+    """`run_padded_tiled` with `restorer`, tiling automatically when the image would exceed ``budget``.
+
+    Args:
+        restorer: F (+ R).
+        x: ``[1, 3, H, W]`` degraded image.
+        raw_priors: the image's raw prior vectors (see `Restorer.restore`).
+        tile: a tile side chosen by the user (used as given), or None.
+        overlap: overlap between tiles.
+        device: where the networks run.
+        budget: bytes the inference may use (`memory_budget`); None: never tile automatically.
+        name: how messages name the image.
+
+    Returns:
+        (the outputs of `Restorer.restore`, stitched; the tile side used or None).
+
+    Raises:
+        PtgError: out of memory (names the image and the flags that help), or not even a small tile fits.
+    """
+    import warnings
+
+    fn = lambda t: restorer.restore(t, raw_priors)  # noqa: E731
+    h, w = x.shape[-2:]
+    if tile is None and budget is not None:
+        if restorer.bytes_per_pixel is None:
+            restorer.bytes_per_pixel = bytes_per_pixel(fn, restorer.multiple, restorer, device)
+        tile = plan_tile(restorer.bytes_per_pixel, h, w, restorer.multiple, overlap, budget)
+        if tile is not None:
+            warnings.warn(f"{name} ({w}x{h}) needs about {restorer.bytes_per_pixel * h * w / 2**30:.1f} GiB untiled, over the "
+                          f"memory budget of {budget / 2**30:.1f} GiB (--max-memory): restoring it in {tile}-pixel tiles "
+                          f"with overlap {overlap} (R's output differs slightly from untiled inference)", stacklevel=2)
+    try:
+        return run_padded_tiled(fn, x, restorer.multiple, tile, overlap, device), tile
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if not isinstance(exc, torch.OutOfMemoryError) and "alloc" not in str(exc) and "out of memory" not in str(exc):
+            raise
+        raise PtgError(f"out of memory restoring {name} ({w}x{h}){f' with --tile {tile}' if tile else ''}: "
+                       "pass a smaller --tile or a lower --max-memory") from None
+
+
 def image_to_tensor(img) -> Tensor:
     """H×W×3 float [0, 1] numpy image → ``[1, 3, H, W]`` float32 tensor."""
     return torch.from_numpy(img).permute(2, 0, 1)[None].contiguous().float()
@@ -306,6 +430,7 @@ class Restorer(nn.Module):
         self.transform = transform
         self.train_f = train_f
         self.info = dict(info or {})
+        self.bytes_per_pixel: float | None = None  # inference memory estimate, measured on first use (`restore_image`)
 
     @property
     def uses_priors(self) -> bool:
