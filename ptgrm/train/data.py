@@ -17,6 +17,7 @@ can be drawn: lookups during training are array indexing.
 """
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -28,8 +29,10 @@ import torch
 from torch.utils.data import Dataset
 
 from ptg.pipeline.errors import PtgError
+from ptg.pipeline.fsio import file_sha256
 from ptg.pipeline.imageio import image_size, read_image
 from ptg.pipeline.manifest import Sample
+from ptg.pipeline.store import sample_keys
 from ptg.pipeline.views import VIEW_SETS, apply_view, tile_view_for
 
 from ..priors import PriorTransform, derangement  # noqa: F401  (derangement: re-exported for callers)
@@ -182,6 +185,37 @@ def _to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))  # HWC -> CHW
 
 
+class InputGuard:
+    """Stops training on an input image whose bytes changed after its prior's key was taken.
+
+    Keys are the SHA-256 of each input file, taken once at start; every later read compares the
+    file's size and modification time with those seen just before hashing and re-hashes only when
+    they differ, so a `touch` passes and an edited or replaced image is an error, never a crop
+    trained with the prior of its old content.
+    """
+
+    def __init__(self, samples: Sequence[Sample]):
+        self._seen = {s.input: self._stat(s.input) for s in samples}  # before hashing: a change during it is caught
+        self.keys = sample_keys(samples)
+        self._key = {s.input: k for s, k in zip(samples, self.keys)}
+
+    @staticmethod
+    def _stat(path: Path) -> tuple[int, int]:
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
+
+    def check(self, path: Path) -> None:
+        """Raise if ``path`` no longer holds the bytes its key was computed from."""
+        now = self._stat(path)
+        if now == self._seen[path]:
+            return
+        if file_sha256(path) != self._key[path]:
+            raise PtgError(f"the image {path} changed on disk after training started: its cached prior belongs to its old "
+                           "content. Restore the file, or re-run `ptg extract-priors` on the manifest and start the run "
+                           "again (or resume it from its last checkpoint)")
+        self._seen[path] = now  # same bytes (e.g. touched): keep going
+
+
 class TrainDataset(Dataset):
     """Random crops of the training images with their priors.
 
@@ -191,7 +225,7 @@ class TrainDataset(Dataset):
 
     def __init__(self, samples: Sequence[Sample], tables: Sequence[PriorTable], cfg: DataConfig, prior_cfg: PriorConfig,
                  views: Sequence[str], seed: int, repeat: int = 1, need_target: bool = True,
-                 transform: PriorTransform | None = None):
+                 transform: PriorTransform | None = None, guard: "InputGuard | None" = None):
         self.samples = list(samples)
         self.tables = list(tables)
         self.transform = transform if transform is not None or not tables else fit_transform(tables, prior_cfg, seed)
@@ -205,10 +239,14 @@ class TrainDataset(Dataset):
         # Decoded images kept per process (each DataLoader worker has its own): decoding a PNG per
         # crop, not the network, bounds the step time of small models on a GPU.
         self._cache: dict[Path, np.ndarray] | None = {} if cfg.cache_images else None
-        small = [s.id for s in self.samples if min(image_size(s.input)) < self.crop]
+        sides = {s.id: min(image_size(s.input)) for s in self.samples}
+        small = [sid for sid, side in sides.items() if side < self.crop]
         if small:
-            raise PtgError(f"{len(small)} training image(s) are smaller than the crop {self.crop} "
-                           f"(first ids: {', '.join(small[:5])}); lower --set data.crop")
+            fits = min(sides.values()) // 8 * 8 or min(sides.values())
+            raise PtgError(f"{len(small)} of {len(self.samples)} training image(s) are smaller than the crop {self.crop} "
+                           f"(first ids: {', '.join(small[:5])}; the smallest side is {min(sides.values())} px): "
+                           f"train with --crop {fits} (or drop those rows from the manifest)")
+        self.guard = guard
 
     def __len__(self) -> int:
         return len(self.samples) * self.repeat
@@ -222,18 +260,21 @@ class TrainDataset(Dataset):
         view = self.views[int(rng.integers(0, len(self.views)))]
         return top, left, view, rng
 
-    def _read(self, path: Path) -> np.ndarray:
-        if self._cache is None:
-            return read_image(path)
-        if path not in self._cache:
-            self._cache[path] = read_image(path)
-        return self._cache[path]
+    def _read(self, path: Path, keyed: bool = False) -> np.ndarray:
+        if self._cache is not None and path in self._cache:
+            return self._cache[path]  # the pixels read (and checked) first, which match the prior
+        img = read_image(path)
+        if keyed and self.guard is not None:
+            self.guard.check(path)  # after the read: a change during it is seen too
+        if self._cache is not None:
+            self._cache[path] = img
+        return img
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         epoch, index = key
         row = index % len(self.samples)
         s = self.samples[row]
-        x = self._read(s.input)
+        x = self._read(s.input, keyed=True)
         h, w = x.shape[:2]
         c = self.crop
         top, left, view, rng = self.draw(epoch, index, h, w)
@@ -260,8 +301,9 @@ class ValDataset(Dataset):
     """
 
     def __init__(self, samples: Sequence[Sample], tables: Sequence[PriorTable], order: np.ndarray | None = None,
-                 crop: int = 0):
+                 crop: int = 0, guard: "InputGuard | None" = None):
         self.samples = list(samples)
+        self.guard = guard
         self.tables = list(tables)
         self.order = np.arange(len(self.samples)) if order is None else order
         self.crop = crop
@@ -279,7 +321,10 @@ class ValDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.samples[index]
-        x = self._centre(read_image(s.input))
+        x = read_image(s.input)
+        if self.guard is not None:
+            self.guard.check(s.input)
+        x = self._centre(x)
         y = _to_tensor(self._centre(read_image(s.target))) if s.target is not None else torch.zeros(0)
         # The identity prior describes the whole image, which is what is restored here.
         j = int(self.order[index])

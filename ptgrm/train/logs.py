@@ -52,6 +52,16 @@ class Logs:
             self.tb.close()
 
 
+def loss_trend(log_csv: Path) -> tuple[float, float] | None:
+    """The first and the last logged training loss of a run (None with fewer than two)."""
+    try:
+        with open(log_csv, newline="") as f:
+            losses = [float(r["loss"]) for r in csv.DictReader(f) if r.get("loss") not in (None, "")]
+    except OSError:
+        return None
+    return (losses[0], losses[-1]) if len(losses) >= 2 else None
+
+
 def plot_curves(log_csv: Path, out_png: Path) -> None:
     """Training loss and validation PSNR against steps, from log.csv (matplotlib, Agg)."""
     import matplotlib

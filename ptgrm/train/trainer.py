@@ -36,13 +36,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ptg.pipeline import fsio
 from ptg.pipeline.errors import Interrupted, PtgError
-from ptg.pipeline.store import sample_keys
 
 from ..infer import Restorer
 from . import checkpoint as ckpt_mod
 from .config import TrainConfig, save_yaml, to_dict
-from .data import TrainDataset, ValDataset, augment_views, check_missing, fit_transform, load_tables
-from .logs import Logs, plot_curves
+from .data import InputGuard, TrainDataset, ValDataset, augment_views, check_missing, fit_transform, load_tables
+from .logs import Logs, loss_trend, plot_curves
 from .losses import build_loss
 from .run_utils import (Dist, StopSignals, all_sum, check_resume_config, device_of, init_dist, is_legacy_run,
                         progress_caller, update_best, validate, worker_init)
@@ -162,13 +161,14 @@ class _Run:
                           "To give this run the same views as runs with priors, pass the same --priors (its views are "
                           "used, its priors are not read) or set data.augment=flips|d4", stacklevel=3)
         self.dims = [int(s.dim) for s in stores]
-        train_keys = sample_keys(train_samples) if stores else []
+        guard = InputGuard(train_samples + val_samples) if stores else None  # the keys, and a check on every read
+        train_keys = guard.keys[: len(train_samples)] if guard else []
         if stores:
             keep = check_missing(train_samples, train_keys, stores, cfg.data.allow_missing_priors)
             train_samples, train_keys = [train_samples[i] for i in keep], [train_keys[i] for i in keep]
         if not train_samples:
             raise PtgError("no training samples left after dropping those without priors")
-        val_keys = sample_keys(val_samples) if stores else []
+        val_keys = guard.keys[len(guard.keys) - len(val_samples):] if guard and val_samples else []
         if stores and val_samples:
             vkeep = check_missing(val_samples, val_keys, stores, cfg.data.allow_missing_priors)
             val_samples, val_keys = [val_samples[i] for i in vkeep], [val_keys[i] for i in vkeep]
@@ -186,8 +186,8 @@ class _Run:
         self.per_rank = cfg.data.batch_size // d.world
         repeat = max(1, math.ceil(cfg.data.batch_size / len(train_samples)))
         self.train_ds = TrainDataset(train_samples, tables, cfg.data, cfg.priors, self.augment, cfg.seed, repeat,
-                                     need_target=self.loss_fn.needs_target, transform=self.transform)
-        self.val_ds = (ValDataset(val_samples, val_tables, self.transform.order(len(val_samples)), cfg.data.val_crop)
+                                     need_target=self.loss_fn.needs_target, transform=self.transform, guard=guard)
+        self.val_ds = (ValDataset(val_samples, val_tables, self.transform.order(len(val_samples)), cfg.data.val_crop, guard)
                        if val_samples else None)
         self.steps_per_epoch = len(self.train_ds) // cfg.data.batch_size
 
@@ -398,11 +398,21 @@ class _Run:
         }
         if self.d.main:
             fsio.atomic_write_json(self.out / "final.json", final)
+            self.warn_if_not_learning()
             try:
                 plot_curves(self.out / "log.csv", self.out / "curves.png")
             except Exception as exc:  # a plotting problem must not lose a finished run
                 warnings.warn(f"could not draw {self.out / 'curves.png'}: {exc}", stacklevel=2)
         return final
+
+    def warn_if_not_learning(self) -> None:
+        """A run whose training loss barely moved has not learned: say so, with what usually helps."""
+        trend = loss_trend(self.out / "log.csv")
+        if trend is not None and trend[1] > 0.98 * trend[0]:
+            o = self.cfg.optim
+            warnings.warn(f"the training loss barely moved ({trend[0]:.4g} -> {trend[1]:.4g} over {self.state.step} steps, "
+                          f"learning rate {o.lr:g} decaying to {o.eta_min:g}): this run has not learned yet. Train longer "
+                          "(--steps) or raise the learning rate (--lr)", stacklevel=3)
 
 
 def _new_window() -> dict[str, float]:
