@@ -102,6 +102,11 @@ class RowCache:
         self.__dict__.update(state)
         self.__post_init__()
 
+    def close(self) -> None:
+        """Unmap the files (they are mapped again on the next read)."""
+        self._keys = self._rows = None
+        self._views = {}
+
     def rows(self, keys: Sequence[str]) -> np.ndarray:
         """Cache rows of ``keys`` (int64), in their order.
 
