@@ -3,7 +3,7 @@ trainer would (`PriorsReader.get`, in_memory=False) against the row cache (`ptg.
 warm (the files in the OS page cache) and cold (evicted), side by side in one process.
 
 Part 1 (the main figure) builds a store of ``--rows`` x ``--views`` x ``--dim`` float16 (default
-1M x 4 x 512 = 4 GiB) with the real writer (`write_shard`, default shard/inner-chunk layout), builds
+1.2M x 4 x 512 = 4.6 GiB raw) with the real writer (`write_shard`, default shard/inner-chunk layout), builds
 its row cache, and times batches of 64 random keys of one view. Part 2 (layout evidence) writes the
 same kind of rows into small Zarr arrays of other inner-chunk shapes/codecs and times the same reads.
 
@@ -159,7 +159,7 @@ def layout_variants(work: Path, rows: int, views: int, dim: int, batch: int, n_w
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--rows", type=int, default=1_200_000)
     ap.add_argument("--views", type=int, default=4)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--batch", type=int, default=64)
