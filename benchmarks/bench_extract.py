@@ -92,6 +92,32 @@ def bench_encoder(spec, n: int, side: int, batch: int, loader_workers: list[int]
     return out
 
 
+def bench_dask(n: int, side: int, batch: int, workers: list[int], rows_per_shard: int) -> list[dict]:
+    """`ptg extract-priors --workers N` (the real CLI, PNG files on disk) per N, and each store's
+    committed shards (keys + SHA-256 of the stored values) compared with the first N's."""
+    import subprocess
+
+    from ptg.pipeline.store import read_commits
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest, _ = _images(Path(tmp), n, side)
+        for w in workers:
+            store = Path(tmp) / f"w{w}.zarr"
+            cmd = [sys.executable, "-m", "ptg.cli.app", "extract-priors", str(manifest), "--model", "imagenet", "--out",
+                   str(store), "--batch-size", str(batch), "--rows-per-shard", str(rows_per_shard), "--workers", str(w),
+                   "--loader-workers", "0"]
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            wall = time.perf_counter() - t
+            commits = {sid: (tuple(r["keys"]), r["sha256"]) for sid, r in read_commits(store).items()}
+            out.append({"workers": w, "wall_s": wall, "img_s": n / wall, "shards": len(commits), "commits": commits})
+            print(f"--workers {w}: {wall:.1f} s for {n} images ({n / wall:.2f} img/s), {len(commits)} shards", flush=True)
+    for r in out:
+        r["same"] = r["commits"] == out[0]["commits"]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=64, help="images per run")
@@ -101,7 +127,9 @@ def main() -> None:
     ap.add_argument("--loader-workers", default="0,1", help="comma list: 0 = decode thread, N = DataLoader processes")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved runs per measurement (median reported)")
     ap.add_argument("--encoders", default="imagenet,clip", help="comma list of imagenet, clip (ViT-B-32, random init)")
-    ap.add_argument("--out", type=Path, default=None, help="write a markdown report here")
+    ap.add_argument("--dask-images", type=int, default=0, help="images of the --workers run (0 = skip it)")
+    ap.add_argument("--dask-workers", default="0,1,2", help="comma list of --workers values (0 = in process)")
+    ap.add_argument("--out", type=Path, default=None, help="write a markdown report here (the --workers section is appended)")
     args = ap.parse_args()
 
     import torch
@@ -112,14 +140,31 @@ def main() -> None:
     lws = [int(v) for v in args.loader_workers.split(",")]
     known = {"imagenet": EncoderSpec("imagenet"), "clip": EncoderSpec("clip", arch="ViT-B-32", random_init=True)}
     enc_rows = []
-    for name in args.encoders.split(","):
+    for name in [e for e in args.encoders.split(",") if e and e != "none"]:
         res = bench_encoder(known[name], args.n, args.side, args.batch, lws, args.repeats)
         enc_rows.append(res)
         print(f"{res['encoder']}: bare {res['bare']['median']:.2f} img/s "
               + ", ".join(f"loader {lw}: {res[f'lw{lw}']['median']:.2f} img/s ({res[f'lw{lw}']['median'] / res['bare']['median']:.3f}x)"
                           for lw in lws), flush=True)
 
-    if args.out:
+    dask_rows = (bench_dask(args.dask_images, args.side, args.batch, [int(w) for w in args.dask_workers.split(",")], 16)
+                 if args.dask_images else [])
+    cmd = " ".join([".venv/bin/python", "benchmarks/bench_extract.py"] + sys.argv[1:])
+    if args.out and dask_rows:
+        base = dask_rows[0]
+        lines = ["", f"## `ptg extract-priors --workers N` (local dask cluster), {args.dask_images} PNG files of {args.side}², "
+                 f"imagenet, batch {args.batch}, 16 rows per shard", "",
+                 f"Command: `{cmd}` (each run: `ptg extract-priors MANIFEST --model imagenet --batch-size {args.batch} "
+                 "--rows-per-shard 16 --workers N --loader-workers 0`, wall time of the whole command: start-up, encoder "
+                 "load, cluster start, hashing, decode, inference, commits).", "",
+                 "| --workers | wall (s) | img/s | vs in-process | shards | committed shards identical to --workers "
+                 f"{base['workers']} (keys + SHA-256) |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['workers']} | {r['wall_s']:.1f} | {r['img_s']:.2f} | {r['img_s'] / base['img_s']:.2f}x | {r['shards']} | "
+                  f"{'yes' if r['same'] else 'NO'} |" for r in dask_rows]
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "a") as fh:
+            fh.write("\n".join(lines) + "\n")
+    if args.out and enc_rows:
         cmd = " ".join([".venv/bin/python", "benchmarks/bench_extract.py"] + sys.argv[1:])
         rng = lambda d: f"{d['median']:.2f} ({d['min']:.2f}–{d['max']:.2f})"  # noqa: E731
         lines = [
@@ -139,7 +184,9 @@ def main() -> None:
                          + " | ".join(f"{rng(r[f'lw{lw}'])} | {r[f'lw{lw}']['median'] / r['bare']['median']:.3f}x" for lw in lws)
                          + f" | {r['store_bytes'] / r['n']:.0f} ({2**30 * r['n'] / max(1, r['store_bytes']):,.0f} images/GiB) |")
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("\n".join(lines) + "\n")
+        text = "\n".join(lines) + "\n"
+        old = args.out.read_text() if args.out.exists() else ""
+        args.out.write_text(text + (old[old.index("\n## `ptg extract-priors --workers"):] if "## `ptg extract-priors --workers" in old else ""))
         print(f"wrote {args.out}")
 
 
