@@ -301,7 +301,7 @@ def main() -> None:
                   "| encoder (random init) | params | input | views | prior dim | img/s | forwards/s | images per GiB (rows) | store bytes |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         lines += [f"| {e['encoder']} | {e['params_m']:.0f}M | {e['input']} | {e['views']} | {e['dim']} | {e['img_s']:.2f} | "
-                  f"{e['fwd_s']:.2f} | {2**30 / e['row_bytes']:,.0f} | {e['store_bytes'] / 2**20:.1f} MiB |" for e in extraction]
+                  f"{e['fwd_s']:.2f} | {2**30 / e['row_bytes']:,.0f} | {e['store_bytes'] / 2**10:,.0f} KiB |" for e in extraction]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
