@@ -120,7 +120,7 @@ def bench_dask(n: int, side: int, batch: int, workers: list[int], rows_per_shard
         manifest, _ = _images(Path(tmp), n, side)
         for w in workers:
             store = Path(tmp) / f"w{w}.zarr"
-            cmd = [sys.executable, "-m", "ptg.cli.app", "extract-priors", str(manifest), "--model", "imagenet", "--out",
+            cmd = [sys.executable, "-m", "ptg.cli.app", "extract-priors", "--manifest", str(manifest), "--model", "imagenet", "--out",
                    str(store), "--batch-size", str(batch), "--rows-per-shard", str(rows_per_shard), "--workers", str(w),
                    "--loader-workers", "0"]
             t = time.perf_counter()
@@ -171,7 +171,7 @@ def main() -> None:
         base = dask_rows[0]
         lines = ["", f"## `ptg extract-priors --workers N` (local dask cluster), {args.dask_images} PNG files of {args.side}², "
                  f"imagenet, batch {args.batch}, 16 rows per shard", "",
-                 f"Command: `{cmd}` (each run: `ptg extract-priors MANIFEST --model imagenet --batch-size {args.batch} "
+                 f"Command: `{cmd}` (each run: `ptg extract-priors --manifest M --model imagenet --batch-size {args.batch} "
                  "--rows-per-shard 16 --workers N --loader-workers 0`, wall time of the whole command: start-up, encoder "
                  "load, cluster start, hashing, decode, inference, commits).", "",
                  "| --workers | wall (s) | img/s | vs in-process | shards | committed shards identical to --workers "
