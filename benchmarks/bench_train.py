@@ -1,23 +1,36 @@
 """Training-step cost of F + PTG-RM with cached priors, against computing the prior online with the
 encoder in the loop, and against no prior lookup at all (the floor).
 
-Three arms train the same F + R (UNet F, PTG-RM R at prior dim 512) on the same batches (the same
-`TrainDataset` crops of the shipped sample photos, same seed); only the source of the prior differs:
+The arms train the same F + R (UNet F, PTG-RM R at the arm's prior dim) on the same batches (the
+same `TrainDataset` crops of the shipped sample photos, same seed); only the source of the prior
+differs:
 
 - ``floor``:  R gets a constant prior tensor made once; no lookup, no encoder.
-- ``cached``: the prior of each crop's view comes from a priors store (the trainer's path:
-  `load_tables` + `TrainDataset`); the store is made beforehand with `ptg extract-priors --model clip
-  --random-init` (ViT-B-32, random weights are fine for timing).
+- ``cached``: the prior of each crop's view comes from a priors store held in RAM (the trainer's
+  path: `load_tables` + `TrainDataset`); the store is extracted beforehand (CLIP ViT-B-32, flips).
+- ``cached-lazy``: the same store read per sample through the row cache
+  (`priorcache.prior_vectors(..., setting="false")`, i.e. ``data.priors_in_memory=false``).
 - ``online``: the authors' way: CLIP ViT-B-32 ``encode_image`` of every augmented crop at every
-  step (resize to 224, CLIP normalisation, on the training device), with the encoder in memory.
+  step (resize, CLIP normalisation, on the training device), with the encoder in memory.
+- ``cached-sd`` / ``online-sd``: Stable Diffusion 1.5's VAE encoder + UNet (the v1-5 configs,
+  random init; prior = VAE mid-block + latent statistics + UNet mid-block at timestep 200,
+  1804-d), input side ``--sd-size``.
+- ``cached-blip2`` / ``online-blip2``: BLIP-2's ViT-g/14 (39 layers, width 1408) + Q-Former (12
+  layers, 32 queries), transformers' `Blip2Config` defaults = blip2-opt-2.7b's vision and
+  Q-Former, random init; the OPT language model is not instantiated (the Q-Former prior does not
+  use it); input side ``--blip2-size`` (the position table is built for that side).
+
+Random weights are fine for timing and memory. Every store is extracted in this process first,
+and its extraction throughput reported.
 
 Each arm runs in a fresh subprocess. A step = load the batch (num_workers=0, so data time counts)
 + forward + backward + Adam step. Reported: each arm's median step time after warm-up (the median
 over interleaved repeats), the part spent loading the batch, the cached arm's prior lookup timed
 alone, and peak memory = on CUDA ``torch.cuda.max_memory_allocated``, on CPU the process's peak
-resident set (``ru_maxrss``).
+resident set (``VmHWM``).
 
-    .venv/bin/python benchmarks/bench_train.py --threads 1 --out benchmarks/results/train.md
+    .venv/bin/python benchmarks/bench_train.py --threads 1 --batch 2 --steps 8 --warmup 2 --online-steps 2 \
+        --repeats 2 --sd-size 128 --blip2-size 112 --out benchmarks/results/train.md
     .venv/bin/python benchmarks/bench_train.py --device cuda --crop 256 --batch 8 --steps 30
 """
 from __future__ import annotations
@@ -71,6 +84,16 @@ def big_encoder_spec(name: str, folder: Path, size: int, timestep: int = 200):
 
     Blip2Config(vision_config={"image_size": size}).save_pretrained(root)
     return EncoderSpec("blip2", pretrained=str(root), random_init=True, size=size)
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident set. VmHWM belongs to the process image and starts afresh at
+    exec; ``ru_maxrss`` would carry over the parent's peak (the parent loads SD and BLIP-2 to
+    extract their stores)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _worker(arm: str, args: argparse.Namespace) -> dict:
@@ -179,8 +202,7 @@ def _worker(arm: str, args: argparse.Namespace) -> dict:
         for i in range(n):
             _prior_vectors(tables, i % len(samples), views[i % 4], None, PriorConfig(), None, rng)
         lookup_s = (time.perf_counter() - t0) / n * args.batch
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else _peak_rss_mib()
     return {"arm": arm, "median_s": statistics.median(times), "data_s": statistics.median(data_times), "peak_mib": peak,
             "lookup_s": lookup_s, "dim": dim, "steps": steps,
             "fm_loaded": sorted({m.split(".")[0] for m in sys.modules} & {"open_clip", "transformers", "diffusers"})}
