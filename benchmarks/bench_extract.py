@@ -108,30 +108,34 @@ def bench_encoder(spec, n: int, side: int, batch: int, loader_workers: list[int]
     return out
 
 
-def bench_dask(n: int, side: int, batch: int, workers: list[int], rows_per_shard: int) -> list[dict]:
-    """`ptg extract-priors --workers N` (the real CLI, PNG files on disk) per N, and each store's
-    committed shards (keys + SHA-256 of the stored values) compared with the first N's."""
+def bench_dask(n: int, side: int, batch: int, workers: list[int], rows_per_shard: int, repeats: int = 1) -> list[dict]:
+    """`ptg extract-priors --workers N` (the real CLI, PNG files on disk) per N, settings
+    interleaved ``repeats`` times, and each store's committed shards (keys + SHA-256 of the stored
+    values) compared with the first N's."""
     import subprocess
 
     from ptg.pipeline.store import read_commits
 
-    out = []
+    walls: dict[int, list[float]] = {w: [] for w in workers}
+    commits_of: dict[int, list[dict]] = {w: [] for w in workers}
     with tempfile.TemporaryDirectory() as tmp:
         manifest, _ = _images(Path(tmp), n, side)
-        for w in workers:
-            store = Path(tmp) / f"w{w}.zarr"
+        for r, w in ((r, w) for r in range(repeats) for w in workers):
+            store = Path(tmp) / f"w{w}-{r}.zarr"
             cmd = [sys.executable, "-m", "ptg.cli.app", "extract-priors", "--manifest", str(manifest), "--model", "imagenet", "--out",
                    str(store), "--batch-size", str(batch), "--rows-per-shard", str(rows_per_shard), "--workers", str(w),
                    "--loader-workers", "0"]
             t = time.perf_counter()
             subprocess.run(cmd, check=True, capture_output=True)
             wall = time.perf_counter() - t
-            commits = {sid: (tuple(r["keys"]), r["sha256"]) for sid, r in read_commits(store).items()}
-            out.append({"workers": w, "wall_s": wall, "img_s": n / wall, "shards": len(commits), "commits": commits})
+            commits = {sid: (tuple(c["keys"]), c["sha256"]) for sid, c in read_commits(store).items()}
+            walls[w].append(wall)
+            commits_of[w].append(commits)
             print(f"--workers {w}: {wall:.1f} s for {n} images ({n / wall:.2f} img/s), {len(commits)} shards", flush=True)
-    for r in out:
-        r["same"] = r["commits"] == out[0]["commits"]
-    return out
+    ref = commits_of[workers[0]][0]
+    return [{"workers": w, "wall_s": statistics.median(walls[w]), "min": min(walls[w]), "max": max(walls[w]),
+             "img_s": n / statistics.median(walls[w]), "shards": len(commits_of[w][0]),
+             "same": all(c == ref for c in commits_of[w])} for w in workers]
 
 
 def main() -> None:
@@ -145,6 +149,7 @@ def main() -> None:
     ap.add_argument("--encoders", default="imagenet,clip", help="comma list of imagenet, clip (ViT-B-32, random init)")
     ap.add_argument("--dask-images", type=int, default=0, help="images of the --workers run (0 = skip it)")
     ap.add_argument("--dask-workers", default="0,1,2", help="comma list of --workers values (0 = in process)")
+    ap.add_argument("--dask-repeats", type=int, default=1, help="interleaved runs per --workers value (median reported)")
     ap.add_argument("--out", type=Path, default=None, help="write a markdown report here (the --workers section is appended)")
     args = ap.parse_args()
 
@@ -164,7 +169,8 @@ def main() -> None:
                           f"busy {res[f'busy{lw}']['median']:.3f})"
                           for lw in lws), flush=True)
 
-    dask_rows = (bench_dask(args.dask_images, args.side, args.batch, [int(w) for w in args.dask_workers.split(",")], 16)
+    dask_rows = (bench_dask(args.dask_images, args.side, args.batch, [int(w) for w in args.dask_workers.split(",")], 16,
+                            args.dask_repeats)
                  if args.dask_images else [])
     cmd = " ".join([".venv/bin/python", "benchmarks/bench_extract.py"] + sys.argv[1:])
     if args.out and dask_rows:
@@ -174,9 +180,10 @@ def main() -> None:
                  f"Command: `{cmd}` (each run: `ptg extract-priors --manifest M --model imagenet --batch-size {args.batch} "
                  "--rows-per-shard 16 --workers N --loader-workers 0`, wall time of the whole command: start-up, encoder "
                  "load, cluster start, hashing, decode, inference, commits).", "",
-                 "| --workers | wall (s) | img/s | vs in-process | shards | committed shards identical to --workers "
-                 f"{base['workers']} (keys + SHA-256) |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['workers']} | {r['wall_s']:.1f} | {r['img_s']:.2f} | {r['img_s'] / base['img_s']:.2f}x | {r['shards']} | "
+                 f"| --workers | wall (s), median (min–max) of {args.dask_repeats} | img/s | vs in-process | shards | "
+                 f"committed shards identical to --workers {base['workers']} (keys + SHA-256, every run) |",
+                 "|---|---|---|---|---|---|"]
+        lines += [f"| {r['workers']} | {r['wall_s']:.1f} ({r['min']:.1f}–{r['max']:.1f}) | {r['img_s']:.2f} | {r['img_s'] / base['img_s']:.2f}x | {r['shards']} | "
                   f"{'yes' if r['same'] else 'NO'} |" for r in dask_rows]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with open(args.out, "a") as fh:
