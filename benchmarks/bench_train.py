@@ -1,23 +1,36 @@
 """Training-step cost of F + PTG-RM with cached priors, against computing the prior online with the
 encoder in the loop, and against no prior lookup at all (the floor).
 
-Three arms train the same F + R (UNet F, PTG-RM R at prior dim 512) on the same batches (the same
-`TrainDataset` crops of the shipped sample photos, same seed); only the source of the prior differs:
+The arms train the same F + R (UNet F, PTG-RM R at the arm's prior dim) on the same batches (the
+same `TrainDataset` crops of the shipped sample photos, same seed); only the source of the prior
+differs:
 
 - ``floor``:  R gets a constant prior tensor made once; no lookup, no encoder.
-- ``cached``: the prior of each crop's view comes from a priors store (the trainer's path:
-  `load_tables` + `TrainDataset`); the store is made beforehand with `ptg extract-priors --model clip
-  --random-init` (ViT-B-32, random weights are fine for timing).
+- ``cached``: the prior of each crop's view comes from a priors store held in RAM (the trainer's
+  path: `load_tables` + `TrainDataset`); the store is extracted beforehand (CLIP ViT-B-32, flips).
+- ``cached-lazy``: the same store read per sample through the row cache
+  (`priorcache.prior_vectors(..., setting="false")`, i.e. ``data.priors_in_memory=false``).
 - ``online``: the authors' way: CLIP ViT-B-32 ``encode_image`` of every augmented crop at every
-  step (resize to 224, CLIP normalisation, on the training device), with the encoder in memory.
+  step (resize, CLIP normalisation, on the training device), with the encoder in memory.
+- ``cached-sd`` / ``online-sd``: Stable Diffusion 1.5's VAE encoder + UNet (the v1-5 configs,
+  random init; prior = VAE mid-block + latent statistics + UNet mid-block at timestep 200,
+  1804-d), input side ``--sd-size``.
+- ``cached-blip2`` / ``online-blip2``: BLIP-2's ViT-g/14 (39 layers, width 1408) + Q-Former (12
+  layers, 32 queries), transformers' `Blip2Config` defaults = blip2-opt-2.7b's vision and
+  Q-Former, random init; the OPT language model is not instantiated (the Q-Former prior does not
+  use it); input side ``--blip2-size`` (the position table is built for that side).
+
+Random weights are fine for timing and memory. Every store is extracted in this process first,
+and its extraction throughput reported.
 
 Each arm runs in a fresh subprocess. A step = load the batch (num_workers=0, so data time counts)
 + forward + backward + Adam step. Reported: each arm's median step time after warm-up (the median
 over interleaved repeats), the part spent loading the batch, the cached arm's prior lookup timed
 alone, and peak memory = on CUDA ``torch.cuda.max_memory_allocated``, on CPU the process's peak
-resident set (``ru_maxrss``).
+resident set (``VmHWM``).
 
-    .venv/bin/python benchmarks/bench_train.py --threads 1 --out benchmarks/results/train.md
+    .venv/bin/python benchmarks/bench_train.py --threads 1 --batch 2 --steps 8 --warmup 2 --online-steps 2 \
+        --repeats 2 --sd-size 128 --blip2-size 112 --out benchmarks/results/train.md
     .venv/bin/python benchmarks/bench_train.py --device cuda --crop 256 --batch 8 --steps 30
 """
 from __future__ import annotations
@@ -25,6 +38,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import resource
 import statistics
@@ -34,7 +48,52 @@ import tempfile
 import time
 from pathlib import Path
 
-ARMS = ("floor", "cached", "online")
+ARMS = ("floor", "cached", "cached-lazy", "online", "cached-sd", "online-sd", "cached-blip2", "online-blip2")
+VIEWS = ("identity", "hflip", "vflip", "hvflip")
+
+# SD 1.5's VAE and UNet (v1-5 repo configs), built at random init: the real architectures and sizes.
+SD_VAE = {"_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
+          "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4, "in_channels": 3,
+          "out_channels": 3, "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32, "sample_size": 512,
+          "scaling_factor": 0.18215}
+SD_UNET = {"_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": 8,
+           "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": False, "cross_attention_dim": 768,
+           "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+           "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
+           "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
+           "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]}
+
+
+def big_encoder_spec(name: str, folder: Path, size: int, timestep: int = 200):
+    """An `EncoderSpec` of a paper-size foundation model at random init, from configs written to
+    ``folder``: ``sd`` = SD 1.5 VAE + UNet (prior at ``timestep``), ``blip2`` = BLIP-2's ViT-g/14 +
+    Q-Former (transformers' `Blip2Config` defaults = blip2-opt-2.7b's vision and Q-Former; the OPT
+    language model is never instantiated by the encoder). ``size`` = input side (224/512 in the
+    released models; the ViT's position table is built for ``size``)."""
+    import json
+
+    from ptg.pipeline.encoders import EncoderSpec
+
+    root = folder / name
+    if name == "sd":
+        for sub, cfg in (("vae", SD_VAE), ("unet", SD_UNET)):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            (root / sub / "config.json").write_text(json.dumps(cfg))
+        return EncoderSpec("sd", pretrained=str(root), random_init=True, size=size, timestep=timestep)
+    from transformers import Blip2Config
+
+    Blip2Config(vision_config={"image_size": size}).save_pretrained(root)
+    return EncoderSpec("blip2", pretrained=str(root), random_init=True, size=size)
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident set. VmHWM belongs to the process image and starts afresh at
+    exec; ``ru_maxrss`` would carry over the parent's peak (the parent loads SD and BLIP-2 to
+    extract their stores)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _worker(arm: str, args: argparse.Namespace) -> dict:
@@ -51,42 +110,60 @@ def _worker(arm: str, args: argparse.Namespace) -> dict:
     dev = torch.device(args.device)
     samples = load_manifest(args.manifest).split("train")
     tables = []
-    if arm == "cached":
+    family = arm.split("-")[1] if arm.count("-") and arm != "cached-lazy" else "clip"
+    store = {"clip": args.store, "sd": args.work / "sd.zarr", "blip2": args.work / "blip2.zarr"}[family]
+    if arm.startswith("cached"):
+        import warnings
+
         from ptg.pipeline.store import open_priors
 
-        tables = load_tables([open_priors(args.store)], sample_keys(samples), ("identity", "hflip", "vflip", "hvflip"))
-    views = ("identity", "hflip", "vflip", "hvflip")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # random-init stores; identity-only stores fall back for flips
+            tables = load_tables([open_priors(store)], sample_keys(samples), VIEWS)
+        if arm == "cached-lazy":  # data.priors_in_memory=false: the row cache, read per sample
+            from ptg.pipeline.priorcache import prior_vectors
+
+            for t in tables:
+                t.vectors = prior_vectors(store, sample_keys(samples), list(t.vectors), setting="false")
+    views = VIEWS
+    dim = tables[0].dim if tables else 512
     ds = TrainDataset(samples, tables, DataConfig(crop=args.crop), PriorConfig(), views, seed=0,
                       repeat=max(1, -(-args.batch * (args.steps + args.warmup) // len(samples))))
     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch, sampler=[(0, i) for i in range(len(ds))], drop_last=True)
 
     encode = None
-    if arm == "online":
+    if arm.startswith("online"):
+        import dataclasses
+
         from ptg.pipeline.encoders import EncoderSpec, build_encoder
 
-        enc = build_encoder(EncoderSpec("clip", arch="ViT-B-32", random_init=True, device=str(dev)))
+        spec = (EncoderSpec("clip", arch="ViT-B-32", random_init=True) if family == "clip"
+                else big_encoder_spec(family, args.work / "configs", args.sd_size if family == "sd" else args.blip2_size))
+        enc = build_encoder(dataclasses.replace(spec, device=str(dev)))
         enc.module.eval().requires_grad_(False)
         pp = enc.preprocess
+        dim = enc.dim
         mean = torch.tensor(pp.mean, device=dev).view(1, 3, 1, 1)
         std = torch.tensor(pp.std, device=dev).view(1, 3, 1, 1)
 
         def encode(x: torch.Tensor) -> torch.Tensor:
-            # x: [B, 3, crop, crop] on dev -> [B, 512]; square crops, so the short-side resize is a plain resize
+            # x: [B, 3, crop, crop] on dev -> [B, dim]; square crops: short-side crop and squash are a plain resize
             with torch.no_grad():
                 t = torch.nn.functional.interpolate(x, size=(pp.size, pp.size), mode="bicubic", antialias=True).clamp(0, 1)
-                return enc.forward((t - mean) / std)
+                return enc.forward((t - mean) / std).float()
 
     torch.manual_seed(0)
     f = create_model("unet", width=args.width).to(dev)
-    r = create_model("ptgrm", prior_dims=(512,)).to(dev)
+    r = create_model("ptgrm", prior_dims=(dim,)).to(dev)
     opt = torch.optim.Adam(list(f.parameters()) + list(r.parameters()), lr=1e-4, betas=(0.9, 0.99))
     loss_fn = build_loss(LossConfig())
-    const = torch.nn.functional.normalize(torch.ones(args.batch, 512, device=dev), dim=1)
+    const = torch.nn.functional.normalize(torch.ones(args.batch, dim, device=dev), dim=1)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times, data_times = [], []
     it = iter(loader)
-    for step in range(args.warmup + args.steps):
+    steps = args.online_steps if arm in ("online-sd", "online-blip2") else args.steps
+    for step in range(args.warmup + steps):
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -96,7 +173,7 @@ def _worker(arm: str, args: argparse.Namespace) -> dict:
         y = batch["y"].to(dev, non_blocking=True)
         if arm == "floor":
             g = const
-        elif arm == "cached":
+        elif arm.startswith("cached"):
             g = batch["priors"][0].to(dev, non_blocking=True)
         else:
             g = encode(x)
@@ -112,7 +189,7 @@ def _worker(arm: str, args: argparse.Namespace) -> dict:
             times.append(time.perf_counter() - t0)
             data_times.append(t_data)
     lookup_s = 0.0
-    if arm == "cached":
+    if arm.startswith("cached"):
         # The only work the cached arm adds to the floor: one prior lookup per sample (timed alone,
         # since on a shared CPU the step-time difference drowns in noise).
         import numpy as np
@@ -125,23 +202,54 @@ def _worker(arm: str, args: argparse.Namespace) -> dict:
         for i in range(n):
             _prior_vectors(tables, i % len(samples), views[i % 4], None, PriorConfig(), None, rng)
         lookup_s = (time.perf_counter() - t0) / n * args.batch
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else _peak_rss_mib()
     return {"arm": arm, "median_s": statistics.median(times), "data_s": statistics.median(data_times), "peak_mib": peak,
-            "lookup_s": lookup_s,
+            "lookup_s": lookup_s, "dim": dim, "steps": steps,
             "fm_loaded": sorted({m.split(".")[0] for m in sys.modules} & {"open_clip", "transformers", "diffusers"})}
 
 
-def _prepare(work: Path, device: str) -> tuple[Path, Path]:
+def _prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path, list[dict]]:
+    """The sample manifest and one store per encoder (clip: flips; sd, blip2: identity), each
+    extracted in this process with its throughput measured from the start of computing."""
+    import dataclasses
+    import gc
+    import warnings
+
+    import torch
+
+    from ptg.pipeline.encoders import EncoderSpec, build_encoder
+    from ptg.pipeline.extract import extract_priors
     from ptg.pipeline.samples import build_samples
 
+    torch.set_num_threads(args.threads)
     manifest = build_samples(work / "samples", task="denoise", sigma=25.0, seed=0, max_side=512, use_opencv=True)
-    store = work / "clip.zarr"
-    if not store.exists():
-        subprocess.run([sys.executable, "-m", "ptg.cli.app", "extract-priors", "--model", "clip", "--random-init",
-                        "--manifest", str(manifest), "--out", str(store), "--views", "flips", "--split", "train",
-                        "--device", device], check=True, capture_output=True)
-    return manifest, store
+    specs = {"clip": (EncoderSpec("clip", arch="ViT-B-32", random_init=True), "flips"),
+             "sd": (big_encoder_spec("sd", work / "configs", args.sd_size), "identity"),
+             "blip2": (big_encoder_spec("blip2", work / "configs", args.blip2_size), "identity")}
+    wanted = {"clip"} | {a.split("-")[1] for a in args.arms if a.count("-") and a != "cached-lazy"}
+    rows = []
+    for name, (spec, views) in specs.items():
+        if name not in wanted or (work / f"{name}.zarr").exists():
+            continue
+        t = time.perf_counter()
+        enc = build_encoder(dataclasses.replace(spec, device=args.device))
+        build_s = time.perf_counter() - t
+        params = sum(p.numel() for p in enc.module.parameters())
+        start: list[float] = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            s = extract_priors(manifest, enc, out=work / f"{name}.zarr", views=views, split="train", batch_size=args.batch,
+                               loader_workers=0, on_plan=lambda plan: start.append(time.perf_counter()))
+        sec = time.perf_counter() - start[0]
+        n_views = len(s.views)
+        rows.append({"encoder": name, "params_m": params / 1e6, "build_s": build_s, "input": enc.preprocess.size,
+                     "dim": s.dim, "views": n_views, "images": s.computed, "img_s": s.computed / sec,
+                     "fwd_s": s.computed * n_views / sec, "row_bytes": n_views * s.dim * 2, "store_bytes": s.store_bytes})
+        print(f"extract {name}: {params / 1e6:.0f}M params, {s.computed} images x {n_views} views in {sec:.1f} s "
+              f"({s.computed / sec:.2f} img/s), dim {s.dim}", flush=True)
+        del enc
+        gc.collect()
+    return manifest, work / "clip.zarr", rows
 
 
 def main() -> None:
@@ -152,9 +260,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--width", type=int, default=16, help="UNet F width")
     ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--online-steps", type=int, default=3, help="timed steps of the online SD / BLIP-2 arms")
+    ap.add_argument("--sd-size", type=int, default=128, help="SD input side (512 released; latent = side / 8)")
+    ap.add_argument("--blip2-size", type=int, default=224, help="BLIP-2 ViT input side (224 released)")
+    ap.add_argument("--arms", default=",".join(ARMS), help="comma list of arms to run")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3, help="run every arm this many times (interleaved); report the median")
-    ap.add_argument("--work", type=Path, default=None, help="folder for the samples and the store (default: a temp dir)")
+    ap.add_argument("--work", type=Path, default=None, help="folder for the samples, configs and stores (default: a temp dir)")
     ap.add_argument("--out", type=Path, default=None, help="append a markdown section to this file")
     ap.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)
     ap.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)
@@ -164,36 +276,54 @@ def main() -> None:
         print(json.dumps(_worker(args.arm, args)))
         return
 
-    work = args.work or Path(tempfile.mkdtemp(prefix="bench_train_"))
-    manifest, store = _prepare(work, args.device)
+    args.arms = [a for a in args.arms.split(",") if a]
+    unknown = [a for a in args.arms if a not in ARMS]
+    if unknown or "floor" not in args.arms:
+        ap.error(f"--arms: unknown {unknown} or no floor; choose from {', '.join(ARMS)}")
+    work = (args.work or Path(tempfile.mkdtemp(prefix="bench_train_"))).resolve()
+    os.environ["PTG_CACHE"] = str(work / "cache")  # the cached-lazy arm's row cache stays in the work folder
+    manifest, store, extraction = _prepare(work, args)
     common = ["--device", args.device, "--threads", str(args.threads), "--crop", str(args.crop), "--batch",
               str(args.batch), "--width", str(args.width), "--steps", str(args.steps), "--warmup", str(args.warmup),
-              "--manifest", str(manifest), "--store", str(store)]
+              "--online-steps", str(args.online_steps), "--sd-size", str(args.sd_size), "--blip2-size", str(args.blip2_size),
+              "--manifest", str(manifest), "--store", str(store), "--work", str(work)]
     runs: dict[str, list[dict]] = {}
     for _ in range(args.repeats):
-        for arm in ARMS:
-            out = subprocess.run([sys.executable, __file__, "--arm", arm, *common], check=True, capture_output=True, text=True)
+        for arm in args.arms:
+            out = subprocess.run([sys.executable, __file__, "--arm", arm, *common], capture_output=True, text=True)
+            if out.returncode:
+                raise SystemExit(f"arm {arm} failed:\n{out.stderr[-3000:]}")
             res = json.loads(out.stdout.strip().splitlines()[-1])
             runs.setdefault(arm, []).append(res)
-            print(f"{arm:7s} {res['median_s'] * 1000:8.1f} ms/step  peak {res['peak_mib']:8.0f} MiB", flush=True)
+            print(f"{arm:13s} {res['median_s'] * 1000:9.1f} ms/step  peak {res['peak_mib']:8.0f} MiB", flush=True)
     # Median over the interleaved repeats of each arm's median step (robust to a busy neighbour).
     results = {arm: {k: statistics.median(r[k] for r in rs) if k != "fm_loaded" else rs[0][k] for k in rs[0] if k != "arm"}
                for arm, rs in runs.items()}
     floor = results["floor"]
     lines = [
-        f"## {datetime.date.today()} — {args.device}, {platform.processor() or platform.machine()}, "
-        f"{args.threads} thread(s), batch {args.batch}, crop {args.crop}, UNet width {args.width} + PTG-RM (dim 512)",
+        f"## {datetime.date.today()} — {args.device}, {platform.processor() or platform.machine()} ({os.cpu_count()} cores, "
+        f"busy: shared with other jobs), {args.threads} thread(s), batch {args.batch}, crop {args.crop}, UNet width "
+        f"{args.width} + PTG-RM (prior dim of the arm)",
         "",
         f"`{' '.join(['.venv/bin/python', 'benchmarks/bench_train.py'] + sys.argv[1:])}`",
         "",
-        "| arm | median step (ms) | of which batch loading (ms) | prior lookup per step (ms) | vs floor | peak memory (MiB) | vs floor | foundation-model packages loaded |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| arm | prior dim | median step (ms) | range over repeats (ms) | of which batch loading (ms) | prior lookup per step (ms) | vs floor | peak RSS (MiB) | vs floor | foundation-model packages loaded |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    for arm in ARMS:
+    for arm in args.arms:
         r = results[arm]
-        lines.append(f"| {arm} | {r['median_s'] * 1000:.1f} | {r['data_s'] * 1000:.1f} | {r['lookup_s'] * 1000:.3f} | "
-                     f"{r['median_s'] / floor['median_s']:.3f}× | "
+        ms = [x["median_s"] * 1000 for x in runs[arm]]
+        lines.append(f"| {arm} | {r['dim']:.0f} | {r['median_s'] * 1000:.1f} | {min(ms):.0f}–{max(ms):.0f} | {r['data_s'] * 1000:.1f} | "
+                     f"{r['lookup_s'] * 1000:.3f} | {r['median_s'] / floor['median_s']:.3f}× | "
                      f"{r['peak_mib']:.0f} | {r['peak_mib'] / floor['peak_mib']:.2f}× | {', '.join(r['fm_loaded']) or 'none'} |")
+    if extraction:
+        lines += ["", f"Extraction of the arms' stores over the {extraction[0]['images']} training samples (`extract_priors`, "
+                  f"batch {args.batch}, decode thread, timed from the start of computing; images/GiB = 2^30 / "
+                  "(views x dim x 2 bytes), the float16 row size; the measured store bytes add shard padding and metadata):", "",
+                  "| encoder (random init) | params | input | views | prior dim | img/s | forwards/s | images per GiB (rows) | store bytes |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {e['encoder']} | {e['params_m']:.0f}M | {e['input']} | {e['views']} | {e['dim']} | {e['img_s']:.2f} | "
+                  f"{e['fwd_s']:.2f} | {2**30 / e['row_bytes']:,.0f} | {e['store_bytes'] / 2**10:,.0f} KiB |" for e in extraction]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -2,16 +2,19 @@
 
 Flow (one coordinator per store, holding its writer lock):
 
-1. Key every degraded image by the SHA-256 of its bytes; keys already committed in the store are
-   reused, duplicates within the manifest are computed once.
-2. Decode every image still to compute (in DataLoader workers) *before* writing anything: a
-   corrupt file stops the run naming the file and its manifest line, or, with ``skip_bad``, is
-   left out and recorded in the store's metadata (never stored as zeros).
-3. Allocate whole shards for the rest, in manifest order (`store.allocate_shards`).
-4. Compute: DataLoader workers decode and preprocess every view, the main thread runs batched
-   inference under ``torch.inference_mode``, a background thread writes and commits each shard.
-   With ``workers=N`` (a local dask cluster) or ``dask_scheduler=ADDRESS`` (an existing one) each
-   dask task computes and commits one shard.
+1. Key every degraded image by the SHA-256 of its bytes (threads, while the encoder loads); keys
+   already committed in the store are reused, duplicates within the manifest are computed once.
+2. Allocate whole shards for the rest, in manifest order (`store.allocate_shards`).
+3. Compute: each image is decoded once, by a background thread (``loader_workers=0``) or by
+   DataLoader workers, which preprocess every view ahead of the encoder; the main thread only runs
+   batched inference under ``torch.inference_mode``; a background thread writes and commits each
+   shard. With ``workers=N`` (a local dask cluster) or ``dask_scheduler=ADDRESS`` (an existing
+   one) each dask task computes and commits one shard.
+4. Bad inputs: a file that cannot be decoded (or is too small for a tile grid) is found where it
+   is decoded. A shard holding one is never committed, so it is never stored as zeros; the run
+   goes on, commits every other shard (kept for the next run), then stops naming each bad file
+   and its manifest line. With ``skip_bad`` the bad rows are left out of their shard, the rest is
+   committed, and they are recorded in the store's metadata.
 
 Exactness: images are batched within a shard, in the same chunks whatever the path, so a resumed
 run and a dask run compute every row with the same batch composition as an uninterrupted
@@ -24,6 +27,8 @@ import queue
 import socket
 import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -117,7 +122,10 @@ def _shard_batches(n: int, batch_size: int) -> list[range]:
 
 
 class _ViewsDataset:
-    """Map-style dataset: index -> (index, [V, 3, S, S]) for DataLoader workers."""
+    """Map-style dataset: index -> (index, [V, 3, S, S] or None, error text or None).
+
+    The one place an image is decoded: a file that cannot be used comes back as its error text
+    (a bad input, not a crash), so the run can name it and still finish the other shards."""
 
     def __init__(self, paths: Sequence[Path], views: Sequence[str], pp, loader: ImageLoader):
         self.paths, self.views, self.pp, self.loader = list(paths), tuple(views), pp, loader
@@ -126,31 +134,41 @@ class _ViewsDataset:
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        return i, _views_tensor(self.loader(self.paths[i]), self.views, self.pp)
-
-
-class _CheckDataset:
-    """index -> error text or None, decoding the whole image (the pre-pass over new inputs)."""
-
-    def __init__(self, paths: Sequence[Path], views: Sequence[str], loader: ImageLoader):
-        self.paths, self.views, self.loader = list(paths), tuple(views), loader
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        from .views import apply_view
-
         try:
-            img = self.loader(self.paths[i])
-            for v in self.views:
-                if v.startswith("tile"):
-                    apply_view(img, v)  # raises for images too small for the grid
+            return i, _views_tensor(self.loader(self.paths[i]), self.views, self.pp), None  # tiles raise if too small
         except PtgError as exc:
-            return i, str(exc)
-        except Exception as exc:  # any decoder failure is a bad input, not a crash
-            return i, f"cannot read {self.paths[i]}: {type(exc).__name__}: {exc}"
-        return i, None
+            return i, None, str(exc)
+        except Exception as exc:  # any decoder failure is a bad input
+            return i, None, f"cannot read {self.paths[i]}: {type(exc).__name__}: {exc}"
+
+
+def _collate(items: list) -> tuple[list[int], Any, list[int], list[tuple[int, str]]]:
+    """Items of one batch -> (indices, [b_good, V, 3, S, S] or None, good indices, [(index, error)])."""
+    import torch
+
+    good = [(i, x) for i, x, err in items if err is None]
+    x = torch.stack([x for _, x in good]) if good else None
+    return [i for i, _, _ in items], x, [i for i, _ in good], [(i, err) for i, _, err in items if err is not None]
+
+
+def _load_batches(ds: _ViewsDataset, batches: list[list[int]], loader_workers: int, ahead: int = 2):
+    """Yield `_collate` results of ``batches`` in order, decoded ahead of the consumer.
+
+    ``loader_workers > 0``: DataLoader processes. ``0``: one background thread (decoders and
+    torch's resampling release the GIL), so the encoder never waits on a decode it could overlap,
+    with no worker start-up cost."""
+    if loader_workers > 0:
+        from torch.utils.data import DataLoader
+
+        yield from DataLoader(ds, batch_sampler=batches, collate_fn=_collate, **_loader_kwargs(loader_workers))
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptg-decode") as pool:
+        pending = deque(pool.submit(lambda b: _collate([ds[i] for i in b]), b) for b in batches[:ahead])
+        for b in batches[ahead:] + [None] * min(ahead, len(batches)):
+            item = pending.popleft().result()
+            if b is not None:
+                pending.append(pool.submit(lambda b: _collate([ds[i] for i in b]), b))
+            yield item
 
 
 def _default_loader(path: Path) -> np.ndarray:
@@ -212,14 +230,6 @@ def _store_metadata(enc, views_spec: str, views: tuple[str, ...], dtype: str) ->
 # The engine
 
 
-def _check_inputs(todo: list[tuple[str, Sample]], views: tuple[str, ...], loader: ImageLoader, loader_workers: int) -> list[tuple[int, str]]:
-    from torch.utils.data import DataLoader
-
-    ds = _CheckDataset([s.input for _, s in todo], views, loader)
-    dl = DataLoader(ds, batch_size=None, shuffle=False, **_loader_kwargs(loader_workers))
-    return [(i, err) for i, err in dl if err is not None]
-
-
 def extract_priors(
     manifest: Manifest | str | Path,
     encoder: Any = "imagenet",
@@ -248,7 +258,8 @@ def extract_priors(
         views: identity | flips | d4 | tiles:N (see `ptg.pipeline.views`).
         dtype: float16 (default) or float32 storage.
         batch_size: images per DataLoader batch, and rows per forward pass.
-        loader_workers: DataLoader processes decoding images; None = min(4, CPUs - 1).
+        loader_workers: DataLoader processes decoding images; 0 = one background thread of this
+            process; None = min(4, CPUs - 1).
         workers: N > 0 runs on a local dask cluster of N processes; 0 runs in this process.
         dask_scheduler: address of an existing dask.distributed scheduler (the store must be on a
             filesystem its workers share).
@@ -286,11 +297,13 @@ def extract_priors(
 
     if isinstance(encoder, str):
         encoder = EncoderSpec(encoder)
-    enc = encoder if isinstance(encoder, Encoder) else build_encoder(encoder)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptg-hash") as pool:
+        hashing = pool.submit(sample_keys, samples)  # file reads + SHA-256 overlap the weights load
+        enc = encoder if isinstance(encoder, Encoder) else build_encoder(encoder)
+        keys = hashing.result()
     if (workers or dask_scheduler) and enc.spec is None:
         raise PtgError("dask extraction needs an EncoderSpec (workers rebuild the encoder), not a built Encoder")
     store = Path(out).expanduser() if out is not None else default_store_path(enc, views, dtype)
-    keys = sample_keys(samples)
 
     with writer_lock(store):
         meta = create_or_open_store(store, _store_metadata(enc, views, view_names, dtype), rows_per_shard)
@@ -305,45 +318,44 @@ def extract_priors(
                     todo.append((k, s))
         reused = len(seen) - len(todo)
 
-        bad = _check_inputs(todo, view_names, loader, loader_workers)
-        skipped: list[SkippedImage] = []
-        if bad:
-            items = [(todo[i][1], err) for i, err in bad]
-            if not skip_bad:
-                shown = "\n".join(f"  manifest line {s.line} (id {s.id!r}): {err}" for s, err in items[:20])
-                more = f"\n  ... and {len(items) - 20} more" if len(items) > 20 else ""
-                raise PtgError(f"{len(items)} input image(s) of {m.path} cannot be used; nothing was written:\n"
-                               f"{shown}{more}\nFix or remove them, or pass --skip-bad to leave them out.")
-            skipped = [SkippedImage(s.id, s.line, str(s.input), err) for s, err in items]
-            drop = {i for i, _ in bad}
-            todo = [t for i, t in enumerate(todo) if i not in drop]
-
         groups = [todo[i : i + rows] for i in range(0, len(todo), rows)]
         shard_ids = allocate_shards(store, len(groups)) if groups else []
         if on_plan is not None:
-            on_plan(ExtractPlan(store, len(samples), len(seen), reused, len(todo), skipped, len(groups)))
+            on_plan(ExtractPlan(store, len(samples), len(seen), reused, len(todo), [], len(groups)))
         tasks = [(sid, [k for k, _ in g], [s.input for _, s in g]) for sid, g in zip(shard_ids, groups)]
+        bad: list[tuple[int, int, str]] = []  # (task, row in task, error)
         if tasks and (workers or dask_scheduler):
-            _run_dask(store, enc.spec, tasks, view_names, batch_size, workers, dask_scheduler, image_loader, on_progress)
+            bad = _run_dask(store, enc.spec, tasks, view_names, batch_size, workers, dask_scheduler, image_loader,
+                            skip_bad, on_progress)
         elif tasks:
-            _run_local(store, enc, tasks, view_names, batch_size, loader_workers, loader, on_progress)
+            bad = _run_local(store, enc, tasks, view_names, batch_size, loader_workers, loader, skip_bad, on_progress)
+        items = [(groups[t][j][1], err) for t, j, err in sorted(bad)]
+        if items and not skip_bad:
+            kept = len(tasks) - len({t for t, _, _ in bad})
+            shown = "\n".join(f"  manifest line {s.line} (id {s.id!r}): {err}" for s, err in items[:20])
+            more = f"\n  ... and {len(items) - 20} more" if len(items) > 20 else ""
+            raise PtgError(f"{len(items)} input image(s) of {m.path} cannot be used; no shard holding one was written "
+                           f"({kept} other shard(s) were committed and will be reused):\n{shown}{more}\n"
+                           "Fix or remove them, or pass --skip-bad to leave them out.")
+        skipped = [SkippedImage(s.id, s.line, str(s.input), err) for s, err in items]
+        computed = len(todo) - len(skipped)
 
         seconds = time.perf_counter() - t0
         old = {(d["path"], d["id"]) for d in meta.get("skipped", [])}
         run = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "manifest": str(m.path), "samples": len(samples),
-               "computed": len(todo), "reused": reused, "skipped": len(skipped), "seconds": round(seconds, 3),
+               "computed": computed, "reused": reused, "skipped": len(skipped), "seconds": round(seconds, 3),
                "host": socket.gethostname(), "package_version": __version__}
         update_metadata(store, skipped=list(meta.get("skipped", [])) + [asdict(s) for s in skipped if (s.path, s.id) not in old],
                         runs=(list(meta.get("runs", [])) + [run])[-100:], updated=run["time"])
-    return ExtractSummary(store, len(samples), len(seen), len(todo), reused, skipped, time.perf_counter() - t0,
+    return ExtractSummary(store, len(samples), len(seen), computed, reused, skipped, time.perf_counter() - t0,
                           store_nbytes(store), enc.fingerprint, enc.random_init, enc.name, view_names, enc.dim)
 
 
 def _run_local(store: Path, enc, tasks, views, batch_size: int, loader_workers: int, loader: ImageLoader,
-               on_progress: Callable[[int], None] | None) -> None:
-    """DataLoader workers decode + preprocess, this thread infers, a writer thread commits shards."""
+               skip_bad: bool, on_progress: Callable[[int], None] | None) -> list[tuple[int, int, str]]:
+    """Decoding runs ahead (`_load_batches`), this thread only infers, a writer thread commits
+    shards. Returns the bad inputs as (task, row in task, error)."""
     import zarr
-    from torch.utils.data import DataLoader
 
     from .store import ARRAY, write_shard
 
@@ -352,7 +364,6 @@ def _run_local(store: Path, enc, tasks, views, batch_size: int, loader_workers: 
     # batches never cross a shard: the same composition as a resumed or a dask run
     batches = [[int(starts[t]) + i for i in r] for t, (_, _, ps) in enumerate(tasks) for r in _shard_batches(len(ps), batch_size)]
     ds = _ViewsDataset(paths, views, enc.preprocess, loader)
-    dl = DataLoader(ds, batch_sampler=batches, **_loader_kwargs(loader_workers))
 
     arr = zarr.open_array(store / ARRAY, mode="r+")
     q: queue.Queue = queue.Queue(maxsize=4)
@@ -368,27 +379,34 @@ def _run_local(store: Path, enc, tasks, views, batch_size: int, loader_workers: 
 
     th = threading.Thread(target=writer, name="ptg-shard-writer", daemon=True)
     th.start()
+    bad: list[tuple[int, int, str]] = []
     try:
-        buf: np.ndarray | None = None
-        task_i, filled = 0, 0
-        for idx, x in dl:
-            vals = _encode(enc, x, batch_size)  # [B, V, D]
-            if buf is None:
-                buf = np.empty((len(tasks[task_i][1]),) + vals.shape[1:], np.float32)
-            buf[filled : filled + len(vals)] = vals
-            filled += len(vals)
+        vals: list[np.ndarray] = []  # [b, V, D] blocks of the current shard
+        good: list[int] = []  # their rows in the shard
+        task_i, seen, tainted = 0, 0, False
+        for idx, x, ok, errors in _load_batches(ds, batches, loader_workers):
+            start = int(starts[task_i])
+            if x is not None:
+                vals.append(_encode(enc, x, batch_size))  # [b, V, D]
+                good += [i - start for i in ok]
+            bad += [(task_i, i - start, err) for i, err in errors]
+            tainted |= bool(errors)
+            seen += len(idx)
             if on_progress is not None:
-                on_progress(len(vals))
-            if filled == len(tasks[task_i][1]):
+                on_progress(len(idx))
+            if seen == len(tasks[task_i][1]):
                 if failure:
                     raise failure[0]
-                q.put((tasks[task_i][0], tasks[task_i][1], buf))
-                task_i, filled, buf = task_i + 1, 0, None
+                sid, keys, _ = tasks[task_i]
+                if good and (skip_bad or not tainted):  # a shard with a bad input is committed only without it
+                    q.put((sid, [keys[j] for j in good], np.concatenate(vals)))
+                task_i, seen, tainted, vals, good = task_i + 1, 0, False, [], []
     finally:
         q.put(None)
         th.join()
     if failure:
         raise failure[0]
+    return bad
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,8 +417,10 @@ _WORKER_ENCODERS: dict[Any, Any] = {}  # per worker process: spec -> built encod
 
 
 def _dask_shard(store: str, spec, shard: int, keys: list[str], paths: list[str], views: tuple[str, ...],
-                batch_size: int, threads: int, image_loader: ImageLoader | None) -> int:
-    """One dask task: compute and commit one shard. Returns the rows written."""
+                batch_size: int, threads: int, image_loader: ImageLoader | None,
+                skip_bad: bool) -> tuple[int, list[tuple[int, str]]]:
+    """One dask task: compute and commit one shard (the local path's batching and bad-input rule).
+    Returns (images processed, [(row in shard, error)])."""
     import torch
 
     from .encoders import build_encoder
@@ -410,17 +430,21 @@ def _dask_shard(store: str, spec, shard: int, keys: list[str], paths: list[str],
     enc = _WORKER_ENCODERS.get(spec)
     if enc is None:
         enc = _WORKER_ENCODERS[spec] = build_encoder(spec)
-    loader = image_loader or _default_loader
-    out = []
-    for r in _shard_batches(len(paths), batch_size):
-        x = torch.stack([_views_tensor(loader(Path(paths[i])), views, enc.preprocess) for i in r])
-        out.append(_encode(enc, x, batch_size))
-    write_shard(Path(store), shard, keys, np.concatenate(out))
-    return len(keys)
+    ds = _ViewsDataset([Path(p) for p in paths], views, enc.preprocess, image_loader or _default_loader)
+    out, good, bad = [], [], []
+    for _, x, ok, errors in _load_batches(ds, [list(r) for r in _shard_batches(len(paths), batch_size)], 0):
+        if x is not None:
+            out.append(_encode(enc, x, batch_size))
+            good += ok
+        bad += errors
+    if good and (skip_bad or not bad):
+        write_shard(Path(store), shard, [keys[j] for j in good], np.concatenate(out))
+    return len(keys), bad
 
 
 def _run_dask(store: Path, spec, tasks, views, batch_size: int, workers: int, address: str | None,
-              image_loader: ImageLoader | None, on_progress: Callable[[int], None] | None) -> None:
+              image_loader: ImageLoader | None, skip_bad: bool,
+              on_progress: Callable[[int], None] | None) -> list[tuple[int, int, str]]:
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError as exc:
@@ -440,11 +464,15 @@ def _run_dask(store: Path, spec, tasks, views, batch_size: int, workers: int, ad
             threads = max(1, (os.cpu_count() or 1) // workers)
         with client:
             futs = [client.submit(_dask_shard, str(store.resolve()), spec, sid, keys, [str(p) for p in paths], views,
-                                  batch_size, threads, image_loader, pure=False, key=f"ptg-shard-{sid}-{os.getpid()}")
+                                  batch_size, threads, image_loader, skip_bad, pure=False,
+                                  key=f"ptg-shard-{sid}-{os.getpid()}")
                     for sid, keys, paths in tasks]
+            task_of = {f.key: t for t, f in enumerate(futs)}
+            bad: list[tuple[int, int, str]] = []
             try:
                 for fut in as_completed(futs):
-                    n = fut.result()  # re-raises a worker's exception here
+                    n, errors = fut.result()  # re-raises a worker's exception here
+                    bad += [(task_of[fut.key], j, err) for j, err in errors]
                     if on_progress is not None:
                         on_progress(n)
             except BaseException:
@@ -453,3 +481,4 @@ def _run_dask(store: Path, spec, tasks, views, batch_size: int, workers: int, ad
     finally:
         if cluster is not None:
             cluster.close()
+    return bad

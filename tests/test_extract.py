@@ -129,12 +129,45 @@ def test_corrupt_image_stops_before_writing_or_is_skipped_and_recorded(tmp_path)
     out = tmp_path / "s.zarr"
     with pytest.raises(PtgError, match=r"(?s)manifest line 3 \(id 's2'\).*broken.png.*--skip-bad"):
         extract_priors(m, spec, out=out, loader_workers=0)
-    assert list((out / COMMITS).iterdir()) == []  # nothing of the run was written
+    assert list((out / COMMITS).iterdir()) == []  # its shard (the only one) was not written
     s = extract_priors(m, spec, out=out, loader_workers=1, skip_bad=True)
     assert (s.computed, len(s.skipped)) == (3, 1) and s.skipped[0].id == "s2" and s.skipped[0].line == 3
     r = open_priors(out)
     assert file_sha256(bad) not in r.keys() and len(r) == 3  # never stored as zeros
     assert [d["id"] for d in r.metadata["skipped"]] == ["s2"]
+
+
+class _CountingLoader:
+    """The default decoder, counting how often each file is decoded."""
+
+    def __init__(self):
+        self.calls: dict[str, int] = {}
+
+    def __call__(self, path):
+        self.calls[str(path)] = self.calls.get(str(path), 0) + 1
+        return read_image(path, channels=3)
+
+
+def test_each_image_decoded_once_and_bad_shard_alone_withheld(tmp_path):
+    imgs = _images(tmp_path / "img", 19, side=40)
+    bad = tmp_path / "img" / "broken.png"
+    bad.write_bytes(imgs[0].read_bytes()[:60])
+    m = _manifest(tmp_path / "m.jsonl", imgs[:10] + [bad] + imgs[10:])  # line 11: in the second of 3 shards
+    spec = _tiny_clip_spec(tmp_path)
+    kw = dict(rows_per_shard=8, batch_size=3, dtype="float32")
+    count = _CountingLoader()
+    with pytest.raises(PtgError, match=r"(?s)1 input image.*2 other shard\(s\) were committed.*manifest line 11 \(id 's10'\)"):
+        extract_priors(m, spec, out=tmp_path / "s.zarr", loader_workers=0, image_loader=count, **kw)
+    assert sorted(count.calls.values()) == [1] * 20  # one decode per image: no separate pre-check pass
+    assert len(list((tmp_path / "s.zarr" / COMMITS).iterdir())) == 2
+    # resumed with --skip-bad: the two good shards are reused, the middle one is committed without the bad row
+    s = extract_priors(m, spec, out=tmp_path / "s.zarr", loader_workers=0, skip_bad=True, **kw)
+    assert (s.reused, s.computed, [x.line for x in s.skipped]) == (12, 7, [11])
+    clean = extract_priors(_manifest(tmp_path / "ok.jsonl", imgs), spec, out=tmp_path / "ok.zarr", loader_workers=0, **kw)
+    k1, v1 = _all(tmp_path / "s.zarr")
+    k2, v2 = _all(clean.store)
+    assert k1 == k2 and len(k1) == 19
+    np.testing.assert_allclose(v1, v2, rtol=0, atol=1e-6)  # one batch lost a member: the same values up to rounding
 
 
 def test_cli_extract_info_export(tmp_path, capsys, monkeypatch):

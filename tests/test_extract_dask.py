@@ -25,3 +25,19 @@ def test_two_dask_workers_equal_one_process(tmp_path):
     np.testing.assert_array_equal(v1, v2)
 
 
+
+
+def test_dask_bad_input_withholds_only_its_shard(tmp_path):
+    import pytest
+
+    from ptg.pipeline.errors import PtgError
+    from ptg.pipeline.store import COMMITS
+
+    imgs = _images(tmp_path / "img", 12, side=40)
+    bad = tmp_path / "img" / "broken.png"
+    bad.write_bytes(imgs[0].read_bytes()[:60])
+    m = _manifest(tmp_path / "m.jsonl", imgs[:3] + [bad] + imgs[3:])  # line 4: in the first of 2 shards
+    out = tmp_path / "d.zarr"
+    with pytest.raises(PtgError, match=r"(?s)1 other shard\(s\) were committed.*manifest line 4 \(id 's3'\).*broken.png"):
+        extract_priors(m, _tiny_clip_spec(tmp_path), out=out, workers=2, rows_per_shard=8, batch_size=4, dtype="float32")
+    assert [p.name for p in (out / COMMITS).iterdir()] == ["shard-000001.json"]
