@@ -87,7 +87,9 @@ class PriorTransform:
             train_rows: Sequence[np.ndarray | Tensor]) -> "PriorTransform":
         """Fit the statistics on the training rows (one ``[N, D_i]`` array per store)."""
         t = cls(tuple(dims), normalize, control, seed)
-        rows = [torch.as_tensor(np.asarray(r), dtype=torch.float32) for r in train_rows]
+        if normalize != "standardize" and control != "constant":
+            return t  # stateless: the (possibly lazy, disk-backed) rows need not be read
+        rows = [torch.as_tensor(np.asarray(r[:]), dtype=torch.float32) for r in train_rows]
         if normalize == "standardize":
             t.mean = [r.mean(0) for r in rows]
             # dimensions that never vary carry nothing: leave them centred, not divided by ~0

@@ -62,3 +62,13 @@ def test_touching_an_image_is_not_a_change(data, tmp_path):
 def test_a_run_that_did_not_learn_says_so(data, tmp_path):
     with pytest.warns(UserWarning, match=r"the training loss barely moved .* Train longer \(--steps\) or raise the learning rate"):
         train(_cfg(data, tmp_path / "run", steps=6, sets=["optim.lr=1e-12", "optim.eta_min=0"]))
+
+
+def test_lazy_priors_train_exactly_as_in_memory(data, tmp_path, monkeypatch):
+    """data.priors_in_memory=false reads the memory-mapped row cache: the same bits, the same run."""
+    monkeypatch.setenv("PTG_CACHE", str(tmp_path / "cache"))
+    sets = ["priors.normalize=standardize", "priors.control=constant"]
+    ram = train(_cfg(data, tmp_path / "ram", steps=4, sets=sets + ["data.priors_in_memory=true"]))
+    lazy = train(_cfg(data, tmp_path / "lazy", steps=4, sets=sets + ["data.priors_in_memory=false"]))
+    assert any((tmp_path / "cache").rglob("*.npy"))  # the lazy run really read the row cache
+    assert lazy["digest"] == ram["digest"] and lazy["val"] == ram["val"]

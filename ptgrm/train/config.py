@@ -43,6 +43,7 @@ class DataConfig:
     augment: str = "store"  # dihedral views drawn per crop: "store" = those cached in the first --priors store (also in mode baseline, so every arm gets the same views; identity with a warning when no store is given) | none | flips | d4
     num_workers: int = 0  # DataLoader worker processes (0: load in the training process)
     cache_images: bool = False  # keep decoded training images in RAM (per worker): no PNG decoding per step
+    priors_in_memory: bool | Literal["auto"] = "auto"  # priors in RAM (true), read lazily from a memory-mapped row cache (false), or auto: in RAM up to min(2 GiB, 1/8 of free memory)
     allow_missing_priors: bool = False  # drop manifest rows without a prior (with a warning) instead of failing
     val_max_images: int = 0  # validate on at most this many images (0: all)
     val_crop: int = 0  # centre-crop validation images to this side (0: whole images)

@@ -32,6 +32,7 @@ from ptg.pipeline.errors import PtgError
 from ptg.pipeline.fsio import file_sha256
 from ptg.pipeline.imageio import image_size, read_image
 from ptg.pipeline.manifest import Sample
+from ptg.pipeline.priorcache import prior_vectors
 from ptg.pipeline.store import sample_keys
 from ptg.pipeline.views import VIEW_SETS, apply_view, tile_view_for
 
@@ -120,7 +121,8 @@ def check_missing(samples: Sequence[Sample], keys: Sequence[str], stores: Sequen
     return [i for i in range(len(samples)) if i not in missing]
 
 
-def load_tables(stores: Sequence[Any], keys: Sequence[str], aug: Sequence[str]) -> list[PriorTable]:
+def load_tables(stores: Sequence[Any], keys: Sequence[str], aug: Sequence[str], in_memory: bool | str = "auto"
+                ) -> list[PriorTable]:
     """Read, for each store, the priors of ``keys`` for every view training can ask for.
 
     Warns once per store whose views do not cover the drawn dihedral views.
@@ -145,7 +147,8 @@ def load_tables(stores: Sequence[Any], keys: Sequence[str], aug: Sequence[str]) 
             wanted = ["identity"] + [v for v in aug if v in views and v != "identity"]
         if "identity" not in views:
             raise PtgError(f"the priors store {store.path} has no identity view (it holds {', '.join(views[:8])})")
-        vectors = {v: store.get(list(keys), view=v) for v in dict.fromkeys(wanted)}
+        # in RAM, or lazily from the store's memory-mapped row cache (same bits), by data.priors_in_memory
+        vectors = prior_vectors(store, list(keys), list(dict.fromkeys(wanted)), setting=in_memory)
         tables.append(PriorTable(str(store.path), int(store.dim), views, dict(store.metadata), tiles, vectors))
     return tables
 

@@ -176,8 +176,9 @@ class _Run:
         with warnings.catch_warnings():
             if not d.main:
                 warnings.simplefilter("ignore")
-            tables = load_tables(stores, train_keys, self.augment) if stores else []
-            val_tables = load_tables(stores, val_keys, ("identity",)) if stores and val_samples else []
+            in_memory = cfg.data.priors_in_memory
+            tables = load_tables(stores, train_keys, self.augment, in_memory) if stores else []
+            val_tables = load_tables(stores, val_keys, ("identity",), in_memory) if stores and val_samples else []
         self.priors_meta = [t.describe() for t in tables]
         self.transform = fit_transform(tables, cfg.priors, cfg.seed)
         self.loss_fn = build_loss(cfg.loss).to(self.device)
