@@ -24,6 +24,7 @@ def distill_command(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 16,
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate (cosine decay to 0).")] = 1e-3,
     normalize: Annotated[str, typer.Option("--normalize", help="Target normalisation: standardize | l2 | none.")] = "standardize",
+    head_init: Annotated[str, typer.Option("--head-init", help="ridge (head starts at the ridge read-out) | random.")] = "ridge",
     size: Annotated[Optional[int], typer.Option("--size", help="Student input side (default: the teacher's pinned size).")] = None,
     val_every: Annotated[int, typer.Option("--val-every", help="Validate on the test split every K steps.")] = 100,
     student_arg: Annotated[Optional[list[str]], typer.Option("--student-arg", help="Student option KEY=JSON (repeatable).")] = None,
@@ -50,7 +51,7 @@ def distill_command(
             args[key] = value
     cfg = DistillConfig(priors=str(priors), manifest=str(manifest), out=str(out), root=None if root is None else str(root),
                         student=student, student_args=args, steps=steps, batch_size=batch_size, lr=lr,
-                        normalize=normalize, size=size, val_every=val_every, seed=seed, device=device, threads=threads)
+                        normalize=normalize, head_init=head_init, size=size, val_every=val_every, seed=seed, device=device, threads=threads)
     if quiet:
         meta = distill(cfg, force=force)
     else:

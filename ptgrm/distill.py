@@ -4,9 +4,9 @@ The priors store already holds the teacher's answer for every training image and
 student (see `ptg.ptgrm.students`) learns to regress it from the degraded image. Nothing here
 imports open_clip, transformers or diffusers (tested in a process where those imports fail).
 
-Data. Train rows of the manifest, each with every dihedral view the store holds (identity, and
-flips / d4 when extracted with them): the view is applied to the whole image with the
-extractor's own `apply_view`, exactly as the teacher saw it. Test rows (identity view) are the
+Data. Train rows of the manifest, each with every view the store holds (identity, and flips /
+d4 / tiles when extracted with them): the view is made with the extractor's own `apply_view`,
+exactly as the teacher saw it (``--views tiles:4`` gives 17 training pairs per image). Test rows (identity view) are the
 validation set; the last step's weights are kept (no checkpoint is picked on test).
 
 Preprocessing (pinned, recorded in ``student.json``): the teacher's own resize/crop policy from
@@ -16,7 +16,7 @@ whose policy is not a `Preprocess` falls back to short side 256 -> centre crop 2
 
 Loss. ``n(.)`` is the training normalisation (``--normalize``): ``standardize`` (per-dimension
 mean/std of the train rows, saved), ``l2`` (unit vectors) or ``none``. The network predicts
-``n(g)``; the loss is ``1 - cos(raw_pred, g) + MSE(pred, n(g))``. The cosine is taken in the
+``n(g)``, its head starting at the ridge read-out of its initial features (``head_init``); the loss is ``1 - cos(raw_pred, g) + MSE(pred, n(g))``. The cosine is taken in the
 store's raw space because that is what PTG-RM sees after its own L2 normalisation.
 
 What `load_student(DIST)(x)` returns: vectors in the store's raw space, rounded to the store's
@@ -52,14 +52,15 @@ from ptg.pipeline.errors import Interrupted, PtgError
 from ptg.pipeline.imageio import read_image
 from ptg.pipeline.manifest import load_manifest
 from ptg.pipeline.store import open_priors, sample_keys
-from ptg.pipeline.views import VIEW_SETS, apply_view
+from ptg.pipeline.views import apply_view
 
-from .students import create_student, get_student_info
+from .students import create_student, get_student_info, set_linear_head
 
 FORMAT = "ptg-student/1"
 KIND = "student"
 NORMALIZE = ("standardize", "l2", "none")
-DIHEDRAL = set(VIEW_SETS["d4"]) | set(VIEW_SETS["flips"])
+HEAD_INIT = ("ridge", "random")
+RIDGE_ROWS = 2048  # at most this many (image, view) rows feed the ridge head initialisation
 DEFAULT_PP = Preprocess(size=224, resize="short_side_center_crop", resize_short=256, interpolation="bicubic")
 CACHE_LIMIT = 2 << 30  # preprocessed training tensors are kept in RAM up to this many bytes
 
@@ -79,6 +80,7 @@ class DistillConfig:
     lr: float = 1e-3  # AdamW learning rate, cosine-decayed to 0
     weight_decay: float = 1e-4  # AdamW weight decay
     normalize: str = "standardize"  # training-target normalisation, one of NORMALIZE
+    head_init: str = "ridge"  # ridge: head starts at the ridge read-out of the initial features; random: as built
     size: int | None = None  # side of the student's input; None = the teacher's pinned size
     val_every: int = 100  # validate on the test split (and save state.pt) every K steps
     seed: int = 0  # model init and batch order
@@ -293,6 +295,25 @@ def _predict(net, images: _Images, n: int, norm: Normalizer, device, batch: int)
     return torch.cat(outs).numpy() if outs else np.zeros((0, len(norm.mean)), np.float32)
 
 
+def _ridge_head(net, images: _Images, items: list, y: Tensor, device, batch: int) -> None:
+    """Set the head to the ridge regression of the (normalised) targets on the initial features.
+
+    A random head on a pre-trained trunk wastes the first steps undoing noise (and, through the
+    gradients, the trunk); starting from the best linear read-out is linear probing, then fine-tuning.
+    The ridge strength is the mean eigenvalue of the centred feature Gram matrix: strong, since rows are few.
+    """
+    net.eval()
+    with torch.no_grad():
+        feats = torch.cat([net.features(images.batch(items[i : i + batch]).to(device)).double().cpu()
+                           for i in range(0, len(items), batch)])  # [N, F]
+    fm, ym = feats.mean(0), y.double().mean(0)
+    fc, yc = feats - fm, y.double() - ym
+    gram = fc @ fc.T  # [N, N]: the dual form stays small for any feature width
+    alpha = float(gram.trace()) / len(fc) + 1e-8
+    w = fc.T @ torch.linalg.solve(gram + alpha * torch.eye(len(fc), dtype=gram.dtype), yc)  # [F, D]
+    set_linear_head(net.head, w.float(), (ym - fm @ w).float())
+
+
 def agreement(pred: np.ndarray, teacher: np.ndarray, norm: Normalizer, train_mean: np.ndarray) -> dict[str, float]:
     """Student vs teacher on the same rows: raw cosine, MSE (raw and training space) and a baseline.
 
@@ -365,7 +386,7 @@ def _load_rows(cfg: DistillConfig):
         raise PtgError(f"{len(miss)} of {len(train_s) + len(test_s)} manifest rows have no prior in {cfg.priors} "
                        f"(e.g. {', '.join(s.id for s in miss[:5])}): the store was made from another manifest or its images "
                        f"changed. Run `ptg extract-priors --manifest {cfg.manifest} --out {cfg.priors}` first")
-    views = [v for v in reader.views if v in DIHEDRAL]
+    views = list(reader.views)  # identity, flips / d4, tiles: `apply_view` makes each as the extractor did
     return reader, [str(w.message) for w in caught], train_s, test_s, k_tr, k_te, views
 
 
@@ -388,6 +409,8 @@ def distill(cfg: DistillConfig, on_progress: Callable[..., None] | None = None, 
     for name, v, lo in (("--steps", cfg.steps, 1), ("--batch-size", cfg.batch_size, 1), ("--val-every", cfg.val_every, 1)):
         if v < lo:
             raise PtgError(f"{name} must be at least {lo}, got {v}")
+    if cfg.head_init not in HEAD_INIT:
+        raise PtgError(f"--head-init {cfg.head_init!r} is not supported; use one of {', '.join(HEAD_INIT)}")
     if not cfg.lr > 0:
         raise PtgError(f"--lr must be positive, got {cfg.lr}")
     get_student_info(cfg.student)  # unknown names fail before any work
@@ -439,6 +462,10 @@ def _train(cfg: DistillConfig, out: Path, on_progress, force: bool) -> dict[str,
             sched.load_state_dict(state["sched"])
             gen.set_state(state["gen"])
             step, history = int(state["step"]), json.loads(state["history"])
+    if step == 0 and cfg.head_init == "ridge":
+        pick = torch.randperm(len(items), generator=torch.Generator().manual_seed(cfg.seed))[:RIDGE_ROWS].tolist()
+        _ridge_head(net, tr_images, [items[i] for i in pick], torch.stack([norm.forward(targets[items[i]]) for i in pick]),
+                    device, cfg.batch_size)
     train_mean = teacher_tr[:, 0].mean(0)
 
     def save_state() -> None:

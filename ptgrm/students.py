@@ -13,6 +13,8 @@ prior dimension up to 2,048 (tested).
   linear head factorised through rank 256, so a 1,280- or 1,804-d prior still fits in 5M parameters.
   timm is imported inside the factory only.
 
+Every student exposes ``features(x)`` (the pooled vector its head reads) and ``head``, so
+`ptg distill` can start the head at the ridge read-out of the features (`set_linear_head`).
 Each entry records the input normalisation the architecture expects (mean, std), which
 `ptg distill` pins into the student's metadata.
 """
@@ -91,6 +93,26 @@ def create_student(name: str, out_dim: int, **kw: Any) -> nn.Module:
         raise PtgError(f"cannot build student {name!r} with options {kw}: {exc}") from exc
 
 
+@torch.no_grad()
+def set_linear_head(head: nn.Module, weight: Tensor, bias: Tensor) -> None:
+    """Make ``head`` compute ``feats @ weight + bias`` (``weight`` [F, D]), as well as its rank allows.
+
+    A plain `nn.Linear` takes it exactly; a factorised head (Linear F->r without bias, Linear r->D)
+    takes the best rank-r approximation (truncated SVD, split evenly between the two layers).
+    """
+    if isinstance(head, nn.Linear):
+        head.weight.copy_(weight.T)
+        head.bias.copy_(bias)
+        return
+    first, second = head[0], head[1]
+    u, s, vh = torch.linalg.svd(weight.double(), full_matrices=False)
+    r = first.out_features
+    root = s[:r].sqrt()
+    first.weight.copy_((u[:, :r] * root).T.float())  # [r, F]
+    second.weight.copy_((vh[:r].T * root).float())  # [D, r]
+    second.bias.copy_(bias)
+
+
 # ---------------------------------------------------------------------------------------------
 # cnn
 
@@ -117,10 +139,13 @@ class CompactCNN(nn.Module):
         self.stages = nn.Sequential(*[_Stage(a, b) for a, b in zip(chans[:-1], chans[1:])])
         self.head = nn.Linear(2 * widths[-1], out_dim)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def features(self, x: Tensor) -> Tensor:
+        """Pooled features ``[B, 2C]`` the head reads."""
         f = self.stages(x)  # [B, C, S/32, S/32]
-        pooled = torch.cat([f.mean(dim=(2, 3)), f.std(dim=(2, 3), unbiased=False)], dim=1)  # [B, 2C]
-        return self.head(pooled)  # [B, out_dim]
+        return torch.cat([f.mean(dim=(2, 3)), f.std(dim=(2, 3), unbiased=False)], dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))  # [B, out_dim]
 
 
 @register_student("cnn", summary="compact residual CNN (about 0.7M parameters + head, 0.2 GMAC at 224²), torch only",
@@ -148,8 +173,12 @@ class Lite0Student(nn.Module):
         else:
             self.head = nn.Sequential(nn.Linear(feat, head_rank, bias=False), nn.Linear(head_rank, out_dim))
 
+    def features(self, x: Tensor) -> Tensor:
+        """Pooled trunk features ``[B, 1280]`` the head reads."""
+        return self.trunk(x)
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.trunk(x))  # [B, 1280] -> [B, out_dim]
+        return self.head(self.features(x))  # [B, out_dim]
 
 
 @register_student("efficientnet-lite0",
