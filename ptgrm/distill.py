@@ -181,7 +181,7 @@ class PriorStudent:
         imgs = x.detach().float().cpu().permute(0, 2, 3, 1).numpy()
         return torch.stack([apply_preprocess(im, self.preprocess) for im in imgs])
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(self, x: Tensor) -> Tensor:
         """Raw priors ``[B, D]`` (float32, rounded to the store's dtype) of images ``[B, 3, H, W]`` in [0, 1]."""
         y = self.net(self.prepare(x).to(self.device)).float()  # [B, D] in the training space
