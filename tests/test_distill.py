@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from ptg.cli.app import main
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.errors import Interrupted, PtgError
 from ptg.pipeline.imageio import read_image
 from ptg.pipeline.manifest import load_manifest
 from ptg.ptgrm import students as S
@@ -123,22 +124,42 @@ def test_loaded_student_gives_priors_in_the_store_space(data, tmp_path):
         student.check_matches({"dim": 16, "path": "s", "metadata": {"fingerprint": "other"}})
 
 
-def test_an_interrupted_run_reports_no_success_and_resumes_to_the_same_weights(data, tmp_path):
+@pytest.mark.parametrize("how", ["sigint", "crash"])
+def test_an_interrupted_run_reports_no_success_and_resumes_to_the_same_weights(data, tmp_path, how):
     straight = distill(_cfg(data, tmp_path / "a", steps=8, val_every=4))
+    seen = []
 
     def stop_at_6(n, **kw):
-        stop_at_6.n = getattr(stop_at_6, "n", 0) + n
-        if stop_at_6.n == 6:
-            raise KeyboardInterrupt
+        seen.append(n)
+        if len(seen) == 6:
+            if how == "sigint":  # handled: state saved at step 6, then Interrupted (exit 130)
+                os.kill(os.getpid(), signal.SIGINT)
+            else:  # anything else that kills the loop: the state of step 4 is what is left
+                raise RuntimeError("crash")
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted if how == "sigint" else RuntimeError) as err:
         distill(_cfg(data, tmp_path / "b", steps=8, val_every=4), on_progress=stop_at_6)
-    assert not (tmp_path / "b" / "student.json").exists() and (tmp_path / "b" / "state.pt").is_file()
+    if how == "sigint":
+        assert err.value.exit_code == 130 and "Run the same command again" in str(err.value)
+    assert not (tmp_path / "b" / "student.json").exists()
+    assert torch.load(tmp_path / "b" / "state.pt", weights_only=True)["step"] == (6 if how == "sigint" else 4)
     with pytest.raises(PtgError, match="is not a finished `ptg distill` output"):
         load_student(tmp_path / "b")
     resumed = distill(_cfg(data, tmp_path / "b", steps=8, val_every=4))
     assert resumed["weights_sha256"] == straight["weights_sha256"]
     assert resumed["history"] == straight["history"]
+
+
+def test_a_factorised_head_takes_the_best_low_rank_read_out():
+    rng = torch.Generator().manual_seed(0)
+    w = torch.randn(6, 2, generator=rng) @ torch.randn(2, 5, generator=rng)  # rank 2
+    b = torch.randn(5, generator=rng)
+    head = torch.nn.Sequential(torch.nn.Linear(6, 3, bias=False), torch.nn.Linear(3, 5))
+    S.set_linear_head(head, w, b)
+    x = torch.randn(4, 6, generator=rng)
+    assert torch.allclose(head(x), x @ w + b, atol=1e-5)
+    lite = S.create_student("efficientnet-lite0", 300, pretrained=False, head_rank=8)
+    assert isinstance(lite.head, torch.nn.Sequential) and lite.head[0].out_features == 8
 
 
 def test_ridge_probe_reads_a_linear_field_and_refuses_constant_ones():
