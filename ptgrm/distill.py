@@ -246,10 +246,10 @@ def _device(name: str) -> torch.device:
 class _Images:
     """Preprocessed student inputs of (sample, view) pairs, decoded once and cached while they fit."""
 
-    def __init__(self, paths: Sequence[Path], pp: Preprocess):
+    def __init__(self, paths: Sequence[Path], pp: Preprocess, n_views: int = 1):
         self.paths, self.pp = list(paths), pp
         self.cache: dict[tuple[int, str], Tensor] = {}
-        self.keep = len(self.paths) * 3 * pp.size * pp.size * 4 <= CACHE_LIMIT
+        self.keep = len(self.paths) * n_views * 3 * pp.size * pp.size * 4 <= CACHE_LIMIT
 
     def batch(self, items: Sequence[tuple[int, str]]) -> Tensor:
         out = []
@@ -439,7 +439,7 @@ def _train(cfg: DistillConfig, out: Path, on_progress, force: bool) -> dict[str,
     teacher_te = reader.get(k_te, "identity")  # [M, D]
     norm = Normalizer.fit(cfg.normalize, teacher_tr)
     pp = _pinned_preprocess(reader.metadata, cfg.student, cfg.size)
-    tr_images, te_images = _Images([s.input for s in train_s], pp), _Images([s.input for s in test_s], pp)
+    tr_images, te_images = _Images([s.input for s in train_s], pp, len(views)), _Images([s.input for s in test_s], pp)
     items = [(i, v) for i in range(len(train_s)) for v in views]
     targets = {(i, v): torch.from_numpy(teacher_tr[i, j]) for i in range(len(train_s)) for j, v in enumerate(views)}
 
