@@ -54,6 +54,7 @@ from ptg.pipeline.manifest import load_manifest
 from ptg.pipeline.store import open_priors, sample_keys
 from ptg.pipeline.views import apply_view
 
+from .distill_agreement import agreement, probe_report
 from .students import create_student, get_student_info, set_linear_head
 
 FORMAT = "ptg-student/1"
@@ -228,6 +229,33 @@ def load_student(dist: str | Path, device: str | torch.device = "cpu") -> PriorS
     return PriorStudent(net.to(device), meta, normalizer)
 
 
+def student_priors(dists: Sequence[str | Path], entries: Sequence[dict[str, Any]], device: str | torch.device = "cpu"):
+    """A prior source for a trained run from students, one per priors store the run was trained on.
+
+    Args:
+        dists: `ptg distill` folders, in the order of the run's stores (``--prior-from``, repeatable).
+        entries: the checkpoint's ``priors`` list (path, dim, metadata with the fingerprint).
+
+    Returns:
+        ``priors_for(path, img) -> [[1, D_i], ...]``, the signature of `ptg.ptgrm.infer`'s
+        `StorePriors` / `EncoderPriors`: raw store-space vectors, for the run's own prior handling.
+
+    Raises:
+        PtgError: a count that differs from the run's stores, or a student of another teacher.
+    """
+    if len(dists) != len(entries):
+        raise PtgError(f"the model takes {len(entries)} prior(s) (stores {', '.join(str(e.get('path')) for e in entries)}); "
+                       f"--prior-from gave {len(dists)} student folder(s). Give one per store, in the same order")
+    students = [load_student(d, device) for d in dists]
+    for st, e in zip(students, entries):
+        st.check_matches(e)
+
+    def priors_for(path: Path | None, img: np.ndarray) -> list[Tensor]:
+        return [st.priors_for(path, img)[0] for st in students]
+
+    return priors_for
+
+
 # ---------------------------------------------------------------------------------------------
 # Training
 
@@ -312,63 +340,6 @@ def _ridge_head(net, images: _Images, items: list, y: Tensor, device, batch: int
     alpha = float(gram.trace()) / len(fc) + 1e-8
     w = fc.T @ torch.linalg.solve(gram + alpha * torch.eye(len(fc), dtype=gram.dtype), yc)  # [F, D]
     set_linear_head(net.head, w.float(), (ym - fm @ w).float())
-
-
-def agreement(pred: np.ndarray, teacher: np.ndarray, norm: Normalizer, train_mean: np.ndarray) -> dict[str, float]:
-    """Student vs teacher on the same rows: raw cosine, MSE (raw and training space) and a baseline.
-
-    ``cos_mean_prior`` is what predicting the train-rows' mean prior for every image achieves:
-    the floor a student must beat to carry any per-image information.
-    """
-    p, t = torch.from_numpy(pred).float(), torch.from_numpy(teacher).float()
-    base = torch.from_numpy(train_mean).float().expand_as(t)
-    return {"cos": float(F.cosine_similarity(p, t, dim=1).mean()),
-            "cos_min": float(F.cosine_similarity(p, t, dim=1).min()),
-            "mse": float(F.mse_loss(p, t)),
-            "mse_normalized": float(F.mse_loss(norm.forward(p), norm.forward(t))),
-            "cos_mean_prior": float(F.cosine_similarity(base, t, dim=1).mean()),
-            "mse_normalized_mean_prior": float(F.mse_loss(norm.forward(base), norm.forward(t)))}
-
-
-def ridge_probe(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray, alpha: float = 1.0) -> float | None:
-    """Test R² of a ridge regression (closed form, features standardised on train); None if undefined."""
-    if len(x_tr) < 2 or len(x_te) < 2 or np.var(y_te) == 0 or np.var(y_tr) == 0:
-        return None
-    mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-8
-    a, b = (x_tr - mu) / sd, (x_te - mu) / sd
-    ym = y_tr.mean()
-    # dual form: (A Aᵀ + αI)⁻¹ y — n_train × n_train, small whatever the prior dim
-    w = a.T @ np.linalg.solve(a @ a.T + alpha * np.eye(len(a)), y_tr - ym)
-    pred = b @ w + ym
-    return float(1.0 - np.sum((y_te - pred) ** 2) / np.sum((y_te - y_te.mean()) ** 2))
-
-
-def _numeric_fields(samples) -> list[str]:
-    names = set()
-    for s in samples:
-        deg = s.extra.get("degradation")
-        if isinstance(deg, dict):
-            names |= {k for k, v in deg.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return sorted(names)
-
-
-def _field(samples, name: str) -> np.ndarray | None:
-    vals = [(s.extra.get("degradation") or {}).get(name) for s in samples]
-    if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in vals):
-        return None
-    return np.asarray(vals, dtype=np.float64)
-
-
-def probe_report(train_s, test_s, teacher_tr, teacher_te, student_tr, student_te) -> dict[str, dict[str, float | None]]:
-    """R² of the degradation fields read linearly from teacher priors and from student priors."""
-    out = {}
-    for name in _numeric_fields(train_s + test_s):
-        y_tr, y_te = _field(train_s, name), _field(test_s, name)
-        if y_tr is None or y_te is None:
-            continue
-        out[name] = {"teacher_r2": ridge_probe(teacher_tr, y_tr, teacher_te, y_te),
-                     "student_r2": ridge_probe(student_tr, y_tr, student_te, y_te)}
-    return out
 
 
 def _load_rows(cfg: DistillConfig):

@@ -19,7 +19,8 @@ from ptg.pipeline.errors import Interrupted, PtgError
 from ptg.pipeline.imageio import read_image
 from ptg.pipeline.manifest import load_manifest
 from ptg.ptgrm import students as S
-from ptg.ptgrm.distill import DistillConfig, distill, load_student, ridge_probe
+from ptg.ptgrm.distill import DistillConfig, distill, load_student, student_priors
+from ptg.ptgrm.distill_agreement import probe_report, ridge_probe
 from ptg.ptgrm.models.summary import count_macs
 
 from .test_train import _NO_FM
@@ -119,9 +120,14 @@ def test_loaded_student_gives_priors_in_the_store_space(data, tmp_path):
     train = load_manifest(data["manifest"]).split("train")
     mean = reader.get_all_views(sample_keys(train)).reshape(-1, 16).astype(np.float64).mean(0)
     assert np.allclose(student(x).numpy(), mean[None], atol=1e-5)
-    student.check_matches({"dim": 16, "path": "s", "metadata": {"fingerprint": "test-16"}})
+    entry = {"dim": 16, "path": "s", "metadata": {"fingerprint": "test-16"}}
+    student.check_matches(entry)
     with pytest.raises(PtgError, match="Distil a student from that store"):
-        student.check_matches({"dim": 16, "path": "s", "metadata": {"fingerprint": "other"}})
+        student.check_matches({**entry, "metadata": {"fingerprint": "other"}})
+    source = student_priors([tmp_path / "d"], [entry])
+    assert torch.equal(source(None, read_image(test[1].input))[0], load_student(tmp_path / "d").priors_for(None, read_image(test[1].input))[0])
+    with pytest.raises(PtgError, match="takes 2 prior"):
+        student_priors([tmp_path / "d"], [entry, entry])
 
 
 @pytest.mark.parametrize("how", ["sigint", "crash"])
@@ -168,6 +174,20 @@ def test_ridge_probe_reads_a_linear_field_and_refuses_constant_ones():
     y = x @ rng.normal(size=6)
     assert ridge_probe(x[:30], y[:30], x[30:], y[30:], alpha=1e-3) > 0.99
     assert ridge_probe(x[:30], y[:30], x[30:], np.ones(10)) is None
+
+
+def test_probe_report_reads_numeric_degradation_fields_from_teacher_and_student():
+    from ptg.pipeline.manifest import Sample
+
+    rng = np.random.default_rng(1)
+    sig = rng.uniform(5, 50, 30)
+    rows = [Sample(f"s{i}", Path("x"), None, "train" if i < 20 else "test", i + 1,
+                   {"degradation": {"sigma": float(sig[i]), "gray": False, "kind": "gauss"}}) for i in range(30)]
+    teacher = sig[:, None] * rng.normal(size=(1, 8)) + 0.01 * rng.normal(size=(30, 8))
+    student = rng.normal(size=(30, 8))  # knows nothing of sigma
+    rep = probe_report(rows[:20], rows[20:], teacher[:20], teacher[20:], student[:20], student[20:])
+    assert list(rep) == ["sigma"]  # booleans and strings are not probed
+    assert rep["sigma"]["teacher_r2"] > 0.9 > rep["sigma"]["student_r2"]
 
 
 # ---------------------------------------------------------------------------------------------
