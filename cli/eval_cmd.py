@@ -48,6 +48,7 @@ def eval_command(
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="Test-set name in tables (default: the manifest's file name).")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Name of this evaluation in reports (default: the run folder's name).")] = None,
     device: Annotated[str, typer.Option("--device", help="Torch device: auto (CUDA if present) | cpu | cuda | cuda:N.")] = "auto",
+    prior_from: Annotated[Optional[list[Path]], typer.Option("--prior-from", help="`ptg distill` folder(s), one per store: score F + R with the students' priors, beside the teacher's (stores) when those are readable.")] = None,
 ) -> None:
     """Evaluate F and F + PTG-RM on a test split, or score existing outputs with --pred.
 
@@ -65,7 +66,7 @@ def eval_command(
     if (run is None) == (ckpt is None):
         raise PtgError("give exactly one of --run RUN_DIR or --ckpt CHECKPOINT (or --pred DIR to score existing outputs)")
     _eval_model(run or ckpt, run is not None, manifest, root, priors, out, split, settings, tile, overlap, grids,
-                not no_images, dataset, name, device, console, max_memory)
+                not no_images, dataset, name, device, console, max_memory, prior_from)
 
 
 def _score_pred(pred: Path, manifest: Path | None, root: Path | None, out: Path | None, split: str, settings) -> None:
@@ -102,10 +103,11 @@ def _prior_label(entries: list[dict[str, Any]]) -> str:
 
 def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | None, priors: list[Path] | None,
                 out: Path | None, split: str, settings, tile: int | None, overlap: int, grids: int, save_images: bool,
-                dataset: str | None, name: str | None, device: str, console, max_memory: str = "auto") -> None:
+                dataset: str | None, name: str | None, device: str, console, max_memory: str = "auto",
+                prior_from: list[Path] | None = None) -> None:
     from ptg.pipeline.manifest import load_manifest
     from ptg.ptgrm.evaluate import EvalOptions, evaluate
-    from ptg.ptgrm.infer import Restorer, StorePriors, check_tiling
+    from ptg.ptgrm.infer import Restorer, StorePriors, check_tiling, prior_source
     from ptg.ptgrm.train.run_utils import resolve_device
 
     from .console import progress_bar
@@ -129,7 +131,14 @@ def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | 
     samples = load_manifest(manifest, root).split(split)
     if not samples:
         raise PtgError(f"the manifest {manifest} has no {split!r} rows; choose another --split")
-    prior_source = StorePriors(meta["priors"], priors) if restorer.needs_priors else None
+    teacher = StorePriors(meta["priors"], priors) if restorer.needs_priors and not prior_from else None
+    if prior_from and restorer.needs_priors:
+        student, how = prior_source(restorer, None, prior_from, dev)
+        console.print(f"priors {how}", highlight=False)
+        try:
+            teacher = StorePriors(meta["priors"], priors)
+        except PtgError as exc:
+            console.print(f"[yellow]no teacher comparison[/]: {exc}", highlight=False)
     src = Path(meta["source"])
     run_dir = src.parent.parent if src.parent.name == "checkpoints" else src
     info = {
@@ -149,11 +158,36 @@ def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | 
         "priors": [str(p) for p in priors] if priors else [str(e["path"]) for e in meta["priors"]],
     }
     options = EvalOptions(tile=tile, overlap=overlap, save_images=save_images, grids=grids, device=dev, max_memory=max_memory)
-    with progress_bar(len(samples), f"eval {info['name']}", unit="img") as advance:
-        result = evaluate(restorer, samples, out, settings=settings, options=options, priors_for=prior_source,
-                          info=info, on_progress=advance)
+    if prior_from and restorer.needs_priors:
+        info["prior_from"] = [str(p) for p in prior_from]
+        with progress_bar(len(samples), f"eval {info['name']} (student priors)", unit="img") as advance:
+            result = evaluate(restorer, samples, out, settings=settings, options=options, priors_for=student,
+                              info=info, on_progress=advance)
+        if teacher is not None and result["mean"]["ptgrm"] is not None:
+            with progress_bar(len(samples), f"eval {info['name']} (teacher priors)", unit="img") as advance:
+                by_teacher = evaluate(restorer, samples, out / "teacher", settings=settings, options=options,
+                                      priors_for=teacher, info={**info, "prior_from": None}, on_progress=advance)
+            from ptg.pipeline.fsio import atomic_write_text
+
+            atomic_write_text(out / "teacher_vs_student.md", _teacher_vs_student(by_teacher, result))
+            console.print((out / "teacher_vs_student.md").read_text(encoding="utf-8"), highlight=False, markup=False)
+    else:
+        with progress_bar(len(samples), f"eval {info['name']}", unit="img") as advance:
+            result = evaluate(restorer, samples, out, settings=settings, options=options, priors_for=teacher,
+                              info=info, on_progress=advance)
     console.print((out / "table.md").read_text(encoding="utf-8"), highlight=False, markup=False)
     console.print(f"wrote {out}/metrics.json, per_image.csv, table.md"
                   + (", images/" if save_images else "") + (", grids/" if grids else "")
                   + f" ({result['n_images']} image(s), {result['n_scored']} scored; checkpoint {meta['source']})",
                   highlight=False)
+
+
+def _teacher_vs_student(teacher: dict[str, Any], student: dict[str, Any]) -> str:
+    """F + R with the teacher's cached priors beside F + R with the distilled students' priors."""
+    t, st = teacher["mean"]["ptgrm"], student["mean"]["ptgrm"]
+    f = teacher["mean"]["baseline"]
+    rows = ["| F alone PSNR | F + R, teacher priors PSNR | SSIM | F + R, student priors PSNR | SSIM | student − teacher PSNR |",
+            "|---:|---:|---:|---:|---:|---:|",
+            f"| {f['psnr']:.2f} | {t['psnr']:.2f} | {t['ssim']:.4f} | {st['psnr']:.2f} | {st['ssim']:.4f} | "
+            f"{st['psnr'] - t['psnr']:+.3f} |"]
+    return f"F + R with teacher vs student priors ({student['n_scored']} image(s)):\n\n" + "\n".join(rows) + "\n"

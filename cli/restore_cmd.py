@@ -14,6 +14,7 @@ def restore_command(
     input: Annotated[Path, typer.Option("--input", "-i", help="An image file or a folder of images.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the restored images (<name>.png).")],
     priors: Annotated[Optional[list[Path]], typer.Option("--priors", help="Priors store(s) holding these images; default: compute the priors with the checkpoint's encoder (needs the extract extra).")] = None,
+    prior_from: Annotated[Optional[list[Path]], typer.Option("--prior-from", help="`ptg distill` folder(s), one per store: compute the priors with the distilled student, no foundation model.")] = None,
     tile: Annotated[Optional[int], typer.Option("--tile", help="Tiled inference with this tile side, for large images.")] = None,
     overlap: Annotated[int, typer.Option("--overlap", help="Overlap between tiles, in pixels.")] = 32,
     max_memory: Annotated[str, typer.Option("--max-memory", help="Memory budget per image: auto (half the free RAM, 80% of free GPU memory) or a size like 8GiB; larger images are tiled automatically.")] = "auto",
@@ -22,12 +23,13 @@ def restore_command(
 ) -> None:
     """Restore images with F + PTG-RM (F alone for a baseline run).
 
-    Priors come from --priors stores (keyed by the image file's bytes) or, without --priors, are
-    computed with the encoder recorded in the checkpoint (its weights must be available here).
+    Priors come from --priors stores (keyed by the image file's bytes), from distilled students
+    (--prior-from, or those inside an export folder), or else are computed with the encoder
+    recorded in the checkpoint (its weights must be available here).
     """
     from ptg.pipeline.imageio import is_image_file, read_image, write_image
-    from ptg.ptgrm.infer import (EncoderPriors, Restorer, StorePriors, check_tiling, image_to_tensor, memory_budget,
-                                 priors_by_index, restore_image, tensor_to_image)
+    from ptg.ptgrm.infer import (Restorer, check_tiling, image_to_tensor, memory_budget, prior_source, priors_by_index,
+                                 restore_image, tensor_to_image)
     from ptg.ptgrm.train.run_utils import resolve_device
 
     from .console import console, progress_bar
@@ -52,11 +54,8 @@ def restore_command(
     multiple = restorer.multiple
     check_tiling(tile, overlap, multiple)
     budget = memory_budget(max_memory, dev) if tile is None else None
-    source = None
-    if restorer.needs_priors:
-        entries = restorer.info["priors"]
-        source = StorePriors(entries, priors) if priors else EncoderPriors(entries, dev)
-        how = "from --priors" if priors else "computed with the recorded encoder"
+    source, how = prior_source(restorer, priors, prior_from, dev)
+    if source is not None:
         console.print(f"priors {how} ({restorer.transform.describe()})", highlight=False)
     prior_of = priors_by_index(restorer, source, files, read_image)
     output.mkdir(parents=True, exist_ok=True)

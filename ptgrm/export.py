@@ -10,6 +10,9 @@ Layout of an export folder::
     baseline.safetensors     F's state dict
     refiner.safetensors      R's state dict (absent for F alone or a "-f" F)
     prior_stats.safetensors  mean.i / std.i (standardize) and constant.i (constant control), if any
+    students/<i>/            optional `ptg distill` students (student.json + student.safetensors), one
+                             per store: restore and eval compute priors with them, so the folder
+                             restores photos without any foundation model
     .ptg-artifact.json       marks the folder as a ptg export
 
 Nothing in an export can run code: safetensors holds tensors only, config.json is data, and the
@@ -56,13 +59,21 @@ def _read_tensors(folder: Path, entry: dict[str, Any]) -> dict[str, torch.Tensor
 
 
 def export_run(source: str | Path, out: str | Path, prefer: str = "best", force: bool = False,
-               use_ema: bool = True) -> dict[str, Any]:
+               use_ema: bool = True, students: list[str | Path] | None = None) -> dict[str, Any]:
     """Write the F and R of a run folder or checkpoint file into the export folder ``out``.
+
+    Args:
+        students: `ptg distill` folders, one per priors store of the run, in its order: copied in,
+            so the export computes its priors without the foundation model.
 
     Returns:
         The content of ``out/config.json``.
     """
     restorer = Restorer.from_checkpoint(source, "cpu", prefer, use_ema=use_ema)
+    if students:
+        from .distill import student_priors
+
+        student_priors(students, restorer.info["priors"])  # refuses a wrong count or another teacher's student
     out = fsio.claim_out_dir(out, "export", force)
     info = restorer.info
     cfg: dict[str, Any] = {"format": EXPORT_FORMAT, "mode": info["mode"], "step": info["step"]}
@@ -77,6 +88,12 @@ def export_run(source: str | Path, out: str | Path, prefer: str = "best", force:
     stats = restorer.transform.tensors()
     cfg["prior_stats"] = ({"file": "prior_stats.safetensors", "sha256": _write_tensors(out / "prior_stats.safetensors", stats)}
                           if stats else None)
+    cfg["students"] = []
+    for i, dist in enumerate(students or []):
+        rel = f"students/{i}"
+        for name in ("student.safetensors", "student.json"):  # student.json records the weights' SHA-256
+            fsio.atomic_write_bytes(out / rel / name, (Path(dist) / name).read_bytes())
+        cfg["students"].append(rel)
     cfg["source"] = {"checkpoint": info["source"], "sha256": fsio.file_sha256(info["source"]), "step": info["step"],
                      "weights": info["weights"], "config": info["config"]}
     fsio.atomic_write_json(out / EXPORT_CONFIG, cfg)
@@ -107,5 +124,5 @@ def load_export(folder: str | Path, device: str | torch.device = "cpu") -> Resto
             "config": src.get("config") or {}, "priors": list(cfg.get("priors") or []),
             "baseline": {k: cfg["baseline"][k] for k in ("name", "args", "kind")},
             "refiner": None if r is None else {k: cfg["refiner"][k] for k in ("name", "args")},
-            "exported_from": src.get("checkpoint")}
+            "exported_from": src.get("checkpoint"), "students": [str(folder / d) for d in cfg.get("students") or []]}
     return Restorer(f, r, transform, cfg["baseline"].get("kind", "restorer"), info=info).to(device).eval()

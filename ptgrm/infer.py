@@ -306,6 +306,30 @@ def _store_entries(entries: Sequence[dict]) -> list[dict]:
     return list(entries)
 
 
+def prior_source(restorer: "Restorer", stores: Sequence[str | Path] | None = None,
+                 students: Sequence[str | Path] | None = None, device: str | torch.device = "cpu"
+                 ) -> tuple[Callable[[Path, Any], list[Tensor]] | None, str]:
+    """Where a model's raw priors come from at inference, and a phrase saying so.
+
+    In order: ``stores`` (``--priors``), ``students`` (``--prior-from``, `ptg distill` folders), the
+    students inside an export folder, else the encoder recorded with the model (which needs its
+    weights and the extract extra). None when the model takes no priors.
+    """
+    if not restorer.needs_priors:
+        return None, "no priors"
+    entries = restorer.info["priors"]
+    if stores and students:
+        raise PtgError("give either --priors (stores) or --prior-from (distilled students), not both")
+    if stores:
+        return StorePriors(entries, stores), "from --priors"
+    students = list(students or restorer.info.get("students") or [])
+    if students:
+        from .distill import student_priors
+
+        return student_priors(students, entries, device), f"computed by the distilled student(s) {', '.join(map(str, students))}"
+    return EncoderPriors(entries, str(device)), "computed with the recorded encoder"
+
+
 class StorePriors:
     """Priors read from stores, keyed by the SHA-256 of the degraded image file's bytes."""
 
