@@ -131,6 +131,8 @@ def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | 
     samples = load_manifest(manifest, root).split(split)
     if not samples:
         raise PtgError(f"the manifest {manifest} has no {split!r} rows; choose another --split")
+    if not prior_from and not priors and meta.get("students"):
+        prior_from = [Path(p) for p in meta["students"]]  # an export that carries its students
     teacher = StorePriors(meta["priors"], priors) if restorer.needs_priors and not prior_from else None
     if prior_from and restorer.needs_priors:
         student, how = prior_source(restorer, None, prior_from, dev)

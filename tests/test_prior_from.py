@@ -51,6 +51,10 @@ def test_export_with_a_student_restores_without_any_foundation_model(data, tmp_p
     assert names and names == sorted(p.name for p in (tmp_path / "b").glob("*.png"))
     for n in names:  # the same student, loaded from the export or from its own folder: the same bits
         assert (tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes()
+    # eval of the export uses its student too, beside the teacher's stores when they are readable
+    assert main(["eval", "--ckpt", str(exp), "--out", str(tmp_path / "e"), "--grids", "0", "--no-images"]) == 0
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["info"]["prior_from"] == [str(exp / "students" / "0")]
+    assert (tmp_path / "e" / "teacher_vs_student.md").is_file()
 
 
 def test_eval_shows_teacher_and_student_priors_side_by_side(data, tmp_path):
