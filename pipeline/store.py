@@ -321,6 +321,10 @@ def write_shard(path: Path, shard: int, keys: Sequence[str], values: np.ndarray,
     data = np.asarray(values).astype(arr.dtype)
     full = np.zeros((rows,) + arr.shape[1:], dtype=arr.dtype)  # the whole shard in one write: no read-modify-write
     full[: len(keys)] = data
+    # zarr reads an existing shard file before rewriting it; the file of an uncommitted id is left
+    # by a killed or quarantined write and may be garbage: remove it (this writer owns the id)
+    for f in _shard_files(path, shard):
+        f.unlink()
     arr[shard * rows : (shard + 1) * rows] = full
     size = 0
     for f in _shard_files(path, shard):
