@@ -32,6 +32,7 @@ def extract_priors(
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Leave unreadable images out (recorded in the metadata) instead of stopping.")] = False,
     rows_per_shard: Annotated[Optional[int], typer.Option(help="Rows per shard of a new store (default: ~4 MiB shards).")] = None,
     device: Annotated[str, typer.Option(help="Torch device of the encoder: cpu | cuda | cuda:1 ...")] = "cpu",
+    force: Annotated[bool, typer.Option("--force", help="Write into an existing --out that is not a priors store (nothing in it is deleted).")] = False,
 ) -> None:
     """Compute the priors of a manifest's degraded images once, into a crash-safe Zarr store.
 
@@ -66,7 +67,7 @@ def extract_priors(
         summary = run(manifest, spec, out=out, views=views, dtype=dtype, batch_size=batch_size,
                       loader_workers=loader_workers, workers=workers, dask_scheduler=dask_scheduler,
                       skip_bad=skip_bad, split=split, root=root, rows_per_shard=rows_per_shard,
-                      on_progress=on_progress, on_plan=on_plan)
+                      on_progress=on_progress, on_plan=on_plan, force=force)
     rate = f", {summary.computed / summary.seconds:.1f} img/s" if summary.computed and summary.seconds > 0 else ""
     console.print(
         f"[bold green]done[/]: {summary.computed} computed, {summary.reused} reused, {len(summary.skipped)} skipped "
