@@ -138,10 +138,10 @@ def _is_legacy_store(folder: Path) -> bool:
 def _remove_leftovers(store: Path) -> list[Path]:
     """Temporary files of dead writers: ours (``.x.tmp-PID``) and zarr's (``*.partial``). Lock held."""
     removed = remove_stale_tmp(store) + remove_stale_tmp(store / COMMITS)
-    if (store / ARRAY).is_dir():
-        for p in (store / ARRAY).rglob("*.partial"):  # zarr's own temp files: with the lock held, all are dead
-            p.unlink(missing_ok=True)
-            removed.append(p)
+    # zarr's own temp files (``zarr.<uuid>.partial`` next to the file it replaces): with the lock held, all are dead
+    for p in [*store.glob("*.partial"), *((store / ARRAY).rglob("*.partial") if (store / ARRAY).is_dir() else ())]:
+        p.unlink(missing_ok=True)
+        removed.append(p)
     return removed
 
 
