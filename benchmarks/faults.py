@@ -367,16 +367,17 @@ def out_folders(w: Work) -> dict:
 def path_ids(w: Work) -> dict:
     d = w.trial("path-ids")
     rows = [json.loads(r) for r in w.manifest.read_text().splitlines()]
-    bad = dict(rows[-1], id="../escape")
+    bad = dict(rows[-1], id="../../../escape")  # eval writes OUT/images/<model>/<id>.png: this id points above OUT
     for k in ("input", "target"):
         bad[k] = str((w.manifest.parent / bad[k]).resolve())
     (d / "m.jsonl").write_text(json.dumps(bad) + "\n")
-    chk = ptg(["manifest", "check", "-m", d / "m.jsonl"])
-    ev = ptg(["eval", "--run", w.ref_run, "-m", d / "m.jsonl", "--out", d / "eval" / "out", "--grids", "0"])
-    escaped = [p for p in (d / "eval").rglob("escape*")] + list(d.glob("escape*"))
-    detail = {"manifest_check_exit": chk.returncode, "eval_exit": ev.returncode, "written_outside": [str(p) for p in escaped],
+    chk = ptg(["manifest", "check", d / "m.jsonl"])
+    out = d / "eval" / "out"
+    ev = ptg(["eval", "--run", w.ref_run, "-m", d / "m.jsonl", "--out", out, "--grids", "0"])
+    escaped = [str(p) for p in d.rglob("escape*") if not p.resolve().is_relative_to((out / "images").resolve())]
+    detail = {"manifest_check_exit": chk.returncode, "eval_exit": ev.returncode, "written_outside": escaped,
               "ok": chk.returncode == 1 and not escaped and ev.returncode == 1,
-              "message": (chk.stdout + chk.stderr).strip().splitlines()[-1:] }
+              "message": ((chk.stdout + chk.stderr).strip().splitlines() or [""])[-1][:300]}
     return _result([detail], "an id with ../ is refused by manifest check and eval; nothing written outside --out")
 
 
