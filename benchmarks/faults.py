@@ -98,14 +98,43 @@ def start(args: list, fault: str | None = None) -> subprocess.Popen:
     return subprocess.Popen(cmd + [str(a) for a in args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def stop_after(proc: subprocess.Popen, seconds: float, sig: int) -> tuple[int, str]:
-    """Send `sig` after `seconds` (if still running); return (exit code, stderr)."""
+def _wait_for(proc: subprocess.Popen, marker: Path) -> float:
+    """Wait until `marker` exists (the command has started its work) or the process ends; return the time."""
+    while not marker.exists() and proc.poll() is None:
+        time.sleep(0.01)
+    return time.time()
+
+
+def stop_after(proc: subprocess.Popen, marker: Path, seconds: float, sig: int) -> tuple[int, str]:
+    """Send `sig` `seconds` after `marker` appears (if still running); return (exit code, stderr).
+
+    Moments count from the marker, not from the start: on a loaded machine the imports alone can
+    outlast a whole idle run, and kills during imports test nothing.
+    """
+    _wait_for(proc, marker)
     try:
         proc.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
         proc.send_signal(sig)
     _, err = proc.communicate(timeout=300)
     return proc.returncode, err
+
+
+def active_seconds(args: list, marker: Path, progress: Callable[[], int]) -> float:
+    """Seconds from `marker` appearing to the last change of `progress()` (e.g. the commit count) in
+    an uninterrupted run, measured now: the window in which work is being written."""
+    proc = start(args)
+    t0 = _wait_for(proc, marker)
+    last, seen = t0, progress()
+    while proc.poll() is None:
+        now = progress()
+        if now != seen:
+            last, seen = time.time(), now
+        time.sleep(0.005)
+    _, err = proc.communicate(timeout=600)
+    if proc.returncode != 0:
+        raise SystemExit(f"calibration run failed: {err[-2000:]}")
+    return last - t0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,10 +247,14 @@ def _result(details: list[dict], outcome: str) -> dict:
 def extract_signal(w: Work, sig: int, n: int, seed: int) -> dict:
     rng = random.Random(seed)
     details = []
+    cal = w.trial(f"extract-{signal.Signals(sig).name}-calibration")
+    span = active_seconds(EXTRACT + ["-m", w.manifest, "--out", cal / "s.zarr"], cal / "s.zarr" / "zarr.json",
+                          lambda: len(list((cal / "s.zarr" / "commits").glob("shard-*.json"))))
     for i in range(n):
         d = w.trial(f"extract-{signal.Signals(sig).name}-{i}")
-        moment = rng.uniform(0.05, 1.0) * w.timing["extract"]
-        rc, err = stop_after(start(EXTRACT + ["-m", w.manifest, "--out", d / "s.zarr"]), moment, sig)
+        moment = rng.uniform(0.0, 1.0) * span  # between opening the store and its last commit
+        rc, err = stop_after(start(EXTRACT + ["-m", w.manifest, "--out", d / "s.zarr"]), d / "s.zarr" / "zarr.json",
+                             moment, sig)
         committed = len(list((d / "s.zarr" / "commits").glob("shard-*.json")))
         complete = committed == 6
         rerun = ptg(EXTRACT + ["-m", w.manifest, "--out", d / "s.zarr"])
@@ -229,7 +262,7 @@ def extract_signal(w: Work, sig: int, n: int, seed: int) -> dict:
         honest = rc != 0 or complete  # an interrupted run never reports success
         if sig == signal.SIGINT:
             honest = honest and rc in (0, 130)
-        details.append({"moment_s": round(moment, 2), "exit": rc, "shards_before_rerun": committed,
+        details.append({"moment_s": round(moment, 2), "span_s": round(span, 2), "exit": rc, "shards_before_rerun": committed,
                         "ok": why is None and honest, "why": why or ("" if honest else f"exit {rc}: {err[-200:]}")})
     return _result(details, "rerun bit-identical to the uninterrupted run; committed shards kept")
 
@@ -442,10 +475,13 @@ def train_signal(w: Work, sig: int, n: int, seed: int) -> dict:
     ref = w.ref_digest()
     details = []
     args = TRAIN + ["-m", w.manifest, "--priors", w.ref_store]
+    cal = w.trial(f"train-{signal.Signals(sig).name}-calibration")
+    span = active_seconds(args + ["--out", cal / "run"], cal / "run",
+                          lambda: sum(p.stat().st_mtime_ns for p in (cal / "run").rglob("*") if p.is_file()))
     for i in range(n):
         d = w.trial(f"train-{signal.Signals(sig).name}-{i}")
-        moment = rng.uniform(0.05, 1.0) * w.timing["train"]
-        rc, err = stop_after(start(args + ["--out", d / "run"]), moment, sig)
+        moment = rng.uniform(0.0, 1.0) * span  # between the run folder appearing and its last write
+        rc, err = stop_after(start(args + ["--out", d / "run"]), d / "run", moment, sig)
         last = d / "run" / "checkpoints" / "last.pt"
         ck_step = load_checkpoint(last)["step"] if last.is_file() else None
         finished = (d / "run" / "final.json").is_file()
@@ -456,7 +492,8 @@ def train_signal(w: Work, sig: int, n: int, seed: int) -> dict:
             logged = [int(r.split(",")[0]) for r in (d / "run" / "log.csv").read_text().splitlines()[1:]] \
                 if (d / "run" / "log.csv").is_file() else []
             ok = ok and rc == 130 and (ck_step or 0) >= max(logged, default=0)
-        details.append({"moment_s": round(moment, 2), "exit": rc, "checkpoint_step": ck_step, "finished": finished,
+        details.append({"moment_s": round(moment, 2), "span_s": round(span, 2), "exit": rc, "checkpoint_step": ck_step,
+                        "finished": finished,
                         "resume_exit": res.returncode, "same_digest": digest == ref, "ok": bool(ok),
                         "why": "" if ok else (res.stderr[-200:] if res.returncode else err[-200:])})
     expected = ("exit 130, checkpoint at the current step, --resume gives the uninterrupted final.json digest"
