@@ -105,19 +105,21 @@ def _wait_for(proc: subprocess.Popen, marker: Path) -> float:
     return time.time()
 
 
-def stop_after(proc: subprocess.Popen, marker: Path, seconds: float, sig: int) -> tuple[int, str]:
-    """Send `sig` `seconds` after `marker` appears (if still running); return (exit code, stderr).
+def stop_after(proc: subprocess.Popen, marker: Path, seconds: float, sig: int) -> tuple[int, str, bool]:
+    """Send `sig` `seconds` after `marker` appears (if still running); return (exit code, stderr, sent).
 
     Moments count from the marker, not from the start: on a loaded machine the imports alone can
     outlast a whole idle run, and kills during imports test nothing.
     """
     _wait_for(proc, marker)
+    sent = False
     try:
         proc.wait(timeout=seconds)
     except subprocess.TimeoutExpired:
         proc.send_signal(sig)
+        sent = True
     _, err = proc.communicate(timeout=300)
-    return proc.returncode, err
+    return proc.returncode, err, sent
 
 
 def active_seconds(args: list, marker: Path, progress: Callable[[], int]) -> float:
@@ -253,16 +255,17 @@ def extract_signal(w: Work, sig: int, n: int, seed: int) -> dict:
     for i in range(n):
         d = w.trial(f"extract-{signal.Signals(sig).name}-{i}")
         moment = rng.uniform(0.0, 1.0) * span  # between opening the store and its last commit
-        rc, err = stop_after(start(EXTRACT + ["-m", w.manifest, "--out", d / "s.zarr"]), d / "s.zarr" / "zarr.json",
-                             moment, sig)
+        rc, err, sent = stop_after(start(EXTRACT + ["-m", w.manifest, "--out", d / "s.zarr"]), d / "s.zarr" / "zarr.json",
+                                   moment, sig)
         committed = len(list((d / "s.zarr" / "commits").glob("shard-*.json")))
         complete = committed == 6
         rerun = ptg(EXTRACT + ["-m", w.manifest, "--out", d / "s.zarr"])
         why = rerun.stderr[-300:] if rerun.returncode else same_as_reference(w, d / "s.zarr")
-        honest = rc != 0 or complete  # an interrupted run never reports success
+        honest = rc != 0 or (complete and not sent)  # an interrupted run never reports success
         if sig == signal.SIGINT:
             honest = honest and rc in (0, 130)
-        details.append({"moment_s": round(moment, 2), "span_s": round(span, 2), "exit": rc, "shards_before_rerun": committed,
+        details.append({"moment_s": round(moment, 2), "span_s": round(span, 2), "signal_sent": sent, "exit": rc,
+                        "shards_before_rerun": committed,
                         "ok": why is None and honest, "why": why or ("" if honest else f"exit {rc}: {err[-200:]}")})
     return _result(details, "rerun bit-identical to the uninterrupted run; committed shards kept")
 
@@ -481,19 +484,19 @@ def train_signal(w: Work, sig: int, n: int, seed: int) -> dict:
     for i in range(n):
         d = w.trial(f"train-{signal.Signals(sig).name}-{i}")
         moment = rng.uniform(0.0, 1.0) * span  # between the run folder appearing and its last write
-        rc, err = stop_after(start(args + ["--out", d / "run"]), d / "run", moment, sig)
+        rc, err, sent = stop_after(start(args + ["--out", d / "run"]), d / "run", moment, sig)
         last = d / "run" / "checkpoints" / "last.pt"
         ck_step = load_checkpoint(last)["step"] if last.is_file() else None
         finished = (d / "run" / "final.json").is_file()
         res = ptg(args + ["--out", d / "run", "--resume"])
         digest = json.loads((d / "run" / "final.json").read_text())["digest"] if res.returncode == 0 else None
-        ok = digest == ref and (rc != 0 or finished)
+        ok = digest == ref and (rc != 0 or (finished and not sent))
         if sig == signal.SIGINT and not finished:
             logged = [int(r.split(",")[0]) for r in (d / "run" / "log.csv").read_text().splitlines()[1:]] \
                 if (d / "run" / "log.csv").is_file() else []
             ok = ok and rc == 130 and (ck_step or 0) >= max(logged, default=0)
         details.append({"moment_s": round(moment, 2), "span_s": round(span, 2), "exit": rc, "checkpoint_step": ck_step,
-                        "finished": finished,
+                        "finished": finished, "signal_sent": sent,
                         "resume_exit": res.returncode, "same_digest": digest == ref, "ok": bool(ok),
                         "why": "" if ok else (res.stderr[-200:] if res.returncode else err[-200:])})
     expected = ("exit 130, checkpoint at the current step, --resume gives the uninterrupted final.json digest"
@@ -543,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=None, help="run only cases whose name contains this")
     p.add_argument("--fresh", action="store_true", help="forget finished cases")
     a = p.parse_args(argv)
+    # a shell's background job inherits SIGINT ignored, and so would every command started here:
+    # restore the default so the SIGINT cases really interrupt
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     t0 = time.time()
     w = Work(a.work)
     w.setup()
