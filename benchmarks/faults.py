@@ -558,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     w.setup()
     saved = a.work / "results.json"
     results = json.loads(saved.read_text()) if saved.is_file() and not a.fresh else {}
-    for name, run in cases(w, a.trials, a.seed).items():
+    todo = cases(w, a.trials, a.seed)
+    for name, run in todo.items():
         if (a.only and a.only not in name) or name in results:
             continue
         t = time.time()
@@ -570,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "seconds": sum(r.get("seconds", 0) for r in results.values()),  # the cases, over resumed runs
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, 1 thread per process", "timing": w.timing}
+    results = {k: results[k] for k in [*todo, *results] if k in results}  # the suite's order
     write_tables(results, meta)
     failed = [k for k, r in results.items() if not r.get("pending") and r["passed"] < r["trials"]]
     print(f"{len(results) - len(failed)}/{len(results)} cases passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
