@@ -14,6 +14,7 @@ from .options import OutDir, SeedOpt
 app = typer.Typer(help="Make paired datasets: real sample photos, synthetic degradations.", no_args_is_help=True)
 
 TaskOpt = Annotated[str, typer.Option("--task", help="denoise | lowlight | blur")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Write into an existing --out that is not a ptg dataset (nothing in it is deleted).")]
 
 
 @app.command("samples")
@@ -24,6 +25,7 @@ def samples(
     seed: SeedOpt = 0,
     max_side: Annotated[int, typer.Option(help="Downscale photos so the longer side is at most this.")] = 512,
     opencv: Annotated[bool, typer.Option(help="Also use opencv-doc's photos when that Debian package is installed.")] = True,
+    force: ForceOpt = False,
 ) -> None:
     """Build a paired dataset from real photos shipped in installed packages (no network)."""
     from ptg.pipeline.manifest import load_manifest
@@ -31,7 +33,7 @@ def samples(
 
     with progress_bar(count_photos(opencv), f"samples ({task})", unit="img") as advance:
         path = build_samples(out, task=task, sigma=sigma, seed=seed, max_side=max_side, use_opencv=opencv,
-                             on_progress=advance)
+                             on_progress=advance, force=force)
     m = load_manifest(path)
     n_train, n_test = len(m.split("train")), len(m.split("test"))
     console.print(f"wrote {path}: {len(m)} pairs ({n_train} train, {n_test} test)")
@@ -56,8 +58,10 @@ def synth(
     sigmas: Annotated[str, typer.Option(help="allinone: noise levels drawn per image (0-255 scale), e.g. 10,30,50.")] = "15,25,50",
     split: Annotated[str, typer.Option(help="Split of every row: train | val | test.")] = "test",
     seed: SeedOpt = 0,
+    force: ForceOpt = False,
 ) -> None:
     """Degrade every image of a folder deterministically and write a paired manifest."""
+    from ptg.pipeline.samples import claim_dataset_dir
     from ptg.pipeline.synth import (AllInOneParams, BlurParams, JpegParams, LowLightParams, NoiseParams, list_images,
                                     synthesize)
 
@@ -102,6 +106,7 @@ def synth(
     else:
         raise PtgError(f"unknown --task {task!r}; use denoise, lowlight, blur, jpeg or allinone")
     n = len(list_images(src))
+    claim_dataset_dir(out, force)
     with progress_bar(n, f"synth ({task})", unit="img") as advance:
         path = synthesize(src, out, task, params, seed=seed, split=split, on_progress=advance)
     console.print(f"wrote {path}: {n} pairs")

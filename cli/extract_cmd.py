@@ -26,12 +26,13 @@ def extract_priors(
     dtype: Annotated[str, typer.Option(help="Storage dtype: float16 | float32.")] = "float16",
     split: Annotated[Optional[str], typer.Option(help="Only rows of this split (default: all).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch (and rows per forward pass).")] = 16,
-    loader_workers: Annotated[Optional[int], typer.Option(help="DataLoader processes decoding images (default: min(4, CPUs-1)).")] = None,
+    loader_workers: Annotated[Optional[int], typer.Option(help="DataLoader processes decoding images; 0 = one decode thread in this process (default: min(4, CPUs-1)).")] = None,
     workers: Annotated[int, typer.Option(help="Run on a local dask cluster of N processes (0: this process).")] = 0,
     dask_scheduler: Annotated[Optional[str], typer.Option(help="Address of an existing dask.distributed scheduler.")] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Leave unreadable images out (recorded in the metadata) instead of stopping.")] = False,
     rows_per_shard: Annotated[Optional[int], typer.Option(help="Rows per shard of a new store (default: ~4 MiB shards).")] = None,
     device: Annotated[str, typer.Option(help="Torch device of the encoder: cpu | cuda | cuda:1 ...")] = "cpu",
+    force: Annotated[bool, typer.Option("--force", help="Write into an existing --out that is not a priors store (nothing in it is deleted).")] = False,
 ) -> None:
     """Compute the priors of a manifest's degraded images once, into a crash-safe Zarr store.
 
@@ -54,8 +55,6 @@ def extract_priors(
             console.print(f"store {plan.store}: {plan.unique} distinct images, {plan.reused} already stored, "
                           f"{plan.to_compute} to compute in {plan.shards} shard(s)"
                           + (f", {len(plan.skipped)} skipped" if plan.skipped else ""), highlight=False)
-            for s in plan.skipped:
-                err_console.print(f"[yellow]skipped[/] line {s.line} (id {s.id!r}): {s.reason}", highlight=False)
             if plan.to_compute:
                 state["advance"] = stack.enter_context(progress_bar(plan.to_compute, f"priors ({model})", unit="img"))
 
@@ -67,12 +66,14 @@ def extract_priors(
             from ptg.pipeline.encoders.degradation import extract_degradation_priors as run_degradation
 
             summary = run_degradation(manifest, out=out, views=views, dtype=dtype, split=split, root=root,
-                                      rows_per_shard=rows_per_shard, on_progress=on_progress, on_plan=on_plan)
+                                      rows_per_shard=rows_per_shard, on_progress=on_progress, on_plan=on_plan, force=force)
         else:
             summary = run(manifest, spec, out=out, views=views, dtype=dtype, batch_size=batch_size,
                           loader_workers=loader_workers, workers=workers, dask_scheduler=dask_scheduler,
                           skip_bad=skip_bad, split=split, root=root, rows_per_shard=rows_per_shard,
-                          on_progress=on_progress, on_plan=on_plan)
+                          on_progress=on_progress, on_plan=on_plan, force=force)
+    for s in summary.skipped:  # bad images are found while computing (--skip-bad)
+        err_console.print(f"[yellow]skipped[/] line {s.line} (id {s.id!r}): {s.reason}", highlight=False)
     rate = f", {summary.computed / summary.seconds:.1f} img/s" if summary.computed and summary.seconds > 0 else ""
     console.print(
         f"[bold green]done[/]: {summary.computed} computed, {summary.reused} reused, {len(summary.skipped)} skipped "

@@ -43,13 +43,18 @@ def info(
     verify: Annotated[bool, typer.Option(help="Re-hash every committed shard against its commit record.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full metadata as JSON.")] = False,
 ) -> None:
-    """Print a store's encoder, weights fingerprint, preprocessing, views, dtype, rows and history."""
-    from ptg.pipeline.store import store_nbytes
+    """Print a store's encoder, weights fingerprint, preprocessing, views, dtype, rows, history and health.
+
+    Health is a fast check (every committed shard's file has its recorded size); --verify also
+    re-hashes every shard's rows against its commit digest.
+    """
+    from ptg.pipeline.store import quick_health, store_nbytes
 
     reader = open_store_loudly(store)
     meta = reader.metadata
+    health = quick_health(store) if reader.format == "zarr" else {"shards": 0, "problems": []}
     if as_json:
-        console.print_json(json.dumps({**meta, "rows": len(reader), "format": reader.format}))
+        console.print_json(json.dumps({**meta, "rows": len(reader), "format": reader.format, "health": health}))
         return
     enc = meta.get("encoder", {})
     pp = enc.get("preprocessing", {})
@@ -71,8 +76,13 @@ def info(
             f"\n  {r['time']}: {r['computed']} computed, {r['reused']} reused, {r['skipped']} skipped, {r['seconds']} s ({r['manifest']})"
             for r in meta.get("runs", [])[-5:])),
     ]
+    lines.append(("health", "ok (shard sizes match their commits; --verify re-hashes the data)" if not health["problems"]
+                  else "PROBLEMS" + "".join(f"\n  {p}" for p in health["problems"][:20])))
     for k, v in lines:
         console.print(f"[bold]{k:>13}[/]  {v}", highlight=False, soft_wrap=True)
+    if health["problems"] and not all("temporary file" in p for p in health["problems"]):
+        raise PtgError(f"the priors store {store} is damaged ({len(health['problems'])} problem(s) above); run "
+                       f"`ptg extract-priors` again with --out {store} to re-compute damaged shards")
     if verify:
         bad = reader.verify()
         if bad:

@@ -248,6 +248,7 @@ def extract_priors(
     image_loader: ImageLoader | None = None,
     on_progress: Callable[[int], None] | None = None,
     on_plan: Callable[[ExtractPlan], None] | None = None,
+    force: bool = False,
 ) -> ExtractSummary:
     """Compute and cache the priors of a manifest's degraded images.
 
@@ -270,14 +271,15 @@ def extract_priors(
         image_loader: path -> float image; default `read_image` (benchmarks pass pre-decoded ones).
         on_progress: called with the number of images just computed.
         on_plan: called once with the `ExtractPlan` before computing starts.
+        force: write into an existing `out` folder that is not a priors store (nothing in it is deleted).
 
     Raises:
         PtgError: bad input (naming file and manifest line), incompatible or locked store, weights
             that cannot be loaded.
     """
     from .encoders import Encoder, EncoderSpec, build_encoder
-    from .store import (allocate_shards, create_or_open_store, read_commits, sample_keys, store_nbytes, update_metadata,
-                        writer_lock)
+    from .store import (allocate_shards, create_or_open_store, sample_keys, store_nbytes, update_metadata,
+                        usable_commits, writer_lock)
 
     t0 = time.perf_counter()
     if batch_size < 1:
@@ -305,10 +307,11 @@ def extract_priors(
         raise PtgError("dask extraction needs an EncoderSpec (workers rebuild the encoder), not a built Encoder")
     store = Path(out).expanduser() if out is not None else default_store_path(enc, views, dtype)
 
-    with writer_lock(store):
+    with writer_lock(store, force=force):
         meta = create_or_open_store(store, _store_metadata(enc, views, view_names, dtype), rows_per_shard)
         rows = int(meta["rows_per_shard"])
-        have = {k for rec in read_commits(store).values() for k in rec["keys"]}
+        # reused shards are verified first; a damaged one is quarantined and its rows computed again
+        have = {k for rec in usable_commits(store, keys).values() for k in rec["keys"]}
         todo: list[tuple[str, Sample]] = []
         seen: set[str] = set()
         for k, s in zip(keys, samples):

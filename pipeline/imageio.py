@@ -7,7 +7,12 @@ Policy (every stage goes through these functions, so it holds everywhere):
   channels; with ``channels=None`` it stays H×W×1.
 - Alpha is discarded, never composited: restoration pairs carry no meaningful transparency, and
   compositing onto a colour would invent pixel values.
-- A file that cannot be decoded (corrupt, truncated, not an image) raises `PtgError` naming it.
+- A file that cannot be decoded (corrupt, truncated, not an image) raises `PtgError` naming it;
+  so does a float file (``.npy``, float TIFF) holding NaN or Inf: a non-finite pixel would turn
+  into a black or saturated output without any error.
+- EXIF orientation is applied on read (JPEG, PNG, WebP through Pillow's ``exif_transpose``; TIFF
+  through its Orientation tag): every stage sees the photo upright, as a viewer shows it. Written
+  files carry no orientation tag: their pixels are already upright, so a viewer shows the same.
 - Writing rounds to integers the way BasicSR's ``tensor2img`` does: clip to [0, 1], scale, round.
 """
 from __future__ import annotations
@@ -15,13 +20,34 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import PtgError
 from .fsio import file_sha256  # noqa: F401  (re-exported: the key of an image's row in a priors store)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".npy")
 _TIFF = (".tif", ".tiff")
+ORIENTATION_TAG = 0x0112  # EXIF/TIFF Orientation: 1 upright; 5-8 swap height and width
+
+
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) to an H×W[×C] array, as Pillow's ``exif_transpose`` does."""
+    ops = {
+        2: lambda a: a[:, ::-1],  # mirrored left-right
+        3: lambda a: a[::-1, ::-1],  # rotated 180
+        4: lambda a: a[::-1],  # mirrored top-bottom
+        5: lambda a: a.swapaxes(0, 1),  # transpose
+        6: lambda a: np.rot90(a, -1),  # stored rotated 90 counter-clockwise
+        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],  # transverse
+        8: lambda a: np.rot90(a, 1),  # stored rotated 90 clockwise
+    }
+    op = ops.get(int(orientation))
+    return np.ascontiguousarray(op(arr)) if op else arr
+
+
+def _tiff_orientation(tf) -> int:
+    tag = tf.pages[0].tags.get(ORIENTATION_TAG)
+    return int(tag.value) if tag is not None else 1
 
 
 def is_image_file(path: Path) -> bool:
@@ -31,15 +57,18 @@ def is_image_file(path: Path) -> bool:
 def _decode_tiff(path: Path) -> np.ndarray:
     import tifffile
 
-    arr = tifffile.imread(path)
+    with tifffile.TiffFile(path) as tf:
+        arr = tf.asarray()
+        orientation = _tiff_orientation(tf)
     if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
         arr = np.moveaxis(arr, 0, -1)  # planar (C, H, W) layout
-    return arr
+    return _orient(arr, orientation)
 
 
 def _decode_pil(path: Path) -> np.ndarray:
     with Image.open(path) as im:
         im.load()  # decode now, so a truncated file fails here and not later
+        im = ImageOps.exif_transpose(im)  # upright, as viewers show it (module policy)
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
             return np.asarray(im, dtype=np.uint16) if im.mode != "I" else np.asarray(im).astype(np.int64)
         if im.mode == "P":
@@ -84,6 +113,10 @@ def read_image(path: str | Path, channels: int | None = 3) -> np.ndarray:
     else:
         raise PtgError(f"unsupported pixel type {arr.dtype} in {path}; save it as 8- or 16-bit PNG")
     img = arr.astype(np.float32) / np.float32(scale)
+    if arr.dtype.kind == "f" and not np.isfinite(img).all():
+        bad = int((~np.isfinite(img)).sum())
+        raise PtgError(f"image {path} holds {bad} non-finite value(s) (NaN or Inf); fix or re-export the file "
+                       "(e.g. np.nan_to_num) or leave it out of the manifest")
 
     if img.ndim == 2:
         img = img[..., None]
@@ -141,8 +174,11 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
             with tifffile.TiffFile(path) as tf:
                 shape = tf.pages[0].shape
-            return (shape[1], shape[2]) if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4) else (shape[0], shape[1])
-        with Image.open(path) as im:
-            return im.height, im.width
+                orientation = _tiff_orientation(tf)
+            hw = (shape[1], shape[2]) if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4) else (shape[0], shape[1])
+        else:
+            with Image.open(path) as im:
+                hw, orientation = (im.height, im.width), im.getexif().get(ORIENTATION_TAG, 1)
+        return (hw[1], hw[0]) if orientation in (5, 6, 7, 8) else hw  # as `read_image` returns it
     except Exception as exc:
         raise PtgError(f"cannot read image header of {path}: {exc}") from exc

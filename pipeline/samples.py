@@ -6,7 +6,6 @@ crop, and the stereo pair (two views of one scene) stays on one side so no scene
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -14,7 +13,8 @@ import numpy as np
 from PIL import Image
 
 from .errors import PtgError
-from .imageio import read_image, to_uint8
+from .fsio import claim_out_dir
+from .imageio import is_image_file, read_image, to_uint8
 from .synth import AllInOneParams, BlurParams, LowLightParams, NoiseParams, synthesize
 
 # scikit-image RGB photos: name -> loader attribute (None for the stereo pair).
@@ -39,6 +39,24 @@ def _skimage_photo(name: str) -> np.ndarray:
         left, right, _ = data.stereo_motorcycle()
         return left if name.endswith("left") else right
     return getattr(data, name)()
+
+
+DATASET_ENTRIES = {"manifest.jsonl", "input", "target", "clean", "kernels"}  # what `ptg data` writes
+
+
+def is_legacy_dataset(folder: Path) -> bool:
+    """A dataset folder made by `ptg data` before folder markers existed."""
+    names = {p.name for p in folder.iterdir()}
+    return "manifest.jsonl" in names and names <= DATASET_ENTRIES | {".ptg-artifact.json"}
+
+
+def claim_dataset_dir(out: str | Path, force: bool = False) -> Path:
+    """Accept `out` for a paired dataset: new, empty, a ptg dataset, or ``force`` (nothing is deleted)."""
+    return claim_out_dir(out, "dataset", force=force, legacy=is_legacy_dataset)
+
+
+def _photo_ids(use_opencv: bool) -> list[str]:
+    return list(SKIMAGE_PHOTOS) + (["cv_" + Path(f).stem for f in OPENCV_PHOTOS] if use_opencv else [])
 
 
 def opencv_doc_dir() -> Path | None:
@@ -86,15 +104,18 @@ def build_samples(
     max_side: int = 512,
     use_opencv: bool = True,
     on_progress: Callable[[int], None] | None = None,
+    force: bool = False,
 ) -> Path:
     """Build a paired dataset from real photos: `out/manifest.jsonl`, `out/{clean,input,target}/`.
 
     Args:
-        out: output folder (created; an existing `clean/` folder is rebuilt).
+        out: output folder: new, empty or a ptg dataset (else ``force``). In `clean/` only the photos
+            this command writes are replaced; any other image there is refused, never deleted.
         task: denoise (Gaussian, `sigma` on 0-255), lowlight or blur.
         seed: seed of the synthetic degradation.
         max_side: photos are downscaled so their longer side is at most this (CPU-friendly).
         use_opencv: also use opencv-doc's photos when that Debian package is installed.
+        force: write into an existing folder that is not a ptg dataset.
 
     Returns:
         The manifest path.
@@ -103,15 +124,23 @@ def build_samples(
         raise PtgError(f"--sigma must be positive, got {sigma}")
     if max_side < 64:
         raise PtgError(f"--max-side must be at least 64 pixels, got {max_side}")
-    out = Path(out)
-    clean = out / "clean"
-    if clean.exists():
-        shutil.rmtree(clean)
-    splits = collect_photos(clean, max_side=max_side, use_opencv=use_opencv)
     params = {"denoise": NoiseParams(sigma=sigma), "lowlight": LowLightParams(), "blur": BlurParams(),
               "allinone": AllInOneParams()}.get(task)
     if params is None:
         raise PtgError(f"unknown task {task!r}; use denoise, lowlight, blur or allinone")
+    out = claim_dataset_dir(out, force)
+    clean = out / "clean"
+    ours = {f"{sid}.png" for sid in _photo_ids(use_opencv=True)}
+    if clean.is_dir():
+        # every image in clean/ becomes a row: refuse images this command did not write
+        foreign = sorted(p.name for p in clean.rglob("*") if p.is_file() and is_image_file(p) and p.name not in ours)
+        if foreign:
+            raise PtgError(f"{clean} holds images `ptg data samples` did not write ({', '.join(foreign[:5])}"
+                           f"{', ...' if len(foreign) > 5 else ''}); they would become dataset rows. Move them out, "
+                           "or choose another --out.")
+        for name in ours:  # photos of an earlier run (another --max-side or photo set): ours to replace
+            (clean / name).unlink(missing_ok=True)
+    splits = collect_photos(clean, max_side=max_side, use_opencv=use_opencv)
     return synthesize(clean, out, task, params, seed=seed, split=lambda sid: splits[sid], on_progress=on_progress)
 
 

@@ -80,3 +80,47 @@ def test_npy_frames(tmp_path):
     np.save(tmp_path / "f.npy", arr)
     np.testing.assert_allclose(read_image(tmp_path / "f.npy"), arr)
     assert image_size(tmp_path / "f.npy") == (2, 4)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".tif"])
+def test_non_finite_float_input_is_an_error_naming_the_file(tmp_path, suffix):
+    img = np.full((4, 5, 3), 0.5, np.float32)
+    img[1, 2, 0] = np.nan
+    img[3, 3, 1] = np.inf
+    path = tmp_path / f"bad{suffix}"
+    np.save(path, img) if suffix == ".npy" else tifffile.imwrite(path, img)
+    with pytest.raises(PtgError, match=rf"bad{suffix} holds 2 non-finite value"):
+        read_image(path)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".tif"])
+def test_exif_orientation_applied_on_read_matching_pillow(tmp_path, orientation, suffix):
+    r, c = np.mgrid[0:6, 0:10]  # smooth and asymmetric: JPEG keeps it, every orientation changes it
+    stored = np.stack([r * 40, c * 25, (r * c * 4) % 256], -1).astype(np.uint8)
+    path = tmp_path / f"o{orientation}{suffix}"
+    if suffix == ".tif":
+        tifffile.imwrite(path, stored, extratags=[(0x0112, 3, 1, orientation, True)])
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.fromarray(stored).save(path, exif=exif, **({"quality": 100, "subsampling": 0} if suffix == ".jpg" else {}))
+    # the reference: Pillow's exif_transpose on the stored pixels
+    ref_im = Image.fromarray(stored)
+    ex = ref_im.getexif()
+    ex[0x0112] = orientation
+    ref_im.info["exif"] = ex.tobytes()
+    from PIL import ImageOps
+
+    expected = np.asarray(ImageOps.exif_transpose(ref_im))
+    x = read_image(path)
+    assert x.shape[:2] == expected.shape[:2] == image_size(path)
+    if suffix == ".jpg":  # lossy: close to the upright pixels, far from the stored ones
+        err = np.abs(to_uint8(x).astype(int) - expected).mean()
+        assert err < 25 and (orientation == 1 or x.shape[:2] != stored.shape[:2]
+                             or np.abs(to_uint8(x).astype(int) - stored).mean() > 2 * err)
+    else:
+        np.testing.assert_array_equal(to_uint8(x), expected)
+    # written back upright, without a tag: reading the copy gives the same pixels
+    write_image(tmp_path / "copy.png", x)
+    np.testing.assert_array_equal(read_image(tmp_path / "copy.png"), x)

@@ -26,3 +26,26 @@ def test_samples_bad_args(tmp_path, capsys):
     assert main(["data", "samples", "--out", str(tmp_path / "x"), "--task", "sharpen"]) == 1
     assert main(["data", "samples", "--out", str(tmp_path / "x"), "--max-side", "8"]) == 1
     assert "--max-side" in capsys.readouterr().err
+
+
+def test_samples_and_synth_refuse_an_unrelated_out_and_delete_nothing(tmp_path, photo_dir, capsys):
+    mine = tmp_path / "mine"
+    (mine / "clean").mkdir(parents=True)
+    (mine / "clean" / "holiday.png").write_bytes((photo_dir / "chelsea.png").read_bytes())
+    assert main(["data", "samples", "--out", str(mine), "--max-side", "64", "--no-opencv"]) == 1
+    assert "not a ptg dataset" in capsys.readouterr().err
+    assert main(["data", "synth", "--src", str(photo_dir), "--out", str(mine)]) == 1
+    # forced: still refused, because clean/ holds an image the command did not write; nothing deleted
+    assert main(["data", "samples", "--out", str(mine), "--max-side", "64", "--no-opencv", "--force"]) == 1
+    assert "holiday.png" in capsys.readouterr().err
+    assert (mine / "clean" / "holiday.png").read_bytes() == (photo_dir / "chelsea.png").read_bytes()
+
+
+def test_samples_rerun_into_its_own_dataset_replaces_only_its_photos(tmp_path):
+    out = tmp_path / "s"
+    assert main(["data", "samples", "--out", str(out), "--max-side", "64", "--no-opencv"]) == 0
+    (out / "notes.txt").write_text("mine")
+    (out / "clean" / "README").write_text("mine too")  # not an image: never a row, never deleted
+    assert main(["data", "samples", "--out", str(out), "--max-side", "80", "--no-opencv"]) == 0
+    assert (out / "notes.txt").read_text() == "mine" and (out / "clean" / "README").read_text() == "mine too"
+    assert max(read_image(out / "clean" / "chelsea.png").shape[:2]) == 80

@@ -153,6 +153,7 @@ def extract_degradation_priors(
     rows_per_shard: int | None = None,
     on_progress: Callable[[int], None] | None = None,
     on_plan: Callable[[Any], None] | None = None,
+    force: bool = False,
 ) -> Any:
     """Write the degradation prior of every manifest row into a priors store (resumable).
 
@@ -166,7 +167,7 @@ def extract_degradation_priors(
     from .. import __version__
     from ..extract import ExtractPlan, ExtractSummary, _library_versions
     from ..manifest import Manifest, load_manifest
-    from ..store import (allocate_shards, create_or_open_store, read_commits, sample_keys, store_nbytes, update_metadata,
+    from ..store import (allocate_shards, create_or_open_store, sample_keys, store_nbytes, update_metadata, usable_commits,
                          write_shard, writer_lock)
     from ..views import parse_views
 
@@ -199,10 +200,11 @@ def extract_degradation_priors(
                "random_init": False, "dim": DIM, "views_spec": views, "views": list(view_names), "dtype": dtype,
                "package_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "libraries": _library_versions()}
-    with writer_lock(store):
+    with writer_lock(store, force=force):
         meta = create_or_open_store(store, meta_in, rows_per_shard)
         rows = int(meta["rows_per_shard"])
-        have = {k for rec in read_commits(store).values() for k in rec["keys"]}
+        # reused shards are verified first (as extract_priors does); a damaged one is computed again
+        have = {k for rec in usable_commits(store, list(first)).values() for k in rec["keys"]}
         todo = [i for k, i in first.items() if k not in have]
         groups = [todo[i : i + rows] for i in range(0, len(todo), rows)]
         shard_ids = allocate_shards(store, len(groups)) if groups else []

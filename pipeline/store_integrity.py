@@ -1,0 +1,162 @@
+"""Integrity of a priors store: its layout, commit records, per-shard verification and health.
+
+The lower layer of `ptg.pipeline.store` (which re-exports everything here). A commit record
+(``commits/shard-NNNNNN.json``) holds a shard's keys, the SHA-256 of its rows in the store's dtype
+and, since verified reads, the size of the shard's file: `quick_health` compares sizes without
+reading data, `shard_problem` re-hashes the rows.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import PtgError
+from .fsio import remove_stale_tmp
+
+ARRAY = "priors"
+COMMITS = "commits"
+SAVED_META = "settings.json"  # the creation metadata, to rebuild a lost zarr.json
+QUARANTINE = "quarantine"  # in COMMITS: records of damaged shards
+
+
+class DamagedShardWarning(UserWarning):
+    """A writer found a damaged shard and will compute its rows again."""
+
+
+def _digest(values: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+
+
+def _commit_path(store: Path, shard: int) -> Path:
+    return store / COMMITS / f"shard-{shard:06d}.json"
+
+
+def read_commits(store: Path) -> dict[int, dict[str, Any]]:
+    """Committed shards of a store: shard id -> record (keys, n, sha256)."""
+    out: dict[int, dict[str, Any]] = {}
+    d = store / COMMITS
+    if not d.is_dir():
+        return out
+    for p in d.glob("shard-*.json"):
+        rec = json.loads(p.read_text(encoding="utf-8"))  # written atomically: always whole
+        out[int(rec["shard"])] = rec
+    return out
+
+
+def _is_legacy_store(folder: Path) -> bool:
+    """A store made before folder markers existed: ptg metadata in zarr.json, or commit records."""
+    try:
+        if json.loads((folder / "zarr.json").read_text(encoding="utf-8")).get("attributes", {}).get("kind") == "ptg-priors":
+            return True
+    except (OSError, ValueError, AttributeError):
+        pass
+    return (folder / SAVED_META).is_file() or any((folder / COMMITS).glob("shard-*.json"))
+
+
+def _remove_leftovers(store: Path) -> list[Path]:
+    """Temporary files of dead writers: ours (``.x.tmp-PID``) and zarr's (``*.partial``). Lock held."""
+    removed = remove_stale_tmp(store) + remove_stale_tmp(store / COMMITS)
+    # zarr's own temp files (``zarr.<uuid>.partial`` next to the file it replaces): with the lock held, all are dead
+    for p in [*store.glob("*.partial"), *((store / ARRAY).rglob("*.partial") if (store / ARRAY).is_dir() else ())]:
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def _shard_files(path: Path, shard: int) -> list[Path]:
+    """The files holding one shard (zarr's sharding codec: one file per shard, ``c/<shard>/0/0``)."""
+    d = path / ARRAY / "c" / str(shard)
+    return sorted(f for f in d.rglob("*") if f.is_file() and not f.name.endswith(".partial")) if d.is_dir() else []
+
+
+def shard_rows(shard: int, rec: dict[str, Any], rows_per_shard: int) -> str:
+    return f"rows {shard * rows_per_shard}..{shard * rows_per_shard + rec['n'] - 1}"
+
+
+def shard_problem(path: Path, shard: int, rec: dict[str, Any], rows_per_shard: int, data: np.ndarray | None = None,
+                  arr: Any = None) -> str | None:
+    """Why a committed shard cannot be trusted, or None when its rows match their commit digest.
+
+    Args:
+        data: the shard's rows already in memory; None = read them from `arr` (or open the array).
+    """
+    if data is None:
+        if "bytes" in rec and not _shard_files(path, shard) and rec["bytes"]:
+            return "is missing its file"
+        try:
+            import zarr
+
+            arr = arr if arr is not None else zarr.open_array(path / ARRAY, mode="r")
+            data = np.asarray(arr[shard * rows_per_shard : shard * rows_per_shard + rec["n"]])
+        except Exception as exc:  # a damaged shard index or a truncated file: zarr's own error types
+            return f"cannot be read ({type(exc).__name__}: {exc})"
+    if _digest(data) != rec["sha256"]:
+        return "does not match its commit digest (damaged, truncated or missing data)"
+    return None
+
+
+def shard_error(path: Path, shard: int, rec: dict[str, Any], rows_per_shard: int, problem: str) -> PtgError:
+    return PtgError(f"the priors store {path}: shard {shard} ({shard_rows(shard, rec, rows_per_shard)}) {problem}. "
+                    f"Its values are not served. Repair: run `ptg extract-priors` again with --out {path} "
+                    f"(it re-computes damaged shards); `ptg priors info {path} --verify` lists them all.")
+
+
+def quick_health(path: Path) -> dict[str, Any]:
+    """A fast check without reading data: every commit record has its shard file with the recorded size.
+
+    Returns:
+        ``{"shards": n, "problems": [text, ...]}``; an empty list means healthy as far as sizes tell.
+    """
+    problems = []
+    commits = read_commits(path)
+    try:
+        meta = json.loads((path / "zarr.json").read_text(encoding="utf-8")).get("attributes", {})
+        arr_meta = json.loads((path / ARRAY / "zarr.json").read_text(encoding="utf-8"))
+        true_rows = arr_meta["chunk_grid"]["configuration"]["chunk_shape"][0]
+        if meta.get("rows_per_shard") != true_rows:
+            problems.append(f"zarr.json says rows_per_shard {meta.get('rows_per_shard')} but the array is sharded by {true_rows} rows")
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        problems.append(f"metadata unreadable ({type(exc).__name__}: {exc})")
+    for shard, rec in sorted(commits.items()):
+        if "bytes" not in rec:
+            continue  # written before sizes were recorded: only --verify can tell
+        size = sum(f.stat().st_size for f in _shard_files(path, shard))
+        if size != rec["bytes"]:
+            problems.append(f"shard {shard}: {size} bytes on disk, {rec['bytes']} committed")
+    leftovers = [p for p in path.rglob("*") if p.name.endswith(".partial") or ".tmp-" in p.name]
+    if leftovers:
+        problems.append(f"{len(leftovers)} temporary file(s) of an interrupted writer (removed by the next extraction)")
+    return {"shards": len(commits), "problems": problems}
+
+
+def usable_commits(path: Path, keys: Sequence[str] | None = None) -> dict[int, dict[str, Any]]:
+    """Committed shards a writer may reuse: those holding any of `keys` (all when None) are verified,
+    and a damaged one is quarantined (its record moved to ``commits/quarantine/``), so its keys count
+    as missing and are computed again. Call with the writer lock held."""
+    import zarr
+
+    commits = read_commits(path)
+    if not commits:
+        return commits
+    rows = zarr.open_array(path / ARRAY, mode="r").shards[0]
+    wanted = None if keys is None else set(keys)
+    arr = zarr.open_array(path / ARRAY, mode="r")
+    for shard, rec in sorted(commits.items()):
+        if wanted is not None and wanted.isdisjoint(rec["keys"]):
+            continue
+        problem = shard_problem(path, shard, rec, rows, arr=arr)
+        if problem is not None:
+            qdir = path / COMMITS / QUARANTINE
+            qdir.mkdir(exist_ok=True)
+            os.replace(_commit_path(path, shard), qdir / f"shard-{shard:06d}.json.{time.strftime('%Y%m%dT%H%M%S')}")
+            warnings.warn(f"{shard_error(path, shard, rec, rows, problem)} It will be computed again.", DamagedShardWarning,
+                          stacklevel=2)
+            del commits[shard]
+    return commits
