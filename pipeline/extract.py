@@ -230,6 +230,23 @@ def _store_metadata(enc, views_spec: str, views: tuple[str, ...], dtype: str) ->
 # The engine
 
 
+def writer_inputs(manifest: Any, root: str | Path | None, split: str | None, views: str, dtype: str
+                  ) -> tuple[list[str], Manifest, list[Any]]:
+    """The checked inputs every store writer starts from: view names, the manifest, its rows.
+
+    Raises:
+        PtgError: an unsupported dtype, bad views, a bad manifest or an empty split.
+    """
+    if dtype not in ("float16", "float32"):
+        raise PtgError(f"--dtype {dtype!r} is not supported; use float16 or float32")
+    view_names = parse_views(views)
+    m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, root=root)
+    samples = m.split(split) if split else list(m.samples)
+    if not samples:
+        raise PtgError(f"manifest {m.path} has no rows in split {split!r}")
+    return view_names, m, samples
+
+
 def extract_priors(
     manifest: Manifest | str | Path,
     encoder: Any = "imagenet",
@@ -286,13 +303,7 @@ def extract_priors(
         raise PtgError(f"--batch-size must be at least 1, got {batch_size}")
     if workers < 0:
         raise PtgError(f"--workers must be 0 (this process) or more, got {workers}")
-    if dtype not in ("float16", "float32"):
-        raise PtgError(f"--dtype {dtype!r} is not supported; use float16 or float32")
-    view_names = parse_views(views)
-    m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, root=root)
-    samples = m.split(split) if split else list(m.samples)
-    if not samples:
-        raise PtgError(f"manifest {m.path} has no rows in split {split!r}")
+    view_names, m, samples = writer_inputs(manifest, root, split, views, dtype)
     loader = image_loader or _default_loader
     if loader_workers is None:
         loader_workers = min(4, max(0, (os.cpu_count() or 1) - 1))

@@ -165,20 +165,12 @@ def extract_degradation_priors(
             with the same image bytes but different records, an incompatible or locked store.
     """
     from .. import __version__
-    from ..extract import ExtractPlan, ExtractSummary, _library_versions
-    from ..manifest import Manifest, load_manifest
+    from ..extract import ExtractPlan, ExtractSummary, _library_versions, writer_inputs
     from ..store import (allocate_shards, create_or_open_store, sample_keys, store_nbytes, update_metadata, usable_commits,
                          write_shard, writer_lock)
-    from ..views import parse_views
 
     t0 = time.perf_counter()
-    if dtype not in ("float16", "float32"):
-        raise PtgError(f"--dtype {dtype!r} is not supported; use float16 or float32")
-    view_names = parse_views(views)
-    m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, root=root)
-    samples = m.split(split) if split else list(m.samples)
-    if not samples:
-        raise PtgError(f"manifest {m.path} has no rows in split {split!r}")
+    view_names, m, samples = writer_inputs(manifest, root, split, views, dtype)
     vectors, problems = [], []
     for s in samples:
         try:
