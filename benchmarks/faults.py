@@ -263,7 +263,9 @@ def extract_signal(w: Work, sig: int, n: int, seed: int) -> dict:
         why = rerun.stderr[-300:] if rerun.returncode else same_as_reference(w, d / "s.zarr")
         honest = rc != 0 or (complete and not sent)  # an interrupted run never reports success
         if sig == signal.SIGINT:
-            honest = honest and rc in (0, 130)
+            # 130 from ptg's handler; -SIGINT when the signal lands while the interpreter shuts down,
+            # after Python's handler is gone (a shell reports both as 130): neither claims success
+            honest = honest and rc in (0, 130, -signal.SIGINT)
         details.append({"moment_s": round(moment, 2), "span_s": round(span, 2), "signal_sent": sent, "exit": rc,
                         "shards_before_rerun": committed,
                         "ok": why is None and honest, "why": why or ("" if honest else f"exit {rc}: {err[-200:]}")})
@@ -488,12 +490,15 @@ def train_signal(w: Work, sig: int, n: int, seed: int) -> dict:
         last = d / "run" / "checkpoints" / "last.pt"
         ck_step = load_checkpoint(last)["step"] if last.is_file() else None
         finished = (d / "run" / "final.json").is_file()
+        # the steps the interrupted run logged, read before the resume appends its own rows
+        logged = [int(r.split(",")[0]) for r in (d / "run" / "log.csv").read_text().splitlines()[1:]] \
+            if (d / "run" / "log.csv").is_file() else []
         res = ptg(args + ["--out", d / "run", "--resume"])
         digest = json.loads((d / "run" / "final.json").read_text())["digest"] if res.returncode == 0 else None
-        ok = digest == ref and (rc != 0 or (finished and not sent))
+        # exit 0 is honest only for a run that completed every step (a signal landing during the
+        # final validation and save is answered by finishing: nothing is lost, final.json is written)
+        ok = digest == ref and (rc != 0 or (finished and ck_step == int(TRAIN[TRAIN.index("--steps") + 1])))
         if sig == signal.SIGINT and not finished:
-            logged = [int(r.split(",")[0]) for r in (d / "run" / "log.csv").read_text().splitlines()[1:]] \
-                if (d / "run" / "log.csv").is_file() else []
             ok = ok and rc == 130 and (ck_step or 0) >= max(logged, default=0)
         details.append({"moment_s": round(moment, 2), "span_s": round(span, 2), "exit": rc, "checkpoint_step": ck_step,
                         "finished": finished, "signal_sent": sent,
