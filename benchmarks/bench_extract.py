@@ -193,8 +193,9 @@ def main() -> None:
         rng = lambda d: f"{d['median']:.2f} ({d['min']:.2f}–{d['max']:.2f})"  # noqa: E731
         lines = [
             "# `ptg extract-priors` benchmark", "",
-            f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, busy (shared with 5 other "
-            f"jobs while measured); no GPU; torch {torch.__version__}, {args.threads} torch thread(s).", "",
+            f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, load average "
+            f"{os.getloadavg()[1]:.1f} over the last 5 minutes when the report was written (other jobs share the cores "
+            f"above {args.threads}); no GPU; torch {torch.__version__}, {args.threads} torch thread(s).", "",
             f"Command: `{cmd}`", "",
             f"Throughput on the same {args.n} pre-decoded {args.side}x{args.side} images, batch {args.batch}; img/s, median "
             f"(min–max) of {args.repeats} interleaved runs in one process; ratio = pipeline median / bare median. "

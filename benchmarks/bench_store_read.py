@@ -227,8 +227,9 @@ def main() -> None:
         drop = res["zarr"]["drop"] is not None
         lines = [
             "# Random prior batches from a store bigger than the in-memory budget", "",
-            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, shared with 5 other jobs while measured (timings "
-            "are noisy; every figure below comes from the same process, arms interleaved by phase).", "",
+            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[1]:.1f} over the last "
+            "5 minutes when the report was written (timings are noisy; every figure below comes from the same process, "
+            "arms interleaved by phase).", "",
             f"Command: `{cmd}`", "",
             f"Store: {args.rows:,} rows x {args.views} views x {args.dim}-d float16 = {nbytes / 2**30:.2f} GiB on disk, written "
             f"by `write_shard` (default layout: {per}-row shards, 32-row zstd inner chunks) in "
