@@ -39,10 +39,11 @@ Resumable: a run's training is skipped when its final.json exists and resumes fr
 interrupted; evaluations are skipped when their metrics.json exists; stores compute only missing
 rows; the results file is rewritten (atomically) after every run.
 
-Cost (`--dry-run` prints it): the v1 study measured ~0.55 s per step for UNet(width 12) + R at
-48-px crops, batch 8, one thread per run, two runs side by side on this 2-core machine; cost
-scales with crop² x batch, so a cpu run here (300 steps at 32 px) is ~75 s of training plus ~25 s
-of evaluation and start-up, and the 102 runs take ~85 min with --jobs 2.
+Cost (`--dry-run` prints it): measured on 2026-11-27 on this 2-core machine shared with other jobs
+(load 5-7), two runs side by side, one thread each: 0.2-0.7 s per step for UNet(width 12) + R at
+32-px crops, batch 8 (0.4 used for the estimate), plus ~10 s of start-up per process and 10-30 s per
+`ptg eval` of the whole test images. The cpu budget (150 steps) was sized so that allinone, blind and
+blind-ffdnet (75 runs) fit in ~75 min with --jobs 2; all four tasks (102 runs) take ~2 h.
 """
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ class Budget:
 
 
 BUDGETS = {
-    "cpu": Budget(max_side=256, steps=300, crop=32, batch=8, lr=1e-3, width_mult=1, device="cpu", threads=1, val_every=50),
+    "cpu": Budget(max_side=256, steps=150, crop=32, batch=8, lr=1e-3, width_mult=1, device="cpu", threads=1, val_every=25,
+                  sec_per_step=0.4),
     "gpu": Budget(max_side=256, steps=3000, crop=96, batch=16, lr=5e-4, width_mult=2, device="cuda", threads=1,
                   val_every=250, sec_per_step=0.05, loader_workers=1, cache_images=True),
 }
@@ -380,12 +382,13 @@ def jobs_of(tasks: list[str], seeds: list[int], with_normalize: bool = False) ->
         mode = "refine" if TASKS[t][1] == "ffdnet" else "joint"
         return TASKS[t][2] + (normalize_arms(mode) if with_normalize else ())
 
-    return [(t, arm, s) for t in tasks for arm in arms(t) for s in seeds]
+    # seed-major: a study stopped early still has every task and arm, with fewer seeds
+    return [(t, arm, s) for s in seeds for t in tasks for arm in arms(t)]
 
 
 def cost_estimate(budget: Budget, jobs: list, n_jobs: int) -> tuple[float, float]:
-    """(seconds per run, wall seconds of the study): steps x sec_per_step + ~25 s of start-up and evaluation."""
-    per_run = budget.steps * budget.sec_per_step + 25.0
+    """(seconds per run, wall seconds of the study): steps x sec_per_step + ~40 s of start-up and evaluation."""
+    per_run = budget.steps * budget.sec_per_step + 40.0
     return per_run, per_run * len(jobs) / max(1, n_jobs)
 
 
@@ -425,7 +428,7 @@ def study(args: argparse.Namespace) -> None:
     old = json.loads(out.read_text()) if out.is_file() else {}
     data = old if old.get("version") == 2 else {"version": 2, "v1": old or None}
     data.update({"budget": asdict(budget), "config": args.config, "seeds": seeds, "environment": environment(args.config),
-                 "ffdnet_sigma": FFDNET_SIGMA, "command": f"python benchmarks/reproduce.py --config {args.config} --jobs {args.jobs}",
+                 "ffdnet_sigma": FFDNET_SIGMA, "command": "python benchmarks/reproduce.py " + " ".join(sys.argv[1:]),
                  "probes": {**data.get("probes", {}), **{t: p["probes"] for t, p in prep.items()}}})
     runs = {r["name"]: r for r in data.get("runs", [])}
     lock = threading.Lock()
