@@ -377,10 +377,13 @@ def run_one(work: Path, budget: Budget, task: str, arm: Arm, seed: int, prep: di
             "test": per_level(metrics, levels, which), "test_f": per_level(metrics, levels, "baseline"), "wrong": wrong}
 
 
-def jobs_of(tasks: list[str], seeds: list[int], with_normalize: bool = False) -> list[tuple[str, Arm, int]]:
+def jobs_of(tasks: list[str], seeds: list[int], with_normalize: bool = False,
+            only: list[str] | None = None) -> list[tuple[str, Arm, int]]:
+    """Every (task, arm, seed) run; `only`: just the arms of these names (the others stay as they are)."""
     def arms(t: str) -> tuple[Arm, ...]:
         mode = "refine" if TASKS[t][1] == "ffdnet" else "joint"
-        return TASKS[t][2] + (normalize_arms(mode) if with_normalize else ())
+        every = TASKS[t][2] + (normalize_arms(mode) if with_normalize else ())
+        return tuple(a for a in every if only is None or a.name in only)
 
     # seed-major: a study stopped early still has every task and arm, with fewer seeds
     return [(t, arm, s) for s in seeds for t in tasks for arm in arms(t)]
@@ -413,7 +416,11 @@ def study(args: argparse.Namespace) -> None:
     bad = [t for t in tasks if t not in TASKS]
     if bad:
         raise SystemExit(f"unknown task(s) {bad}; choose from {', '.join(TASKS)}")
-    jobs = jobs_of(tasks, seeds, args.normalize_arms)
+    only = args.arms.split(",") if args.arms else None
+    known = {a.name for t in tasks for a in TASKS[t][2] + normalize_arms("joint")}
+    if only and set(only) - known:
+        raise SystemExit(f"unknown arm(s) {sorted(set(only) - known)}; choose from {', '.join(sorted(known))}")
+    jobs = jobs_of(tasks, seeds, args.normalize_arms, only)
     per_run, wall = cost_estimate(budget, jobs, args.jobs)
     if args.dry_run:
         for task, arm, seed in jobs:
@@ -427,8 +434,10 @@ def study(args: argparse.Namespace) -> None:
     prep = prepare(work, budget, tasks)
     old = json.loads(out.read_text()) if out.is_file() else {}
     data = old if old.get("version") == 2 else {"version": 2, "v1": old or None}
+    command = "python benchmarks/reproduce.py " + " ".join(sys.argv[1:])  # every invocation is kept
     data.update({"budget": asdict(budget), "config": args.config, "seeds": seeds, "environment": environment(args.config),
-                 "ffdnet_sigma": FFDNET_SIGMA, "command": "python benchmarks/reproduce.py " + " ".join(sys.argv[1:]),
+                 "ffdnet_sigma": FFDNET_SIGMA, "command": command,
+                 "commands": list(dict.fromkeys([*data.get("commands", [data["command"]] if "command" in data else []), command])),
                  "probes": {**data.get("probes", {}), **{t: p["probes"] for t, p in prep.items()}}})
     runs = {r["name"]: r for r in data.get("runs", [])}
     lock = threading.Lock()
@@ -494,6 +503,18 @@ def report(path: Path) -> str:
                     out.append(f"| {arm} | " + " | ".join(_ms([r["test"][lv]["psnr"] - const[r["seed"]][lv]["psnr"] for r in rs])
                                                       for lv in levels)
                                + f" | {_ms([100 * (r['test']['all']['ssim'] - const[r['seed']]['all']['ssim']) for r in rs])} |")
+        refs = [a for a in ("R:constant", "R:shuffled", "LargeR", "F") if a in arms]
+        if refs:  # the verdict table: does an arm beat each reference by more than the seed spread?
+            out.append("\nΔPSNR (all levels) against each reference, paired by seed: mean ± sd [seeds with Δ > 0]:\n")
+            out.append("| arm | " + " | ".join(f"vs {a}" for a in refs) + " |")
+            out.append("|---|" + "---:|" * len(refs))
+            for arm in arms:
+                cells = []
+                for ref in refs:
+                    base = {r["seed"]: r["test"]["all"]["psnr"] for r in rows if r["arm"] == ref}
+                    d = [r["test"]["all"]["psnr"] - base[r["seed"]] for r in rows if r["arm"] == arm and r["seed"] in base]
+                    cells.append("—" if arm == ref or not d else f"{_ms(d)} [{sum(x > 0 for x in d)}/{len(d)}]")
+                out.append(f"| {arm} | " + " | ".join(cells) + " |")
         wr = [r for r in rows if r["wrong"]]
         if wr:
             out.append("\nWrong-prior test: ΔPSNR (wrong − right prior), all test images, paired by seed:\n")
@@ -543,6 +564,7 @@ def main() -> None:
     ap.add_argument("--dry-run", action="store_true", help="list the runs and the cost estimate, run nothing")
     ap.add_argument("--normalize-arms", action="store_true",
                     help="also run R with priors.normalize=standardize/none (which default is best?)")
+    ap.add_argument("--arms", default="", help="comma-separated arm names: run only these (e.g. R:restoration+standardize)")
     ap.add_argument("--report", action="store_true", help="print the Markdown tables of --out and exit")
     args = ap.parse_args()
     if args.report:
