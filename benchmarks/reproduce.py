@@ -261,10 +261,30 @@ def build_wrong_store(src: Path, out: Path, mapping: dict[str, str]) -> Path:
     return out
 
 
+def cached_probe(work: Path, store: Path, manifest: Path) -> dict:
+    """`probe_store` of a store, kept under work/probes: a resumed study does not probe again
+    (the cache is keyed by the manifest's and the store's commit digests, so new rows re-probe)."""
+    import hashlib
+
+    from ptg.pipeline.fsio import atomic_write_json, file_sha256
+    from ptg.pipeline.probe import probe_store
+    from ptg.pipeline.store import read_commits
+
+    key = hashlib.sha256(json.dumps([file_sha256(manifest), read_commits(store)], sort_keys=True, default=str)
+                         .encode()).hexdigest()
+    path = work / "probes" / f"{store.name}.json"
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            return cached["report"]
+    report = probe_store(store, manifest).to_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"key": key, "report": report})
+    return report
+
+
 def prepare(work: Path, budget: Budget, tasks: list[str]) -> dict:
     """Data, stores, probes and wrong-prior stores of every task."""
-    from ptg.pipeline.probe import probe_store
-
     prepared = {}
     for task in tasks:
         data_task = TASKS[task][0]
@@ -272,7 +292,7 @@ def prepare(work: Path, budget: Budget, tasks: list[str]) -> dict:
             continue
         manifest = build_data(work, budget, data_task)
         stores = build_stores(work, data_task, manifest)
-        probes = {p: probe_store(s, manifest).to_dict() for p, s in stores.items()}
+        probes = {p: cached_probe(work, s, manifest) for p, s in stores.items()}
         wrong = {}
         for kind, mapping in wrong_maps(manifest).items():
             wrong[kind] = {p: build_wrong_store(s, work / "priors" / "wrong" / f"{data_task}-{p}-{kind}", mapping)
