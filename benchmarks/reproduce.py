@@ -25,7 +25,8 @@ Arms (same F, steps, data order, seed and `data.augment` in every arm; deltas pa
   R:zero         R:restoration with all-zero priors (removes T's constants too: not a fair control)
   R:degradation  F + R with the manifest's recorded degradation (an oracle; the positive control)
   LargeR         F + "Large R" (4x width, no SVE/CSA, no prior), parameters matched to R:imagenet
-  with --normalize-arms also R:imagenet/restoration/degradation+standardize and R:restoration+none
+  with --normalize-arms also R:imagenet/restoration/degradation+standardize, R:restoration+none and
+  R:shuffled+standardize (the shuffled control under the same transform)
   (every other R arm uses the budget's priors.normalize, l2 as in the paper)
 
 Each run records its config, validation curve (on 64-px centre crops every `val_every` steps),
@@ -142,6 +143,8 @@ def normalize_arms(mode: str) -> tuple[Arm, ...]:
     return (Arm("R:imagenet+standardize", mode, ("imagenet",), normalize="standardize"),
             Arm("R:restoration+standardize", mode, ("restoration",), normalize="standardize"),
             Arm("R:restoration+none", mode, ("restoration",), normalize="none"),
+            # the control of the standardize arms: same transform, another image's prior
+            Arm("R:shuffled+standardize", mode, ("restoration",), "shuffle", normalize="standardize"),
             Arm("R:degradation+standardize", mode, ("degradation",), normalize="standardize"))
 
 
