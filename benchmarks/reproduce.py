@@ -25,7 +25,8 @@ Arms (same F, steps, data order, seed and `data.augment` in every arm; deltas pa
   R:zero         R:restoration with all-zero priors (removes T's constants too: not a fair control)
   R:degradation  F + R with the manifest's recorded degradation (an oracle; the positive control)
   LargeR         F + "Large R" (4x width, no SVE/CSA, no prior), parameters matched to R:imagenet
-  with --normalize-arms also R:imagenet/restoration/degradation+standardize and R:restoration+none
+  with --normalize-arms also R:imagenet/restoration/degradation+standardize, R:restoration+none and
+  R:shuffled+standardize (the shuffled control under the same transform)
   (every other R arm uses the budget's priors.normalize, l2 as in the paper)
 
 Each run records its config, validation curve (on 64-px centre crops every `val_every` steps),
@@ -39,10 +40,11 @@ Resumable: a run's training is skipped when its final.json exists and resumes fr
 interrupted; evaluations are skipped when their metrics.json exists; stores compute only missing
 rows; the results file is rewritten (atomically) after every run.
 
-Cost (`--dry-run` prints it): the v1 study measured ~0.55 s per step for UNet(width 12) + R at
-48-px crops, batch 8, one thread per run, two runs side by side on this 2-core machine; cost
-scales with crop² x batch, so a cpu run here (300 steps at 32 px) is ~75 s of training plus ~25 s
-of evaluation and start-up, and the 102 runs take ~85 min with --jobs 2.
+Cost (`--dry-run` prints it): measured on 2026-11-27 on this 2-core machine shared with other jobs
+(load 5-7), two runs side by side, one thread each: 0.2-0.7 s per step for UNet(width 12) + R at
+32-px crops, batch 8 (0.4 used for the estimate), plus ~10 s of start-up per process and 10-30 s per
+`ptg eval` of the whole test images. The cpu budget (150 steps) was sized so that allinone, blind and
+blind-ffdnet (75 runs) fit in ~75 min with --jobs 2; all four tasks (102 runs) take ~2 h.
 """
 from __future__ import annotations
 
@@ -87,7 +89,8 @@ class Budget:
 
 
 BUDGETS = {
-    "cpu": Budget(max_side=256, steps=300, crop=32, batch=8, lr=1e-3, width_mult=1, device="cpu", threads=1, val_every=50),
+    "cpu": Budget(max_side=256, steps=150, crop=32, batch=8, lr=1e-3, width_mult=1, device="cpu", threads=1, val_every=25,
+                  sec_per_step=0.4),
     "gpu": Budget(max_side=256, steps=3000, crop=96, batch=16, lr=5e-4, width_mult=2, device="cuda", threads=1,
                   val_every=250, sec_per_step=0.05, loader_workers=1, cache_images=True),
 }
@@ -140,6 +143,8 @@ def normalize_arms(mode: str) -> tuple[Arm, ...]:
     return (Arm("R:imagenet+standardize", mode, ("imagenet",), normalize="standardize"),
             Arm("R:restoration+standardize", mode, ("restoration",), normalize="standardize"),
             Arm("R:restoration+none", mode, ("restoration",), normalize="none"),
+            # the control of the standardize arms: same transform, another image's prior
+            Arm("R:shuffled+standardize", mode, ("restoration",), "shuffle", normalize="standardize"),
             Arm("R:degradation+standardize", mode, ("degradation",), normalize="standardize"))
 
 
@@ -259,10 +264,30 @@ def build_wrong_store(src: Path, out: Path, mapping: dict[str, str]) -> Path:
     return out
 
 
+def cached_probe(work: Path, store: Path, manifest: Path) -> dict:
+    """`probe_store` of a store, kept under work/probes: a resumed study does not probe again
+    (the cache is keyed by the manifest's and the store's commit digests, so new rows re-probe)."""
+    import hashlib
+
+    from ptg.pipeline.fsio import atomic_write_json, file_sha256
+    from ptg.pipeline.probe import probe_store
+    from ptg.pipeline.store import read_commits
+
+    key = hashlib.sha256(json.dumps([file_sha256(manifest), read_commits(store)], sort_keys=True, default=str)
+                         .encode()).hexdigest()
+    path = work / "probes" / f"{store.name}.json"
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            return cached["report"]
+    report = probe_store(store, manifest).to_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"key": key, "report": report})
+    return report
+
+
 def prepare(work: Path, budget: Budget, tasks: list[str]) -> dict:
     """Data, stores, probes and wrong-prior stores of every task."""
-    from ptg.pipeline.probe import probe_store
-
     prepared = {}
     for task in tasks:
         data_task = TASKS[task][0]
@@ -270,7 +295,7 @@ def prepare(work: Path, budget: Budget, tasks: list[str]) -> dict:
             continue
         manifest = build_data(work, budget, data_task)
         stores = build_stores(work, data_task, manifest)
-        probes = {p: probe_store(s, manifest).to_dict() for p, s in stores.items()}
+        probes = {p: cached_probe(work, s, manifest) for p, s in stores.items()}
         wrong = {}
         for kind, mapping in wrong_maps(manifest).items():
             wrong[kind] = {p: build_wrong_store(s, work / "priors" / "wrong" / f"{data_task}-{p}-{kind}", mapping)
@@ -375,17 +400,21 @@ def run_one(work: Path, budget: Budget, task: str, arm: Arm, seed: int, prep: di
             "test": per_level(metrics, levels, which), "test_f": per_level(metrics, levels, "baseline"), "wrong": wrong}
 
 
-def jobs_of(tasks: list[str], seeds: list[int], with_normalize: bool = False) -> list[tuple[str, Arm, int]]:
+def jobs_of(tasks: list[str], seeds: list[int], with_normalize: bool = False,
+            only: list[str] | None = None) -> list[tuple[str, Arm, int]]:
+    """Every (task, arm, seed) run; `only`: just the arms of these names (the others stay as they are)."""
     def arms(t: str) -> tuple[Arm, ...]:
         mode = "refine" if TASKS[t][1] == "ffdnet" else "joint"
-        return TASKS[t][2] + (normalize_arms(mode) if with_normalize else ())
+        every = TASKS[t][2] + (normalize_arms(mode) if with_normalize else ())
+        return tuple(a for a in every if only is None or a.name in only)
 
-    return [(t, arm, s) for t in tasks for arm in arms(t) for s in seeds]
+    # seed-major: a study stopped early still has every task and arm, with fewer seeds
+    return [(t, arm, s) for s in seeds for t in tasks for arm in arms(t)]
 
 
 def cost_estimate(budget: Budget, jobs: list, n_jobs: int) -> tuple[float, float]:
-    """(seconds per run, wall seconds of the study): steps x sec_per_step + ~25 s of start-up and evaluation."""
-    per_run = budget.steps * budget.sec_per_step + 25.0
+    """(seconds per run, wall seconds of the study): steps x sec_per_step + ~40 s of start-up and evaluation."""
+    per_run = budget.steps * budget.sec_per_step + 40.0
     return per_run, per_run * len(jobs) / max(1, n_jobs)
 
 
@@ -410,7 +439,11 @@ def study(args: argparse.Namespace) -> None:
     bad = [t for t in tasks if t not in TASKS]
     if bad:
         raise SystemExit(f"unknown task(s) {bad}; choose from {', '.join(TASKS)}")
-    jobs = jobs_of(tasks, seeds, args.normalize_arms)
+    only = args.arms.split(",") if args.arms else None
+    known = {a.name for t in tasks for a in TASKS[t][2] + normalize_arms("joint")}
+    if only and set(only) - known:
+        raise SystemExit(f"unknown arm(s) {sorted(set(only) - known)}; choose from {', '.join(sorted(known))}")
+    jobs = jobs_of(tasks, seeds, args.normalize_arms, only)
     per_run, wall = cost_estimate(budget, jobs, args.jobs)
     if args.dry_run:
         for task, arm, seed in jobs:
@@ -424,8 +457,10 @@ def study(args: argparse.Namespace) -> None:
     prep = prepare(work, budget, tasks)
     old = json.loads(out.read_text()) if out.is_file() else {}
     data = old if old.get("version") == 2 else {"version": 2, "v1": old or None}
+    command = "python benchmarks/reproduce.py " + " ".join(sys.argv[1:])  # every invocation is kept
     data.update({"budget": asdict(budget), "config": args.config, "seeds": seeds, "environment": environment(args.config),
-                 "ffdnet_sigma": FFDNET_SIGMA, "command": f"python benchmarks/reproduce.py --config {args.config} --jobs {args.jobs}",
+                 "ffdnet_sigma": FFDNET_SIGMA, "command": command,
+                 "commands": list(dict.fromkeys([*data.get("commands", [data["command"]] if "command" in data else []), command])),
                  "probes": {**data.get("probes", {}), **{t: p["probes"] for t, p in prep.items()}}})
     runs = {r["name"]: r for r in data.get("runs", [])}
     lock = threading.Lock()
@@ -491,6 +526,18 @@ def report(path: Path) -> str:
                     out.append(f"| {arm} | " + " | ".join(_ms([r["test"][lv]["psnr"] - const[r["seed"]][lv]["psnr"] for r in rs])
                                                       for lv in levels)
                                + f" | {_ms([100 * (r['test']['all']['ssim'] - const[r['seed']]['all']['ssim']) for r in rs])} |")
+        refs = [a for a in ("R:constant", "R:shuffled", "LargeR", "F") if a in arms]
+        if refs:  # the verdict table: does an arm beat each reference by more than the seed spread?
+            out.append("\nΔPSNR (all levels) against each reference, paired by seed: mean ± sd [seeds with Δ > 0]:\n")
+            out.append("| arm | " + " | ".join(f"vs {a}" for a in refs) + " |")
+            out.append("|---|" + "---:|" * len(refs))
+            for arm in arms:
+                cells = []
+                for ref in refs:
+                    base = {r["seed"]: r["test"]["all"]["psnr"] for r in rows if r["arm"] == ref}
+                    d = [r["test"]["all"]["psnr"] - base[r["seed"]] for r in rows if r["arm"] == arm and r["seed"] in base]
+                    cells.append("—" if arm == ref or not d else f"{_ms(d)} [{sum(x > 0 for x in d)}/{len(d)}]")
+                out.append(f"| {arm} | " + " | ".join(cells) + " |")
         wr = [r for r in rows if r["wrong"]]
         if wr:
             out.append("\nWrong-prior test: ΔPSNR (wrong − right prior), all test images, paired by seed:\n")
@@ -540,6 +587,7 @@ def main() -> None:
     ap.add_argument("--dry-run", action="store_true", help="list the runs and the cost estimate, run nothing")
     ap.add_argument("--normalize-arms", action="store_true",
                     help="also run R with priors.normalize=standardize/none (which default is best?)")
+    ap.add_argument("--arms", default="", help="comma-separated arm names: run only these (e.g. R:restoration+standardize)")
     ap.add_argument("--report", action="store_true", help="print the Markdown tables of --out and exit")
     args = ap.parse_args()
     if args.report:
