@@ -26,7 +26,7 @@ def extract_priors(
     dtype: Annotated[str, typer.Option(help="Storage dtype: float16 | float32.")] = "float16",
     split: Annotated[Optional[str], typer.Option(help="Only rows of this split (default: all).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch (and rows per forward pass).")] = 16,
-    loader_workers: Annotated[Optional[int], typer.Option(help="DataLoader processes decoding images; 0 = one decode thread in this process (default: min(4, CPUs-1)).")] = None,
+    loader_workers: Annotated[Optional[int], typer.Option(help="DataLoader processes decoding images; 0 = one decode thread in this process (default: 0 on <= 2 CPUs, else min(4, CPUs-1)).")] = None,
     workers: Annotated[int, typer.Option(help="Run on a local dask cluster of N processes (0: this process).")] = 0,
     dask_scheduler: Annotated[Optional[str], typer.Option(help="Address of an existing dask.distributed scheduler.")] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Leave unreadable images out (recorded in the metadata) instead of stopping.")] = False,

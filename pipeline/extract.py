@@ -306,7 +306,10 @@ def extract_priors(
     view_names, m, samples = writer_inputs(manifest, root, split, views, dtype)
     loader = image_loader or _default_loader
     if loader_workers is None:
-        loader_workers = min(4, max(0, (os.cpu_count() or 1) - 1))
+        # On 2 cores a worker process competes with the encoder; one decode thread kept it 0.96-0.99x
+        # the bare forward there (vs 0.91-0.93x), see benchmarks/results/extract.md.
+        cpus = os.cpu_count() or 1
+        loader_workers = 0 if cpus <= 2 else min(4, cpus - 1)
 
     if isinstance(encoder, str):
         encoder = EncoderSpec(encoder)
