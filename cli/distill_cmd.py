@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import ManifestArg, OutDir, RootOpt, SeedOpt
+from .options import DeviceOpt, ManifestArg, OutDir, RootOpt, SeedOpt
 
 
 def distill_command(
@@ -28,7 +28,7 @@ def distill_command(
     size: Annotated[Optional[int], typer.Option("--size", help="Student input side (default: the teacher's pinned size).")] = None,
     val_every: Annotated[int, typer.Option("--val-every", help="Validate on the test split every K steps.")] = 100,
     student_arg: Annotated[Optional[list[str]], typer.Option("--student-arg", help="Student option KEY=JSON (repeatable).")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:i].")] = "auto",
+    device: DeviceOpt = "auto",
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads.")] = None,
     root: RootOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Start again over a run with other settings.")] = False,

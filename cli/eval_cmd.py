@@ -8,7 +8,7 @@ import typer
 
 from ptg.pipeline.errors import PtgError
 
-from .options import RootOpt
+from .options import DeviceOpt, MaxMemoryOpt, RootOpt
 
 CropBorderOpt = Annotated[int, typer.Option("--crop-border", help="Pixels removed on every side before scoring (BasicSR crop_border).")]
 YChannelOpt = Annotated[bool, typer.Option("--y-channel", help="Score PSNR/SSIM on the Y channel (MATLAB BT.601) instead of RGB.")]
@@ -42,12 +42,12 @@ def eval_command(
     lpips_weights: LpipsWeightsOpt = None,
     tile: Annotated[Optional[int], typer.Option("--tile", help="Tiled inference with this tile side (bounded memory; see docs on where it changes results).")] = None,
     overlap: Annotated[int, typer.Option("--overlap", help="Overlap between tiles, in pixels.")] = 32,
-    max_memory: Annotated[str, typer.Option("--max-memory", help="Memory budget per image: auto (half the free RAM, 80% of free GPU memory) or a size like 8GiB; larger images are tiled automatically.")] = "auto",
+    max_memory: MaxMemoryOpt = "auto",
     grids: Annotated[int, typer.Option("--grids", help="Write comparison grids for the first N images.")] = 4,
     no_images: Annotated[bool, typer.Option("--no-images", help="Do not write the restored images.")] = False,
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="Test-set name in tables (default: the manifest's file name).")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Name of this evaluation in reports (default: the run folder's name).")] = None,
-    device: Annotated[str, typer.Option("--device", help="Torch device: auto (CUDA if present) | cpu | cuda | cuda:N.")] = "auto",
+    device: DeviceOpt = "auto",
     prior_from: Annotated[Optional[list[Path]], typer.Option("--prior-from", help="`ptg distill` folder(s), one per store: score F + R with the students' priors, beside the teacher's (stores) when those are readable.")] = None,
 ) -> None:
     """Evaluate F and F + PTG-RM on a test split, or score existing outputs with --pred.

@@ -15,3 +15,6 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; same seed, sa
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="Torch device: auto (cuda if present, else cpu) | cpu | cuda | cuda:N.")
 ]  # use with the default "auto", so every command picks the same device by default
+MaxMemoryOpt = Annotated[str, typer.Option(
+    "--max-memory", help="Memory budget per image: auto (half the free RAM, 80% of free GPU memory) or a size like "
+                         "8GiB; larger images are tiled automatically.")]

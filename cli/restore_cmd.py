@@ -8,6 +8,8 @@ import typer
 
 from ptg.pipeline.errors import PtgError
 
+from .options import DeviceOpt, MaxMemoryOpt
+
 
 def restore_command(
     ckpt: Annotated[Path, typer.Option("--ckpt", help="Checkpoint file or run folder of `ptg train`, or a `ptg export` folder.")],
@@ -17,9 +19,9 @@ def restore_command(
     prior_from: Annotated[Optional[list[Path]], typer.Option("--prior-from", help="`ptg distill` folder(s), one per store: compute the priors with the distilled student, no foundation model.")] = None,
     tile: Annotated[Optional[int], typer.Option("--tile", help="Tiled inference with this tile side, for large images.")] = None,
     overlap: Annotated[int, typer.Option("--overlap", help="Overlap between tiles, in pixels.")] = 32,
-    max_memory: Annotated[str, typer.Option("--max-memory", help="Memory budget per image: auto (half the free RAM, 80% of free GPU memory) or a size like 8GiB; larger images are tiled automatically.")] = "auto",
+    max_memory: MaxMemoryOpt = "auto",
     save_baseline: Annotated[bool, typer.Option("--save-baseline", help="Also write F's output to OUTPUT/baseline/.")] = False,
-    device: Annotated[str, typer.Option("--device", help="Torch device: auto (CUDA if present) | cpu | cuda | cuda:N.")] = "auto",
+    device: DeviceOpt = "auto",
 ) -> None:
     """Restore images with F + PTG-RM (F alone for a baseline run).
 

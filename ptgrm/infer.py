@@ -7,6 +7,7 @@ docstring says where tiling changes results.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -40,8 +41,6 @@ def restore_image(restorer: "Restorer", x: Tensor, raw_priors: Sequence[Tensor] 
     Raises:
         PtgError: out of memory (names the image and the flags that help), or not even a small tile fits.
     """
-    import warnings
-
     fn = lambda t: restorer.restore(t, raw_priors)  # noqa: E731
     h, w = x.shape[-2:]
     if tile is None and budget is not None:
@@ -54,7 +53,7 @@ def restore_image(restorer: "Restorer", x: Tensor, raw_priors: Sequence[Tensor] 
                           f"with overlap {overlap} (R's output differs slightly from untiled inference)", stacklevel=2)
     try:
         return run_padded_tiled(fn, x, restorer.multiple, tile, overlap, device), tile
-    except (torch.OutOfMemoryError, RuntimeError) as exc:
+    except RuntimeError as exc:  # torch.OutOfMemoryError (CUDA) is one; the CPU allocator raises a plain one
         if not isinstance(exc, torch.OutOfMemoryError) and "alloc" not in str(exc) and "out of memory" not in str(exc):
             raise
         raise PtgError(f"out of memory restoring {name} ({w}x{h}){f' with --tile {tile}' if tile else ''}: "
