@@ -162,13 +162,13 @@ class _Run:
                           "used, its priors are not read) or set data.augment=flips|d4", stacklevel=3)
         self.dims = [int(s.dim) for s in stores]
         guard = InputGuard(train_samples + val_samples) if stores else None  # the keys, and a check on every read
-        train_keys = guard.keys[: len(train_samples)] if guard else []
+        keys = guard.keys if guard else []
+        train_keys, val_keys = keys[: len(train_samples)], keys[len(train_samples):]
         if stores:
             keep = check_missing(train_samples, train_keys, stores, cfg.data.allow_missing_priors)
             train_samples, train_keys = [train_samples[i] for i in keep], [train_keys[i] for i in keep]
         if not train_samples:
             raise PtgError("no training samples left after dropping those without priors")
-        val_keys = guard.keys[len(guard.keys) - len(val_samples):] if guard and val_samples else []
         if stores and val_samples:
             vkeep = check_missing(val_samples, val_keys, stores, cfg.data.allow_missing_priors)
             val_samples, val_keys = [val_samples[i] for i in vkeep], [val_keys[i] for i in vkeep]
