@@ -266,14 +266,16 @@ def build_wrong_store(src: Path, out: Path, mapping: dict[str, str]) -> Path:
 
 def cached_probe(work: Path, store: Path, manifest: Path) -> dict:
     """`probe_store` of a store, kept under work/probes: a resumed study does not probe again
-    (the cache is keyed by the manifest's and the store's commit digests, so new rows re-probe)."""
+    (the cache is keyed by the manifest's and the store's commit digests and the probe's row
+    minimums, so new rows or another minimum re-probe)."""
     import hashlib
 
     from ptg.pipeline.fsio import atomic_write_json, file_sha256
-    from ptg.pipeline.probe import probe_store
+    from ptg.pipeline.probe import MIN_TEST_ROWS, MIN_TRAIN_ROWS, probe_store
     from ptg.pipeline.store import read_commits
 
-    key = hashlib.sha256(json.dumps([file_sha256(manifest), read_commits(store)], sort_keys=True, default=str)
+    settings = [MIN_TRAIN_ROWS, MIN_TEST_ROWS]  # a probe with other row minimums is another probe
+    key = hashlib.sha256(json.dumps([file_sha256(manifest), read_commits(store), settings], sort_keys=True, default=str)
                          .encode()).hexdigest()
     path = work / "probes" / f"{store.name}.json"
     if path.is_file():

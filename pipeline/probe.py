@@ -31,6 +31,11 @@ from .errors import PtgError
 NORMALIZATIONS = ("none", "l2", "standardize")
 MAX_LEVELS = 8  # a numeric field with at most this many distinct (repeated) values is also probed as levels
 ALPHAS = tuple(10.0 ** e for e in range(-4, 5))  # ridge penalties tried by cross-validation
+# Fewer test rows than this and a score is not reported: the R² or accuracy of a handful of rows
+# swings by more than the differences a probe is read for (the 6 low-light test rows of the study's
+# all-in-one task gave the real priors R² from -0.55 to +0.48 for exposure, gamma and noise fields).
+MIN_TEST_ROWS = 10
+MIN_TRAIN_ROWS = 4
 
 
 @dataclass
@@ -204,8 +209,9 @@ def probe_arrays(x_train: np.ndarray, x_test: np.ndarray, f_train: list[dict[str
                 both = np.concatenate([xtr[itr], xte[ite]]) if itr or ite else np.zeros((0, xtr.shape[1]))
                 if kind == "categorical" and len(both) > 1:
                     row.between_var = between_fraction(both, vtr + vte)
-                if len(itr) < 4 or len(ite) < (3 if kind == "numeric" else 1):  # R² of 1-2 rows means nothing
-                    row.note = "too few rows"
+                if len(itr) < MIN_TRAIN_ROWS or len(ite) < MIN_TEST_ROWS:
+                    row.note = f"too few rows: {len(itr)} train / {len(ite)} test, the probe needs " \
+                               f"{MIN_TRAIN_ROWS} / {MIN_TEST_ROWS}"
                 elif len(set(map(str, vtr))) < 2:
                     row.note = "constant in train"
                 elif kind == "numeric":

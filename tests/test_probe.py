@@ -93,3 +93,13 @@ def test_probe_store_and_cli(tmp_path):
     # rows without a prior: a clear error naming the store
     partial = _store(tmp_path / "partial", keys[:5], rng.normal(size=(5, 32)))
     assert main(["priors", "probe", str(partial), "--manifest", str(m.path)]) == 1
+
+
+def test_fields_with_few_test_rows_are_flagged_not_scored(tmp_path):
+    m = _dataset(tmp_path, n_train=24, n_test=9)  # one fewer test row than MIN_TEST_ROWS
+    keys = sample_keys(m.samples)
+    values = _informative([s.extra["degradation"] for s in m.samples], np.random.default_rng(2))
+    rep = probe_store(_store(tmp_path / "s", keys, values), m.path)
+    sigma = [r for r in rep.rows if r.field == "sigma"]
+    assert sigma and all(r.score is None and "too few rows: 24 train / 9 test" in r.note for r in sigma)
+    assert "too few rows" in rep.to_markdown()
