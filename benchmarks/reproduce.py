@@ -78,20 +78,21 @@ class Budget:
     crop: int  # training crop side
     batch: int  # batch size
     lr: float  # Adam learning rate (cosine to 1e-7 over the run)
+    refine_lr: float  # the same for refine tasks, where only R trains on a frozen pre-trained F
     width_mult: int  # multiplies F's width
     device: str  # torch device of training and evaluation
     threads: int  # torch threads per run
     val_every: int  # validation curve every N steps (64-px centre crops of the test rows)
-    normalize: str = "l2"  # priors.normalize of every R arm (l2: the paper's)
+    normalize: str = "standardize"  # priors.normalize of every R arm (the product's default; l2 is the paper's)
     sec_per_step: float = 0.25  # cost estimate of one step (one run, its share of the machine)
     loader_workers: int = 0  # DataLoader processes per run
     cache_images: bool = False  # keep decoded images in RAM
 
 
 BUDGETS = {
-    "cpu": Budget(max_side=256, steps=150, crop=32, batch=8, lr=1e-3, width_mult=1, device="cpu", threads=1, val_every=25,
-                  sec_per_step=0.4),
-    "gpu": Budget(max_side=256, steps=3000, crop=96, batch=16, lr=5e-4, width_mult=2, device="cuda", threads=1,
+    "cpu": Budget(max_side=256, steps=1200, crop=32, batch=8, lr=2e-3, refine_lr=1e-4, width_mult=1, device="cpu", threads=1,
+                  val_every=100, sec_per_step=0.1, cache_images=True),
+    "gpu": Budget(max_side=256, steps=3000, crop=96, batch=16, lr=5e-4, refine_lr=5e-5, width_mult=2, device="cuda", threads=1,
                   val_every=250, sec_per_step=0.05, loader_workers=1, cache_images=True),
 }
 F_NET = {"width": 12, "depth": 3}  # UNet F (width scaled by Budget.width_mult)
@@ -138,14 +139,25 @@ TASKS = {"allinone": ("allinone", "unet", _arms("joint")), "blind": ("blind", "u
          "lowlight": ("lowlight", "unet", _arms("joint")), "blind-ffdnet": ("blind", "ffdnet", _arms("refine"))}
 
 
-def normalize_arms(mode: str) -> tuple[Arm, ...]:
-    """`--normalize-arms`: which `priors.normalize` should be the default? (issue 10, item 2)"""
-    return (Arm("R:imagenet+standardize", mode, ("imagenet",), normalize="standardize"),
-            Arm("R:restoration+standardize", mode, ("restoration",), normalize="standardize"),
-            Arm("R:restoration+none", mode, ("restoration",), normalize="none"),
-            # the control of the standardize arms: same transform, another image's prior
-            Arm("R:shuffled+standardize", mode, ("restoration",), "shuffle", normalize="standardize"),
-            Arm("R:degradation+standardize", mode, ("degradation",), normalize="standardize"))
+def normalize_arms(mode: str, default: str) -> tuple[Arm, ...]:
+    """`--normalize-arms`: the real priors and their controls under every other `priors.normalize`
+    than the budget's (which default is best? issue 10, item 2)."""
+    arms = []
+    for n in ("l2", "standardize", "none"):
+        if n != default:
+            arms += [Arm(f"R:imagenet+{n}", mode, ("imagenet",), normalize=n),
+                     Arm(f"R:restoration+{n}", mode, ("restoration",), normalize=n),
+                     # each transform's own controls: another image's prior, the mean prior
+                     Arm(f"R:shuffled+{n}", mode, ("restoration",), "shuffle", normalize=n),
+                     Arm(f"R:constant+{n}", mode, ("restoration",), "constant", normalize=n),
+                     Arm(f"R:degradation+{n}", mode, ("degradation",), normalize=n)]
+    return tuple(arms)
+
+
+def redundant(arm: Arm, budget: Budget) -> bool:
+    """R:zero under standardize: standardised training priors average to zero, so R:constant *is*
+    the zero prior there (tests/test_train_units.py checks it) and R:zero would repeat it."""
+    return arm.control == "zero" and (arm.normalize or budget.normalize) == "standardize"
 
 
 def level_of(extra: dict) -> str:
@@ -319,10 +331,11 @@ def load_run_for_inference(run_dir: Path):
 
 def train_args(work: Path, budget: Budget, task: str, arm: Arm, seed: int, out: Path, prep: dict) -> list[str]:
     _, f, _ = TASKS[task]
+    lr = budget.refine_lr if arm.mode == "refine" else budget.lr
     args = ["train", "--manifest", str(prep["manifest"]), "--mode", arm.mode, "--steps", str(budget.steps),
             "--seed", str(seed), "--out", str(out), "--baseline", f, "--crop", str(budget.crop),
             "--batch-size", str(budget.batch), "--quiet",
-            "--set", f"optim.lr={budget.lr}", "--set", f"run.device={budget.device}",
+            "--set", f"optim.lr={lr}", "--set", f"run.device={budget.device}",
             "--set", f"run.threads={budget.threads}", "--set", "run.checkpoint_every=100",
             "--set", "run.deterministic=false", "--set", f"run.val_every={budget.val_every}",
             "--set", "data.val_crop=64", "--set", "data.augment=flips",  # the same augmentation in every arm
@@ -383,6 +396,9 @@ def run_one(work: Path, budget: Budget, task: str, arm: Arm, seed: int, prep: di
             args.append("--resume")
         ptg(*args, threads=budget.threads)
     final = json.loads((out / "final.json").read_text())
+    if final["step"] != budget.steps:  # a run of another budget must not be reported as this one's
+        raise SystemExit(f"{out} was trained for {final['step']} steps, this budget has {budget.steps}: "
+                         f"use another --work for another budget")
     levels = {s.id: level_of(s.extra) for s in load_manifest(prep["manifest"]).split("test")}
     which = "baseline" if arm.mode == "baseline" else "ptgrm"
     metrics = _eval(out, prep["manifest"], out / "eval", budget)
@@ -402,13 +418,13 @@ def run_one(work: Path, budget: Budget, task: str, arm: Arm, seed: int, prep: di
             "test": per_level(metrics, levels, which), "test_f": per_level(metrics, levels, "baseline"), "wrong": wrong}
 
 
-def jobs_of(tasks: list[str], seeds: list[int], with_normalize: bool = False,
+def jobs_of(tasks: list[str], seeds: list[int], budget: Budget, with_normalize: bool = False,
             only: list[str] | None = None) -> list[tuple[str, Arm, int]]:
     """Every (task, arm, seed) run; `only`: just the arms of these names (the others stay as they are)."""
     def arms(t: str) -> tuple[Arm, ...]:
         mode = "refine" if TASKS[t][1] == "ffdnet" else "joint"
-        every = TASKS[t][2] + (normalize_arms(mode) if with_normalize else ())
-        return tuple(a for a in every if only is None or a.name in only)
+        every = TASKS[t][2] + (normalize_arms(mode, budget.normalize) if with_normalize else ())
+        return tuple(a for a in every if (only is None or a.name in only) and not redundant(a, budget))
 
     # seed-major: a study stopped early still has every task and arm, with fewer seeds
     return [(t, arm, s) for s in seeds for t in tasks for arm in arms(t)]
@@ -442,10 +458,10 @@ def study(args: argparse.Namespace) -> None:
     if bad:
         raise SystemExit(f"unknown task(s) {bad}; choose from {', '.join(TASKS)}")
     only = args.arms.split(",") if args.arms else None
-    known = {a.name for t in tasks for a in TASKS[t][2] + normalize_arms("joint")}
+    known = {a.name for t in tasks for a in TASKS[t][2] + normalize_arms("joint", budget.normalize)}
     if only and set(only) - known:
         raise SystemExit(f"unknown arm(s) {sorted(set(only) - known)}; choose from {', '.join(sorted(known))}")
-    jobs = jobs_of(tasks, seeds, args.normalize_arms, only)
+    jobs = jobs_of(tasks, seeds, budget, args.normalize_arms, only)
     per_run, wall = cost_estimate(budget, jobs, args.jobs)
     if args.dry_run:
         for task, arm, seed in jobs:
@@ -459,6 +475,9 @@ def study(args: argparse.Namespace) -> None:
     prep = prepare(work, budget, tasks)
     old = json.loads(out.read_text()) if out.is_file() else {}
     data = old if old.get("version") == 2 else {"version": 2, "v1": old or None}
+    if data.get("budget") not in (None, asdict(budget)):  # another budget's runs are kept apart, not mixed in
+        earlier = {k: data.pop(k) for k in list(data) if k not in ("version", "v1", "earlier")}
+        data["earlier"] = [*data.get("earlier", []), earlier]
     command = "python benchmarks/reproduce.py " + " ".join(sys.argv[1:])  # every invocation is kept
     data.update({"budget": asdict(budget), "config": args.config, "seeds": seeds, "environment": environment(args.config),
                  "ffdnet_sigma": FFDNET_SIGMA, "command": command,
@@ -588,7 +607,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=0, help="override the budget's steps (smoke tests of this script)")
     ap.add_argument("--dry-run", action="store_true", help="list the runs and the cost estimate, run nothing")
     ap.add_argument("--normalize-arms", action="store_true",
-                    help="also run R with priors.normalize=standardize/none (which default is best?)")
+                    help="also run the real priors and their controls under the other priors.normalize choices")
     ap.add_argument("--arms", default="", help="comma-separated arm names: run only these (e.g. R:restoration+standardize)")
     ap.add_argument("--report", action="store_true", help="print the Markdown tables of --out and exit")
     args = ap.parse_args()

@@ -238,6 +238,9 @@ def test_prior_controls(samples, tmp_path):
     assert torch.equal(const[0], const[1])
     std = fit("real", "standardize")([raw_all])[0]
     torch.testing.assert_close(std.mean(0), torch.zeros(16), atol=1e-5, rtol=0)
+    # standardised priors average to zero, so their constant control is the zero vector
+    # (why the study runs no separate R:zero arm under standardize)
+    assert fit("constant", "standardize")(None, 1)[0].abs().max() < 1e-5
     d = derangement(len(val), 0)
     assert sorted(d.tolist()) == list(range(len(val))) and all(d[i] != i for i in range(len(val)))
     order = fit("shuffle").order(len(val))
