@@ -12,7 +12,7 @@ degradation is applied to every photo, so levels are balanced and paired):
   blind         blind Gaussian denoising, sigma 10/30/50 (one model, sigma not given)
   lowlight      low light (exposure, gamma, Poisson-Gaussian noise drawn per image)
   blind-ffdnet  refine mode on the frozen pre-trained FFDNet over blind sigma: F is given a fixed
-                sigma (FFDNET_SIGMA) whatever the image's; only R trains
+                sigma (FFDNET_SIGMA) whatever the image's; only R trains (at the budget's refine_lr)
 
 Arms (same F, steps, data order, seed and `data.augment` in every arm; deltas paired by seed):
   F              F alone
@@ -22,12 +22,13 @@ Arms (same F, steps, data order, seed and `data.augment` in every arm; deltas pa
   R:constant     R:restoration with every image given the mean training prior (`priors.control=constant`):
                  same R and constants, no per-image information; THE control of the deltas
   R:shuffled     R:restoration with each image given another image's prior (fixed derangement)
-  R:zero         R:restoration with all-zero priors (removes T's constants too: not a fair control)
+  R:zero         R:restoration with all-zero priors (removes T's constants too: not a fair control);
+                 not run under standardize, where the mean prior is zero and R:constant is this arm
   R:degradation  F + R with the manifest's recorded degradation (an oracle; the positive control)
   LargeR         F + "Large R" (4x width, no SVE/CSA, no prior), parameters matched to R:imagenet
-  with --normalize-arms also R:imagenet/restoration/degradation+standardize, R:restoration+none and
-  R:shuffled+standardize (the shuffled control under the same transform)
-  (every other R arm uses the budget's priors.normalize, l2 as in the paper)
+  with --normalize-arms also R:imagenet/restoration/degradation and the shuffled and constant controls
+  under each other priors.normalize (R:restoration+l2, R:shuffled+l2, ...)
+  (every other R arm uses the budget's priors.normalize: standardize, the product's default)
 
 Each run records its config, validation curve (on 64-px centre crops every `val_every` steps),
 final test metrics per degradation level (`ptg eval` on whole images, from the last checkpoint, so
@@ -40,11 +41,13 @@ Resumable: a run's training is skipped when its final.json exists and resumes fr
 interrupted; evaluations are skipped when their metrics.json exists; stores compute only missing
 rows; the results file is rewritten (atomically) after every run.
 
-Cost (`--dry-run` prints it): measured on 2026-11-27 on this 2-core machine shared with other jobs
-(load 5-7), two runs side by side, one thread each: 0.2-0.7 s per step for UNet(width 12) + R at
-32-px crops, batch 8 (0.4 used for the estimate), plus ~10 s of start-up per process and 10-30 s per
-`ptg eval` of the whole test images. The cpu budget (150 steps) was sized so that allinone, blind and
-blind-ffdnet (75 runs) fit in ~75 min with --jobs 2; all four tasks (102 runs) take ~2 h.
+Cost (`--dry-run` prints it): measured on 2026-11-27 on this 2-core machine with nothing else
+running, two runs side by side, one thread each, images cached: 0.05 s per step for F alone
+(UNet width 12, 32-px crops, batch 8), 0.09-0.12 s for F + R, plus ~10 s of start-up per process
+and 5-15 s per `ptg eval` of the whole test images. The cpu budget (1200 steps, lr 2e-3) is the
+longest that fits all four tasks (90 runs) in about 2.5 hours with --jobs 2. F is not converged
+there (allinone, F alone, seed 0, test PSNR: lr 1e-3 19.80 dB at 400 steps, 20.41 at 1200, 21.24 at
+2400; at 1200 steps lr 2e-3 gives 21.02 and 3e-3 21.16); `--steps` runs longer.
 """
 from __future__ import annotations
 
