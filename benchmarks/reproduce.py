@@ -3,7 +3,7 @@
     python benchmarks/reproduce.py --config cpu --dry-run        # list every run and its cost estimate
     python benchmarks/reproduce.py --config cpu --jobs 2         # the study (resumable)
     python benchmarks/reproduce.py --config gpu --jobs 8         # one GPU, same data and stores
-    python benchmarks/reproduce.py --report                       # Markdown tables from the results file
+    python benchmarks/reproduce.py --report                       # Markdown tables and curves from the results file
 
 Tasks (28 real photos of `benchmarks/study_split.json`, 22 train / 6 test, split by photo; every
 degradation is applied to every photo, so levels are balanced and paired):
@@ -504,101 +504,6 @@ def study(args: argparse.Namespace) -> None:
     print(f"wrote {out} ({len(runs)} runs, {time.time() - t0:.0f}s)")
 
 
-# ---------------------------------------------------------------------------------------------
-# Report
-
-
-def _ms(values: list[float], digits: int = 2) -> str:
-    if not values:
-        return "—"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.{digits}f} ± {sd:.{digits}f}"
-
-
-def report(path: Path) -> str:
-    """Markdown: F-alone curves, per-level PSNR, paired deltas vs R:constant, wrong-prior drops, probes."""
-    data = json.loads(path.read_text())
-    if data.get("version") != 2:
-        raise SystemExit(f"{path} holds no v2 study yet; run `python benchmarks/reproduce.py --config cpu` first")
-    runs, out = data["runs"], []
-    for task in dict.fromkeys(r["task"] for r in runs):
-        rows = [r for r in runs if r["task"] == task]
-        arms = list(dict.fromkeys(r["arm"] for r in rows))
-        levels = [lv for lv in rows[0]["test"] if lv != "all"] + ["all"]
-        out.append(f"\n### {task}\n")
-        curve_arm = "F" if "F" in arms else "R:constant"
-        steps = sorted({c["step"] for r in rows if r["arm"] == curve_arm for c in r["curve"]})
-        out.append(f"Validation curve of {curve_arm} (64-px centre crops, mean ± sd over seeds): " + ", ".join(
-            f"{s}: {_ms([c['psnr'] for r in rows if r['arm'] == curve_arm for c in r['curve'] if c['step'] == s])}" for s in steps) + "\n")
-        out.append("PSNR (dB) per level, mean ± sd over seeds:\n")
-        out.append("| arm | " + " | ".join(levels) + " | params of R |")
-        out.append("|---|" + "---:|" * (len(levels) + 1))
-        if rows[0]["mode"] == "refine":
-            out.append("| F (frozen FFDNet) | " + " | ".join(_ms([rows[0]["test_f"][lv]["psnr"]]) for lv in levels) + " | — |")
-        for arm in arms:
-            rs = [r for r in rows if r["arm"] == arm]
-            out.append(f"| {arm} | " + " | ".join(_ms([r["test"][lv]["psnr"] for r in rs]) for lv in levels)
-                       + f" | {rs[0]['params']['refiner'] or '—'} |")
-        const = {r["seed"]: r["test"] for r in rows if r["arm"] == "R:constant"}
-        if const:
-            out.append("\nΔPSNR vs R:constant, paired by seed (mean ± sd):\n")
-            out.append("| arm | " + " | ".join(levels) + " | ΔSSIM×100 (all) |")
-            out.append("|---|" + "---:|" * (len(levels) + 1))
-            for arm in arms:
-                rs = [r for r in rows if r["arm"] == arm and r["seed"] in const and arm != "R:constant"]
-                if rs:
-                    out.append(f"| {arm} | " + " | ".join(_ms([r["test"][lv]["psnr"] - const[r["seed"]][lv]["psnr"] for r in rs])
-                                                      for lv in levels)
-                               + f" | {_ms([100 * (r['test']['all']['ssim'] - const[r['seed']]['all']['ssim']) for r in rs])} |")
-        refs = [a for a in ("R:constant", "R:shuffled", "LargeR", "F") if a in arms]
-        if refs:  # the verdict table: does an arm beat each reference by more than the seed spread?
-            out.append("\nΔPSNR (all levels) against each reference, paired by seed: mean ± sd [seeds with Δ > 0]:\n")
-            out.append("| arm | " + " | ".join(f"vs {a}" for a in refs) + " |")
-            out.append("|---|" + "---:|" * len(refs))
-            for arm in arms:
-                cells = []
-                for ref in refs:
-                    base = {r["seed"]: r["test"]["all"]["psnr"] for r in rows if r["arm"] == ref}
-                    d = [r["test"]["all"]["psnr"] - base[r["seed"]] for r in rows if r["arm"] == arm and r["seed"] in base]
-                    cells.append("—" if arm == ref or not d else f"{_ms(d)} [{sum(x > 0 for x in d)}/{len(d)}]")
-                out.append(f"| {arm} | " + " | ".join(cells) + " |")
-        wr = [r for r in rows if r["wrong"]]
-        if wr:
-            out.append("\nWrong-prior test: ΔPSNR (wrong − right prior), all test images, paired by seed:\n")
-            kinds = sorted({k for r in wr for k in r["wrong"]})
-            out.append("| arm | " + " | ".join(kinds) + " | worst level (other-level) |")
-            out.append("|---|" + "---:|" * (len(kinds) + 1))
-            for arm in dict.fromkeys(r["arm"] for r in wr):
-                rs = [r for r in wr if r["arm"] == arm]
-                cells = [_ms([r["wrong"][k]["all"]["psnr"] - r["test"]["all"]["psnr"] for r in rs if k in r["wrong"]]) for k in kinds]
-                worst = "—"
-                if all("other-level" in r["wrong"] for r in rs):
-                    d = {lv: statistics.fmean(r["wrong"]["other-level"][lv]["psnr"] - r["test"][lv]["psnr"] for r in rs)
-                         for lv in rs[0]["test"] if lv != "all"}
-                    lv = min(d, key=d.get)
-                    worst = f"{lv}: {d[lv]:.2f}"
-                out.append(f"| {arm} | " + " | ".join(cells) + f" | {worst} |")
-    out.append("\n### Probes (`ptg priors probe`, train photos -> test photos)\n")
-    out.append("| data | prior | field | none | l2 | standardize | chance | between-group var (l2) |")
-    out.append("|---|---|---|---:|---:|---:|---:|---:|")
-    for dtask, probes in data.get("probes", {}).items():
-        for prior, rep in probes.items():
-            for field in dict.fromkeys(r["field"] for r in rep["rows"]):
-                by = {r["normalize"]: r for r in rep["rows"] if r["field"] == field}
-                if all(r["score"] is None for r in by.values()):
-                    continue
-                fmt = lambda r: "—" if r is None or r["score"] is None else f"{r['score']:.2f}"  # noqa: E731
-                any_r = next(iter(by.values()))
-                bv = by.get("l2", any_r)["between_var"]
-                out.append(f"| {dtask} | {prior} | {field} | {fmt(by.get('none'))} | {fmt(by.get('l2'))} | "
-                           f"{fmt(by.get('standardize'))} | {'—' if any_r['chance'] is None else format(any_r['chance'], '.2f')} | "
-                           f"{'—' if bv is None else format(bv, '.3f')} |")
-            cos = rep["mean_cosine"]
-            out.append(f"| {dtask} | {prior} | mean pairwise cosine | {cos.get('none', float('nan')):.2f} | "
-                       f"{cos.get('l2', float('nan')):.2f} | {cos.get('standardize', float('nan')):.2f} | — | — |")
-    return "\n".join(out) + "\n"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", choices=sorted(BUDGETS), default="cpu")
@@ -612,10 +517,15 @@ def main() -> None:
     ap.add_argument("--normalize-arms", action="store_true",
                     help="also run the real priors and their controls under the other priors.normalize choices")
     ap.add_argument("--arms", default="", help="comma-separated arm names: run only these (e.g. R:restoration+standardize)")
-    ap.add_argument("--report", action="store_true", help="print the Markdown tables of --out and exit")
+    ap.add_argument("--report", action="store_true",
+                    help="print the Markdown tables of --out, plot its validation curves beside it, and exit")
     args = ap.parse_args()
     if args.report:
-        print(report(Path(args.out)))
+        from study_report import plot_curves, report  # beside this script
+
+        out = Path(args.out)
+        print(report(out))
+        print(f"curves: {plot_curves(out, out.with_name(out.stem + '_curves.png'))}")
     else:
         study(args)
 
