@@ -400,8 +400,6 @@ def distill(cfg: DistillConfig, on_progress: Callable[..., None] | None = None, 
 
 
 def _train(cfg: DistillConfig, out: Path, on_progress, force: bool) -> dict[str, Any]:
-    from safetensors.torch import save as safetensors_bytes
-
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = _device(cfg.device)
@@ -419,20 +417,8 @@ def _train(cfg: DistillConfig, out: Path, on_progress, force: bool) -> dict[str,
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
     gen = torch.Generator().manual_seed(cfg.seed)
-    step, history = 0, []
     state_path = out / "state.pt"
-    if state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if json.loads(state["config"]) != cfg.identity():
-            if not force:
-                raise PtgError(f"{out} holds an interrupted distillation with other settings; run the same command "
-                               "to continue it, use another --out, or pass --force to start again")
-        else:
-            net.load_state_dict(state["net"])
-            opt.load_state_dict(state["opt"])
-            sched.load_state_dict(state["sched"])
-            gen.set_state(state["gen"])
-            step, history = int(state["step"]), json.loads(state["history"])
+    step, history = _resume(state_path, cfg, force, net, opt, sched, gen)
     if step == 0 and cfg.head_init == "ridge":
         pick = torch.randperm(len(items), generator=torch.Generator().manual_seed(cfg.seed))[:RIDGE_ROWS].tolist()
         _ridge_head(net, tr_images, [items[i] for i in pick], torch.stack([norm.forward(targets[items[i]]) for i in pick]),
@@ -455,24 +441,11 @@ def _train(cfg: DistillConfig, out: Path, on_progress, force: bool) -> dict[str,
                 save_state()
                 raise Interrupted(f"`ptg distill` stopped at step {step} of {cfg.steps}; state saved in {state_path}. "
                                   "Run the same command again to continue.", stop[0])
-            net.train()
-            for m in net.modules():  # pretrained BatchNorm keeps its ImageNet statistics at small batches
-                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-            idx = torch.randint(len(items), (cfg.batch_size,), generator=gen).tolist()
-            batch = [items[i] for i in idx]
-            x = tr_images.batch(batch).to(device)
+            batch = [items[i] for i in torch.randint(len(items), (cfg.batch_size,), generator=gen).tolist()]
             g = torch.stack([targets[b] for b in batch]).to(device)  # [B, D] raw teacher priors
-            y = net(x).float()  # [B, D] in the training space
-            loss: Tensor = (1 - F.cosine_similarity(norm.inverse(y), g, dim=1)).mean() + F.mse_loss(y, norm.forward(g))
-            if not torch.isfinite(loss):
-                raise PtgError(f"the distillation loss became {loss.item()} at step {step}; lower --lr (now {cfg.lr})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss_value = _train_step(net, opt, norm, tr_images.batch(batch).to(device), g, step, cfg.lr)
             sched.step()
             step += 1
-            loss_value = float(loss.detach())
             if step % cfg.val_every == 0 or step == cfg.steps:
                 history.append({"step": step, "loss": loss_value, **validate()})
                 save_state()
@@ -484,6 +457,51 @@ def _train(cfg: DistillConfig, out: Path, on_progress, force: bool) -> dict[str,
     pred_tr = _predict(net, tr_images, len(train_s), norm, device, cfg.batch_size)
     agree = agreement(pred_te, teacher_te, norm, train_mean)
     probe = probe_report(train_s, test_s, teacher_tr[:, 0], teacher_te, pred_tr, pred_te)
+    meta = _write_student(out, cfg, net, norm, reader, pp, views, step, history, agree, probe, warns,
+                          len(train_s), len(test_s), time.time() - started, device)
+    state_path.unlink(missing_ok=True)
+    return meta
+
+
+def _resume(state_path: Path, cfg: DistillConfig, force: bool, net, opt, sched, gen) -> tuple[int, list]:
+    """(step, history) of an interrupted run of the same settings, its state loaded; (0, []) otherwise."""
+    if not state_path.is_file():
+        return 0, []
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    if json.loads(state["config"]) != cfg.identity():
+        if not force:
+            raise PtgError(f"{state_path.parent} holds an interrupted distillation with other settings; run the same "
+                           "command to continue it, use another --out, or pass --force to start again")
+        return 0, []
+    net.load_state_dict(state["net"])
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    gen.set_state(state["gen"])
+    return int(state["step"]), json.loads(state["history"])
+
+
+def _train_step(net, opt, norm: Normalizer, x: Tensor, g: Tensor, step: int, lr: float) -> float:
+    """One optimiser step on images ``x`` and their raw teacher priors ``g``; returns the loss."""
+    net.train()
+    for m in net.modules():  # pretrained BatchNorm keeps its ImageNet statistics at small batches
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    y = net(x).float()  # [B, D] in the training space
+    loss: Tensor = (1 - F.cosine_similarity(norm.inverse(y), g, dim=1)).mean() + F.mse_loss(y, norm.forward(g))
+    if not torch.isfinite(loss):
+        raise PtgError(f"the distillation loss became {loss.item()} at step {step}; lower --lr (now {lr})")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
+def _write_student(out: Path, cfg: DistillConfig, net, norm: Normalizer, reader, pp: Preprocess, views, step: int,
+                   history: list, agree: dict, probe: dict, warns: list, n_train: int, n_test: int, seconds: float,
+                   device) -> dict[str, Any]:
+    """student.safetensors, agreement.json and student.json (last: its presence marks a finished run)."""
+    from safetensors.torch import save as safetensors_bytes
+
     state = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     state.update(norm.tensors())
     fsio.atomic_write(out / "student.safetensors", lambda f: f.write(safetensors_bytes(state)))
@@ -496,14 +514,13 @@ def _train(cfg: DistillConfig, out: Path, on_progress, force: bool) -> dict[str,
                     "metadata": {k: enc.get(k) for k in ("name", "source", "pooling", "preprocessing", "details", "spec")}},
         "preprocessing": pp.to_dict(), "normalize": cfg.normalize, "norm_scale": norm.norm,
         "space": "raw store space" if cfg.normalize != "l2" else "unit direction x mean train norm (length not learnt)",
-        "steps": step, "seed": cfg.seed, "train_rows": len(train_s), "test_rows": len(test_s),
+        "steps": step, "seed": cfg.seed, "train_rows": n_train, "test_rows": n_test,
         "agreement": agree, "probe": probe, "history": history, "warnings": warns,
-        "selection": "last step (nothing selected on the test split)", "seconds": round(time.time() - started, 1),
+        "selection": "last step (nothing selected on the test split)", "seconds": round(seconds, 1),
         "device": str(device), "config": cfg.identity(),
         "weights_sha256": fsio.file_sha256(out / "student.safetensors"),
     }
     fsio.atomic_write_json(out / "agreement.json", {"agreement": agree, "probe": probe, "history": history})
     fsio.atomic_write_json(out / "student.json", meta)  # last: its presence marks a finished run
-    state_path.unlink(missing_ok=True)
     return meta
 
