@@ -5,7 +5,7 @@ Each training pair is ``target = input / exposure`` with the exposure drawn per 
 alone cannot tell the exposure: F, and R with an uninformative prior, can at best learn the
 average gain. The degradation prior (`ptg extract-priors --model degradation`) records the
 exposure, so R with it can learn the right gain per image; with ``priors.control=constant`` every
-image gets the mean training prior (same R, same learned constants) and the information is gone.
+image gets one training image's prior (same R, same learned constants) and the information is gone.
 If the prior path breaks anywhere (store -> data loader -> T -> M/attention/kernels), the two runs
 tie and this test fails.
 """

@@ -94,7 +94,7 @@ class OptimConfig:
 class PriorConfig:
     """How the cached priors reach R, including the controls of the reproduction study."""
 
-    control: str = "real"  # real | shuffle (a fixed seeded derangement: each image gets another's prior) | constant (the mean normalised training prior for every image) | zero; applied alike in training, validation, eval and restore
+    control: str = "real"  # real | shuffle (a fixed seeded derangement: each image gets another's prior) | constant (one training image's normalised prior, drawn with the seed, for every image) | zero; applied alike in training, validation, eval and restore
     normalize: str = "standardize"  # standardize (per-dimension mean/std of the training rows, saved with the run; the default: it beat l2 by +0.41 dB in the study, docs/RESULTS.md) | l2 (each vector / its L2 norm, as the authors do for CLIP) | none
     dropout: float = 0.0  # training only: probability of zeroing a sample's prior vector
     noise: float = 0.0  # training only: std of Gaussian noise added to the (normalised) prior
