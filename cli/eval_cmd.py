@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Optional, Sequence
 
 import typer
 
 from ptg.pipeline.errors import PtgError
 
-from .options import DeviceOpt, MaxMemoryOpt, RootOpt
+from .options import DeviceOpt, MaxMemoryOpt, RootOpt, TrustOpt
 
 CropBorderOpt = Annotated[int, typer.Option("--crop-border", help="Pixels removed on every side before scoring (BasicSR crop_border).")]
 YChannelOpt = Annotated[bool, typer.Option("--y-channel", help="Score PSNR/SSIM on the Y channel (MATLAB BT.601) instead of RGB.")]
@@ -49,6 +49,7 @@ def eval_command(
     name: Annotated[Optional[str], typer.Option("--name", help="Name of this evaluation in reports (default: the run folder's name).")] = None,
     device: DeviceOpt = "auto",
     prior_from: Annotated[Optional[list[Path]], typer.Option("--prior-from", help="`ptg distill` folder(s), one per store: score F + R with the students' priors, beside the teacher's (stores) when those are readable.")] = None,
+    trust_network: TrustOpt = None,
 ) -> None:
     """Evaluate F and F + PTG-RM on a test split, or score existing outputs with --pred.
 
@@ -66,7 +67,7 @@ def eval_command(
     if (run is None) == (ckpt is None):
         raise PtgError("give exactly one of --run RUN_DIR or --ckpt CHECKPOINT (or --pred DIR to score existing outputs)")
     _eval_model(run or ckpt, run is not None, manifest, root, priors, out, split, settings, tile, overlap, grids,
-                not no_images, dataset, name, device, console, max_memory, prior_from)
+                not no_images, dataset, name, device, console, max_memory, prior_from, trust_network or ())
 
 
 def _score_pred(pred: Path, manifest: Path | None, root: Path | None, out: Path | None, split: str, settings) -> None:
@@ -104,7 +105,7 @@ def _prior_label(entries: list[dict[str, Any]]) -> str:
 def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | None, priors: list[Path] | None,
                 out: Path | None, split: str, settings, tile: int | None, overlap: int, grids: int, save_images: bool,
                 dataset: str | None, name: str | None, device: str, console, max_memory: str = "auto",
-                prior_from: list[Path] | None = None) -> None:
+                prior_from: list[Path] | None = None, trusted: Sequence[str] = ()) -> None:
     from ptg.pipeline.manifest import load_manifest
     from ptg.ptgrm.evaluate import EvalOptions, evaluate
     from ptg.ptgrm.infer import Restorer, StorePriors, check_tiling, prior_source
@@ -113,7 +114,7 @@ def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | 
     from .console import progress_bar
 
     dev = str(resolve_device(device))
-    restorer = Restorer.load(source, device=dev)
+    restorer = Restorer.load(source, device=dev, trusted=trusted)
     meta = restorer.info
     console.print(f"scoring {meta['source']} (step {meta['step']}, {meta['weights']} weights)", highlight=False)
     data_cfg = meta["config"].get("data", {})

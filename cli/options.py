@@ -15,6 +15,9 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; same seed, sa
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="Torch device: auto (cuda if present, else cpu) | cpu | cuda | cuda:N.")
 ]  # use with the default "auto", so every command picks the same device by default
+TrustOpt = Annotated[Optional[list[str]], typer.Option(
+    "--trust-network", help="A user network (package.module:Class) the checkpoint names that you trust: only names "
+                            "passed here are imported (a file alone never makes ptg run code). Repeatable.")]
 MaxMemoryOpt = Annotated[str, typer.Option(
     "--max-memory", help="Memory budget per image: auto (half the free RAM, 80% of free GPU memory) or a size like "
                          "8GiB; larger images are tiled automatically.")]

@@ -8,7 +8,7 @@ import typer
 
 from ptg.pipeline.errors import PtgError
 
-from .options import DeviceOpt, MaxMemoryOpt
+from .options import DeviceOpt, MaxMemoryOpt, TrustOpt
 
 
 def restore_command(
@@ -22,6 +22,7 @@ def restore_command(
     max_memory: MaxMemoryOpt = "auto",
     save_baseline: Annotated[bool, typer.Option("--save-baseline", help="Also write F's output to OUTPUT/baseline/.")] = False,
     device: DeviceOpt = "auto",
+    trust_network: TrustOpt = None,
 ) -> None:
     """Restore images with F + PTG-RM (F alone for a baseline run).
 
@@ -52,7 +53,7 @@ def restore_command(
         raise PtgError("--output must differ from --input, so that no input is overwritten")
 
     dev = str(resolve_device(device))
-    restorer = Restorer.load(ckpt, device=dev)
+    restorer = Restorer.load(ckpt, device=dev, trusted=trust_network or ())
     multiple = restorer.multiple
     check_tiling(tile, overlap, multiple)
     budget = memory_budget(max_memory, dev) if tile is None else None

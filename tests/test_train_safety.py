@@ -207,3 +207,19 @@ def test_every_arm_can_train_with_the_store_views(data, tmp_path):
     with pytest.warns(UserWarning, match="no priors store is given: training crops use the identity view only"):
         final = train(resolve(overrides={**base, "out": str(root / "b")}, sets=TINY))
     assert final["augment"] == ["identity"]
+
+
+def test_eval_and_restore_load_a_user_network_only_with_trust_network(data, tmp_path, capsys):
+    name = "tests.test_models_registry:TinyUserNet"
+    run = tmp_path / "run"
+    train(_cfg(data, run, "baseline", steps=2, sets=[f"model.baseline={name}", "model.baseline_args={}"]))
+    images = data["manifest"].parent / "input"
+    assert main(["eval", "--run", str(run), "--out", str(tmp_path / "e0"), "--no-images", "--grids", "0"]) == 1
+    assert f"--trust-network {name}" in capsys.readouterr().err
+    assert main(["restore", "--ckpt", str(run), "--input", str(images), "--output", str(tmp_path / "r0")]) == 1
+    assert not (tmp_path / "r0").exists()
+    trust = ["--trust-network", name]
+    assert main(["eval", "--run", str(run), "--out", str(tmp_path / "e1"), "--no-images", "--grids", "0", *trust]) == 0
+    assert json.loads((tmp_path / "e1" / "metrics.json").read_text())["images"]
+    assert main(["restore", "--ckpt", str(run), "--input", str(images), "--output", str(tmp_path / "r1"), *trust]) == 0
+    assert len(list((tmp_path / "r1").glob("*.png"))) == len(list(images.iterdir()))

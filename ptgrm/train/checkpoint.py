@@ -140,7 +140,8 @@ def build_network(name: str, args: dict[str, Any], state_dict: dict[str, Any] | 
     if ":" in name and name not in trusted:
         raise PtgError(f"the file names the user network {name!r}; ptg never imports code because a file names it. "
                        "Only registered models load from checkpoints and exports (see `ptg models`); for your own "
-                       f"network, name it on the command line (e.g. `ptg train --baseline {name}`)")
+                       f"network, name it on the command line: `ptg eval/restore --trust-network {name}` "
+                       f"(`ptg train --baseline {name}` to resume training)")
     args = dict(args)
     if args.get("pretrained"):
         args["pretrained"] = False
