@@ -110,7 +110,8 @@ def report(path: Path) -> str:
 
 
 def plot_curves(path: Path, out: Path) -> Path:
-    """Validation PSNR against steps, mean over seeds, one panel per task and one line per arm."""
+    """Validation PSNR against steps, mean over seeds, one panel per task and one line per arm
+    (each arm in the same colour in every panel)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,7 +119,10 @@ def plot_curves(path: Path, out: Path) -> Path:
 
     runs = json.loads(path.read_text())["runs"]
     tasks = list(dict.fromkeys(r["task"] for r in runs))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    arms = list(dict.fromkeys(r["arm"] for r in runs))
+    cmap, n = (plt.get_cmap("tab10"), 10) if len(arms) <= 10 else (plt.get_cmap("tab20"), 20)
+    colour = {a: cmap(i % n) for i, a in enumerate(arms)}
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks) + 1.8, 3.4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         rows = [r for r in runs if r["task"] == task]
         for arm in dict.fromkeys(r["arm"] for r in rows):
@@ -128,13 +132,13 @@ def plot_curves(path: Path, out: Path) -> Path:
                     for c in r["curve"]:
                         by_step.setdefault(c["step"], []).append(c["psnr"])
             steps = sorted(by_step)
-            ax.plot(steps, [statistics.fmean(by_step[s]) for s in steps], label=arm,
-                    linewidth=2.2 if arm in ("F", "R:constant") else 1.0)
+            ax.plot(steps, [statistics.fmean(by_step[s]) for s in steps], color=colour[arm],
+                    linewidth=2.2 if arm in ("F", "R:constant", "R:degradation") else 1.0)
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("step")
-        ax.set_ylabel("validation PSNR (dB), 64-px centre crops")
+        ax.set_ylabel("validation PSNR (dB), 64-px centre crops", fontsize=8)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
+    fig.legend([plt.Line2D([], [], color=colour[a]) for a in arms], arms, loc="center right", fontsize=7)
+    fig.tight_layout(rect=(0, 0, 1 - 1.6 / fig.get_figwidth(), 1))
     fig.savefig(out, dpi=110)
     return out
