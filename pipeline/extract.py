@@ -295,8 +295,7 @@ def extract_priors(
             that cannot be loaded.
     """
     from .encoders import Encoder, EncoderSpec, build_encoder
-    from .store import (allocate_shards, create_or_open_store, sample_keys, store_nbytes, update_metadata,
-                        usable_commits, writer_lock)
+    from .store import allocate_shards, create_or_open_store, sample_keys, store_nbytes, usable_commits, writer_lock
 
     t0 = time.perf_counter()
     if batch_size < 1:
@@ -325,20 +324,13 @@ def extract_priors(
         meta = create_or_open_store(store, _store_metadata(enc, views, view_names, dtype), rows_per_shard)
         rows = int(meta["rows_per_shard"])
         # reused shards are verified first; a damaged one is quarantined and its rows computed again
-        have = {k for rec in usable_commits(store, keys).values() for k in rec["keys"]}
-        todo: list[tuple[str, Sample]] = []
-        seen: set[str] = set()
-        for k, s in zip(keys, samples):
-            if k not in seen:
-                seen.add(k)
-                if k not in have:
-                    todo.append((k, s))
-        reused = len(seen) - len(todo)
+        todo, n_unique = _missing_rows(keys, samples, {k for rec in usable_commits(store, keys).values() for k in rec["keys"]})
+        reused = n_unique - len(todo)
 
         groups = [todo[i : i + rows] for i in range(0, len(todo), rows)]
         shard_ids = allocate_shards(store, len(groups)) if groups else []
         if on_plan is not None:
-            on_plan(ExtractPlan(store, len(samples), len(seen), reused, len(todo), [], len(groups)))
+            on_plan(ExtractPlan(store, len(samples), n_unique, reused, len(todo), [], len(groups)))
         tasks = [(sid, [k for k, _ in g], [s.input for _, s in g]) for sid, g in zip(shard_ids, groups)]
         bad: list[tuple[int, int, str]] = []  # (task, row in task, error)
         if tasks and (workers or dask_scheduler):
@@ -348,24 +340,43 @@ def extract_priors(
             bad = _run_local(store, enc, tasks, view_names, batch_size, loader_workers, loader, skip_bad, on_progress)
         items = [(groups[t][j][1], err) for t, j, err in sorted(bad)]
         if items and not skip_bad:
-            kept = len(tasks) - len({t for t, _, _ in bad})
-            shown = "\n".join(f"  manifest line {s.line} (id {s.id!r}): {err}" for s, err in items[:20])
-            more = f"\n  ... and {len(items) - 20} more" if len(items) > 20 else ""
-            raise PtgError(f"{len(items)} input image(s) of {m.path} cannot be used; no shard holding one was written "
-                           f"({kept} other shard(s) were committed and will be reused):\n{shown}{more}\n"
-                           "Fix or remove them, or pass --skip-bad to leave them out.")
+            _refuse_bad_inputs(items, m.path, kept=len(tasks) - len({t for t, _, _ in bad}))
         skipped = [SkippedImage(s.id, s.line, str(s.input), err) for s, err in items]
         computed = len(todo) - len(skipped)
-
-        seconds = time.perf_counter() - t0
-        old = {(d["path"], d["id"]) for d in meta.get("skipped", [])}
-        run = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "manifest": str(m.path), "samples": len(samples),
-               "computed": computed, "reused": reused, "skipped": len(skipped), "seconds": round(seconds, 3),
-               "host": socket.gethostname(), "package_version": __version__}
-        update_metadata(store, skipped=list(meta.get("skipped", [])) + [asdict(s) for s in skipped if (s.path, s.id) not in old],
-                        runs=(list(meta.get("runs", [])) + [run])[-100:], updated=run["time"])
-    return ExtractSummary(store, len(samples), len(seen), computed, reused, skipped, time.perf_counter() - t0,
+        _record_run(store, meta, {"manifest": str(m.path), "samples": len(samples), "computed": computed, "reused": reused,
+                                  "skipped": len(skipped), "seconds": round(time.perf_counter() - t0, 3)}, skipped)
+    return ExtractSummary(store, len(samples), n_unique, computed, reused, skipped, time.perf_counter() - t0,
                           store_nbytes(store), enc.fingerprint, enc.random_init, enc.name, view_names, enc.dim)
+
+
+def _missing_rows(keys: Sequence[str], samples: Sequence[Sample], have: set[str]) -> tuple[list[tuple[str, Sample]], int]:
+    """(the (key, sample) pairs to compute, first occurrence of each key not in ``have``; the number of distinct keys)."""
+    todo: list[tuple[str, Sample]] = []
+    seen: set[str] = set()
+    for k, s in zip(keys, samples):
+        if k not in seen:
+            seen.add(k)
+            if k not in have:
+                todo.append((k, s))
+    return todo, len(seen)
+
+
+def _refuse_bad_inputs(items: list[tuple[Sample, str]], manifest: Path, kept: int) -> None:
+    shown = "\n".join(f"  manifest line {s.line} (id {s.id!r}): {err}" for s, err in items[:20])
+    more = f"\n  ... and {len(items) - 20} more" if len(items) > 20 else ""
+    raise PtgError(f"{len(items)} input image(s) of {manifest} cannot be used; no shard holding one was written "
+                   f"({kept} other shard(s) were committed and will be reused):\n{shown}{more}\n"
+                   "Fix or remove them, or pass --skip-bad to leave them out.")
+
+
+def _record_run(store: Path, meta: dict[str, Any], counts: dict[str, Any], skipped: list[SkippedImage]) -> None:
+    """Append this run (and its newly skipped images) to the store's metadata; the last 100 runs are kept."""
+    from .store import update_metadata
+
+    old = {(d["path"], d["id"]) for d in meta.get("skipped", [])}
+    run = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **counts, "host": socket.gethostname(), "package_version": __version__}
+    update_metadata(store, skipped=list(meta.get("skipped", [])) + [asdict(s) for s in skipped if (s.path, s.id) not in old],
+                    runs=(list(meta.get("runs", [])) + [run])[-100:], updated=run["time"])
 
 
 def _run_local(store: Path, enc, tasks, views, batch_size: int, loader_workers: int, loader: ImageLoader,
