@@ -42,12 +42,13 @@ interrupted; evaluations are skipped when their metrics.json exists; stores comp
 rows; the results file is rewritten (atomically) after every run.
 
 Cost (`--dry-run` prints it): measured on 2026-11-27 on this 2-core machine with nothing else
-running, two runs side by side, one thread each, images cached: 0.05 s per step for F alone
-(UNet width 12, 32-px crops, batch 8), 0.09-0.12 s for F + R, plus ~10 s of start-up per process
-and 5-15 s per `ptg eval` of the whole test images. The cpu budget (1200 steps, lr 2e-3) is the
-longest that fits all four tasks (102 runs) in about 2.5 hours with --jobs 2. F is not converged
-there (allinone, F alone, seed 0, test PSNR: lr 1e-3 19.80 dB at 400 steps, 20.41 at 1200, 21.24 at
-2400; at 1200 steps lr 2e-3 gives 21.02 and 3e-3 21.16); `--steps` runs longer.
+running, two runs side by side, one thread each, images cached (median of a run's log): 0.02 s per
+step for F alone (UNet width 12, 32-px crops, batch 8), 0.06 s for F + R, 0.10 s for Large R and
+R:both, plus ~10 s of start-up per process and 5-15 s per `ptg eval` of the whole test images. The
+cpu budget (1200 steps, lr 2e-3) is the longest that fits all four tasks (102 runs) in about 2
+hours with --jobs 2 (1 h 49 min on 2026-11-27). F is not converged there (allinone, F alone,
+seed 0, test PSNR: lr 1e-3 19.80 dB at 400 steps, 20.41 at 1200, 21.24 at 2400; at 1200 steps
+lr 2e-3 gives 21.02 and 3e-3 21.16); `--steps` runs longer.
 """
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ class Budget:
 
 BUDGETS = {
     "cpu": Budget(max_side=256, steps=1200, crop=32, batch=8, lr=2e-3, refine_lr=1e-4, width_mult=1, device="cpu", threads=1,
-                  val_every=100, sec_per_step=0.1, cache_images=True),
+                  val_every=100, sec_per_step=0.075, cache_images=True),
     "gpu": Budget(max_side=256, steps=3000, crop=96, batch=16, lr=5e-4, refine_lr=5e-5, width_mult=2, device="cuda", threads=1,
                   val_every=250, sec_per_step=0.05, loader_workers=1, cache_images=True),
 }
