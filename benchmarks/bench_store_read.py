@@ -94,33 +94,27 @@ def time_reads(read, keys: list[str], folder: Path, batch: int, n_warm: int, n_c
     """Warm, then cold batches; ``unmap`` drops an arm's memory maps first (the kernel evicts no mapped page)."""
     rng = np.random.default_rng(seed)
     pick = lambda: rng.integers(0, len(keys), size=batch)  # noqa: E731
+
+    def timed(n: int, evict=None) -> list[float]:
+        """Seconds of ``n`` batch reads, each after ``evict()`` (stops early if it returns False)."""
+        out = []
+        for _ in range(n):
+            idx = pick()
+            if evict is not None:
+                if unmap is not None:
+                    unmap()
+                if evict() is False:
+                    break
+            t = time.perf_counter()
+            read(idx)
+            out.append(time.perf_counter() - t)
+        return out
+
     _warm(folder)
     read(pick())
-    warm = []
-    for _ in range(n_warm):
-        idx = pick()
-        t = time.perf_counter()
-        read(idx)
-        warm.append(time.perf_counter() - t)
-    cold = []
-    for _ in range(n_cold):
-        idx = pick()
-        if unmap is not None:
-            unmap()
-        _evict(folder)
-        t = time.perf_counter()
-        read(idx)
-        cold.append(time.perf_counter() - t)
-    drop = []
-    for _ in range(n_drop):
-        idx = pick()
-        if unmap is not None:
-            unmap()
-        if not _drop_caches():
-            break
-        t = time.perf_counter()
-        read(idx)
-        drop.append(time.perf_counter() - t)
+    warm = timed(n_warm)
+    cold = timed(n_cold, lambda: _evict(folder))
+    drop = timed(n_drop, _drop_caches)
     return {"warm": _stats(warm), "cold": _stats(cold), "drop": _stats(drop) if drop else None}
 
 
