@@ -151,7 +151,7 @@ def normalize_arms(mode: str, default: str) -> tuple[Arm, ...]:
         if n != default:
             arms += [Arm(f"R:imagenet+{n}", mode, ("imagenet",), normalize=n),
                      Arm(f"R:restoration+{n}", mode, ("restoration",), normalize=n),
-                     # each transform's own controls: another image's prior, the mean prior
+                     # each transform's own controls: another image's prior, one training image's prior
                      Arm(f"R:shuffled+{n}", mode, ("restoration",), "shuffle", normalize=n),
                      Arm(f"R:constant+{n}", mode, ("restoration",), "constant", normalize=n),
                      Arm(f"R:degradation+{n}", mode, ("degradation",), normalize=n)]
@@ -423,7 +423,7 @@ def jobs_of(tasks: list[str], seeds: list[int], budget: Budget, with_normalize: 
     def arms(t: str) -> tuple[Arm, ...]:
         mode = "refine" if TASKS[t][1] == "ffdnet" else "joint"
         every = TASKS[t][2] + (normalize_arms(mode, budget.normalize) if with_normalize else ())
-        return tuple(a for a in every if (only is None or a.name in only))
+        return tuple(a for a in every if only is None or a.name in only)
 
     # seed-major: a study stopped early still has every task and arm, with fewer seeds
     return [(t, arm, s) for s in seeds for t in tasks for arm in arms(t)]
@@ -512,7 +512,7 @@ def main() -> None:
     ap.add_argument("--dry-run", action="store_true", help="list the runs and the cost estimate, run nothing")
     ap.add_argument("--normalize-arms", action="store_true",
                     help="also run the real priors and their controls under the other priors.normalize choices")
-    ap.add_argument("--arms", default="", help="comma-separated arm names: run only these (e.g. R:restoration+standardize)")
+    ap.add_argument("--arms", default="", help="comma-separated arm names: run only these (e.g. R:restoration+l2)")
     ap.add_argument("--report", action="store_true",
                     help="print the Markdown tables of --out, plot its validation curves beside it, and exit")
     args = ap.parse_args()
