@@ -36,6 +36,10 @@ Nothing ptg did not make is deleted: an existing folder is used only if it is a 
 ``force``), a store is never re-created over committed rows, and a store whose ``zarr.json`` is lost
 is rebuilt from ``settings.json``.
 
+The commit records, writer lock, quarantine and leftover removal are the storage engine's
+(`ptg.pipeline.shardstore`), shared with the image store (`ptg.pipeline.imagestore`); this module
+adds the Zarr array, its metadata and the prior-vector reader.
+
 HDF5 (``.h5``) is an export format: ``keys`` (S64), ``priors`` [N, views, dim] and a ``metadata``
 JSON attribute. `open_priors` reads both.
 """
@@ -52,14 +56,15 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from . import shardstore
 from .errors import PtgError
-from .fsio import atomic_write_json, atomic_write_text, claim_out_dir, exclusive_lock, file_sha256
+from .fsio import atomic_write_json, file_sha256
 from .store_integrity import (  # noqa: F401  (re-exported: the store's public API)
     ARRAY, COMMITS, QUARANTINE, SAVED_META, DamagedShardWarning, _commit_path, _digest, _is_legacy_store,
     _remove_leftovers, _shard_files, quick_health, read_commits, shard_error, shard_problem, shard_rows, usable_commits)
 
 SCHEMA_VERSION = 1
-LOCK = "writer.lock"
+LOCK = shardstore.LOCK
 KIND = "priors-store"  # the `fsio.claim_out_dir` kind
 DTYPES = ("float16", "float32")
 RAM_LIMIT = 2 << 30  # stores up to 2 GiB are loaded into memory on first read (fast random batches)
@@ -111,9 +116,7 @@ def writer_lock(store: Path, force: bool = False) -> Iterator[None]:
         PtgError: the folder holds something else (without ``force``), or another live writer holds the lock.
     """
     store = Path(store)
-    claim_out_dir(store, KIND, force=force, legacy=_is_legacy_store)
-    with exclusive_lock(store / LOCK, f"the priors store {store}"):
-        _remove_leftovers(store)
+    with shardstore.writer_lock(store, KIND, f"the priors store {store}", force, _is_legacy_store, _remove_leftovers):
         yield
 
 
@@ -242,12 +245,7 @@ def allocate_shards(path: Path, n_shards: int) -> list[int]:
     """
     import zarr
 
-    committed = set(read_commits(path))
-    ids, i = [], 0
-    while len(ids) < n_shards:
-        if i not in committed:
-            ids.append(i)
-        i += 1
+    ids = shardstore.free_ids(read_commits(path), n_shards)
     arr = zarr.open_array(path / ARRAY, mode="r+")
     rows = arr.shards[0]
     need = (max(ids) + 1) * rows if ids else 0
@@ -286,7 +284,7 @@ def write_shard(path: Path, shard: int, keys: Sequence[str], values: np.ndarray,
             os.fsync(fh.fileno())
         size += f.stat().st_size
     rec = {"shard": shard, "n": len(keys), "keys": list(keys), "sha256": _digest(data), "bytes": size}
-    atomic_write_text(_commit_path(path, shard), json.dumps(rec))
+    shardstore.write_commit(path, shard, rec)
 
 
 def update_metadata(path: Path, **fields: Any) -> None:

@@ -1,6 +1,9 @@
-"""Integrity of a priors store: its layout, commit records, per-shard verification and health.
+"""Integrity of a priors store: its layout, per-shard verification and health.
 
-The lower layer of `ptg.pipeline.store` (which re-exports everything here). A commit record
+The lower layer of `ptg.pipeline.store` (which re-exports everything here). Commit records, the
+writer lock, quarantine and leftover removal are the shared storage engine's
+(`ptg.pipeline.shardstore`, also under the image store); this module says only where a priors
+shard's files are and how to verify its rows. A commit record
 (``commits/shard-NNNNNN.json``) holds a shard's keys, the SHA-256 of its rows in the store's dtype
 and, since verified reads, the size of the shard's file: `quick_health` compares sizes without
 reading data, `shard_problem` re-hashes the rows.
@@ -9,45 +12,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import time
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from . import shardstore
 from .errors import PtgError
-from .fsio import remove_stale_tmp
+from .shardstore import COMMITS, QUARANTINE, DamagedShardWarning, read_commits  # noqa: F401  (re-exported)
+from .shardstore import commit_path as _commit_path  # noqa: F401  (re-exported)
 
 ARRAY = "priors"
-COMMITS = "commits"
 SAVED_META = "settings.json"  # the creation metadata, to rebuild a lost zarr.json
-QUARANTINE = "quarantine"  # in COMMITS: records of damaged shards
-
-
-class DamagedShardWarning(UserWarning):
-    """A writer found a damaged shard and will compute its rows again."""
 
 
 def _digest(values: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
-
-
-def _commit_path(store: Path, shard: int) -> Path:
-    return store / COMMITS / f"shard-{shard:06d}.json"
-
-
-def read_commits(store: Path) -> dict[int, dict[str, Any]]:
-    """Committed shards of a store: shard id -> record (keys, n, sha256)."""
-    out: dict[int, dict[str, Any]] = {}
-    d = store / COMMITS
-    if not d.is_dir():
-        return out
-    for p in d.glob("shard-*.json"):
-        rec = json.loads(p.read_text(encoding="utf-8"))  # written atomically: always whole
-        out[int(rec["shard"])] = rec
-    return out
 
 
 def _is_legacy_store(folder: Path) -> bool:
@@ -62,12 +42,8 @@ def _is_legacy_store(folder: Path) -> bool:
 
 def _remove_leftovers(store: Path) -> list[Path]:
     """Temporary files of dead writers: ours (``.x.tmp-PID``) and zarr's (``*.partial``). Lock held."""
-    removed = remove_stale_tmp(store) + remove_stale_tmp(store / COMMITS)
     # zarr's own temp files (``zarr.<uuid>.partial`` next to the file it replaces): with the lock held, all are dead
-    for p in [*store.glob("*.partial"), *((store / ARRAY).rglob("*.partial") if (store / ARRAY).is_dir() else ())]:
-        p.unlink(missing_ok=True)
-        removed.append(p)
-    return removed
+    return shardstore.remove_leftovers(store, partial_globs=[(store, "*.partial"), (store / ARRAY, "**/*.partial")])
 
 
 def _shard_files(path: Path, shard: int) -> list[Path]:
@@ -124,12 +100,7 @@ def quick_health(path: Path) -> dict[str, Any]:
             problems.append(f"zarr.json says rows_per_shard {meta.get('rows_per_shard')} but the array is sharded by {true_rows} rows")
     except (OSError, ValueError, KeyError, IndexError) as exc:
         problems.append(f"metadata unreadable ({type(exc).__name__}: {exc})")
-    for shard, rec in sorted(commits.items()):
-        if "bytes" not in rec:
-            continue  # written before sizes were recorded: only --verify can tell
-        size = sum(f.stat().st_size for f in _shard_files(path, shard))
-        if size != rec["bytes"]:
-            problems.append(f"shard {shard}: {size} bytes on disk, {rec['bytes']} committed")
+    problems += shardstore.size_problems(path, commits, lambda shard: _shard_files(path, shard))
     leftovers = [p for p in path.rglob("*") if p.name.endswith(".partial") or ".tmp-" in p.name]
     if leftovers:
         problems.append(f"{len(leftovers)} temporary file(s) of an interrupted writer (removed by the next extraction)")
@@ -142,21 +113,9 @@ def usable_commits(path: Path, keys: Sequence[str] | None = None) -> dict[int, d
     as missing and are computed again. Call with the writer lock held."""
     import zarr
 
-    commits = read_commits(path)
-    if not commits:
-        return commits
-    rows = zarr.open_array(path / ARRAY, mode="r").shards[0]
-    wanted = None if keys is None else set(keys)
+    if not read_commits(path):
+        return {}
     arr = zarr.open_array(path / ARRAY, mode="r")
-    for shard, rec in sorted(commits.items()):
-        if wanted is not None and wanted.isdisjoint(rec["keys"]):
-            continue
-        problem = shard_problem(path, shard, rec, rows, arr=arr)
-        if problem is not None:
-            qdir = path / COMMITS / QUARANTINE
-            qdir.mkdir(exist_ok=True)
-            os.replace(_commit_path(path, shard), qdir / f"shard-{shard:06d}.json.{time.strftime('%Y%m%dT%H%M%S')}")
-            warnings.warn(f"{shard_error(path, shard, rec, rows, problem)} It will be computed again.", DamagedShardWarning,
-                          stacklevel=2)
-            del commits[shard]
-    return commits
+    rows = arr.shards[0]
+    return shardstore.reuse_verified(path, lambda shard, rec: shard_problem(path, shard, rec, rows, arr=arr),
+                                     lambda shard, rec, why: shard_error(path, shard, rec, rows, why), keys)

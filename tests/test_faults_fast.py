@@ -72,11 +72,11 @@ def test_kill_after_shard_data_before_commit_then_rerun_is_identical(ref, tmp_pa
     script = textwrap.dedent(f"""
         import os, signal, sys, torch
         torch.set_num_threads(1)
-        import ptg.pipeline.store as st
+        import ptg.pipeline.shardstore as engine
         from ptg.pipeline.encoders import EncoderSpec
         from ptg.pipeline.extract import extract_priors
-        orig = st.atomic_write_text
-        st.atomic_write_text = lambda p, t: os.kill(os.getpid(), signal.SIGKILL) if p.name == "shard-000001.json" else orig(p, t)
+        orig = engine.write_commit  # the storage engine's commit step, shared by every store
+        engine.write_commit = lambda st, i, rec: os.kill(os.getpid(), signal.SIGKILL) if i == 1 else orig(st, i, rec)
         extract_priors(sys.argv[1], EncoderSpec("imagenet", size=64), out=sys.argv[2], **{KW!r})
     """)
     s = tmp_path / "s.zarr"
