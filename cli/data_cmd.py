@@ -1,20 +1,24 @@
-"""`ptg data samples|synth`: paired datasets from real photos or any folder of clean images."""
+"""`ptg data samples|synth|cache|info`: paired datasets from real photos or folders of clean images, and
+the image store that serves their decoded pixels at memory speed."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from ptg.pipeline.errors import PtgError
 
 from .console import console, progress_bar
-from .options import OutDir, SeedOpt
+from .options import ManifestArg, OutDir, RootOpt, SeedOpt
 
-app = typer.Typer(help="Make paired datasets: real sample photos, synthetic degradations.", no_args_is_help=True)
+app = typer.Typer(help="Make paired datasets (real sample photos, synthetic degradations); cache decoded images.",
+                  no_args_is_help=True)
 
 TaskOpt = Annotated[str, typer.Option("--task", help="denoise | lowlight | blur")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Write into an existing --out that is not a ptg dataset (nothing in it is deleted).")]
+ImageStoreOpt = Annotated[Optional[Path], typer.Option(
+    "--store", help="The image store (default: $PTG_CACHE/images, where the trainer looks: data.image_store).")]
 
 
 @app.command("samples")
@@ -110,3 +114,58 @@ def synth(
     with progress_bar(n, f"synth ({task})", unit="img") as advance:
         path = synthesize(src, out, task, params, seed=seed, split=split, on_progress=advance)
     console.print(f"wrote {path}: {n} pairs")
+
+
+@app.command("cache")
+def cache(
+    manifest: ManifestArg,
+    root: RootOpt = None,
+    store: ImageStoreOpt = None,
+    shard_mb: Annotated[int, typer.Option("--shard-mb", help="Target size of a shard file (MiB; a new store only).")] = 256,
+    force: Annotated[bool, typer.Option("--force", help="Write into an existing --store that is not an image store (nothing in it is deleted).")] = False,
+) -> None:
+    """Decode every image of a manifest (inputs and targets) into the image store, once.
+
+    Resumable: images already stored (same file bytes) are verified and kept, damaged shards are
+    decoded again. Training (data.images=auto|store), validation and `ptg eval` then read pixels
+    from memory maps instead of decoding files.
+    """
+    from ptg.pipeline import imagestore
+    from ptg.pipeline.manifest import load_manifest
+
+    if shard_mb < 1:
+        raise PtgError(f"--shard-mb {shard_mb} must be >= 1")
+    paths = imagestore.manifest_paths(load_manifest(manifest, root).samples)
+    out = store or imagestore.default_store()
+    with progress_bar(len(paths), "image store", unit="img") as advance:
+        res = imagestore.cache_images(paths, out, shard_bytes=shard_mb << 20, on_progress=advance, force=force)
+    info = imagestore.store_info(out)
+    console.print(f"{out}: wrote {res.written} image(s) in {res.shards} shard(s) ({_human(res.bytes)}), kept "
+                  f"{res.reused}; the store holds {info['images']} image(s), {_human(info['bytes'])}")
+
+
+@app.command("info")
+def info(
+    store: Annotated[Optional[Path], typer.Argument(help="The image store (default: $PTG_CACHE/images).")] = None,
+    verify: Annotated[bool, typer.Option(help="Re-hash every shard against its commit record.")] = False,
+) -> None:
+    """Size and health of an image store (fast: file sizes; --verify re-hashes every shard)."""
+    from ptg.pipeline import imagestore
+
+    rep = imagestore.store_info(store or imagestore.default_store(), verify=verify)
+    dtypes = ", ".join(f"{n} {d}" for d, n in sorted(rep["dtypes"].items())) or "-"
+    console.print(f"store   {rep['path']}\nimages  {rep['images']} ({dtypes})\nshards  {rep['shards']}, "
+                  f"{_human(rep['bytes'])}")
+    if rep["problems"]:
+        console.print("health  [red]PROBLEMS[/red]\n  " + "\n  ".join(rep["problems"]))
+        raise PtgError(f"the image store {rep['path']} has {len(rep['problems'])} problem(s); run `ptg data cache "
+                       f"--manifest M --store {rep['path']}` to repair damaged shards")
+    console.print(f"health  ok ({'every shard re-hashed' if verify else 'sizes checked; --verify re-hashes'})")
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"

@@ -16,6 +16,12 @@ def small_photo(name: str, size: int = 48) -> np.ndarray:
     return np.asarray(Image.fromarray(arr).resize((size, size), Image.LANCZOS))
 
 
+@pytest.fixture(autouse=True)
+def _own_ptg_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test its own $PTG_CACHE (row caches, the default image store): none writes to ~/.cache."""
+    monkeypatch.setenv("PTG_CACHE", str(tmp_path_factory.mktemp("ptg-cache")))
+
+
 @pytest.fixture
 def photo_dir(tmp_path: Path) -> Path:
     """A folder with four small real RGB photos."""

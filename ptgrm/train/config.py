@@ -27,6 +27,7 @@ PRIOR_NORMALIZE = ("l2", "standardize", "none")
 AMP_MODES = ("none", "bf16", "fp16")
 LOSS_KINDS = ("charbonnier", "l1", "mse", "zero-dce")
 AUGMENTS = ("store", "none", "flips", "d4")
+IMAGE_SOURCES = ("auto", "store", "files")
 
 
 @dataclass
@@ -42,7 +43,9 @@ class DataConfig:
     batch_size: int = 8  # global batch (split evenly across torchrun processes)
     augment: str = "store"  # dihedral views drawn per crop: "store" = those cached in the first --priors store (also in mode baseline, so every arm gets the same views; identity with a warning when no store is given) | none | flips | d4
     num_workers: int = 0  # DataLoader worker processes (0: load in the training process)
-    cache_images: bool = False  # keep decoded training images in RAM (per worker): no PNG decoding per step
+    cache_images: bool = False  # keep decoded training images in RAM (per worker): no PNG decoding per step (data.images=files)
+    images: str = "auto"  # pixels from: store (the image store, every image must be in it) | files (decode per read) | auto (the store when it holds every image, else build it now when it fits half the free disk, else files; one line says which)
+    image_store: str = ""  # the image store ("": $PTG_CACHE/images, where `ptg data cache` writes)
     priors_in_memory: bool | Literal["auto"] = "auto"  # priors in RAM (true), read lazily from a memory-mapped row cache (false), or auto: in RAM up to min(2 GiB, 1/8 of free memory)
     allow_missing_priors: bool = False  # drop manifest rows without a prior (with a warning) instead of failing
     val_max_images: int = 0  # validate on at most this many images (0: all)
@@ -153,6 +156,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     choice("run.amp", cfg.run.amp, AMP_MODES)
     choice("loss.kind", cfg.loss.kind, LOSS_KINDS)
     choice("data.augment", cfg.data.augment, AUGMENTS)
+    choice("data.images", cfg.data.images, IMAGE_SOURCES)
     choice("run.best_metric", cfg.run.best_metric, ("psnr", "ssim"))
     positive = {"steps": cfg.steps, "data.crop": cfg.data.crop, "data.batch_size": cfg.data.batch_size,
                 "run.log_every": cfg.run.log_every, "run.max_nonfinite": cfg.run.max_nonfinite,

@@ -14,11 +14,18 @@ view drawn, the identity (or tile) prior is used and the run warns once at start
 
 Prior vectors of the images in use are read from the stores once, at start, for the views that
 can be drawn: lookups during training are array indexing.
+
+Pixels come from an `ImageSource` (``data.images``): decoded from the files, or served from the
+image store (`ptg.pipeline.imagestore`) as read-only views of its memory map, shared by every
+DataLoader worker through the page cache. A crop and its flips are views of the map; the only copy
+is the float32 CHW tensor, computed with the very cast and division of `read_image`, so both
+sources give the same bits.
 """
 from __future__ import annotations
 
 import os
 import re
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +37,10 @@ from torch.utils.data import Dataset
 
 from ptg.pipeline.errors import PtgError
 from ptg.pipeline.fsio import file_sha256
+from ptg.pipeline import imagestore
 from ptg.pipeline.imageio import image_size, read_image
 from ptg.pipeline.manifest import Sample
 from ptg.pipeline.priorcache import prior_vectors
-from ptg.pipeline.store import sample_keys
 from ptg.pipeline.views import VIEW_SETS, apply_view, tile_view_for
 
 from ..priors import PriorTransform, derangement  # noqa: F401  (derangement: re-exported for callers)
@@ -185,7 +192,14 @@ def _prior_vectors(tables: Sequence[PriorTable], row: int, view: str, crop_box: 
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))  # HWC -> CHW
+    """float32 CHW of an HWC block: a float32 decoded image, or a stored integer block (or view of one)."""
+    scale = imagestore.SCALE.get(img.dtype.name)
+    if scale is None:
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32))  # HWC -> CHW
+    out = np.empty((img.shape[2], img.shape[0], img.shape[1]), np.float32)
+    out[...] = img.transpose(2, 0, 1)  # exact: integers to float32
+    out /= np.float32(scale)  # read_image's own division: the same bits as decoding the file
+    return torch.from_numpy(out)
 
 
 class InputGuard:
@@ -197,10 +211,19 @@ class InputGuard:
     trained with the prior of its old content.
     """
 
-    def __init__(self, samples: Sequence[Sample]):
-        self._seen = {s.input: self._stat(s.input) for s in samples}  # before hashing: a change during it is caught
-        self.keys = sample_keys(samples)
-        self._key = {s.input: k for s, k in zip(samples, self.keys)}
+    def __init__(self, samples: Sequence[Sample] = (), paths: Sequence[Path] | None = None,
+                 base: "InputGuard | None" = None):
+        """Guard the inputs of `samples`, or `paths`; files `base` already guards keep its keys."""
+        if paths is None:
+            paths = [s.input for s in samples]
+        known = base._key if base is not None else {}
+        todo = [p for p in dict.fromkeys(paths) if p not in known]
+        self._seen = {p: self._stat(p) for p in todo}  # before hashing: a change during it is caught
+        self._key = dict(zip(todo, imagestore.file_keys(todo)))
+        for p in dict.fromkeys(paths):
+            if p in known:
+                self._seen[p], self._key[p] = base._seen[p], known[p]
+        self.keys = [self._key[p] for p in paths]
 
     @staticmethod
     def _stat(path: Path) -> tuple[int, int]:
@@ -213,10 +236,93 @@ class InputGuard:
         if now == self._seen[path]:
             return
         if file_sha256(path) != self._key[path]:
-            raise PtgError(f"the image {path} changed on disk after training started: its cached prior belongs to its old "
-                           "content. Restore the file, or re-run `ptg extract-priors` on the manifest and start the run "
-                           "again (or resume it from its last checkpoint)")
+            raise PtgError(f"the image {path} changed on disk after training started: its cached prior and stored pixels "
+                           "belong to its old content. Restore the file, or re-run `ptg extract-priors` (and `ptg data "
+                           "cache`) on the manifest and start the run again (or resume it from its last checkpoint)")
         self._seen[path] = now  # same bytes (e.g. touched): keep going
+
+
+class ImageSource:
+    """Where a dataset's pixels come from: decoded files, or the image store's memory map.
+
+    `array(path)` returns an H×W×3 block: a float32 decoded image (files) or the stored integer
+    block, a read-only view of the map (store); `_to_tensor` turns either into the same float32.
+    """
+
+    def __init__(self, store: "imagestore.ImageStore | None" = None, guard: "InputGuard | None" = None,
+                 keyed_guard: "InputGuard | None" = None, cache: bool = False):
+        self.store = store  # None: decode files
+        self.guard = guard  # store: every file served (inputs and targets) -> its key, checked per read
+        self.keyed_guard = keyed_guard  # files: the priors' guard, checked on input reads
+        # Decoded images kept per process (each DataLoader worker has its own): decoding a PNG per
+        # crop, not the network, bounds the step time of small models on a GPU (the store shares one copy).
+        self._cache: dict[Path, np.ndarray] | None = {} if cache and store is None else None
+
+    @property
+    def kind(self) -> str:
+        return "files" if self.store is None else "store"
+
+    def array(self, path: Path, keyed: bool = False) -> np.ndarray:
+        """The pixels of `path` (keyed: an input whose prior was looked up by its key)."""
+        if self.store is not None:
+            self.guard.check(path)  # the row belongs to the bytes hashed at start: a changed file is an error
+            return self.store.array(self.guard._key[path])
+        if self._cache is not None and path in self._cache:
+            return self._cache[path]  # the pixels read (and checked) first, which match the prior
+        img = read_image(path)
+        if keyed and self.keyed_guard is not None:
+            self.keyed_guard.check(path)  # after the read: a change during it is seen too
+        if self._cache is not None:
+            self._cache[path] = img
+        return img
+
+
+def _note(text: str) -> None:
+    print(f"data.images: {text}", file=sys.stderr, flush=True)
+
+
+def open_images(cfg: DataConfig, samples: Sequence[Sample], guard: "InputGuard | None" = None,
+                main: bool = True) -> ImageSource:
+    """The image source of ``data.images`` for `samples` (train and val).
+
+    auto: the store when it holds every image; else (main process only) build it now when the
+    decoded images fit half the free disk; else decode files. One line on stderr says which.
+
+    Raises:
+        PtgError: ``store`` and the store is absent or lacks some image (names the count and the fix).
+    """
+    if cfg.images == "files":
+        return ImageSource(keyed_guard=guard, cache=cfg.cache_images)
+    path = Path(cfg.image_store).expanduser() if cfg.image_store else imagestore.default_store()
+    paths = imagestore.manifest_paths(samples)
+    files_guard = InputGuard(paths=paths, base=guard)
+    try:
+        store: imagestore.ImageStore | None = imagestore.ImageStore(path)
+    except PtgError:
+        if cfg.images == "store":
+            raise
+        store = None
+    missing = [p for p, k in zip(paths, files_guard.keys) if store is None or k not in store]
+    if missing and cfg.images == "store":
+        raise PtgError(f"{len(missing)} of {len(paths)} images (e.g. {missing[0]}) are not in the image store {path}: "
+                       f"run `ptg data cache --manifest M --store {path}`, or set data.images=auto|files")
+    if missing:
+        need = imagestore.decoded_bytes(missing)
+        if not (main and imagestore.fits_disk(path, need)):
+            _note(f"auto: decoding image files ({len(missing)} images are not in the image store {path}"
+                  f"{'' if main else '; only the main process builds it'}; `ptg data cache` builds it)")
+            return ImageSource(keyed_guard=guard, cache=cfg.cache_images)
+        _note(f"auto: building the image store {path} once ({len(missing)} images, {need / 2**30:.2f} GiB); "
+              "later runs read it")
+        try:
+            imagestore.cache_images(paths, path, keys=files_guard.keys)
+        except PtgError as exc:
+            _note(f"auto: decoding image files (the image store could not be built: {exc})")
+            return ImageSource(keyed_guard=guard, cache=cfg.cache_images)
+        store = imagestore.ImageStore(path)
+    elif cfg.images == "auto" and main:
+        _note(f"auto: reading pixels from the image store {path}")
+    return ImageSource(store, files_guard)
 
 
 class TrainDataset(Dataset):
@@ -228,8 +334,10 @@ class TrainDataset(Dataset):
 
     def __init__(self, samples: Sequence[Sample], tables: Sequence[PriorTable], cfg: DataConfig, prior_cfg: PriorConfig,
                  views: Sequence[str], seed: int, repeat: int = 1, need_target: bool = True,
-                 transform: PriorTransform | None = None, guard: "InputGuard | None" = None):
+                 transform: PriorTransform | None = None, guard: "InputGuard | None" = None,
+                 images: ImageSource | None = None):
         self.samples = list(samples)
+        self.images = images if images is not None else ImageSource(keyed_guard=guard, cache=cfg.cache_images)
         self.tables = list(tables)
         self.transform = transform if transform is not None or not tables else fit_transform(tables, prior_cfg, seed)
         self.crop = cfg.crop
@@ -239,9 +347,6 @@ class TrainDataset(Dataset):
         self.repeat = repeat
         self.need_target = need_target
         self.shuffle = derangement(len(self.samples), seed) if prior_cfg.control == "shuffle" else None
-        # Decoded images kept per process (each DataLoader worker has its own): decoding a PNG per
-        # crop, not the network, bounds the step time of small models on a GPU.
-        self._cache: dict[Path, np.ndarray] | None = {} if cfg.cache_images else None
         sides = {s.id: min(image_size(s.input)) for s in self.samples}
         small = [sid for sid, side in sides.items() if side < self.crop]
         if small:
@@ -263,27 +368,17 @@ class TrainDataset(Dataset):
         view = self.views[int(rng.integers(0, len(self.views)))]
         return top, left, view, rng
 
-    def _read(self, path: Path, keyed: bool = False) -> np.ndarray:
-        if self._cache is not None and path in self._cache:
-            return self._cache[path]  # the pixels read (and checked) first, which match the prior
-        img = read_image(path)
-        if keyed and self.guard is not None:
-            self.guard.check(path)  # after the read: a change during it is seen too
-        if self._cache is not None:
-            self._cache[path] = img
-        return img
-
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         epoch, index = key
         row = index % len(self.samples)
         s = self.samples[row]
-        x = self._read(s.input, keyed=True)
+        x = self.images.array(s.input, keyed=True)  # store: a view of the memory map, nothing read yet
         h, w = x.shape[:2]
         c = self.crop
         top, left, view, rng = self.draw(epoch, index, h, w)
         x = apply_view(x[top : top + c, left : left + c], view)
         if s.target is not None:
-            y = self._read(s.target)
+            y = self.images.array(s.target)
             if y.shape != (h, w, 3):
                 raise PtgError(f"sample {s.id!r}: target {s.target} is {y.shape[1]}x{y.shape[0]} but the input is {w}x{h}")
             y = _to_tensor(apply_view(y[top : top + c, left : left + c], view))
@@ -304,9 +399,10 @@ class ValDataset(Dataset):
     """
 
     def __init__(self, samples: Sequence[Sample], tables: Sequence[PriorTable], order: np.ndarray | None = None,
-                 crop: int = 0, guard: "InputGuard | None" = None):
+                 crop: int = 0, guard: "InputGuard | None" = None, images: ImageSource | None = None):
         self.samples = list(samples)
         self.guard = guard
+        self.images = images if images is not None else ImageSource(keyed_guard=guard)
         self.tables = list(tables)
         self.order = np.arange(len(self.samples)) if order is None else order
         self.crop = crop
@@ -324,11 +420,8 @@ class ValDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.samples[index]
-        x = read_image(s.input)
-        if self.guard is not None:
-            self.guard.check(s.input)
-        x = self._centre(x)
-        y = _to_tensor(self._centre(read_image(s.target))) if s.target is not None else torch.zeros(0)
+        x = self._centre(self.images.array(s.input, keyed=True))
+        y = _to_tensor(self._centre(self.images.array(s.target))) if s.target is not None else torch.zeros(0)
         # The identity prior describes the whole image, which is what is restored here.
         j = int(self.order[index])
         priors = [torch.from_numpy(t.vectors["identity"][j].copy()) for t in self.tables]

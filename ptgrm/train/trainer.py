@@ -40,7 +40,8 @@ from ptg.pipeline.errors import Interrupted, PtgError
 from ..infer import Restorer
 from . import checkpoint as ckpt_mod
 from .config import TrainConfig, save_yaml, to_dict
-from .data import InputGuard, TrainDataset, ValDataset, augment_views, check_missing, fit_transform, load_tables
+from .data import (InputGuard, TrainDataset, ValDataset, augment_views, check_missing, fit_transform, load_tables,
+                   open_images)
 from .logs import Logs, loss_trend, plot_curves
 from .losses import build_loss
 from .run_utils import (Dist, StopSignals, all_sum, check_resume_config, device_of, init_dist, is_legacy_run,
@@ -186,10 +187,12 @@ class _Run:
             raise PtgError(f"data.batch_size={cfg.data.batch_size} must divide by the {d.world} torchrun processes")
         self.per_rank = cfg.data.batch_size // d.world
         repeat = max(1, math.ceil(cfg.data.batch_size / len(train_samples)))
+        images = open_images(cfg.data, train_samples + val_samples, guard, main=d.main)  # data.images: store or files
         self.train_ds = TrainDataset(train_samples, tables, cfg.data, cfg.priors, self.augment, cfg.seed, repeat,
-                                     need_target=self.loss_fn.needs_target, transform=self.transform, guard=guard)
-        self.val_ds = (ValDataset(val_samples, val_tables, self.transform.order(len(val_samples)), cfg.data.val_crop, guard)
-                       if val_samples else None)
+                                     need_target=self.loss_fn.needs_target, transform=self.transform, guard=guard,
+                                     images=images)
+        self.val_ds = (ValDataset(val_samples, val_tables, self.transform.order(len(val_samples)), cfg.data.val_crop, guard,
+                                  images) if val_samples else None)
         self.steps_per_epoch = len(self.train_ds) // cfg.data.batch_size
 
     def setup_state(self) -> None:

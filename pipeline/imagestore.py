@@ -1,0 +1,413 @@
+"""The image store: decoded images at memory speed, content-addressed, on the shared storage engine.
+
+Why. Decoding a 2K PNG costs ~130 ms here, while a crop of the same decoded pixels from a memory
+map costs ~0.1 ms; small restoration models on a GPU are bound by the decoding (BasicSR keeps its
+training images in LMDB for the same reason). Decoded images are stored once, uncompressed, in
+their decoded dtype, and every DataLoader worker reads them through the page cache: one copy in
+memory whatever the worker count, and a crop reads only the rows it covers.
+
+Layout of a store directory::
+
+    STORE/settings.json                 schema, layout, target shard size
+    STORE/shards/shard-000012.bin       raw image blocks, each C-contiguous H×W×C, 4 KiB aligned
+    STORE/commits/shard-000012.json     keys of shard 12 and, per image, [offset, shape, dtype, sha256]
+    STORE/writer.lock                   flock'd by the one writer
+    STORE/.ptg-artifact.json            marks the folder as a ptg image store
+
+Keys. A decoded source image is keyed by the SHA-256 of its file's bytes, the key of the priors
+store, so a changed file is never served its old pixels (`ptg.ptgrm.train.data.InputGuard` checks
+every read). Keys are plain strings and each image records its own dtype (uint8, uint16, float16,
+float32) and shape, so derived images (e.g. a frozen restorer's outputs, keyed by the input's
+SHA-256, the restorer's weights fingerprint and the view) fit the same store.
+
+Values. uint8/uint16 images hold exactly the integers the file decoded to; `as_float` turns them
+into the float32 values `ptg.pipeline.imageio.read_image` returns, bit for bit (same cast, same
+division). An image whose float values are not such integers (e.g. float TIFF) is stored float32.
+
+Guarantees are the storage engine's (`ptg.pipeline.shardstore`): a shard file is written whole
+(temp + fsync + rename), then committed; one writer holds the lock; a writer re-hashes the shards
+it reuses and quarantines damaged ones, whose images are then decoded again. A reader checks a
+shard's file size when it first maps it and an image's SHA-256 the first time it touches that
+image (once per image per reader process: 8 MB hashes in ~10 ms), so damage is a `PtgError`
+naming the store, shard and image, never wrong pixels.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from . import shardstore
+from .errors import PtgError
+from .fsio import atomic_write_json, file_sha256
+
+KIND = "image-store"
+SCHEMA_VERSION = 1
+SHARDS = "shards"
+SETTINGS = "settings.json"
+ALIGN = 4096  # image blocks start on page boundaries: a crop maps only the pages of its rows
+DTYPES = ("uint8", "uint16", "float16", "float32")
+SCALE = {"uint8": 255.0, "uint16": 65535.0}
+SHARD_BYTES = 256 << 20  # target shard size: ~30 2K photos; one hash pass per reused shard
+MAX_SIDE = 1 << 16  # bounds what a commit record can ask a reader to map
+
+
+def default_store() -> Path:
+    """``$PTG_CACHE/images``: the store `ptg data cache` writes by default, shared by all datasets."""
+    from .store import cache_root
+
+    return cache_root() / "images"
+
+
+def shard_path(store: Path, shard: int) -> Path:
+    return Path(store) / SHARDS / f"shard-{shard:06d}.bin"
+
+
+def as_float(arr: np.ndarray) -> np.ndarray:
+    """float32 values in [0, 1] of a stored block (or a view of one), as `read_image` returns them."""
+    scale = SCALE.get(arr.dtype.name)
+    if scale is None:
+        return arr if arr.dtype == np.float32 else arr.astype(np.float32)
+    out = arr.astype(np.float32)
+    out /= np.float32(scale)  # the very operation of read_image: same bits
+    return out
+
+
+def encode(img: np.ndarray) -> np.ndarray:
+    """The smallest stored form of a `read_image` result that gives back exactly its values."""
+    for name, scale in SCALE.items():
+        q = np.round(img * np.float32(scale)).astype(name)
+        if np.array_equal(as_float(q), img):
+            return q
+    return np.ascontiguousarray(img, dtype=np.float32)
+
+
+def _error(store: Path, shard: int, what: str) -> PtgError:
+    return PtgError(f"the image store {store}: shard {shard} {what}. Its pixels are not served. Repair: run "
+                    f"`ptg data cache --manifest M --store {store}` again (it re-decodes damaged shards); "
+                    f"`ptg data info {store} --verify` lists them all.")
+
+
+def _check_item(store: Path, shard: int, item: Any) -> tuple[int, tuple[int, ...], str, str]:
+    """One commit-record entry [offset, shape, dtype, sha256], checked so a file cannot ask for
+    an absurd mapping."""
+    try:
+        offset, shape, dtype, digest = item
+        shape = tuple(int(v) for v in shape)
+        ok = (isinstance(offset, int) and offset >= 0 and offset % ALIGN == 0 and dtype in DTYPES and len(shape) == 3
+              and all(0 < v <= MAX_SIDE for v in shape[:2]) and shape[2] in (1, 3) and isinstance(digest, str))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise _error(store, shard, f"has a malformed commit record entry {str(item)[:120]}")
+    return offset, shape, dtype, digest
+
+
+def _nbytes(shape: Sequence[int], dtype: str) -> int:
+    return int(np.prod(shape)) * np.dtype(dtype).itemsize
+
+
+def _padded(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Where one image lives: shard, byte offset, H×W×C shape, dtype, SHA-256 of its bytes."""
+
+    shard: int
+    offset: int
+    shape: tuple[int, ...]
+    dtype: str
+    sha256: str
+
+
+class ImageStore:
+    """Read-only access to an image store: `array(key)` is a memory-mapped view (no copy, no decode).
+
+    Pickles without its memory maps (a spawned DataLoader worker maps the files again; a forked
+    one shares the parent's maps and page cache).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser()
+        if not (self.path / SETTINGS).is_file():
+            raise PtgError(f"{self.path} is not an image store (no {SETTINGS}); build one with "
+                           f"`ptg data cache --manifest M --store {self.path}`")
+        self.settings = json.loads(shardstore.read_text(self.path / SETTINGS))
+        if self.settings.get("schema_version") != SCHEMA_VERSION or self.settings.get("kind") != KIND:
+            raise PtgError(f"{self.path} is not an image store of schema {SCHEMA_VERSION}; use another --store")
+        self.commits = shardstore.read_commits(self.path)
+        self._index: dict[str, Entry] = {}
+        for shard, rec in self.commits.items():
+            for key, item in zip(rec["keys"], rec["items"]):
+                self._index[key] = Entry(shard, *_check_item(self.path, shard, item))
+        self._maps: dict[int, np.memmap] = {}
+        self._verified: set[str] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_maps": {}}
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._index
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        return [k for k in keys if k not in self._index]
+
+    def entry(self, key: str) -> Entry:
+        try:
+            return self._index[key]
+        except KeyError:
+            raise PtgError(f"image {key[:16]}... is not in the image store {self.path}; run `ptg data cache "
+                           f"--manifest M --store {self.path}` on the manifest that holds it") from None
+
+    def _map(self, shard: int) -> np.memmap:
+        mm = self._maps.get(shard)
+        if mm is None:
+            path, rec = shard_path(self.path, shard), self.commits[shard]
+            try:
+                size = shardstore.file_size(path)
+            except OSError:
+                raise _error(self.path, shard, "is missing its file") from None
+            if size != rec["bytes"] or path.is_symlink():
+                raise _error(self.path, shard, f"is {size} bytes on disk, {rec['bytes']} committed (truncated or replaced)")
+            mm = self._maps[shard] = np.memmap(path, dtype=np.uint8, mode="r")
+        return mm
+
+    def array(self, key: str) -> np.ndarray:
+        """The stored H×W×C block of `key` (its own dtype), a read-only view of the memory map."""
+        e = self.entry(key)
+        raw = self._map(e.shard)[e.offset : e.offset + _nbytes(e.shape, e.dtype)]
+        if key not in self._verified:  # first touch in this process: the bytes must be the committed ones
+            if hashlib.sha256(raw).hexdigest() != e.sha256:
+                raise _error(self.path, e.shard, f"holds image {key[:16]}... whose bytes do not match their commit "
+                                                 "digest (damaged data)")
+            self._verified.add(key)
+        return raw.view(e.dtype).reshape(e.shape)
+
+    def image(self, key: str) -> np.ndarray:
+        """float32 H×W×3 in [0, 1], the values `read_image` gives for the source file."""
+        arr = self.array(key)
+        return as_float(np.repeat(arr, 3, axis=-1) if arr.shape[-1] == 1 else arr)
+
+    def verify(self) -> list[int]:
+        """Shard ids whose file no longer matches its commit (size or SHA-256)."""
+        return [s for s, rec in sorted(self.commits.items()) if shard_problem(self.path, s, rec) is not None]
+
+
+def shard_problem(store: Path, shard: int, rec: dict[str, Any]) -> str | None:
+    """Why a committed image shard cannot be trusted (size, then SHA-256 of the file), or None."""
+    path = shard_path(store, shard)
+    try:
+        if path.is_symlink():
+            return "is a symbolic link, not a file ptg wrote"
+        if shardstore.file_size(path) != rec["bytes"]:
+            return f"is {shardstore.file_size(path)} bytes on disk, {rec['bytes']} committed"
+        return None if file_sha256(path) == rec["sha256"] else "does not match its commit digest (damaged data)"
+    except OSError:
+        return "is missing its file"
+
+
+def open_image_store(path: str | Path | None = None) -> ImageStore:
+    """Open an image store (default: `default_store`)."""
+    return ImageStore(path or default_store())
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+@dataclass
+class CacheResult:
+    """What a `cache_images` run did."""
+
+    store: Path
+    written: int  # images decoded and written by this run
+    reused: int  # files whose content was already committed (verified) or listed twice
+    shards: int  # shards written by this run
+    bytes: int  # bytes of shard files written by this run
+
+
+def _settings(store: Path, shard_bytes: int) -> dict[str, Any]:
+    path = store / SETTINGS
+    if path.is_file():
+        return json.loads(shardstore.read_text(path))
+    meta = {"kind": KIND, "schema_version": SCHEMA_VERSION, "layout": "shards/shard-N.bin: C-contiguous HxWxC blocks, "
+            f"{ALIGN}-byte aligned; commits/shard-N.json items [offset, shape, dtype, sha256]", "shard_bytes": shard_bytes}
+    atomic_write_json(path, meta)
+    return meta
+
+
+def _write_shard(store: Path, shard: int, keys: list[str], blocks: list[np.ndarray]) -> int:
+    """Write one shard file whole (atomically), then commit it; return its size."""
+    items, offset = [], 0
+    for b in blocks:
+        items.append([offset, list(b.shape), b.dtype.name, hashlib.sha256(np.ascontiguousarray(b)).hexdigest()])
+        offset += _padded(b.nbytes)
+    h = hashlib.sha256()
+
+    def write(f: IO[bytes]) -> None:
+        for b in blocks:
+            data = np.ascontiguousarray(b).tobytes() + bytes(_padded(b.nbytes) - b.nbytes)
+            h.update(data)
+            f.write(data)
+
+    shardstore.write_file(shard_path(store, shard), write)
+    shardstore.write_commit(store, shard, {"shard": shard, "n": len(keys), "keys": keys, "items": items,
+                                           "sha256": h.hexdigest(), "bytes": offset})
+    return offset
+
+
+def _decode(path: Path, key: str) -> np.ndarray:
+    from .imageio import read_image
+
+    img = encode(read_image(path))
+    if file_sha256(path) != key:  # changed between hashing and decoding: its key would name other pixels
+        raise PtgError(f"the image {path} changed while the image store was being built; run again when it is stable")
+    return img
+
+
+def file_keys(paths: Sequence[Path]) -> list[str]:
+    """SHA-256 of each file's bytes (threads: hashlib releases the GIL on large buffers)."""
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        return list(pool.map(file_sha256, paths))
+
+
+def manifest_paths(samples: Sequence[Any]) -> list[Path]:
+    """Unique image files of manifest samples (inputs and targets), in manifest order."""
+    return list(dict.fromkeys(p for s in samples for p in (s.input, s.target) if p is not None))
+
+
+def cache_images(paths: Sequence[Path], store: str | Path | None = None, shard_bytes: int = SHARD_BYTES,
+                 on_progress: Callable[[int], None] | None = None, force: bool = False,
+                 keys: Sequence[str] | None = None) -> CacheResult:
+    """Decode `paths` into the image store (resumable: committed images are verified and kept).
+
+    Args:
+        paths: image files; duplicates (same bytes) are stored once.
+        store: the store folder (default `default_store`).
+        shard_bytes: target size of a shard file.
+        on_progress: called with the number of images done (reused or written) as they are.
+        force: write into an existing folder that is not an image store (nothing in it is deleted).
+        keys: the files' SHA-256 if already known.
+
+    Raises:
+        PtgError: the folder holds something else, another writer holds it, or an image is unreadable.
+    """
+    store = Path(store or default_store()).expanduser()
+    paths = [Path(p) for p in paths]
+    keys = list(keys) if keys is not None else file_keys(paths)
+    with shardstore.writer_lock(store, KIND, f"the image store {store}", force,
+                                cleanup=lambda s: shardstore.remove_leftovers(s, [s / SHARDS])):
+        shard_bytes = int(_settings(store, shard_bytes)["shard_bytes"])
+        commits = shardstore.reuse_verified(store, lambda s, rec: shard_problem(store, s, rec),
+                                            lambda s, rec, why: _error(store, s, why), keys)
+        have = {k for rec in commits.values() for k in rec["keys"]}
+        todo = list({k: p for k, p in zip(keys, paths) if k not in have}.items())  # one file per distinct content
+        if on_progress:
+            on_progress(len(paths) - len(todo))
+        return _write_missing(store, todo, commits, shard_bytes, on_progress, len(paths) - len(todo))
+
+
+def _write_missing(store: Path, todo: list[tuple[str, Path]], commits: dict[int, Any], shard_bytes: int,
+                   on_progress: Callable[[int], None] | None, reused: int) -> CacheResult:
+    """Decode the images not yet stored and write them in whole shards of about `shard_bytes`."""
+    taken, nshards, nbytes = set(commits), 0, 0
+    keys: list[str] = []
+    blocks: list[np.ndarray] = []
+
+    def flush() -> None:
+        nonlocal nshards, nbytes
+        shard = shardstore.free_ids(taken, 1)[0]
+        taken.add(shard)
+        nbytes += _write_shard(store, shard, keys[:], blocks[:])
+        nshards += 1
+        if on_progress:
+            on_progress(len(keys))
+        keys.clear()
+        blocks.clear()
+
+    for key, path in todo:
+        blocks.append(_decode(path, key))
+        keys.append(key)
+        if sum(_padded(b.nbytes) for b in blocks) >= shard_bytes:
+            flush()
+    if keys:
+        flush()
+    return CacheResult(store, len(todo), reused, nshards, nbytes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Health, sizing and the loader other stages use
+
+
+def store_info(path: str | Path, verify: bool = False) -> dict[str, Any]:
+    """Size and health of an image store, without reading pixels unless `verify`."""
+    path = Path(path).expanduser()
+    st = ImageStore(path)
+    commits = st.commits
+    problems = shardstore.size_problems(path, commits, lambda s: [shard_path(path, s)])
+    if verify:
+        problems += [f"shard {s}: {shard_problem(path, s, commits[s])}" for s in st.verify()]
+    leftovers = [p for p in path.rglob("*") if ".tmp-" in p.name]
+    if leftovers:
+        problems.append(f"{len(leftovers)} temporary file(s) of an interrupted writer (removed by the next `ptg data cache`)")
+    dtypes: dict[str, int] = {}
+    for e in st._index.values():
+        dtypes[e.dtype] = dtypes.get(e.dtype, 0) + 1
+    return {"path": str(path), "images": len(st), "shards": len(commits), "bytes": sum(r["bytes"] for r in commits.values()),
+            "dtypes": dtypes, "problems": problems}
+
+
+def decoded_bytes(paths: Sequence[Path]) -> int:
+    """The store size `paths` need as uint8 RGB (from their headers: nothing decoded)."""
+    from .imageio import image_size
+
+    return sum(_padded(h * w * 3) for h, w in (image_size(p) for p in paths))
+
+
+def fits_disk(store: Path, need: int, share: float = 0.5) -> bool:
+    """Whether `need` bytes fit in `share` of the free space where `store` lives."""
+    folder = Path(store)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return need <= share * shutil.disk_usage(folder).free
+
+
+def image_loader(store: str | Path | None = None) -> Callable[[str | Path], np.ndarray]:
+    """A drop-in for `read_image(path)` that serves decoded pixels from the store when it holds the
+    file's current bytes (keyed by their SHA-256), and decodes the file otherwise.
+
+    For `ptg eval`, validation and the study: ``load = image_loader(); img = load(path)``.
+    """
+    from .imageio import read_image
+
+    try:
+        st: ImageStore | None = ImageStore(store or default_store())
+    except PtgError:
+        if store is not None:
+            raise
+        st = None  # no default store yet: decode every file
+
+    def load(path: str | Path) -> np.ndarray:
+        if st is not None:
+            key = file_sha256(path)  # hashing the file's bytes is far cheaper than decoding them
+            if key in st:
+                return st.image(key)
+        return read_image(path)
+
+    return load
