@@ -81,21 +81,43 @@ def _dataset(manifest: Path, source: str, store: Path, crop: int, batch: int, ba
     from ptg.ptgrm.train.data import ImageSource, InputGuard, TrainDataset
 
     samples = load_manifest(manifest).samples
-    if source == "store":
+    if source.startswith("store"):
         guard = InputGuard(paths=imagestore.manifest_paths(samples))
         images = ImageSource(imagestore.ImageStore(store), guard)
     else:
         images = ImageSource(cache=source == "files+cache")
     repeat = max(1, -(-batch * batches // len(samples)))
+    # "store": uint8 batches, as the trainer loads them (float32 on the device); "store-f32": float32 on the CPU
     return TrainDataset(samples, [], DataConfig(crop=crop), PriorConfig(), ("identity", "hflip", "vflip", "hvflip"),
-                        seed=0, repeat=repeat, images=images), len(samples)
+                        seed=0, repeat=repeat, images=images, raw=source == "store"), len(samples)
 
 
-def _pss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    return 0
+def _pss_kib(pid: int, under: str | None = None) -> int:
+    """PSS of a process (KiB), or of its mappings of files under `under` only."""
+    if under is None:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+        return 0
+    total, inside = 0, False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):
+            inside = len(head) >= 6 and head[5].startswith(under)
+        elif inside and line.startswith("Pss:"):
+            total += int(head[1])
+    return total
+
+
+def _rss_under(pid: int, under: str) -> int:
+    total, inside = 0, False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):
+            inside = len(head) >= 6 and head[5].startswith(under)
+        elif inside and line.startswith("Rss:"):
+            total += int(head[1])
+    return total
 
 
 def _loader_arm(a: dict) -> dict:
@@ -122,6 +144,8 @@ def _loader_arm(a: dict) -> dict:
     if a["workers"]:
         pids = [os.getpid()] + [w.pid for w in it._workers]  # the workers are alive until the iterator ends
         out["pss_growth_mib"] = (sum(_pss_kib(p) for p in pids) - base) / 1024
+        out["store_pss_mib"] = sum(_pss_kib(p, str(Path(a["store"]).resolve())) for p in pids) / 1024
+        out["store_rss_per_worker_mib"] = [_rss_under(p, str(Path(a["store"]).resolve())) / 1024 for p in pids[1:]]
     return out
 
 
@@ -146,6 +170,7 @@ def _train_arm(a: dict) -> dict:
 
     from ptg.ptgrm.models import create_model
     from ptg.ptgrm.train.config import LossConfig
+    from ptg.ptgrm.train.data import to_float
     from ptg.ptgrm.train.losses import build_loss
 
     dev = torch.device(a["device"])
@@ -167,7 +192,8 @@ def _train_arm(a: dict) -> dict:
             x, y = fixed
         else:
             batch = next(it)
-            x, y = batch["x"].to(dev, non_blocking=True), batch["y"].to(dev, non_blocking=True)
+            x = to_float(batch["x"].to(dev, non_blocking=True))  # the trainer's path: uint8 -> float32 on the device
+            y = to_float(batch["y"].to(dev, non_blocking=True))
             fixed = (x, y) if a["source"] == "gpu" else None
         t_data = time.perf_counter() - t0
         ihat = f(x)
@@ -222,24 +248,31 @@ def _report(args: argparse.Namespace, work: Path, manifests: dict[str, Path], pr
     lines = [f"# Batch loading: files vs the image store (batch {args.batch}, {args.crop}² crops)", "",
              f"{platform.platform()}, {os.cpu_count()} CPUs; datasets made and cached in {prep_s:.0f} s. "
              "Median ms per batch (10th–90th percentile), after a warm-up pass.", "",
-             "| dataset | workers | files (ms/batch) | store (ms/batch) | speed-up | store first pass (ms/batch) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| dataset | workers | files (ms/batch) | store, uint8 batches (ms/batch) | speed-up | store, float32 batches (ms/batch) | store first pass (ms/batch) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name in args.datasets.split(","):
         m = str(manifests[name])
         for w in (int(v) for v in args.workers.split(",")):
             f = _run({**common, "manifest": m, "source": "files", "workers": w, "batches": args.file_batches, "warm": 0})
             s = _run({**common, "manifest": m, "source": "store", "workers": w, "batches": args.store_batches, "warm": 0})
+            s32 = _run({**common, "manifest": m, "source": "store-f32", "workers": w, "batches": args.store_batches // 2,
+                        "warm": 0})
             lines.append(f"| {name} | {w} | {_fmt(f['batch'])} | {_fmt(s['batch'])} | "
-                         f"{f['batch']['median'] / s['batch']['median']:.0f}× | {_fmt(s['warm'])} |")
-    lines += ["", "Memory, 2 workers, every image touched by both (PSS growth of the loader's processes):", "",
-              "| dataset | decoded size (MiB) | files+cache (MiB, copies) | store (MiB, copies) |", "| --- | --- | --- | --- |"]
+                         f"{f['batch']['median'] / s['batch']['median']:.0f}× | {_fmt(s32['batch'])} | {_fmt(s['warm'])} |")
+    lines += ["", "Memory, 2 workers, every image touched by both workers. PSS growth of the loader's processes "
+              "(main + workers; includes the workers' own interpreters and prefetched batches), and of the store's "
+              "mapped pages alone (RSS of those pages in each worker in brackets: both map every page, the kernel "
+              "holds it once):", "",
+              "| dataset | decoded size (MiB) | files+cache: PSS growth (MiB, copies) | store: PSS growth (MiB, copies) | "
+              "store pages: PSS (MiB, copies) [RSS per worker] |", "| --- | --- | --- | --- | --- |"]
     for name in args.datasets.split(","):
         m, size = str(manifests[name]), _decoded_mib(manifests[name])
-        row = []
-        for src in ("files+cache", "store"):
-            r = _run({**common, "manifest": m, "source": src, "workers": 2, "batches": 2, "warm": 0})
-            row.append(f"{r['pss_growth_mib']:.0f} ({r['pss_growth_mib'] / size:.2f})")
-        lines.append(f"| {name} | {size:.0f} | {row[0]} | {row[1]} |")
+        fc = _run({**common, "manifest": m, "source": "files+cache", "workers": 2, "batches": 2, "warm": 0})
+        st = _run({**common, "manifest": m, "source": "store", "workers": 2, "batches": 2, "warm": 0})
+        per = ", ".join(f"{v:.0f}" for v in st["store_rss_per_worker_mib"])
+        lines.append(f"| {name} | {size:.0f} | {fc['pss_growth_mib']:.0f} ({fc['pss_growth_mib'] / size:.2f}) | "
+                     f"{st['pss_growth_mib']:.0f} ({st['pss_growth_mib'] / size:.2f}) | "
+                     f"{st['store_pss_mib']:.0f} ({st['store_pss_mib'] / size:.2f}) [{per}] |")
     if args.train:
         lines += _train_report(args, common, manifests)
     return lines

@@ -43,6 +43,7 @@ class DataConfig:
     batch_size: int = 8  # global batch (split evenly across torchrun processes)
     augment: str = "store"  # dihedral views drawn per crop: "store" = those cached in the first --priors store (also in mode baseline, so every arm gets the same views; identity with a warning when no store is given) | none | flips | d4
     num_workers: int = 0  # DataLoader worker processes (0: load in the training process)
+    prefetch: int = 2  # batches each worker prepares ahead (DataLoader prefetch_factor; with num_workers > 0)
     cache_images: bool = False  # keep decoded training images in RAM (per worker): no PNG decoding per step (data.images=files)
     images: str = "auto"  # pixels from: store (the image store, every image must be in it) | files (decode per read) | auto (the store when it holds every image, else build it now when it fits half the free disk, else files; one line says which)
     image_store: str = ""  # the image store ("": $PTG_CACHE/images, where `ptg data cache` writes)
@@ -159,7 +160,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     choice("data.images", cfg.data.images, IMAGE_SOURCES)
     choice("run.best_metric", cfg.run.best_metric, ("psnr", "ssim"))
     positive = {"steps": cfg.steps, "data.crop": cfg.data.crop, "data.batch_size": cfg.data.batch_size,
-                "run.log_every": cfg.run.log_every, "run.max_nonfinite": cfg.run.max_nonfinite,
+                "run.log_every": cfg.run.log_every, "data.prefetch": cfg.data.prefetch, "run.max_nonfinite": cfg.run.max_nonfinite,
                 "run.checkpoint_every": cfg.run.checkpoint_every, "optim.restart_mult": cfg.optim.restart_mult}
     for name, v in positive.items():
         if v < 1:

@@ -41,6 +41,7 @@ from ptg.pipeline import imagestore
 from ptg.pipeline.imageio import image_size, read_image
 from ptg.pipeline.manifest import Sample
 from ptg.pipeline.priorcache import prior_vectors
+from ptg.pipeline.views import _DIHEDRAL  # the dihedral views as numpy views (apply_view copies them)
 from ptg.pipeline.views import VIEW_SETS, apply_view, tile_view_for
 
 from ..priors import PriorTransform, derangement  # noqa: F401  (derangement: re-exported for callers)
@@ -197,9 +198,27 @@ def _to_tensor(img: np.ndarray) -> torch.Tensor:
     if scale is None:
         return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32))  # HWC -> CHW
     out = np.empty((img.shape[2], img.shape[0], img.shape[1]), np.float32)
-    out[...] = img.transpose(2, 0, 1)  # exact: integers to float32
-    out /= np.float32(scale)  # read_image's own division: the same bits as decoding the file
+    # integers cast to float32 (exact), then read_image's own float32 division: the bits of decoding the file
+    np.divide(img.transpose(2, 0, 1), np.float32(scale), out=out, dtype=np.float32)
     return torch.from_numpy(out)
+
+
+_LUT8 = np.arange(256, dtype=np.float32) / np.float32(255)  # read_image's values of the 256 uint8 levels
+_LUT_ON: dict[torch.device, torch.Tensor] = {}
+
+
+def to_float(t: torch.Tensor) -> torch.Tensor:
+    """float32 of a batch: a uint8 batch (`TrainDataset` with ``raw``) through a lookup table of
+    `read_image`'s own values (so on any device the bits are those of decoding the file); a float
+    batch unchanged. Call it after the copy to the device: a uint8 batch is a quarter of the bytes."""
+    if t.dtype != torch.uint8:
+        return t
+    if t.device.type == "cpu":
+        return torch.from_numpy(_LUT8[t.numpy()])
+    lut = _LUT_ON.get(t.device)
+    if lut is None:
+        lut = _LUT_ON[t.device] = torch.from_numpy(_LUT8).to(t.device)
+    return lut[t.long()]
 
 
 class InputGuard:
@@ -261,6 +280,10 @@ class ImageSource:
     @property
     def kind(self) -> str:
         return "files" if self.store is None else "store"
+
+    def uint8_only(self, paths: Sequence[Path]) -> bool:
+        """Whether every one of `paths` is served as a stored uint8 block (so batches can stay uint8)."""
+        return self.store is not None and all(self.store.entry(self.guard._key[p]).dtype == "uint8" for p in paths)
 
     def array(self, path: Path, keyed: bool = False) -> np.ndarray:
         """The pixels of `path` (keyed: an input whose prior was looked up by its key)."""
@@ -335,9 +358,12 @@ class TrainDataset(Dataset):
     def __init__(self, samples: Sequence[Sample], tables: Sequence[PriorTable], cfg: DataConfig, prior_cfg: PriorConfig,
                  views: Sequence[str], seed: int, repeat: int = 1, need_target: bool = True,
                  transform: PriorTransform | None = None, guard: "InputGuard | None" = None,
-                 images: ImageSource | None = None):
+                 images: ImageSource | None = None, raw: bool = False):
         self.samples = list(samples)
         self.images = images if images is not None else ImageSource(keyed_guard=guard, cache=cfg.cache_images)
+        # raw: crops leave as uint8 CHW (a quarter of the bytes to copy, pin and move); `to_float` on
+        # the device gives the float32 bits. Only when every image is a stored uint8 block.
+        self.raw = raw and self.images.uint8_only([p for s in self.samples for p in (s.input, s.target) if p is not None])
         self.tables = list(tables)
         self.transform = transform if transform is not None or not tables else fit_transform(tables, prior_cfg, seed)
         self.crop = cfg.crop
@@ -376,19 +402,28 @@ class TrainDataset(Dataset):
         h, w = x.shape[:2]
         c = self.crop
         top, left, view, rng = self.draw(epoch, index, h, w)
-        x = apply_view(x[top : top + c, left : left + c], view)
+        x = self._view(x[top : top + c, left : left + c], view)
         if s.target is not None:
             y = self.images.array(s.target)
             if y.shape != (h, w, 3):
                 raise PtgError(f"sample {s.id!r}: target {s.target} is {y.shape[1]}x{y.shape[0]} but the input is {w}x{h}")
-            y = _to_tensor(apply_view(y[top : top + c, left : left + c], view))
+            y = self._tensor(self._view(y[top : top + c, left : left + c], view))
         elif self.need_target:
             raise PtgError(f"sample {s.id!r} (line {s.line}) has no target; supervised losses need one (or use loss.kind=zero-dce)")
         else:
             y = torch.zeros(0)
         priors = _prior_vectors(self.tables, row, view, (h, w, top, left, c, c), self.prior_cfg, self.shuffle, rng,
                                 self.transform)
-        return {"x": _to_tensor(x), "y": y, "priors": priors}
+        return {"x": self._tensor(x), "y": y, "priors": priors}
+
+    def _view(self, crop: np.ndarray, view: str) -> np.ndarray:
+        # raw: the crop and its flip stay views of the memory map until `_tensor`'s one copy
+        return _DIHEDRAL[view](crop) if self.raw and view in _DIHEDRAL else apply_view(crop, view)
+
+    def _tensor(self, crop: np.ndarray) -> torch.Tensor:
+        if self.raw:
+            return torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))  # uint8 CHW: the one copy
+        return _to_tensor(crop)
 
 
 class ValDataset(Dataset):

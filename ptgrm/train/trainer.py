@@ -41,7 +41,7 @@ from ..infer import Restorer
 from . import checkpoint as ckpt_mod
 from .config import TrainConfig, save_yaml, to_dict
 from .data import (InputGuard, TrainDataset, ValDataset, augment_views, check_missing, fit_transform, load_tables,
-                   open_images)
+                   open_images, to_float)
 from .logs import Logs, loss_trend, plot_curves
 from .losses import build_loss
 from .run_utils import (Dist, StopSignals, all_sum, check_resume_config, device_of, init_dist, is_legacy_run,
@@ -190,7 +190,7 @@ class _Run:
         images = open_images(cfg.data, train_samples + val_samples, guard, main=d.main)  # data.images: store or files
         self.train_ds = TrainDataset(train_samples, tables, cfg.data, cfg.priors, self.augment, cfg.seed, repeat,
                                      need_target=self.loss_fn.needs_target, transform=self.transform, guard=guard,
-                                     images=images)
+                                     images=images, raw=True)
         self.val_ds = (ValDataset(val_samples, val_tables, self.transform.order(len(val_samples)), cfg.data.val_crop, guard,
                                   images) if val_samples else None)
         self.steps_per_epoch = len(self.train_ds) // cfg.data.batch_size
@@ -251,13 +251,13 @@ class _Run:
         indices = list(sampler)[offset * self.per_rank:]
         return DataLoader(self.train_ds, batch_size=self.per_rank, sampler=[(self.epoch, i) for i in indices],
                           drop_last=True, num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda",
-                          worker_init_fn=worker_init)
+                          worker_init_fn=worker_init, prefetch_factor=cfg.data.prefetch if cfg.data.num_workers else None)
 
     def train_step(self, batch: dict[str, Any]) -> None:
         """One optimiser step (or a skipped one for a non-finite loss), EMA update, schedule."""
         cfg, s, dev, w = self.cfg, self.state, self.device, self.window
-        x = batch["x"].to(dev, non_blocking=True)
-        y = batch["y"].to(dev, non_blocking=True) if batch["y"].numel() else None
+        x = to_float(batch["x"].to(dev, non_blocking=True))  # uint8 from the image store: converted on the device
+        y = to_float(batch["y"].to(dev, non_blocking=True)) if batch["y"].numel() else None
         priors = [p.to(dev, non_blocking=True) for p in batch["priors"]]
         with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             ihat, ibar = self.ddp(x, priors)
