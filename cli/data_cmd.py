@@ -121,7 +121,7 @@ def cache(
     manifest: ManifestArg,
     root: RootOpt = None,
     store: ImageStoreOpt = None,
-    shard_mb: Annotated[int, typer.Option("--shard-mb", help="Target size of a shard file (MiB; a new store only).")] = 256,
+    shard_mb: Annotated[float, typer.Option("--shard-mb", help="Target size of a shard file (MiB; a new store only).")] = 256,
     force: Annotated[bool, typer.Option("--force", help="Write into an existing --store that is not an image store (nothing in it is deleted).")] = False,
 ) -> None:
     """Decode every image of a manifest (inputs and targets) into the image store, once.
@@ -133,12 +133,12 @@ def cache(
     from ptg.pipeline import imagestore
     from ptg.pipeline.manifest import load_manifest
 
-    if shard_mb < 1:
-        raise PtgError(f"--shard-mb {shard_mb} must be >= 1")
+    if not 0.01 <= shard_mb <= 65536:
+        raise PtgError(f"--shard-mb {shard_mb} must lie in 0.01..65536 (MiB)")
     paths = imagestore.manifest_paths(load_manifest(manifest, root).samples)
     out = store or imagestore.default_store()
     with progress_bar(len(paths), "image store", unit="img") as advance:
-        res = imagestore.cache_images(paths, out, shard_bytes=shard_mb << 20, on_progress=advance, force=force)
+        res = imagestore.cache_images(paths, out, shard_bytes=int(shard_mb * 2**20), on_progress=advance, force=force)
     info = imagestore.store_info(out)
     console.print(f"{out}: wrote {res.written} image(s) in {res.shards} shard(s) ({_human(res.bytes)}), kept "
                   f"{res.reused}; the store holds {info['images']} image(s), {_human(info['bytes'])}")
