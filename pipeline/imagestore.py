@@ -95,14 +95,15 @@ def _error(store: Path, shard: int, what: str) -> PtgError:
                     f"`ptg data info {store} --verify` lists them all.")
 
 
-def _check_item(store: Path, shard: int, item: Any) -> tuple[int, tuple[int, ...], str, str]:
+def _check_item(store: Path, shard: int, item: Any, size: Any) -> tuple[int, tuple[int, ...], str, str]:
     """One commit-record entry [offset, shape, dtype, sha256], checked so a file cannot ask for
-    an absurd mapping."""
+    an absurd mapping: a known dtype, bounded sides, and a block inside the shard's committed `size`."""
     try:
         offset, shape, dtype, digest = item
         shape = tuple(int(v) for v in shape)
         ok = (isinstance(offset, int) and offset >= 0 and offset % ALIGN == 0 and dtype in DTYPES and len(shape) == 3
-              and all(0 < v <= MAX_SIDE for v in shape[:2]) and shape[2] in (1, 3) and isinstance(digest, str))
+              and all(0 < v <= MAX_SIDE for v in shape[:2]) and shape[2] in (1, 3) and isinstance(digest, str)
+              and isinstance(size, int) and offset + _nbytes(shape, dtype) <= size)
     except (TypeError, ValueError):
         ok = False
     if not ok:
@@ -151,8 +152,11 @@ class ImageStore:
         self.commits = shardstore.read_commits(self.path)
         self._index: dict[str, Entry] = {}
         for shard, rec in self.commits.items():
-            for key, item in zip(rec["keys"], rec["items"]):
-                self._index[key] = Entry(shard, *_check_item(self.path, shard, item))
+            keys, items = rec.get("keys"), rec.get("items")
+            if not (isinstance(keys, list) and isinstance(items, list) and len(keys) == len(items)):
+                raise _error(self.path, shard, "has a malformed commit record (keys and items must be lists of one length)")
+            for key, item in zip(keys, items):
+                self._index[key] = Entry(shard, *_check_item(self.path, shard, item, rec.get("bytes")))
         self._maps: dict[int, np.memmap] = {}
         self._verified: set[str] = set()
 

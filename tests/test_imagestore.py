@@ -90,12 +90,13 @@ def test_a_truncated_or_missing_shard_is_a_named_error(photos, tmp_path):
         _all(s, photos)
 
 
-def test_a_commit_record_cannot_ask_for_an_absurd_mapping(photos, tmp_path):
+@pytest.mark.parametrize("field,value", [(1, [1 << 30, 1 << 30, 3]), (0, 1 << 40), (2, "object"), (1, [96, 96, 3, 1])])
+def test_a_commit_record_cannot_ask_for_an_absurd_mapping(photos, tmp_path, field, value):
     s = tmp_path / "st"
     imagestore.cache_images(photos[:1], s)
     rec_path = s / COMMITS / "shard-000000.json"
     rec = json.loads(rec_path.read_text())
-    rec["items"][0][1] = [1 << 30, 1 << 30, 3]
+    rec["items"][0][field] = value  # a huge image, a block past the file, a pickled dtype, a 4-D block
     rec_path.write_text(json.dumps(rec))
     with pytest.raises(PtgError, match="malformed commit record entry"):
         imagestore.ImageStore(s)
