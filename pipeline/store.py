@@ -54,6 +54,7 @@ import numpy as np
 
 from .errors import PtgError
 from .fsio import atomic_write_json, atomic_write_text, claim_out_dir, exclusive_lock, file_sha256
+from .store_checks import check_hdf5_dataset, check_zarr_commits, refuse_links
 from .store_integrity import (  # noqa: F401  (re-exported: the store's public API)
     ARRAY, COMMITS, QUARANTINE, SAVED_META, DamagedShardWarning, _commit_path, _digest, _is_legacy_store,
     _remove_leftovers, _shard_files, quick_health, read_commits, shard_error, shard_problem, shard_rows, usable_commits)
@@ -470,6 +471,7 @@ def open_priors(path: str | Path, expect_fingerprint: str | None = None, in_memo
 def _open_zarr(path: Path, in_memory: bool | None) -> PriorsReader:
     import zarr
 
+    refuse_links(path)  # a symlinked shard or commits/ would serve another file's bytes
     try:
         group = zarr.open_group(path, mode="r")
         meta = dict(group.attrs)
@@ -484,6 +486,7 @@ def _open_zarr(path: Path, in_memory: bool | None) -> PriorsReader:
                        f"{arr.shards[0]} rows, so every row address would be wrong. Repair: set \"rows_per_shard\": "
                        f"{arr.shards[0]} in {path / 'zarr.json'}, or run `ptg extract-priors` again with --out {path}.")
     commits = read_commits(path)
+    check_zarr_commits(path, arr, commits, rows)  # row counts and declared sizes, before any read
     keys: list[str] = []
     row_ids: list[np.ndarray] = []
     for shard, rec in sorted(commits.items()):
@@ -502,6 +505,7 @@ def _open_hdf5(path: Path) -> PriorsReader:
     try:
         with h5py.File(path, "r") as f:
             meta = json.loads(f.attrs["metadata"])
+            check_hdf5_dataset(f, "keys", path), check_hdf5_dataset(f, "priors", path)  # own bytes only, sizes bounded
             keys = [k.decode() for k in f["keys"][...]]
             data = f["priors"][...]  # exports are read whole: they are made for tools, not for 100 GB
     except (OSError, KeyError, ValueError) as exc:

@@ -19,6 +19,8 @@ import numpy as np
 
 from .errors import PtgError
 from .fsio import remove_stale_tmp
+from .limits import read_json
+from .store_checks import check_commit_record
 
 ARRAY = "priors"
 COMMITS = "commits"
@@ -45,7 +47,7 @@ def read_commits(store: Path) -> dict[int, dict[str, Any]]:
     if not d.is_dir():
         return out
     for p in d.glob("shard-*.json"):
-        rec = json.loads(p.read_text(encoding="utf-8"))  # written atomically: always whole
+        rec = check_commit_record(p, read_json(p, "commit record"))  # a shared store's records are input
         out[int(rec["shard"])] = rec
     return out
 
