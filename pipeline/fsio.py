@@ -162,6 +162,32 @@ def plain_member(folder: str | Path, name: object, what: str = "file") -> Path:
     return no_symlink(Path(folder) / name, what)
 
 
+def member_path(folder: str | Path, rel: object, what: str = "entry") -> Path:
+    """``folder/rel`` for a relative path recorded in an artifact (e.g. ``students/0``): every part a
+    plain name (`plain_member`), no part a symlink."""
+    if not isinstance(rel, str) or not rel:
+        return plain_member(folder, rel, what)
+    path = Path(folder)
+    for part in rel.split("/"):
+        path = plain_member(path, part, what)
+    return path
+
+
+def refuse_recorded_path(value: object, what: str, inside: str | Path | None = None) -> None:
+    """Refuse a local file path recorded in a shared file (a hub id or tag passes), unless it lies
+    inside the artifact ``inside``: ptg opens such a path only when the user names it."""
+    if not isinstance(value, str) or not value:
+        return
+    p = Path(value).expanduser()
+    local = p.is_absolute() or value.startswith((".", "~")) or p.exists()
+    if not local:
+        return
+    if inside is not None and p.resolve().is_relative_to(Path(inside).resolve()) and not p.is_symlink():
+        return
+    raise PtgError(f"{what} is the local path {value!r}; ptg does not open a path a shared file names. Pass --priors "
+                   "STORE (priors extracted elsewhere) or --prior-from a distilled student instead")
+
+
 def open_nofollow(path: str | Path, mode: str = "w", encoding: str | None = "utf-8", newline: str | None = None) -> IO:
     """``open(path, mode)`` for writing that refuses a symlink or a non-regular file at ``path``.
 

@@ -429,3 +429,66 @@ def test_huge_but_finite_sigma_is_refused_after_scaling():
     with pytest.raises(PtgError, match="'sigma' = 1e\\+300 scales \\(sigma/50\\)"):
         degradation_vector({"task": "denoise", "degradation": {"sigma": 1e300}})
     assert degradation_vector({"task": "denoise", "degradation": {"sigma": 50}}).max() == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# artifacts: exports, students, recorded encoder weights, network sizes
+
+
+@pytest.mark.parametrize("name", ["../victim.txt", "/etc/passwd", "students/../../x"])
+def test_export_weights_named_outside_the_folder_are_not_opened(tmp_path, victim, name):
+    from ptg.ptgrm.export import _read_tensors
+
+    export = tmp_path / "export"
+    export.mkdir()
+    digest = fsio.file_sha256(victim)  # the crafted config's hash is edited to match
+    with opened_files() as seen:
+        with pytest.raises(PtgError, match="not a plain file name"):
+            _read_tensors(export, {"file": name, "sha256": digest})
+    assert str(victim) not in seen and "/etc/passwd" not in seen
+
+
+def test_student_folder_with_symlinked_weights_is_refused(tmp_path, victim):
+    from ptg.ptgrm.distill import load_student
+
+    dist = tmp_path / "student"
+    dist.mkdir()
+    (dist / "student.json").write_text("{}")
+    (dist / "student.safetensors").symlink_to(victim)
+    with pytest.raises(PtgError, match="student.safetensors is a symbolic link"):
+        load_student(dist)
+
+
+def test_recorded_student_folders_must_lie_inside_the_export(tmp_path):
+    assert fsio.member_path(tmp_path, "students/0") == tmp_path / "students" / "0"
+    for rel in ("../other", "/abs/student", "students/../../x", 3):
+        with pytest.raises(PtgError, match="not a plain file name"):
+            fsio.member_path(tmp_path, rel, "student folder")
+
+
+def test_recorded_encoder_weights_path_is_not_opened(tmp_path, victim):
+    from ptg.ptgrm.infer import EncoderPriors
+
+    entries = [{"path": str(tmp_path / "s.zarr"), "dim": 8, "views": ["identity"],
+                "metadata": {"fingerprint": "f" * 64, "encoder": {"name": "imagenet", "spec": {
+                    "name": "imagenet", "pretrained": str(victim)}}}}]
+    with opened_files() as seen:
+        with pytest.raises(PtgError, match="local path .*victim.txt.*does not open a path a shared file names"):
+            EncoderPriors(entries)
+    assert str(victim) not in seen
+    fsio.refuse_recorded_path("openai/clip-vit-base-patch32", "a hub id")  # hub ids and tags pass
+    inside = tmp_path / "export" / "enc.safetensors"
+    inside.parent.mkdir()
+    inside.write_bytes(b"")
+    fsio.refuse_recorded_path(str(inside), "inside the artifact", inside=inside.parent)
+
+
+def test_network_from_recorded_args_is_sized_before_allocation():
+    import resource
+
+    from ptg.ptgrm.train.checkpoint import build_network
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(PtgError, match="parameters, over the limit of 500,000,000.*PTG_MAX_PARAMS="):
+        build_network("unet", {"width": 4000})  # ~1.1 G parameters = 4.4 GB if allocated
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing was allocated

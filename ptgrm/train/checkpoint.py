@@ -135,6 +135,7 @@ def build_network(name: str, args: dict[str, Any], state_dict: dict[str, Any] | 
     Raises:
         PtgError: an untrusted user-network name, an unknown name, weights that do not fit.
     """
+    from ptg.pipeline.limits import check_param_count
     from ptg.ptgrm.models import create_model
 
     if ":" in name and name not in trusted:
@@ -147,6 +148,7 @@ def build_network(name: str, args: dict[str, Any], state_dict: dict[str, Any] | 
         args["pretrained"] = False
     if args.get("weights"):
         args["weights"] = None  # never read another file named in a checkpoint
+    check_param_count(lambda: create_model(name, **args), f"the network {name!r} recorded with args {args}")  # before allocating
     net = create_model(name, **args)
     if state_dict is not None:
         try:
