@@ -81,10 +81,7 @@ def train(
         data["batch_size"] = batch_size
     if crop is not None:
         data["crop"] = crop
-    if allow_missing_priors:
-        data["allow_missing_priors"] = True
-    if allow_outside:
-        data["allow_outside"] = True
+    data.update({k: True for k, on in (("allow_missing_priors", allow_missing_priors), ("allow_outside", allow_outside)) if on})
     if data:
         overrides["data"] = data
     model: dict = {}

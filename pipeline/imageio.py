@@ -21,13 +21,14 @@ Policy (every stage goes through these functions, so it holds everywhere):
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import PtgError
-from .fsio import file_sha256  # noqa: F401  (re-exported: the key of an image's row in a priors store)
+from .fsio import atomic_write_bytes, file_sha256  # noqa: F401  (re-exported: the key of an image's row in a priors store)
 from .limits import check_pixels
 
 # tifffile flags: never open the other files an OME-TIFF or multi-file series names (they may lie
@@ -183,17 +184,29 @@ def write_image(path: str | Path, img: np.ndarray, bits: int = 8) -> Path:
         data = (np.clip(img, 0.0, 1.0) * 65535.0).round().astype(np.uint16)
     else:
         raise ValueError(f"bits must be 8 or 16, got {bits}")
+    buf = io.BytesIO()  # encoded in memory, then written atomically: a symlink planted at `path` is replaced, never followed
     if path.suffix.lower() in _TIFF:
         import tifffile
 
-        tifffile.imwrite(path, data)
+        tifffile.imwrite(buf, data)
     elif bits == 16:
         if data.ndim != 2:
             raise PtgError(f"16-bit RGB is written as TIFF only; use a .tif name instead of {path.name}")
-        Image.fromarray(data).save(path)
+        Image.fromarray(data).save(buf, format=_pil_format(path))
     else:
-        Image.fromarray(data).save(path)
-    return path
+        Image.fromarray(data).save(buf, format=_pil_format(path))
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _pil_format(path: Path) -> str:
+    """Pillow's format name for a file name (it cannot guess one when saving to a buffer)."""
+    from PIL import Image as _I
+
+    _I.init()
+    fmt = _I.EXTENSION.get(path.suffix.lower())
+    if fmt is None:
+        raise PtgError(f"cannot write {path.name}: unknown image suffix; use .png, .jpg or .tif")
+    return fmt
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

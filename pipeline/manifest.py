@@ -118,6 +118,24 @@ def _resolve(root: Path, value: Any, key: str, problems: list[Problem], line: in
     return None
 
 
+def _parse_row(text: str, line: int, problems: list[Problem]) -> dict[str, Any] | None:
+    """One JSONL line as an object, or None (blank, or a problem recorded)."""
+    if not text.strip():
+        return None
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as exc:
+        problems.append(Problem(line, None, f"not valid JSON: {exc.msg}"))
+        return None
+    except RecursionError:
+        problems.append(Problem(line, None, "a row nested too deeply to parse (a crafted file?)"))
+        return None
+    if not isinstance(row, dict):
+        problems.append(Problem(line, None, "a row must be a JSON object"))
+        return None
+    return row
+
+
 def check_manifest(
     path: str | Path, root: str | Path | None = None, check_files: bool = True, check_sizes: bool = True,
     decode: bool = False, outside: Outside = "refuse", on_row: Callable[[int], None] | None = None,
@@ -145,18 +163,8 @@ def check_manifest(
     seen: dict[str, int] = {}
     with open(path, encoding="utf-8") as f:
         for line_no, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                problems.append(Problem(line_no, None, f"not valid JSON: {exc.msg}"))
-                continue
-            except RecursionError:
-                problems.append(Problem(line_no, None, "a row nested too deeply to parse (a crafted file?)"))
-                continue
-            if not isinstance(row, dict):
-                problems.append(Problem(line_no, None, "a row must be a JSON object"))
+            row = _parse_row(text, line_no, problems)
+            if row is None:
                 continue
             sid = row.get("id")
             missing = [k for k in _REQUIRED if k not in row]

@@ -56,6 +56,28 @@ def check_commit_record(path: Path, rec: Any, rows_per_shard: int | None = None)
     return rec
 
 
+def check_store_metadata(where: Path, meta: Any, zarr_store: bool = True) -> dict[str, Any]:
+    """``meta`` if its fields have the types a writer gives them (before any is used), else a named error."""
+    def bad(key: str) -> PtgError:
+        shown = repr(meta.get(key)) if isinstance(meta, dict) else type(meta).__name__
+        return PtgError(f"the priors store {where}: metadata {key!r} = {shown:.60} has the wrong type or range; the "
+                        "store is damaged or crafted. Repair: run `ptg extract-priors` again, or `ptg priors export` again")
+
+    if not isinstance(meta, dict):
+        raise bad("(metadata)")
+    views = meta.get("views")
+    if not isinstance(views, list) or not views or len(views) > 64 or not all(isinstance(v, str) and v for v in views):
+        raise bad("views")
+    if not isinstance(meta.get("dim"), int) or isinstance(meta.get("dim"), bool) or not 0 < meta["dim"] <= 1 << 20:
+        raise bad("dim")
+    if meta.get("dtype", "float32") not in ("float16", "float32"):
+        raise bad("dtype")
+    rows = meta.get("rows_per_shard")
+    if zarr_store and (not isinstance(rows, int) or isinstance(rows, bool) or rows <= 0):
+        raise bad("rows_per_shard")
+    return meta
+
+
 def refuse_links(store: Path) -> None:
     """Refuse a zarr store holding a symlink anywhere (shard files, ``commits/``, ``priors/``)."""
     link = find_symlink(store)

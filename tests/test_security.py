@@ -492,3 +492,34 @@ def test_network_from_recorded_args_is_sized_before_allocation():
     with pytest.raises(PtgError, match="parameters, over the limit of 500,000,000.*PTG_MAX_PARAMS="):
         build_network("unet", {"width": 4000})  # 42 G parameters = 168 GB if allocated
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing was allocated
+
+
+def test_written_images_replace_a_planted_symlink_never_follow_it(tmp_path, victim):
+    from ptg.pipeline.imageio import write_image
+
+    out = tmp_path / "eval" / "images"
+    out.mkdir(parents=True)
+    for name in ("a.png", "b.jpg", "c.tif"):
+        (out / name).symlink_to(victim)
+        write_image(out / name, np.zeros((4, 4, 3), np.float32))
+        assert not (out / name).is_symlink() and read_image(out / name).shape == (4, 4, 3)
+    assert victim.read_text() == SECRET
+
+
+def test_report_out_is_claimed(tmp_path, victim):
+    from ptg.cli.app import main
+
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    (ev / "metrics.json").write_text(json.dumps({"kind": "ptg-eval", "info": {"name": "r"},
+                                                 "mean": {"baseline": {"psnr": 20.0, "ssim": 0.5}}, "n_scored": 1}))
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "todo.txt").write_text("mine")
+    assert main(["report", str(ev), "--out", str(mine)]) == 1  # a folder ptg did not make
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    (rep / "report.md").symlink_to(victim)
+    assert main(["report", str(ev), "--out", str(rep)]) == 1
+    assert victim.read_text() == SECRET and (mine / "todo.txt").read_text() == "mine"
+    assert main(["report", str(ev), "--out", str(tmp_path / "new")]) == 0
