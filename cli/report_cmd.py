@@ -12,12 +12,10 @@ def report_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.md and report.png.")] = Path("report"),
 ) -> None:
     """Write OUT/report.md (the paper's Table 1 layout: Original, + PTG-RM per prior, deltas) and OUT/report.png."""
-    from ptg.pipeline import fsio
     from ptg.ptgrm.report import write_report
 
     from .console import console
 
-    fsio.claim_out_dir(out, "report", legacy=lambda f: (f / "report.md").is_file())
     md, png = write_report(sources, out)
     console.print(md.read_text(encoding="utf-8"), highlight=False, markup=False)
     console.print(f"wrote {md} and {png}", highlight=False)

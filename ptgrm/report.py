@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ptg.pipeline.errors import PtgError
-from ptg.pipeline.fsio import atomic_write, atomic_write_text
+from ptg.pipeline.fsio import atomic_write, atomic_write_text, claim_out_dir
 from ptg.pipeline.imageio import to_uint8
 from ptg.pipeline.limits import read_json
 
@@ -322,10 +322,13 @@ def bar_chart(summaries: Sequence[EvalSummary], path: str | Path) -> Path:
 
 
 def write_report(sources: Sequence[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
-    """Merge several evaluations into ``out_dir/report.md`` (table) and ``out_dir/report.png``."""
+    """Merge several evaluations into ``out_dir/report.md`` (table) and ``out_dir/report.png``.
+
+    ``out_dir`` is claimed like every ``--out`` (`fsio.claim_out_dir`): a folder ptg did not make,
+    or one holding a symlink, is refused.
+    """
     summaries = [load_summary(p) for p in sources]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = claim_out_dir(out_dir, "report", legacy=lambda f: (f / "report.md").is_file())  # after the sources load
     png = bar_chart(summaries, out_dir / "report.png")
     lines = ["# PTG-RM comparison", "", comparison_table(summaries), "", "![PSNR and SSIM per run](report.png)", "",
              "| Run | Dataset | F | Prior | Images | Source |", "|---|---|---|---|---:|---|"]
