@@ -144,6 +144,24 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
     return obj
 
 
+def check_torch_zip(path: str | Path, what: str = "checkpoint") -> None:
+    """Refuse a torch zip file whose entries are compressed: ``torch.save`` stores them, so a
+    deflated entry is crafted (a few KB that inflate to gigabytes inside ``torch.load``)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return  # torch's legacy format (or not a zip): torch.load's own checks apply
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise PtgError(f"{what} {path} is a damaged zip file ({exc}); use a file written by `ptg train` or torch.save") from None
+    packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED or i.file_size != i.compress_size]
+    if packed:
+        raise PtgError(f"{what} {path} holds compressed entries ({packed[0]}, ...); torch.save never compresses, so the "
+                       "file was crafted or re-packed: use the original file written by `ptg train` or torch.save")
+
+
 def expect_type(value: Any, types: type | tuple[type, ...], key: str, where: str) -> Any:
     """``value`` if it is of ``types`` (bool is not a number), else a named error."""
     ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)))

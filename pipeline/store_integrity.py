@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import PtgError
-from .fsio import remove_stale_tmp
+from .fsio import no_symlink, remove_regular, remove_stale_tmp
 from .limits import read_json
 from .store_checks import check_commit_record
 
@@ -66,15 +66,16 @@ def _remove_leftovers(store: Path) -> list[Path]:
     """Temporary files of dead writers: ours (``.x.tmp-PID``) and zarr's (``*.partial``). Lock held."""
     removed = remove_stale_tmp(store) + remove_stale_tmp(store / COMMITS)
     # zarr's own temp files (``zarr.<uuid>.partial`` next to the file it replaces): with the lock held, all are dead
-    for p in [*store.glob("*.partial"), *((store / ARRAY).rglob("*.partial") if (store / ARRAY).is_dir() else ())]:
-        p.unlink(missing_ok=True)
-        removed.append(p)
+    arr_dir = no_symlink(store / ARRAY, "the store's array folder")  # never delete through a link
+    for p in [*store.glob("*.partial"), *(arr_dir.rglob("*.partial") if arr_dir.is_dir() else ())]:
+        if remove_regular(p):
+            removed.append(p)
     return removed
 
 
 def _shard_files(path: Path, shard: int) -> list[Path]:
     """The files holding one shard (zarr's sharding codec: one file per shard, ``c/<shard>/0/0``)."""
-    d = path / ARRAY / "c" / str(shard)
+    d = no_symlink(path / ARRAY / "c" / str(shard), "a shard folder")  # write_shard deletes what this lists
     return sorted(f for f in d.rglob("*") if f.is_file() and not f.name.endswith(".partial")) if d.is_dir() else []
 
 

@@ -523,3 +523,34 @@ def test_report_out_is_claimed(tmp_path, victim):
     assert main(["report", str(ev), "--out", str(rep)]) == 1
     assert victim.read_text() == SECRET and (mine / "todo.txt").read_text() == "mine"
     assert main(["report", str(ev), "--out", str(tmp_path / "new")]) == 0
+
+
+def test_checkpoint_with_a_deflated_entry_is_refused_before_torch_load(tmp_path):
+    import zipfile
+
+    import torch
+
+    from ptg.ptgrm.train.checkpoint import safe_load
+
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.zeros(1000)}, good)
+    bad = tmp_path / "bad.pt"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w", compression=zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():  # the same entries re-packed with deflate (a bomb inflates the same way)
+            dst.writestr(info.filename, src.read(info.filename))
+    with pytest.raises(PtgError, match="holds compressed entries"):
+        safe_load(bad)
+    assert safe_load(good)["w"].shape == (1000,)
+
+
+def test_self_referencing_checkpoint_is_a_named_error(tmp_path):
+    import torch
+
+    from ptg.ptgrm.train.checkpoint import safe_load
+
+    cfg: dict = {"model": {}}
+    cfg["model"]["again"] = cfg  # the unpickler's memo rebuilds the cycle
+    p = tmp_path / "cycle.pt"
+    torch.save({"format": "ptg-train/2", "config": cfg}, p)
+    with pytest.raises(PtgError, match="nested deeper than 64 levels"):
+        safe_load(p)

@@ -173,3 +173,21 @@ def test_hdf5_declaring_more_than_it_holds_is_refused_unread(tmp_path):
     with pytest.raises(PtgError, match="declares .* bytes of priors"):
         open_priors(h5)
     assert "h5py" in sys.modules
+
+
+def test_writer_never_deletes_through_a_link_planted_after_the_claim(tmp_path, victim_dir):
+    """Defence in depth: a link planted while a writer holds the lock is still not followed."""
+    from ptg.pipeline.store import _remove_leftovers, allocate_shards, write_shard
+
+    path, keys, values = _store(tmp_path, 20)
+    with writer_lock(path):
+        (sid,) = allocate_shards(path, 1)
+        (path / ARRAY / "c" / str(sid)).symlink_to(victim_dir)
+        with pytest.raises(PtgError, match="shard folder .* is a symbolic link"):
+            write_shard(path, sid, keys[:4], values[:4])
+        (path / ARRAY / "c" / str(sid)).unlink()
+        os.rename(path / ARRAY, tmp_path / "real-priors")
+        (path / ARRAY).symlink_to(victim_dir)
+        with pytest.raises(PtgError, match="array folder .* is a symbolic link"):
+            _remove_leftovers(path)
+    assert sorted(p.name for p in victim_dir.iterdir()) == ["victim.txt", "zarr.partial"]
