@@ -64,6 +64,23 @@ def check_pixels(path: str | Path, height: int, width: int, pages: int = 1) -> N
                        f"if the file is genuine, raise it with PTG_MAX_PIXELS={total}")
 
 
+def check_preprocess_size(where: str | Path, pp: Any) -> None:
+    """A recorded preprocessing (student, encoder) must resize to a side within the pixel limit.
+
+    Raises:
+        PtgError: not a mapping, a non-integer side, or a side whose square exceeds the limit.
+    """
+    if not isinstance(pp, dict):
+        raise PtgError(f"{where}: the recorded preprocessing must be an object, got {type(pp).__name__}; the file is damaged")
+    for key in ("size", "resize_short"):
+        side = pp.get(key)
+        if side is None and key == "resize_short":
+            continue
+        if not isinstance(side, int) or isinstance(side, bool) or side <= 0:
+            raise PtgError(f"{where}: preprocessing {key!r} = {side!r:.40} is not a positive integer; the file is damaged")
+        check_pixels(f"{where} (preprocessing {key})", side, side)
+
+
 def max_params() -> int:
     """The parameter limit of a network built from recorded arguments (``PTG_MAX_PARAMS``)."""
     return _env_int("PTG_MAX_PARAMS", DEFAULT_MAX_PARAMS)

@@ -210,7 +210,7 @@ def load_student(dist: str | Path, device: str | torch.device = "cpu") -> PriorS
     """
     from safetensors.torch import load_file
 
-    from ptg.pipeline.limits import check_param_count, read_json
+    from ptg.pipeline.limits import check_param_count, check_preprocess_size, read_json
 
     dist = Path(dist)
     meta_path, weights = (fsio.no_symlink(dist / n, "the student file") for n in ("student.json", "student.safetensors"))
@@ -225,6 +225,7 @@ def load_student(dist: str | Path, device: str | torch.device = "cpu") -> PriorS
     state = load_file(str(weights))
     normalizer = Normalizer(meta["normalize"], state.pop("norm.mean"), state.pop("norm.std"), float(meta["norm_scale"]))
     args = {**meta["student_args"], **({"pretrained": False} if meta["student"] == "efficientnet-lite0" else {})}
+    check_preprocess_size(meta_path, meta.get("preprocessing"))  # every image is resized to it: bound it first
     check_param_count(lambda: create_student(meta["student"], int(meta["dim"]), **args), f"the student in {dist}")
     net = create_student(meta["student"], int(meta["dim"]), **args)
     net.load_state_dict({k.removeprefix("net."): v for k, v in state.items()}, strict=True)

@@ -554,3 +554,11 @@ def test_self_referencing_checkpoint_is_a_named_error(tmp_path):
     torch.save({"format": "ptg-train/2", "config": cfg}, p)
     with pytest.raises(PtgError, match="nested deeper than 64 levels"):
         safe_load(p)
+
+
+def test_student_preprocessing_size_is_bounded_before_any_image_is_resized(tmp_path):
+    with pytest.raises(PtgError, match=r"preprocessing size\) declares 100000x100000 = 10,000,000,000 pixels"):
+        limits.check_preprocess_size("student.json", {"size": 100000, "resize_short": None})
+    with pytest.raises(PtgError, match="'resize_short' = '256' is not a positive integer"):
+        limits.check_preprocess_size("student.json", {"size": 224, "resize_short": "256"})
+    limits.check_preprocess_size("student.json", {"size": 224, "resize_short": 256})
