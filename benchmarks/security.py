@@ -7,14 +7,14 @@ refusing process used.
 
 Two parts:
 - resource cases: each crafted file (a 144 Mpx PNG of a few KB, a 2000-page TIFF, an NPY header
-  declaring 120 GB, a commit record with ``"n": 1e9``, a store declaring a dim of 2^27, an HDF5
+  declaring 120 GB, a checkpoint with a 2 GiB deflated entry, a commit record with ``"n": 1e9``, a store declaring a dim of 2^27, an HDF5
   file declaring 8 GB, a UNet recorded with width 4000, a JSON nested 10^5 deep, a YAML alias
   bomb) is opened in a fresh process with the default limits; its peak resident memory is its own
   ``VmHWM`` and must stay under 2 GB, its last line must be a one-line `PtgError`.
 - harm cases: the fast suite ``tests/test_security*.py`` (links written through, outside files
   opened, modules imported, damaged shards served), one row per test with its outcome.
 
-Writes benchmarks/results/security.json and security.md.
+Writes benchmarks/results/security.json and security.md (full runs only, not with --only).
 """
 from __future__ import annotations
 
@@ -78,6 +78,16 @@ CASES: dict[str, tuple[str, str, str]] = {
         "network recorded as unet with width 4000 (42 G parameters, 168 GB)",
         "pass",
         "from ptg.ptgrm.train.checkpoint import build_network; build_network('unet', {'width': 4000})"),
+    "checkpoint deflate 2 GiB": (
+        "checkpoint whose data.pkl entry is 2 GiB of deflated zeros",
+        "import zipfile\n"
+        "with zipfile.ZipFile(W / 'bomb.pt', 'w', compression=zipfile.ZIP_DEFLATED) as z:\n"
+        "    with z.open('bomb/data.pkl', 'w', force_zip64=True) as f:\n"
+        "        block = bytes(1 << 24)\n"
+        "        for _ in range(128):\n"
+        "            f.write(block)\n"
+        "    z.writestr('bomb/version', '3')",
+        "from ptg.ptgrm.train.checkpoint import safe_load; safe_load(W / 'bomb.pt')"),
     "json depth 1e5": (
         "metadata JSON nested 100000 levels",
         "(W / 'deep.json').write_text('[' * 100000 + ']' * 100000)",
@@ -205,7 +215,8 @@ def main() -> int:
             print(f"{r['case']:20s} rss {r['rss_mb']:7.1f} MB  {'blocked' if r['blocked'] else 'NOT BLOCKED'}  {r['message'][:100]}")
         harm = run_harm_suite(root, args.only)
         print(f"harm cases: {sum(r['outcome'] == 'blocked' for r in harm)}/{len(harm)} blocked")
-    write_results(resource, harm)
+    if not args.only:  # a partial run does not replace the recorded results
+        write_results(resource, harm)
     bad = [r for r in resource if not r["blocked"]] + [r for r in harm if r["outcome"] == "FAILED"]
     return 1 if bad else 0
 
