@@ -102,8 +102,6 @@ def export_run(source: str | Path, out: str | Path, prefer: str = "best", force:
 
 def load_export(folder: str | Path, device: str | torch.device = "cpu") -> Restorer:
     """A `Restorer` from an export folder (see the module docstring)."""
-    import json
-
     from ptg.pipeline.limits import read_json
 
     from .train.checkpoint import build_network
