@@ -54,7 +54,7 @@ import numpy as np
 
 from .errors import PtgError
 from .fsio import atomic_write_json, atomic_write_text, claim_out_dir, exclusive_lock, file_sha256
-from .store_checks import check_hdf5_dataset, check_store_metadata, check_zarr_commits, refuse_links
+from .store_checks import check_hdf5_priors, check_store_metadata, check_zarr_commits, refuse_links
 from .store_integrity import (  # noqa: F401  (re-exported: the store's public API)
     ARRAY, COMMITS, QUARANTINE, SAVED_META, DamagedShardWarning, _commit_path, _digest, _is_legacy_store,
     _remove_leftovers, _shard_files, quick_health, read_commits, shard_error, shard_problem, shard_rows, usable_commits)
@@ -505,7 +505,7 @@ def _open_hdf5(path: Path) -> PriorsReader:
     try:
         with h5py.File(path, "r") as f:
             meta = check_store_metadata(path, json.loads(f.attrs["metadata"]), zarr_store=False)
-            check_hdf5_dataset(f, "keys", path), check_hdf5_dataset(f, "priors", path)  # own bytes only, sizes bounded
+            check_hdf5_priors(f, path)  # own bytes only, sizes bounded, one key per row
             keys = [k.decode() for k in f["keys"][...]]
             data = f["priors"][...]  # exports are read whole: they are made for tools, not for 100 GB
     except (OSError, KeyError, ValueError) as exc:

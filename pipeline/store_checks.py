@@ -155,3 +155,11 @@ def check_hdf5_dataset(f: Any, name: str, path: Path) -> Any:
         raise PtgError(f"{path}: {name!r} is {how}; ptg reads an export only from its own bytes. {fix}")
     check_declared_bytes(path, int(ds.size) * ds.dtype.itemsize, path.stat().st_size, fix.capitalize() + ".")
     return ds
+
+
+def check_hdf5_priors(f: Any, path: Path) -> None:
+    """Both datasets of a priors export plain (`check_hdf5_dataset`), one ``keys`` row per ``priors`` row."""
+    keys, priors = check_hdf5_dataset(f, "keys", path), check_hdf5_dataset(f, "priors", path)
+    if keys.ndim != 1 or priors.ndim != 3 or keys.shape[0] != priors.shape[0]:
+        raise PtgError(f"{path}: 'keys' {keys.shape} and 'priors' {priors.shape} do not match (one key per [views, dim] "
+                       "row expected); make the export again with `ptg priors export`")

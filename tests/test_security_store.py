@@ -191,3 +191,15 @@ def test_writer_never_deletes_through_a_link_planted_after_the_claim(tmp_path, v
         with pytest.raises(PtgError, match="array folder .* is a symbolic link"):
             _remove_leftovers(path)
     assert sorted(p.name for p in victim_dir.iterdir()) == ["victim.txt", "zarr.partial"]
+
+
+def test_hdf5_with_fewer_priors_than_keys_is_a_named_error(tmp_path):
+    import h5py
+
+    h5, keys = _export(tmp_path)
+    with h5py.File(h5, "a") as f:
+        data = f["priors"][:5]
+        del f["priors"]
+        f["priors"] = data
+    with pytest.raises(PtgError, match=r"'keys' \(20,\) and 'priors' \(5, 2, 8\) do not match"):
+        open_priors(h5)
