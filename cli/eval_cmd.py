@@ -106,6 +106,7 @@ def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | 
                 out: Path | None, split: str, settings, tile: int | None, overlap: int, grids: int, save_images: bool,
                 dataset: str | None, name: str | None, device: str, console, max_memory: str = "auto",
                 prior_from: list[Path] | None = None, trusted: Sequence[str] = ()) -> None:
+    from ptg.pipeline import fsio
     from ptg.pipeline.manifest import load_manifest
     from ptg.ptgrm.evaluate import EvalOptions, evaluate
     from ptg.ptgrm.infer import Restorer, StorePriors, check_tiling, prior_source
@@ -123,10 +124,12 @@ def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | 
             raise PtgError(f"{meta['source']} records no manifest; pass --manifest M")
         manifest = Path(data_cfg["manifest"])
         root = root or (Path(data_cfg["root"]) if data_cfg.get("root") else None)
+    named_out = out is not None
     if out is None:
         if not is_run:
             raise PtgError("with --ckpt, give --out DIR for the evaluation's outputs")
         out = source / "eval"
+    fsio.claim_out_dir(out, "eval", named=named_out, legacy=lambda f: (f / "metrics.json").is_file())
     multiple = restorer.multiple
     check_tiling(tile, overlap, multiple)
     samples = load_manifest(manifest, root).split(split)

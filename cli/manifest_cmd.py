@@ -88,6 +88,10 @@ def build(
         report = pair_tree(root, default_split=split, test_fraction=test_fraction, seed=seed)
     for line in report.missing:
         err_console.print(f"[yellow]missing:[/] {escape(line)}", highlight=False)
+    if report.outside:
+        err_console.print(f"[yellow]{len(report.outside)} file(s) left out: a symlink leads outside --root[/]: "
+                          + escape(", ".join(report.outside[:20])) + (" ..." if len(report.outside) > 20 else ""),
+                          highlight=False)
     if report.unmatched:
         shown = report.unmatched[:20]
         err_console.print(f"[yellow]{len(report.unmatched)} file(s) without a partner[/]: " + escape(", ".join(shown))

@@ -10,6 +10,8 @@ ManifestArg = Annotated[Path, typer.Option("--manifest", "-m", help="Manifest (J
 RootOpt = Annotated[
     Optional[Path], typer.Option("--root", help="Folder the manifest's paths are relative to (default: its folder).")
 ]
+AllowOutside = Annotated[bool, typer.Option(
+    "--allow-outside", help="Accept manifest paths that lead outside the root (absolute, '..', or through a symlink).")]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; same seed, same result.")]
 DeviceOpt = Annotated[

@@ -30,6 +30,7 @@ def restore_command(
     (--prior-from, or those inside an export folder), or else are computed with the encoder
     recorded in the checkpoint (its weights must be available here).
     """
+    from ptg.pipeline import fsio
     from ptg.pipeline.imageio import is_image_file, read_image, write_image
     from ptg.ptgrm.infer import (Restorer, check_tiling, image_to_tensor, memory_budget, prior_source, priors_by_index,
                                  restore_image, tensor_to_image)
@@ -61,7 +62,7 @@ def restore_command(
     if source is not None:
         console.print(f"priors {how} ({restorer.transform.describe()})", highlight=False)
     prior_of = priors_by_index(restorer, source, files, read_image)
-    output.mkdir(parents=True, exist_ok=True)
+    fsio.claim_out_dir(output, "restored", flag="--output", legacy=lambda f: all(p.is_dir() or is_image_file(p) for p in f.iterdir()))
     with progress_bar(len(files), "restore", unit="img") as advance:
         for i, path in enumerate(files):
             img = read_image(path)

@@ -15,7 +15,7 @@ import typer
 
 from ptg.ptgrm.train.config import MODES, PRESETS, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 
-from .options import OutDir, RootOpt
+from .options import AllowOutside, OutDir, RootOpt
 
 
 # Defaults shown in --help are read from the config dataclasses, so help never drifts from the code
@@ -59,6 +59,7 @@ def train(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any config key: section.key=value (repeatable), e.g. --set run.threads=1.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Write into an existing --out folder that is not a ptg run.")] = False,
+    allow_outside: AllowOutside = False,
 ) -> None:
     """Train from cached priors; the foundation model is never loaded.
 
@@ -80,8 +81,7 @@ def train(
         data["batch_size"] = batch_size
     if crop is not None:
         data["crop"] = crop
-    if allow_missing_priors:
-        data["allow_missing_priors"] = True
+    data.update({k: True for k, on in (("allow_missing_priors", allow_missing_priors), ("allow_outside", allow_outside)) if on})
     if data:
         overrides["data"] = data
     model: dict = {}

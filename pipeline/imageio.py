@@ -14,16 +14,26 @@ Policy (every stage goes through these functions, so it holds everywhere):
   through its Orientation tag): every stage sees the photo upright, as a viewer shows it. Written
   files carry no orientation tag: their pixels are already upright, so a viewer shows the same.
 - Writing rounds to integers the way BasicSR's ``tensor2img`` does: clip to [0, 1], scale, round.
+- A file is input a teammate may have crafted: every decoder (Pillow formats, TIFF with all its
+  pages, NPY) checks the size its header declares against one pixel limit
+  (`limits.check_pixels`, ``PTG_MAX_PIXELS``) before it allocates, and TIFF files are read as
+  single files: OME/multi-file references to other files are never followed.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import PtgError
-from .fsio import file_sha256  # noqa: F401  (re-exported: the key of an image's row in a priors store)
+from .fsio import atomic_write_bytes, file_sha256  # noqa: F401  (re-exported: the key of an image's row in a priors store)
+from .limits import check_pixels
+
+# tifffile flags: never open the other files an OME-TIFF or multi-file series names (they may lie
+# outside the data root), read this file's own pages only.
+_TIFF_SINGLE = {"_multifile": False, "is_ome": False}
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".npy")
 _TIFF = (".tif", ".tiff")
@@ -57,7 +67,12 @@ def is_image_file(path: Path) -> bool:
 def _decode_tiff(path: Path) -> np.ndarray:
     import tifffile
 
-    with tifffile.TiffFile(path) as tf:
+    with tifffile.TiffFile(path, **_TIFF_SINGLE) as tf:
+        page = tf.pages[0]
+        h, w, spp = int(page.imagelength), int(page.imagewidth), max(1, int(page.samplesperpixel))
+        check_pixels(path, h, w)
+        elements = int(np.prod(tf.series[0].shape, dtype=np.int64))
+        check_pixels(path, h, w, pages=max(1, elements // max(1, h * w * spp)))  # every page it would stack
         arr = tf.asarray()
         orientation = _tiff_orientation(tf)
     if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
@@ -67,6 +82,7 @@ def _decode_tiff(path: Path) -> np.ndarray:
 
 def _decode_pil(path: Path) -> np.ndarray:
     with Image.open(path) as im:
+        check_pixels(path, im.height, im.width)  # before decoding: the header may lie about nothing else
         im.load()  # decode now, so a truncated file fails here and not later
         im = ImageOps.exif_transpose(im)  # upright, as viewers show it (module policy)
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -76,6 +92,22 @@ def _decode_pil(path: Path) -> np.ndarray:
         elif im.mode in ("CMYK", "YCbCr", "HSV", "LAB", "1"):
             im = im.convert("RGB" if im.mode != "1" else "L")
         return np.asarray(im)
+
+
+def _npy_shape(path: Path) -> tuple[int, ...]:
+    """The shape an ``.npy`` header declares, read without touching the array."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, _ = read(f)
+    return tuple(shape)
+
+
+def _check_npy_header(path: Path) -> None:
+    shape = _npy_shape(path)
+    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[-1] > 4):
+        raise PtgError(f"unsupported image shape {shape} in {path}: expected H×W or H×W×C with C <= 4")
+    check_pixels(path, int(shape[0]), int(shape[1]))
 
 
 def read_image(path: str | Path, channels: int | None = 3) -> np.ndarray:
@@ -94,9 +126,12 @@ def read_image(path: str | Path, channels: int | None = 3) -> np.ndarray:
     try:
         suffix = path.suffix.lower()
         if suffix == ".npy":  # SNR-Aware's SID release stores frames as arrays
+            _check_npy_header(path)
             arr = np.load(path, allow_pickle=False)
         else:
             arr = _decode_tiff(path) if suffix in _TIFF else _decode_pil(path)
+    except PtgError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise PtgError(f"cannot decode image {path}: {exc}. Is the file corrupt or truncated?") from exc
     except Exception as exc:  # tifffile raises its own types for broken files
@@ -149,17 +184,29 @@ def write_image(path: str | Path, img: np.ndarray, bits: int = 8) -> Path:
         data = (np.clip(img, 0.0, 1.0) * 65535.0).round().astype(np.uint16)
     else:
         raise ValueError(f"bits must be 8 or 16, got {bits}")
+    buf = io.BytesIO()  # encoded in memory, then written atomically: a symlink planted at `path` is replaced, never followed
     if path.suffix.lower() in _TIFF:
         import tifffile
 
-        tifffile.imwrite(path, data)
+        tifffile.imwrite(buf, data)
     elif bits == 16:
         if data.ndim != 2:
             raise PtgError(f"16-bit RGB is written as TIFF only; use a .tif name instead of {path.name}")
-        Image.fromarray(data).save(path)
+        Image.fromarray(data).save(buf, format=_pil_format(path))
     else:
-        Image.fromarray(data).save(path)
-    return path
+        Image.fromarray(data).save(buf, format=_pil_format(path))
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _pil_format(path: Path) -> str:
+    """Pillow's format name for a file name (it cannot guess one when saving to a buffer)."""
+    from PIL import Image as _I
+
+    _I.init()
+    fmt = _I.EXTENSION.get(path.suffix.lower())
+    if fmt is None:
+        raise PtgError(f"cannot write {path.name}: unknown image suffix; use .png, .jpg or .tif")
+    return fmt
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -167,12 +214,12 @@ def image_size(path: str | Path) -> tuple[int, int]:
     path = Path(path)
     try:
         if path.suffix.lower() == ".npy":
-            shape = np.load(path, mmap_mode="r").shape
+            shape = _npy_shape(path)
             return shape[0], shape[1]
         if path.suffix.lower() in _TIFF:
             import tifffile
 
-            with tifffile.TiffFile(path) as tf:
+            with tifffile.TiffFile(path, **_TIFF_SINGLE) as tf:
                 shape = tf.pages[0].shape
                 orientation = _tiff_orientation(tf)
             hw = (shape[1], shape[2]) if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4) else (shape[0], shape[1])

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
 from .errors import PtgError
+from .fsio import atomic_write_text
 from .imageio import image_size, read_image
+from .limits import MAX_ID_BYTES
 
 SPLITS = ("train", "val", "test")
 _REQUIRED = ("id", "input", "split")
@@ -36,6 +38,9 @@ def id_problem(sid: object) -> str | None:
         return f"id {sid!r} contains a path separator; ids name output files, use e.g. {id_from_parts(sid)!r}"
     if sid in (".", ".."):
         return f"id {sid!r} is '.' or '..'; give the row a name such as 'img001'"
+    if len(sid.encode("utf-8")) > MAX_ID_BYTES:
+        return (f"id {sid[:40]!r}... is {len(sid.encode('utf-8'))} bytes long; ids name output files, keep them under "
+                f"{MAX_ID_BYTES} bytes")
     bad = [c for c in sid if ord(c) < 32 or ord(c) == 127]
     if bad:
         return f"id {sid!r} contains control character(s) {''.join(bad)!r}; remove them"
@@ -113,9 +118,27 @@ def _resolve(root: Path, value: Any, key: str, problems: list[Problem], line: in
     return None
 
 
+def _parse_row(text: str, line: int, problems: list[Problem]) -> dict[str, Any] | None:
+    """One JSONL line as an object, or None (blank, or a problem recorded)."""
+    if not text.strip():
+        return None
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as exc:
+        problems.append(Problem(line, None, f"not valid JSON: {exc.msg}"))
+        return None
+    except RecursionError:
+        problems.append(Problem(line, None, "a row nested too deeply to parse (a crafted file?)"))
+        return None
+    if not isinstance(row, dict):
+        problems.append(Problem(line, None, "a row must be a JSON object"))
+        return None
+    return row
+
+
 def check_manifest(
     path: str | Path, root: str | Path | None = None, check_files: bool = True, check_sizes: bool = True,
-    decode: bool = False, outside: Outside = "absolute", on_row: Callable[[int], None] | None = None,
+    decode: bool = False, outside: Outside = "refuse", on_row: Callable[[int], None] | None = None,
 ) -> tuple[list[Sample], list[Problem]]:
     """Parse and validate a manifest; return the good samples and every problem found.
 
@@ -125,7 +148,8 @@ def check_manifest(
         check_files: the files must exist.
         check_sizes: input and target must have the same size (read from the headers).
         decode: decode every image in full (finds truncated or corrupt files a header read misses).
-        outside: where paths may lead (see `Outside`); "absolute" is the loaders' historical policy.
+        outside: where paths may lead (see `Outside`); by default nowhere outside the root, so a shared
+            manifest cannot make a command read (or hash into a store) any file the user can read.
         on_row: called with 1 after each row (progress).
     """
     path = Path(path)
@@ -139,15 +163,8 @@ def check_manifest(
     seen: dict[str, int] = {}
     with open(path, encoding="utf-8") as f:
         for line_no, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                problems.append(Problem(line_no, None, f"not valid JSON: {exc.msg}"))
-                continue
-            if not isinstance(row, dict):
-                problems.append(Problem(line_no, None, "a row must be a JSON object"))
+            row = _parse_row(text, line_no, problems)
+            if row is None:
                 continue
             sid = row.get("id")
             missing = [k for k in _REQUIRED if k not in row]
@@ -202,11 +219,13 @@ def _check_images(inp: Path, tgt: Path | None, decode: bool, check_sizes: bool, 
 
 def load_manifest(
     path: str | Path, root: str | Path | None = None, check_files: bool = True, check_sizes: bool = False,
-    outside: Outside = "absolute",
+    outside: Outside = "refuse",
 ) -> Manifest:
     """Load a manifest, raising `ManifestError` listing every bad row if any row is bad.
 
-    Every id is checked to be a safe file name (`id_problem`) before any stage writes by it.
+    Every id is checked to be a safe file name (`id_problem`) before any stage writes by it, and
+    every path to stay inside the root (the manifest's folder or ``root``) unless ``outside`` allows
+    it (the commands' ``--allow-outside``).
     """
     path = Path(path)
     samples, problems = check_manifest(path, root, check_files=check_files, check_sizes=check_sizes, outside=outside)
@@ -222,17 +241,16 @@ def write_manifest(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.parent.resolve()
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            row = dict(row)
-            for key in ("input", "target"):
-                v = row.get(key)
-                if v is not None:
-                    v = Path(v)
-                    if v.is_absolute() and v.resolve().is_relative_to(base):
-                        v = v.resolve().relative_to(base)
-                    row[key] = v.as_posix()
-            f.write(json.dumps(row, sort_keys=False) + "\n")
-    tmp.replace(path)  # atomic: a reader never sees half a manifest
-    return path
+    lines = []
+    for row in rows:
+        row = dict(row)
+        for key in ("input", "target"):
+            v = row.get(key)
+            if v is not None:
+                v = Path(v)
+                if v.is_absolute() and v.resolve().is_relative_to(base):
+                    v = v.resolve().relative_to(base)
+                row[key] = v.as_posix()
+        lines.append(json.dumps(row, sort_keys=False) + "\n")
+    # atomic and never through a link: the temporary file is created exclusively, then renamed
+    return atomic_write_text(path, "".join(lines))

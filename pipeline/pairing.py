@@ -38,6 +38,7 @@ class PairReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)  # files with no partner, relative to the root
     missing: list[str] = field(default_factory=list)  # expected folders/files absent, human sentences
+    outside: list[str] = field(default_factory=list)  # links leading out of the root, left out (relative to it)
     drawn: int = 0  # rows whose split was drawn by `assign_splits` (their path named none)
 
     def counts(self) -> dict[str, int]:
@@ -48,6 +49,19 @@ class PairReport:
 def _images(folder: Path, recursive: bool) -> list[Path]:
     it = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(p for p in it if p.is_file() and is_image_file(p))
+
+
+def _inside(paths: list[Path], root: Path, report: PairReport) -> list[Path]:
+    """The paths whose real file lies under ``root``; a symlink leading out is left out and reported
+    (a manifest built from a shared tree must not make later commands read the victim's files)."""
+    real_root = root.resolve()
+    keep = []
+    for p in paths:
+        if p.resolve().is_relative_to(real_root):
+            keep.append(p)
+        else:
+            report.outside.append(p.relative_to(root).as_posix())
+    return keep
 
 
 def _key(path: Path, base: Path, pattern: re.Pattern | None) -> str | None:
@@ -71,8 +85,8 @@ def pair_folders(
     pi = re.compile(input_key) if input_key else None
     pt = re.compile(target_key) if target_key else None
     keep = re.compile(folder_filter) if folder_filter else None
-    inputs = _images(inp, recursive)
-    targets = _images(tgt, recursive)
+    inputs = _inside(_images(inp, recursive), root, report)
+    targets = _inside(_images(tgt, recursive), root, report)
     if keep is not None:  # scene folders of one split (SID: scene ids starting with 1 are test)
         inputs = [i for i in inputs if keep.fullmatch(i.relative_to(inp).parts[0])]
         targets = [t for t in targets if keep.fullmatch(t.relative_to(tgt).parts[0])]

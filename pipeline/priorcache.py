@@ -17,7 +17,9 @@ Layout (one folder per store *state*)::
 
 ``state`` = a digest of the store's commit records (shard, rows, data SHA-256) and of its
 views/dim/dtype/fingerprint, so a store that gained (or re-wrote) shards gets a new copy and a
-stale copy is never read. Files are written with `ptg.pipeline.fsio.atomic_write`; ``ready.json``
+stale copy is never read. Every shard is checked against its commit digest as it is copied
+(`store_checks.verified_shard`): a deleted or damaged shard is the same named error as on the
+in-memory path, never rows of zeros. Files are written with `ptg.pipeline.fsio.atomic_write`; ``ready.json``
 last, so a half-built copy is never used (and is rebuilt under an flock).
 
 Usage (the trainer's ``data.priors_in_memory = auto | true | false``)::
@@ -41,6 +43,7 @@ import numpy as np
 
 from .errors import PtgError
 from .fsio import atomic_write, atomic_write_json, exclusive_lock
+from .store_checks import verified_shard
 
 CACHE_DIR = "rowcache"
 READY = "ready.json"
@@ -191,7 +194,7 @@ def _build(store: Path, folder: Path, state: str, meta: dict[str, Any], commits:
             _npy_header(f, (n, dim), dtype)
         for s in order:  # a whole shard per read: the store's cheapest access pattern
             k = int(commits[s]["n"])
-            block = np.ascontiguousarray(np.asarray(arr[s * per : s * per + k]), dtype=dtype)  # [k, V, D]
+            block = np.ascontiguousarray(verified_shard(store, arr, s, commits[s], per), dtype=dtype)  # [k, V, D]
             for vi, f in enumerate(handles):
                 f.write(np.ascontiguousarray(block[:, vi]).tobytes())
 

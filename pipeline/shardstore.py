@@ -33,6 +33,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
 from .errors import PtgError
 from .fsio import atomic_write, claim_out_dir, exclusive_lock, remove_stale_tmp
+from .limits import read_json
 
 COMMITS = "commits"
 QUARANTINE = "quarantine"  # in COMMITS: records of damaged shards
@@ -94,8 +95,12 @@ def read_commits(store: Path) -> dict[int, dict[str, Any]]:
     """Committed shards of a store: shard id -> record (keys, n, sha256, bytes, ...)."""
     out: dict[int, dict[str, Any]] = {}
     for p in list_files(Path(store) / COMMITS, "shard-*.json"):
-        rec = json.loads(read_text(p))  # written atomically: always whole
-        out[int(rec["shard"])] = rec
+        rec = read_json(p, "commit record")  # written atomically: always whole; bounded (a shared store is input)
+        shard = rec.get("shard") if isinstance(rec, dict) else None
+        if not isinstance(shard, int) or isinstance(shard, bool) or p.name != f"shard-{shard:06d}.json":
+            raise PtgError(f"the commit record {p} says shard {shard!r:.40}, but its file name says otherwise; the "
+                           "store is damaged or crafted: move the record aside and run the writer again to repair")
+        out[shard] = rec
     return out
 
 

@@ -59,6 +59,7 @@ import numpy as np
 from . import shardstore
 from .errors import PtgError
 from .fsio import atomic_write_json, file_sha256
+from .store_checks import check_hdf5_priors, check_store_metadata, check_zarr_commits, refuse_links
 from .store_integrity import (  # noqa: F401  (re-exported: the store's public API)
     ARRAY, COMMITS, QUARANTINE, SAVED_META, DamagedShardWarning, _commit_path, _digest, _is_legacy_store,
     _remove_leftovers, _shard_files, quick_health, read_commits, shard_error, shard_problem, shard_rows, usable_commits)
@@ -468,6 +469,7 @@ def open_priors(path: str | Path, expect_fingerprint: str | None = None, in_memo
 def _open_zarr(path: Path, in_memory: bool | None) -> PriorsReader:
     import zarr
 
+    refuse_links(path)  # a symlinked shard or commits/ would serve another file's bytes
     try:
         group = zarr.open_group(path, mode="r")
         meta = dict(group.attrs)
@@ -476,12 +478,13 @@ def _open_zarr(path: Path, in_memory: bool | None) -> PriorsReader:
         raise PtgError(f"cannot open the priors store {path}: {exc}") from exc
     if "fingerprint" not in meta or "views" not in meta:
         raise PtgError(f"{path} is a Zarr store but not a ptg priors store (no fingerprint/views metadata)")
-    rows = int(meta["rows_per_shard"])
+    rows = int(check_store_metadata(path, meta)["rows_per_shard"])
     if rows != arr.shards[0]:  # zarr.json edited: rows would be looked up in the wrong places
         raise PtgError(f"the priors store {path}: zarr.json says rows_per_shard {rows} but its array is sharded by "
                        f"{arr.shards[0]} rows, so every row address would be wrong. Repair: set \"rows_per_shard\": "
                        f"{arr.shards[0]} in {path / 'zarr.json'}, or run `ptg extract-priors` again with --out {path}.")
     commits = read_commits(path)
+    check_zarr_commits(path, arr, commits, rows)  # row counts and declared sizes, before any read
     keys: list[str] = []
     row_ids: list[np.ndarray] = []
     for shard, rec in sorted(commits.items()):
@@ -499,7 +502,8 @@ def _open_hdf5(path: Path) -> PriorsReader:
 
     try:
         with h5py.File(path, "r") as f:
-            meta = json.loads(f.attrs["metadata"])
+            meta = check_store_metadata(path, json.loads(f.attrs["metadata"]), zarr_store=False)
+            check_hdf5_priors(f, path)  # own bytes only, sizes bounded, one key per row
             keys = [k.decode() for k in f["keys"][...]]
             data = f["priors"][...]  # exports are read whole: they are made for tools, not for 100 GB
     except (OSError, KeyError, ValueError) as exc:

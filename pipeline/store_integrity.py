@@ -19,8 +19,10 @@ import numpy as np
 
 from . import shardstore
 from .errors import PtgError
-from .shardstore import COMMITS, QUARANTINE, DamagedShardWarning, read_commits  # noqa: F401  (re-exported)
+from .fsio import no_symlink
+from .shardstore import COMMITS, QUARANTINE, DamagedShardWarning  # noqa: F401  (re-exported)
 from .shardstore import commit_path as _commit_path  # noqa: F401  (re-exported)
+from .store_checks import check_commit_record
 
 ARRAY = "priors"
 SAVED_META = "settings.json"  # the creation metadata, to rebuild a lost zarr.json
@@ -28,6 +30,13 @@ SAVED_META = "settings.json"  # the creation metadata, to rebuild a lost zarr.js
 
 def _digest(values: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+
+
+def read_commits(store: Path) -> dict[int, dict[str, Any]]:
+    """Committed shards of a priors store: shard id -> record (keys, n, sha256), each checked (a shared
+    store's records are input)."""
+    return {shard: check_commit_record(shardstore.commit_path(store, shard), rec)
+            for shard, rec in shardstore.read_commits(store).items()}
 
 
 def _is_legacy_store(folder: Path) -> bool:
@@ -43,12 +52,13 @@ def _is_legacy_store(folder: Path) -> bool:
 def _remove_leftovers(store: Path) -> list[Path]:
     """Temporary files of dead writers: ours (``.x.tmp-PID``) and zarr's (``*.partial``). Lock held."""
     # zarr's own temp files (``zarr.<uuid>.partial`` next to the file it replaces): with the lock held, all are dead
-    return shardstore.remove_leftovers(store, partial_globs=[(store, "*.partial"), (store / ARRAY, "**/*.partial")])
+    arr_dir = no_symlink(store / ARRAY, "the store's array folder")  # never delete through a link
+    return shardstore.remove_leftovers(store, partial_globs=[(store, "*.partial"), (arr_dir, "**/*.partial")])
 
 
 def _shard_files(path: Path, shard: int) -> list[Path]:
     """The files holding one shard (zarr's sharding codec: one file per shard, ``c/<shard>/0/0``)."""
-    d = path / ARRAY / "c" / str(shard)
+    d = no_symlink(path / ARRAY / "c" / str(shard), "a shard folder")  # write_shard deletes what this lists
     return sorted(f for f in d.rglob("*") if f.is_file() and not f.name.endswith(".partial")) if d.is_dir() else []
 
 

@@ -210,19 +210,23 @@ def load_student(dist: str | Path, device: str | torch.device = "cpu") -> PriorS
     """
     from safetensors.torch import load_file
 
+    from ptg.pipeline.limits import check_param_count, check_preprocess_size, read_json
+
     dist = Path(dist)
-    meta_path, weights = dist / "student.json", dist / "student.safetensors"
+    meta_path, weights = (fsio.no_symlink(dist / n, "the student file") for n in ("student.json", "student.safetensors"))
     if not meta_path.is_file() or not weights.is_file():
         raise PtgError(f"{dist} is not a finished `ptg distill` output (student.json and student.safetensors); "
                        "run `ptg distill --out` to make one (an interrupted run continues when run again)")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("format") != FORMAT:
+    meta = read_json(meta_path, "student metadata")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise PtgError(f"{meta_path} is not a ptg student (format {FORMAT})")
     if fsio.file_sha256(weights) != meta.get("weights_sha256"):
         raise PtgError(f"{weights} does not match the digest in {meta_path}; the folder was modified, distil again")
     state = load_file(str(weights))
     normalizer = Normalizer(meta["normalize"], state.pop("norm.mean"), state.pop("norm.std"), float(meta["norm_scale"]))
     args = {**meta["student_args"], **({"pretrained": False} if meta["student"] == "efficientnet-lite0" else {})}
+    check_preprocess_size(meta_path, meta.get("preprocessing"))  # every image is resized to it: bound it first
+    check_param_count(lambda: create_student(meta["student"], int(meta["dim"]), **args), f"the student in {dist}")
     net = create_student(meta["student"], int(meta["dim"]), **args)
     net.load_state_dict({k.removeprefix("net."): v for k, v in state.items()}, strict=True)
     meta["dir"] = str(dist)

@@ -46,7 +46,7 @@ def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
 def _read_tensors(folder: Path, entry: dict[str, Any]) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    path = folder / entry["file"]
+    path = fsio.plain_member(folder, entry.get("file") if isinstance(entry, dict) else None, "the weights file of the export")
     if not path.is_file():
         raise PtgError(f"the export {folder} lacks {entry['file']}; export the run again")
     if fsio.file_sha256(path) != entry.get("sha256"):
@@ -102,13 +102,13 @@ def export_run(source: str | Path, out: str | Path, prefer: str = "best", force:
 
 def load_export(folder: str | Path, device: str | torch.device = "cpu") -> Restorer:
     """A `Restorer` from an export folder (see the module docstring)."""
-    import json
+    from ptg.pipeline.limits import read_json
 
     from .train.checkpoint import build_network
 
     folder = Path(folder)
     try:
-        cfg = json.loads((folder / EXPORT_CONFIG).read_text(encoding="utf-8"))
+        cfg = read_json(fsio.no_symlink(folder / EXPORT_CONFIG, "the export config"), "export config")
     except (OSError, ValueError) as exc:
         raise PtgError(f"cannot read {folder / EXPORT_CONFIG}: {exc}") from None
     if not isinstance(cfg, dict) or cfg.get("format") != EXPORT_FORMAT:
@@ -124,5 +124,5 @@ def load_export(folder: str | Path, device: str | torch.device = "cpu") -> Resto
             "config": src.get("config") or {}, "priors": list(cfg.get("priors") or []),
             "baseline": {k: cfg["baseline"][k] for k in ("name", "args", "kind")},
             "refiner": None if r is None else {k: cfg["refiner"][k] for k in ("name", "args")},
-            "exported_from": src.get("checkpoint"), "students": [str(folder / d) for d in cfg.get("students") or []]}
+            "exported_from": src.get("checkpoint"), "students": [str(fsio.member_path(folder, d, "student folder")) for d in cfg.get("students") or []]}
     return Restorer(f, r, transform, cfg["baseline"].get("kind", "restorer"), info=info).to(device).eval()

@@ -151,6 +151,7 @@ class EncoderPriors:
         from dataclasses import replace
 
         from ptg.pipeline.encoders import EncoderSpec, build_encoder
+        from ptg.pipeline.fsio import refuse_recorded_path
 
         self.encoders = []
         for e in _store_entries(entries):
@@ -160,6 +161,7 @@ class EncoderPriors:
             if not spec_d:
                 raise PtgError(f"the store {e['path']} records no encoder spec; pass --priors STORE to read priors instead")
             spec = replace(EncoderSpec(**spec_d), device=device)
+            refuse_recorded_path(spec.pretrained, f"the encoder weights recorded for the store {e['path']}")
             try:
                 enc = build_encoder(spec)
             except ImportError as exc:

@@ -4,6 +4,11 @@ multi-run table (in the layout of the paper's Table 1) with a bar chart.
 Grids are drawn with PIL; the bar chart with matplotlib's Agg backend (no display needed).
 Error maps show the per-pixel mean absolute error against the target on a fixed scale
 (`ERROR_VMAX`), so maps of F and F + R are directly comparable.
+
+Names in a report come from metrics files a teammate may share: they are escaped (`md_text` for
+Markdown, `plot_text` for matplotlib, whose ``$...$`` would otherwise be parsed as mathtext) and
+every number is type-checked on load, so a crafted file ends in a named error, not a traceback or
+a report with injected links or HTML.
 """
 from __future__ import annotations
 
@@ -16,8 +21,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from ptg.pipeline.errors import PtgError
-from ptg.pipeline.fsio import atomic_write, atomic_write_text
+from ptg.pipeline.fsio import atomic_write, atomic_write_text, claim_out_dir
 from ptg.pipeline.imageio import to_uint8
+from ptg.pipeline.limits import read_json
+
+MAX_LABEL = 120  # characters of a name shown in a report
+_MD_SPECIAL = set("\\`*_{}[]()<>#+!|~$")
 
 ERROR_VMAX = 0.2  # mean absolute error (on [0, 1]) shown at the top of the colour map
 _LABEL_H = 18  # pixels of the caption strip above each cell
@@ -163,6 +172,30 @@ class EvalSummary:
     source: Path | None = None  # the metrics file read
 
 
+def _plain(text: object) -> str:
+    """One line of at most `MAX_LABEL` printable characters."""
+    flat = "".join(c if c.isprintable() else " " for c in str(text))
+    return flat if len(flat) <= MAX_LABEL else flat[: MAX_LABEL - 3] + "..."
+
+
+def md_text(text: object) -> str:
+    """``text`` as literal Markdown table-cell text: no markup, links, HTML or cell breaks."""
+    return "".join("\\" + c if c in _MD_SPECIAL else c for c in _plain(text))
+
+
+def plot_text(text: object) -> str:
+    """``text`` as literal matplotlib label text (a ``$`` would start mathtext)."""
+    return _plain(text).replace("$", r"\$")
+
+
+def _metric_means(value: Any, key: str, src: Path) -> dict[str, float]:
+    """A ``mean`` entry: a mapping with finite-or-nan numbers for psnr and ssim."""
+    if not isinstance(value, dict) or not all(isinstance(value.get(m), (int, float)) and not isinstance(value.get(m), bool)
+                                              for m in ("psnr", "ssim")):
+        raise PtgError(f"{src}: mean.{key} must map psnr and ssim to numbers; the file is damaged or not from `ptg eval`")
+    return value
+
+
 def _find_metrics(path: Path) -> Path:
     if path.is_file():
         return path
@@ -178,14 +211,18 @@ def load_summary(path: str | Path) -> EvalSummary:
     """Read an eval folder, a run folder (``RUN/eval``), a metrics.json, or a `--pred` JSON."""
     path = Path(path)
     src = _find_metrics(path)
-    try:
-        data = json.loads(src.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PtgError(f"cannot read {src}: {exc}") from exc
+    data = read_json(src, "metrics file")
+    if not isinstance(data, dict):
+        raise PtgError(f"{src} is not a metrics file of `ptg eval` (not a JSON object)")
     if data.get("kind") == "ptg-eval":
-        info, mean = data.get("info", {}), data["mean"]
+        info, mean = data.get("info", {}), data.get("mean")
+        if not isinstance(info, dict) or not isinstance(mean, dict) or not isinstance(data.get("n_scored", 0), int):
+            raise PtgError(f"{src}: 'info' and 'mean' must be objects and 'n_scored' an integer; the file is damaged")
         if not mean.get("baseline"):
             raise PtgError(f"{src} has no scored images (no targets?); nothing to report")
+        _metric_means(mean["baseline"], "baseline", src)
+        if mean.get("ptgrm") is not None:
+            _metric_means(mean["ptgrm"], "ptgrm", src)
         return EvalSummary(
             label=str(info.get("name") or (src.parent.parent.name if src.parent.name == "eval" else src.parent.name)),
             dataset=str(info.get("dataset") or "?"),
@@ -194,11 +231,13 @@ def load_summary(path: str | Path) -> EvalSummary:
             base=mean["baseline"],
             refined=mean.get("ptgrm"),
             n=int(data.get("n_scored", 0)),
-            settings=data.get("settings", {}),
+            settings=data.get("settings") if isinstance(data.get("settings"), dict) else {},
             source=src,
         )
-    if isinstance(data.get("mean"), dict) and "psnr" in data["mean"] and "images" in data:  # `ptg eval --pred`
-        return EvalSummary(src.stem, "-", src.stem, "", data["mean"], None, len(data["images"]), data.get("settings", {}), src)
+    if isinstance(data.get("mean"), dict) and "psnr" in data["mean"] and isinstance(data.get("images"), (list, dict)):
+        settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}  # `ptg eval --pred`
+        return EvalSummary(src.stem, "-", src.stem, "", _metric_means(data["mean"], "mean", src), None,
+                           len(data["images"]), settings, src)
     raise PtgError(f"{src} is not a metrics file of `ptg eval`")
 
 
@@ -221,15 +260,16 @@ def comparison_table(summaries: Sequence[EvalSummary]) -> str:
 
     heads = ["Dataset", "Method", "Original PSNR", "SSIM"]
     for p in priors:
-        heads += [f"+ PTG-RM{'-' + p if p else ''} PSNR", "SSIM"]
+        heads += [f"+ PTG-RM{'-' + md_text(p) if p else ''} PSNR", "SSIM"]
     lines = ["| " + " | ".join(heads) + " |", "|---|---|" + "---:|" * (len(heads) - 2)]
     notes: list[str] = []
     for (dataset, base_name), runs in groups.items():
         alone = [s for s in runs if s.refined is None]
         first = alone[0] if alone else runs[0]
         if not alone:
-            notes.append(f"{dataset}/{base_name}: no F-only run; 'Original' is the F trained jointly in {first.label}")
-        row = [dataset, base_name, f"{first.base['psnr']:.2f}", f"{first.base['ssim']:.3f}"]
+            notes.append(f"{md_text(dataset)}/{md_text(base_name)}: no F-only run; 'Original' is the F trained jointly "
+                         f"in {md_text(first.label)}")
+        row = [md_text(dataset), md_text(base_name), f"{first.base['psnr']:.2f}", f"{first.base['ssim']:.3f}"]
         for p in priors:
             match = [s for s in runs if s.refined is not None and s.prior == p]
             if not match:
@@ -237,7 +277,8 @@ def comparison_table(summaries: Sequence[EvalSummary]) -> str:
                 continue
             s = match[0]
             if len(match) > 1:
-                notes.append(f"{dataset}/{base_name}/{p}: {len(match)} runs, the first ({s.label}) is shown")
+                notes.append(f"{md_text(dataset)}/{md_text(base_name)}/{md_text(p)}: {len(match)} runs, the first "
+                             f"({md_text(s.label)}) is shown")
             dp, ds = s.refined["psnr"] - first.base["psnr"], s.refined["ssim"] - first.base["ssim"]
             row += [f"{s.refined['psnr']:.2f}({dp:+.2f})", f"{s.refined['ssim']:.3f}({ds * 100:+.1f})"]
         lines.append("| " + " | ".join(row) + " |")
@@ -256,7 +297,7 @@ def bar_chart(summaries: Sequence[EvalSummary], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    names = [f"{s.label}\n{s.dataset}" for s in summaries]
+    names = [f"{plot_text(s.label)}\n{plot_text(s.dataset)}" for s in summaries]
     x = np.arange(len(summaries))
     fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.6 * len(summaries) + 3), 3.6))
     for ax, metric in zip(axes, ("psnr", "ssim")):
@@ -281,15 +322,19 @@ def bar_chart(summaries: Sequence[EvalSummary], path: str | Path) -> Path:
 
 
 def write_report(sources: Sequence[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
-    """Merge several evaluations into ``out_dir/report.md`` (table) and ``out_dir/report.png``."""
+    """Merge several evaluations into ``out_dir/report.md`` (table) and ``out_dir/report.png``.
+
+    ``out_dir`` is claimed like every ``--out`` (`fsio.claim_out_dir`): a folder ptg did not make,
+    or one holding a symlink, is refused.
+    """
     summaries = [load_summary(p) for p in sources]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = claim_out_dir(out_dir, "report", legacy=lambda f: (f / "report.md").is_file())  # after the sources load
     png = bar_chart(summaries, out_dir / "report.png")
     lines = ["# PTG-RM comparison", "", comparison_table(summaries), "", "![PSNR and SSIM per run](report.png)", "",
              "| Run | Dataset | F | Prior | Images | Source |", "|---|---|---|---|---:|---|"]
     for s in summaries:
-        lines.append(f"| {s.label} | {s.dataset} | {s.baseline} | {s.prior or '-'} | {s.n} | {s.source} |")
+        cells = (s.label, s.dataset, s.baseline, s.prior or "-", s.n, s.source)
+        lines.append("| " + " | ".join(md_text(c) for c in cells) + " |")
     md = out_dir / "report.md"
     atomic_write_text(md, "\n".join(lines) + "\n")
     return md, png

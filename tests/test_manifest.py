@@ -130,8 +130,10 @@ def test_paths_outside_the_root_absolute_dotdot_symlink(tmp_path):
     assert "is an absolute path outside the root" in msgs["abs"] and "--allow-outside" in msgs["abs"]
     assert "outside the root" in msgs["dotdot"] and "outside the root" in msgs["sym"]
     assert len(check_manifest(m, outside="allow")[0]) == 4
-    # the loaders keep their policy: absolute paths anywhere, relative ones inside the root
-    assert {p.id for p in check_manifest(m)[1]} == {"dotdot", "sym"}
+    # every loader refuses all three by default (issue 21: a shared manifest must not read the victim's files);
+    # "absolute" remains an explicit policy
+    assert {p.id for p in check_manifest(m)[1]} == {"abs", "dotdot", "sym"}
+    assert {p.id for p in check_manifest(m, outside="absolute")[1]} == {"dotdot", "sym"}
 
 
 def _truncated_jpeg(path):

@@ -84,6 +84,17 @@ def row_task(extra: Mapping[str, Any]) -> str | None:
     return task if isinstance(task, str) else None
 
 
+MAX_SCALED = 1000.0  # scaled fields are ~[0, 1]; far beyond is a typo or a crafted row (float16 tops out at 65504)
+
+
+def check_scaled(key: str, raw: float, scaled: float, doc: str) -> float:
+    """``scaled`` if it is a sane prior value; a finite raw value can still scale to inf in float16."""
+    if not math.isfinite(scaled) or abs(scaled) > MAX_SCALED:
+        raise PtgError(f"degradation field {key!r} = {raw!r} scales ({doc}) to {scaled:g}, outside +-{MAX_SCALED:g}; "
+                       "fix the manifest row (values are on the scales `ptg data synth` records)")
+    return scaled
+
+
 def degradation_vector(extra: Mapping[str, Any]) -> np.ndarray:
     """The prior [DIM] float32 of one manifest row's extra fields (``task``, ``degradation``).
 
@@ -112,7 +123,7 @@ def degradation_vector(extra: Mapping[str, Any]) -> np.ndarray:
         if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
             raise PtgError(f"degradation field {key!r} must be a finite number, got {raw!r}")
         raw = 2.0 * raw if key == "radius" else float(raw)  # defocus: diameter, comparable to a motion length
-        v[base + 2 * i] = f.scale(raw)
+        v[base + 2 * i] = check_scaled(key, raw, f.scale(raw), f.scale_doc)
         v[base + 2 * i + 1] = 1.0
     return v
 

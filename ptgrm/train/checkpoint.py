@@ -31,16 +31,21 @@ def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
         PtgError: missing file, or a file holding Python objects other than tensors and plain
             values (refused without running them: a shared file is never trusted with code).
     """
+    from ptg.pipeline.limits import check_torch_zip, check_tree
+
     path = Path(path)
     if not path.is_file():
         raise PtgError(f"{what} not found: {path}")
+    check_torch_zip(path, what)  # a deflated entry would inflate inside torch.load, before any check of ours
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for code, RuntimeError/EOFError for damage
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PtgError(f"refused to load {what} {path}: it is not a file of tensors and plain values that can be read "
                        f"safely (torch.load weights_only=True: {first}). Nothing in it was run; use a checkpoint "
                        "written by `ptg train`, an `ptg export` folder or a plain state dict") from None
+    check_tree(obj, f"{what} {path}")  # a self-referencing entry (the unpickler's memo allows one) would hang later
+    return obj
 
 
 def is_checkpoint(obj: Any) -> bool:
@@ -135,6 +140,7 @@ def build_network(name: str, args: dict[str, Any], state_dict: dict[str, Any] | 
     Raises:
         PtgError: an untrusted user-network name, an unknown name, weights that do not fit.
     """
+    from ptg.pipeline.limits import check_param_count
     from ptg.ptgrm.models import create_model
 
     if ":" in name and name not in trusted:
@@ -147,6 +153,7 @@ def build_network(name: str, args: dict[str, Any], state_dict: dict[str, Any] | 
         args["pretrained"] = False
     if args.get("weights"):
         args["weights"] = None  # never read another file named in a checkpoint
+    check_param_count(lambda: create_model(name, **args), f"the network {name!r} recorded with args {args}")  # before allocating
     net = create_model(name, **args)
     if state_dict is not None:
         try:

@@ -36,6 +36,7 @@ class DataConfig:
 
     manifest: str = ""  # JSONL manifest (required)
     root: str | None = None  # folder the manifest's paths are relative to (None: the manifest's folder)
+    allow_outside: bool = False  # manifest paths may lead outside the root (honoured only from the command line)
     priors: list[str] = field(default_factory=list)  # priors stores, one per prior g_i (needed unless mode=baseline)
     train_split: str = "train"  # manifest split trained on
     val_split: str = "auto"  # "auto": "val" rows if any, else "test"; "none": no validation
@@ -307,13 +308,19 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """The mapping stored in a YAML file (not yet checked against the dataclasses)."""
     import yaml
 
+    from ptg.pipeline.limits import check_file_size, check_tree
+
     path = Path(path)
     if not path.is_file():
         raise PtgError(f"config file not found: {path}")
+    check_file_size(path, "config file", limit=1 << 20)  # a config is a few KB; bound what a shared one costs
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise PtgError(f"config file {path} is not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise PtgError(f"config file {path} is nested too deeply to parse; is it crafted?") from None
+    check_tree(data, f"config file {path}", max_depth=32, max_nodes=100_000)  # alias bombs share nodes
     if not isinstance(data, dict):
         raise PtgError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
     return data
@@ -447,13 +454,18 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def _check_user_networks(saved: dict[str, Any], overrides: dict[str, Any], path: Path) -> None:
     """A user network (``package.module:Class``) is imported only when named on the command line,
-    never because a file in a run folder says so."""
-    model = saved.get("model") or {}
+    never because a file (a run's config.yaml, a ``--config`` file) says so; the same holds for
+    ``data.allow_outside``, which lets a manifest read files outside its root."""
+    model = saved.get("model") if isinstance(saved.get("model"), dict) else {}
     for key, flag in (("baseline", "--baseline"), ("refiner", "--refiner")):
         name = str(model.get(key) or "")
         if ":" in name and (overrides.get("model") or {}).get(key) != name:
             raise PtgError(f"{path} names the user network {name!r} as model.{key}; ptg imports user code only when "
-                           f"you name it yourself: add {flag} {name} to resume this run")
+                           f"you name it yourself: add {flag} {name} to the command line")
+    data = saved.get("data") if isinstance(saved.get("data"), dict) else {}
+    if data.get("allow_outside") and not (overrides.get("data") or {}).get("allow_outside"):
+        raise PtgError(f"{path} sets data.allow_outside (manifest paths outside the root); that is honoured only "
+                       "from the command line: add --allow-outside if you mean it, or remove the key")
 
 
 def preset(name: str) -> dict[str, Any]:
@@ -481,8 +493,9 @@ def resolve(
         saved = Path(overrides["out"]) / "config.yaml"
         if saved.is_file():
             config_file = saved
-            _check_user_networks(load_yaml(saved), overrides, saved)
     file_data = load_yaml(config_file) if config_file else {}
+    if config_file:  # the same rule for --config FILE as for a resumed run's config.yaml
+        _check_user_networks(file_data, merge(overrides, parse_set(sets or [])), Path(config_file))
     name = preset_name or file_data.get("preset")
     if name:
         data = preset(name)

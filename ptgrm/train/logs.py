@@ -7,6 +7,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ptg.pipeline.fsio import no_symlink, open_nofollow
+
 LOG_FIELDS = ("step", "epoch", "loss", "loss_f", "loss_r", "lr", "grad_norm", "skipped", "sec_per_step",
               "val_psnr", "val_ssim", "val_psnr_f", "val_ssim_f")
 
@@ -16,7 +18,7 @@ class Logs:
 
     def __init__(self, out: Path, start_step: int, enabled: bool):
         self.enabled = enabled
-        self.path = out / "log.csv"
+        self.path = no_symlink(out / "log.csv", "the run's log")  # a shared run must not redirect the log
         self.tb = None
         if not enabled:
             return
@@ -25,7 +27,7 @@ class Logs:
             # A killed run may have logged past its last checkpoint: keep only rows it will not redo.
             with open(self.path, newline="") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
-        with open(self.path, "w", newline="") as f:
+        with open_nofollow(self.path, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
             w.writeheader()
             w.writerows(rows)
@@ -39,7 +41,7 @@ class Logs:
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a", newline="") as f:
+        with open_nofollow(self.path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=LOG_FIELDS).writerow({k: row.get(k, "") for k in LOG_FIELDS})
         if self.tb is not None:
             for k, v in row.items():

@@ -19,7 +19,7 @@ def read_samples(cfg: TrainConfig) -> tuple[list[Any], list[Any], str]:
 
     if not cfg.data.manifest:
         raise PtgError("no manifest: pass --manifest M (or data.manifest in the config file)")
-    m = load_manifest(cfg.data.manifest, root=cfg.data.root)
+    m = load_manifest(cfg.data.manifest, root=cfg.data.root, outside="allow" if cfg.data.allow_outside else "refuse")
     train = m.split(cfg.data.train_split)
     if not train:
         raise PtgError(f"the manifest {m.path} has no rows in split {cfg.data.train_split!r}; set data.train_split")
