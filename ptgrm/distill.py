@@ -19,7 +19,7 @@ mean/std of the train rows, saved), ``l2`` (unit vectors) or ``none``. The netwo
 ``n(g)``, its head starting at the ridge read-out of its initial features (``head_init``); the loss is ``1 - cos(raw_pred, g) + MSE(pred, n(g))``. The cosine is taken in the
 store's raw space because that is what PTG-RM sees after its own L2 normalisation.
 
-What `load_student(DIST)(x)` returns: vectors in the store's raw space, rounded to the store's
+What `ptg.ptgrm.artifacts.load_student(DIST)(x)` returns: vectors in the store's raw space, rounded to the store's
 dtype, as `EncoderPriors` does. ``standardize`` and ``none`` invert exactly; ``l2`` loses the
 length, so its outputs are unit directions times the mean train-row norm (right for runs trained
 with ``priors.l2_normalize=true``, the default; the metadata says ``space``).
@@ -54,10 +54,10 @@ from ptg.pipeline.manifest import load_manifest
 from ptg.pipeline.store import open_priors, sample_keys
 from ptg.pipeline.views import apply_view
 
+from .artifacts.student import Normalizer, write_student
 from .distill_agreement import agreement, probe_report
 from .students import create_student, get_student_info, set_linear_head
 
-FORMAT = "ptg-student/1"
 KIND = "student"
 NORMALIZE = ("standardize", "l2", "none")
 HEAD_INIT = ("ridge", "random")
@@ -96,43 +96,6 @@ class DistillConfig:
         return d
 
 
-# ---------------------------------------------------------------------------------------------
-# Normalisation of targets
-
-
-@dataclass
-class Normalizer:
-    """Maps raw store vectors to the training space and back."""
-
-    kind: str  # standardize | l2 | none
-    mean: Tensor  # [D] train-row mean (zeros unless standardize)
-    std: Tensor  # [D] train-row std, floored (ones unless standardize)
-    norm: float  # mean L2 norm of the train rows (scales l2 outputs back)
-
-    @classmethod
-    def fit(cls, kind: str, rows: np.ndarray) -> "Normalizer":
-        t = torch.from_numpy(rows.reshape(-1, rows.shape[-1])).double()
-        mean, std = t.mean(0), t.std(0, unbiased=False)
-        std = std.clamp_min(max(1e-6, 1e-3 * float(std.mean())))  # constant dims must not explode
-        norm = float(t.norm(dim=1).mean())
-        if kind != "standardize":
-            mean, std = torch.zeros_like(mean), torch.ones_like(std)
-        return cls(kind, mean.float(), std.float(), norm)
-
-    def forward(self, g: Tensor) -> Tensor:
-        if self.kind == "l2":
-            return F.normalize(g, dim=-1)
-        return (g - self.mean.to(g.device)) / self.std.to(g.device)
-
-    def inverse(self, y: Tensor) -> Tensor:
-        if self.kind == "l2":
-            return F.normalize(y, dim=-1) * self.norm
-        return y * self.std.to(y.device) + self.mean.to(y.device)
-
-    def tensors(self) -> dict[str, Tensor]:
-        return {"norm.mean": self.mean.contiguous(), "norm.std": self.std.contiguous()}
-
-
 def _pinned_preprocess(store_meta: dict[str, Any], student: str, size: int | None) -> Preprocess:
     info = get_student_info(student)
     try:
@@ -144,116 +107,6 @@ def _pinned_preprocess(store_meta: dict[str, Any], student: str, size: int | Non
         short = None if pp.resize_short is None else round(pp.resize_short * size / pp.size)  # same framing
         pp = replace(pp, size=size, resize_short=short)
     return pp
-
-
-# ---------------------------------------------------------------------------------------------
-# The student at inference
-
-
-class PriorStudent:
-    """A distilled student: ``student(x)`` gives priors in the teacher store's space.
-
-    Attributes:
-        net: the student network (eval mode).
-        metadata: ``student.json`` (teacher encoder, fingerprint, dim, preprocessing, ...).
-        preprocess: the pinned transform applied to every image.
-        dim: prior dimension D.
-        fingerprint: the teacher's weights fingerprint the student imitates.
-    """
-
-    def __init__(self, net: torch.nn.Module, metadata: dict[str, Any], normalizer: Normalizer):
-        self.net = net.eval()
-        self.metadata = metadata
-        self.normalizer = normalizer
-        self.preprocess = Preprocess(**{**metadata["preprocessing"], "mean": tuple(metadata["preprocessing"]["mean"]),
-                                        "std": tuple(metadata["preprocessing"]["std"])})
-        self.dim = int(metadata["dim"])
-        self.fingerprint = str(metadata["teacher"]["fingerprint"])
-        self.dtype = getattr(torch, metadata["teacher"].get("dtype") or "float32")
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    def prepare(self, x: Tensor) -> Tensor:
-        """``[B, 3, H, W]`` in [0, 1] -> the pinned student input ``[B, 3, S, S]`` (the extractor's code)."""
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise PtgError(f"a student takes images [B, 3, H, W] in [0, 1], got {tuple(x.shape)}")
-        imgs = x.detach().float().cpu().permute(0, 2, 3, 1).numpy()
-        return torch.stack([apply_preprocess(im, self.preprocess) for im in imgs])
-
-    @torch.inference_mode()
-    def __call__(self, x: Tensor) -> Tensor:
-        """Raw priors ``[B, D]`` (float32, rounded to the store's dtype) of images ``[B, 3, H, W]`` in [0, 1]."""
-        y = self.net(self.prepare(x).to(self.device)).float()  # [B, D] in the training space
-        return self.normalizer.inverse(y).to(self.dtype).float().cpu()
-
-    def priors_for(self, path: Path | None, img: np.ndarray) -> list[Tensor]:
-        """The prior-source signature of `ptg.ptgrm.infer` (``(path, H×W×3 image) -> [[1, D]]``)."""
-        return [self(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None])]
-
-    def check_matches(self, entry: dict[str, Any]) -> None:
-        """Refuse to stand in for a store entry of a checkpoint (path, dim, metadata) of another teacher."""
-        fp = (entry.get("metadata") or {}).get("fingerprint")
-        if fp != self.fingerprint or int(entry.get("dim", -1)) != self.dim:
-            raise PtgError(f"the student in {self.metadata.get('dir')} imitates {self.metadata['teacher']['encoder']} priors "
-                           f"(weights {self.fingerprint[:16]}..., {self.dim}-d); the model was trained on priors of "
-                           f"weights {str(fp)[:16]}... ({entry.get('dim')}-d, {entry.get('path')}). Distil a student "
-                           "from that store with `ptg distill --priors STORE`")
-
-
-def load_student(dist: str | Path, device: str | torch.device = "cpu") -> PriorStudent:
-    """Load a finished `ptg distill` folder (safetensors + JSON only; nothing executes).
-
-    Raises:
-        PtgError: not a finished student folder, or files that do not match each other.
-    """
-    from safetensors.torch import load_file
-
-    dist = Path(dist)
-    meta_path, weights = dist / "student.json", dist / "student.safetensors"
-    if not meta_path.is_file() or not weights.is_file():
-        raise PtgError(f"{dist} is not a finished `ptg distill` output (student.json and student.safetensors); "
-                       "run `ptg distill --out` to make one (an interrupted run continues when run again)")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("format") != FORMAT:
-        raise PtgError(f"{meta_path} is not a ptg student (format {FORMAT})")
-    if fsio.file_sha256(weights) != meta.get("weights_sha256"):
-        raise PtgError(f"{weights} does not match the digest in {meta_path}; the folder was modified, distil again")
-    state = load_file(str(weights))
-    normalizer = Normalizer(meta["normalize"], state.pop("norm.mean"), state.pop("norm.std"), float(meta["norm_scale"]))
-    args = {**meta["student_args"], **({"pretrained": False} if meta["student"] == "efficientnet-lite0" else {})}
-    net = create_student(meta["student"], int(meta["dim"]), **args)
-    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items()}, strict=True)
-    meta["dir"] = str(dist)
-    return PriorStudent(net.to(device), meta, normalizer)
-
-
-def student_priors(dists: Sequence[str | Path], entries: Sequence[dict[str, Any]], device: str | torch.device = "cpu"):
-    """A prior source for a trained run from students, one per priors store the run was trained on.
-
-    Args:
-        dists: `ptg distill` folders, in the order of the run's stores (``--prior-from``, repeatable).
-        entries: the checkpoint's ``priors`` list (path, dim, metadata with the fingerprint).
-
-    Returns:
-        ``priors_for(path, img) -> [[1, D_i], ...]``, the signature of `ptg.ptgrm.infer`'s
-        `StorePriors` / `EncoderPriors`: raw store-space vectors, for the run's own prior handling.
-
-    Raises:
-        PtgError: a count that differs from the run's stores, or a student of another teacher.
-    """
-    if len(dists) != len(entries):
-        raise PtgError(f"the model takes {len(entries)} prior(s) (stores {', '.join(str(e.get('path')) for e in entries)}); "
-                       f"--prior-from gave {len(dists)} student folder(s). Give one per store, in the same order")
-    students = [load_student(d, device) for d in dists]
-    for st, e in zip(students, entries):
-        st.check_matches(e)
-
-    def priors_for(path: Path | None, img: np.ndarray) -> list[Tensor]:
-        return [st.priors_for(path, img)[0] for st in students]
-
-    return priors_for
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,7 +310,7 @@ def _train(cfg: DistillConfig, out: Path, on_progress, force: bool) -> dict[str,
     pred_tr = _predict(net, tr_images, len(train_s), norm, device, cfg.batch_size)
     agree = agreement(pred_te, teacher_te, norm, train_mean)
     probe = probe_report(train_s, test_s, teacher_tr[:, 0], teacher_te, pred_tr, pred_te)
-    meta = _write_student(out, cfg, net, norm, reader, pp, views, step, history, agree, probe, warns,
+    meta = write_student(out, cfg, net, norm, reader, pp, views, step, history, agree, probe, warns,
                           len(train_s), len(test_s), time.time() - started, device)
     state_path.unlink(missing_ok=True)
     return meta
@@ -495,32 +348,4 @@ def _train_step(net, opt, norm: Normalizer, x: Tensor, g: Tensor, step: int, lr:
     opt.step()
     return float(loss.detach())
 
-
-def _write_student(out: Path, cfg: DistillConfig, net, norm: Normalizer, reader, pp: Preprocess, views, step: int,
-                   history: list, agree: dict, probe: dict, warns: list, n_train: int, n_test: int, seconds: float,
-                   device) -> dict[str, Any]:
-    """student.safetensors, agreement.json and student.json (last: its presence marks a finished run)."""
-    from safetensors.torch import save as safetensors_bytes
-
-    state = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    state.update(norm.tensors())
-    fsio.atomic_write(out / "student.safetensors", lambda f: f.write(safetensors_bytes(state)))
-    enc = reader.metadata.get("encoder") or {}
-    meta = {
-        "format": FORMAT, "student": cfg.student, "student_args": cfg.student_args,
-        "params": sum(p.numel() for p in net.parameters()), "dim": reader.dim,
-        "teacher": {"encoder": enc.get("name"), "fingerprint": reader.fingerprint, "dtype": reader.metadata.get("dtype"),
-                    "random_init": reader.random_init, "views": list(views), "store": str(Path(cfg.priors).resolve()),
-                    "metadata": {k: enc.get(k) for k in ("name", "source", "pooling", "preprocessing", "details", "spec")}},
-        "preprocessing": pp.to_dict(), "normalize": cfg.normalize, "norm_scale": norm.norm,
-        "space": "raw store space" if cfg.normalize != "l2" else "unit direction x mean train norm (length not learnt)",
-        "steps": step, "seed": cfg.seed, "train_rows": n_train, "test_rows": n_test,
-        "agreement": agree, "probe": probe, "history": history, "warnings": warns,
-        "selection": "last step (nothing selected on the test split)", "seconds": round(seconds, 1),
-        "device": str(device), "config": cfg.identity(),
-        "weights_sha256": fsio.file_sha256(out / "student.safetensors"),
-    }
-    fsio.atomic_write_json(out / "agreement.json", {"agreement": agree, "probe": probe, "history": history})
-    fsio.atomic_write_json(out / "student.json", meta)  # last: its presence marks a finished run
-    return meta
 

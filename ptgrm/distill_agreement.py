@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from .distill import Normalizer
+    from .artifacts.student import Normalizer
 
 
 def agreement(pred: np.ndarray, teacher: np.ndarray, norm: Normalizer, train_mean: np.ndarray) -> dict[str, float]:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ptg.pipeline.imageio import read_image
-from ptg.ptgrm.distill import load_student
-from ptg.ptgrm.infer import Restorer, image_to_tensor, run_padded_tiled
+from ptg.ptgrm.artifacts import load, load_student
+from ptg.ptgrm.infer import image_to_tensor, run_padded_tiled
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 IDS = ("chelsea", "coffee")
@@ -24,7 +24,7 @@ def expected():
 
 @pytest.mark.parametrize("name", ["run", "export"])
 def test_an_old_run_and_export_restore_bit_identically(expected, name):
-    r = Restorer.load(LEGACY / name)
+    r, _ = load(LEGACY / name)
     for sid in IDS:
         x = image_to_tensor(read_image(LEGACY / "inputs" / f"{sid}.png"))
         prior = torch.from_numpy(np.load(LEGACY / "inputs" / f"{sid}.prior.npy"))

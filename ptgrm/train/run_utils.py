@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from ptg.pipeline.errors import PtgError
 
-from ..infer import Restorer
+from ..restorer import Restorer
 from .config import TrainConfig, from_dict, load_yaml, to_dict
 from .data import ValDataset
 
@@ -158,7 +158,7 @@ def validate(nets: Restorer, ds: ValDataset, d: Dist, device: torch.device, amp_
     """
     from ptg.pipeline.metrics import psnr, ssim
 
-    from ..infer import run_padded_tiled
+    from ..tiling import run_padded_tiled
 
     was = nets.training
     nets.eval()
