@@ -18,7 +18,8 @@ from pathlib import Path
 from ..errors import PtgError
 from . import hub
 from .preprocess import Preprocess
-from .registry import Encoder, EncoderSpec, cannot_fetch, random_fingerprint, register_encoder, sha256_file
+from .hub import cannot_fetch
+from .registry import Encoder, EncoderSpec, random_fingerprint, register_encoder, sha256_file
 
 DEFAULT_ARCH = "ViT-B-32"
 DEFAULT_TAG = "openai"  # the weights of the authors' released configuration
