@@ -111,7 +111,7 @@ def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | 
     from ptg.ptgrm.artifacts import load
     from ptg.ptgrm.evaluate import EvalOptions
     from ptg.ptgrm.infer import check_tiling
-    from ptg.ptgrm.train.run_utils import resolve_device
+    from ptg.ptgrm.runtime import resolve_device
 
     dev = str(resolve_device(device))
     restorer, run = load(source, device=dev, trusted=trusted)

@@ -33,7 +33,7 @@ def restore_command(
     from ptg.pipeline.imageio import is_image_file, write_image
     from ptg.ptgrm.artifacts import load
     from ptg.ptgrm.infer import check_tiling, memory_budget, prior_source, restore_files, tensor_to_image
-    from ptg.ptgrm.train.run_utils import resolve_device
+    from ptg.ptgrm.runtime import resolve_device
 
     from .console import console, progress_bar
 

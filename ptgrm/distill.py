@@ -33,13 +33,11 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -56,6 +54,7 @@ from ptg.pipeline.views import apply_view
 
 from .artifacts.student import Normalizer, write_student
 from .distill_agreement import agreement, probe_report
+from .runtime import StopSignals, resolve_device
 from .students import create_student, get_student_info, set_linear_head
 
 KIND = "student"
@@ -113,17 +112,6 @@ def _pinned_preprocess(store_meta: dict[str, Any], student: str, size: int | Non
 # Training
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PtgError(f"--device {name}: no CUDA device is visible here; use --device cpu or auto")
-    try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise PtgError(f"--device {name!r} is not a torch device; use auto, cpu or cuda[:i]") from exc
-
-
 class _Images:
     """Preprocessed student inputs of (sample, view) pairs, decoded once and cached while they fit."""
 
@@ -142,27 +130,6 @@ class _Images:
                     self.cache[(i, view)] = t
             out.append(t)
         return torch.stack(out)
-
-
-@contextmanager
-def _stop_signals() -> Iterator[list[int]]:
-    """Turn SIGINT/SIGTERM into a flag the loop checks, so state is saved before stopping."""
-    got: list[int] = []
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def handler(signum, frame):  # noqa: ARG001
-        got.append(signum)
-
-    try:
-        for s in old:
-            signal.signal(s, handler)
-    except ValueError:  # not the main thread: no handlers, a kill simply leaves state.pt behind
-        old = {}
-    try:
-        yield got
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def _predict(net, images: _Images, n: int, norm: Normalizer, device, batch: int) -> np.ndarray:
@@ -255,7 +222,7 @@ def distill(cfg: DistillConfig, on_progress: Callable[..., None] | None = None, 
 def _train(cfg: DistillConfig, out: Path, on_progress, force: bool) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     reader, warns, train_s, test_s, k_tr, k_te, views = _load_rows(cfg)
     teacher_tr = reader.get_all_views(k_tr)[:, [reader.views.index(v) for v in views]]  # [N, V, D]
     teacher_te = reader.get(k_te, "identity")  # [M, D]
@@ -265,11 +232,7 @@ def _train(cfg: DistillConfig, out: Path, on_progress, force: bool) -> dict[str,
     items = [(i, v) for i in range(len(train_s)) for v in views]
     targets = {(i, v): torch.from_numpy(teacher_tr[i, j]) for i in range(len(train_s)) for j, v in enumerate(views)}
 
-    torch.manual_seed(cfg.seed)
-    net = create_student(cfg.student, reader.dim, **cfg.student_args).to(device)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
-    gen = torch.Generator().manual_seed(cfg.seed)
+    net, opt, sched, gen = _build(cfg, reader.dim, device)
     state_path = out / "state.pt"
     step, history = _resume(state_path, cfg, force, net, opt, sched, gen)
     if step == 0 and cfg.head_init == "ridge":
@@ -288,12 +251,12 @@ def _train(cfg: DistillConfig, out: Path, on_progress, force: bool) -> dict[str,
         return agreement(pred, teacher_te, norm, train_mean)
 
     started = time.time()
-    with _stop_signals() as stop:
+    with StopSignals() as stop:  # the trainer's: the first signal stops after this step, a second at once
         while step < cfg.steps:
-            if stop:
+            if stop.signum:
                 save_state()
                 raise Interrupted(f"`ptg distill` stopped at step {step} of {cfg.steps}; state saved in {state_path}. "
-                                  "Run the same command again to continue.", stop[0])
+                                  "Run the same command again to continue.", stop.signum)
             batch = [items[i] for i in torch.randint(len(items), (cfg.batch_size,), generator=gen).tolist()]
             g = torch.stack([targets[b] for b in batch]).to(device)  # [B, D] raw teacher priors
             loss_value = _train_step(net, opt, norm, tr_images.batch(batch).to(device), g, step, cfg.lr)
@@ -314,6 +277,15 @@ def _train(cfg: DistillConfig, out: Path, on_progress, force: bool) -> dict[str,
                           len(train_s), len(test_s), time.time() - started, device)
     state_path.unlink(missing_ok=True)
     return meta
+
+
+def _build(cfg: DistillConfig, dim: int, device: torch.device):
+    """The student (seeded), AdamW with a cosine schedule to 0, and the batch sampler's generator."""
+    torch.manual_seed(cfg.seed)
+    net = create_student(cfg.student, dim, **cfg.student_args).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    return net, opt, sched, torch.Generator().manual_seed(cfg.seed)
 
 
 def _resume(state_path: Path, cfg: DistillConfig, force: bool, net, opt, sched, gen) -> tuple[int, list]:

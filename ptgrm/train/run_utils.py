@@ -4,7 +4,6 @@ from __future__ import annotations
 import inspect
 import os
 import signal
-import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,8 @@ import torch.distributed as dist
 from ptg.pipeline.errors import PtgError
 
 from ..restorer import Restorer
+from ..runtime import StopSignals as _StopSignals
+from ..runtime import resolve_device  # noqa: F401 (re-exported: the trainer's device rule is everyone's)
 from .config import TrainConfig, from_dict, load_yaml, to_dict
 from .data import ValDataset
 
@@ -47,20 +48,6 @@ def init_dist(cfg: TrainConfig) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def resolve_device(want: str, local_rank: int = 0) -> torch.device:
-    """``auto`` (CUDA if present, else CPU) | cpu | cuda | cuda:N, checked."""
-    name = want
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise PtgError(f"device {want!r} but no CUDA device is available; use cpu (or auto)")
-        if name == "cuda":
-            name = f"cuda:{local_rank}"
-        torch.cuda.set_device(torch.device(name))
-    return torch.device(name)
-
-
 def device_of(cfg: TrainConfig, d: Dist) -> torch.device:
     return resolve_device(cfg.run.device, d.local_rank)
 
@@ -85,32 +72,8 @@ def progress_caller(on_progress: Callable[..., None] | None) -> Callable[..., No
     return on_progress if takes_fields else (lambda n, **fields: on_progress(n))
 
 
-class StopSignals:
-    """Turn SIGINT/SIGTERM into a request to stop after the current step.
-
-    The first signal only records itself; the handler is then put back, so a second Ctrl-C
-    stops at once as usual. Installed only in the main thread (signals cannot be caught elsewhere).
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.signum = 0
-        self._old: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, old in self._old.items():
-            signal.signal(s, old)
+class StopSignals(_StopSignals):
+    """`ptg.ptgrm.runtime.StopSignals`, agreed over the ranks of a distributed run."""
 
     def agreed(self, d: Dist, device: torch.device) -> int:
         """The signal received (by any rank: all stop at the same step), or 0."""
