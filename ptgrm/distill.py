@@ -22,7 +22,7 @@ store's raw space because that is what PTG-RM sees after its own L2 normalisatio
 What `ptg.ptgrm.artifacts.load_student(DIST)(x)` returns: vectors in the store's raw space, rounded to the store's
 dtype, as `EncoderPriors` does. ``standardize`` and ``none`` invert exactly; ``l2`` loses the
 length, so its outputs are unit directions times the mean train-row norm (right for runs trained
-with ``priors.l2_normalize=true``, the default; the metadata says ``space``).
+with ``priors.normalize=l2``; the metadata says ``space``).
 
 Output folder (``fsio.claim_out_dir(DIST, "student")``): ``student.safetensors``,
 ``student.json`` (written last: its presence means a finished run), ``agreement.json`` and,
@@ -49,6 +49,7 @@ from ptg.pipeline.encoders.preprocess import Preprocess, apply_preprocess
 from ptg.pipeline.errors import Interrupted, PtgError
 from ptg.pipeline.imageio import read_image
 from ptg.pipeline.manifest import load_manifest
+from ptg.pipeline.normalize import DEFAULT_NORMALIZE, NORMALIZE
 from ptg.pipeline.store import open_priors, sample_keys
 from ptg.pipeline.views import apply_view
 
@@ -58,7 +59,6 @@ from .runtime import StopSignals, resolve_device
 from .students import create_student, get_student_info, set_linear_head
 
 KIND = "student"
-NORMALIZE = ("standardize", "l2", "none")
 HEAD_INIT = ("ridge", "random")
 RIDGE_ROWS = 2048  # at most this many (image, view) rows feed the ridge head initialisation
 DEFAULT_PP = Preprocess(size=224, resize="short_side_center_crop", resize_short=256, interpolation="bicubic")
@@ -79,7 +79,7 @@ class DistillConfig:
     batch_size: int = 16  # images per step
     lr: float = 1e-3  # AdamW learning rate, cosine-decayed to 0
     weight_decay: float = 1e-4  # AdamW weight decay
-    normalize: str = "standardize"  # training-target normalisation, one of NORMALIZE
+    normalize: str = DEFAULT_NORMALIZE  # training-target normalisation, one of NORMALIZE (ptg.pipeline.normalize)
     head_init: str = "ridge"  # ridge: head starts at the ridge read-out of the initial features; random: as built
     size: int | None = None  # side of the student's input; None = the teacher's pinned size
     val_every: int = 100  # validate on the test split (and save state.pt) every K steps

@@ -27,6 +27,7 @@ from torch import Tensor
 from ptg.pipeline import fsio
 from ptg.pipeline.encoders.preprocess import Preprocess, apply_preprocess
 from ptg.pipeline.errors import PtgError
+from ptg.pipeline.normalize import row_norms, standardize_stats
 
 from ..students import create_student
 from .info import PriorStoreInfo
@@ -43,18 +44,18 @@ class Normalizer:
 
     kind: str  # standardize | l2 | none
     mean: Tensor  # [D] train-row mean (zeros unless standardize)
-    std: Tensor  # [D] train-row std, floored (ones unless standardize)
+    std: Tensor  # [D] train-row std, floored as the trainer's (ones unless standardize)
     norm: float  # mean L2 norm of the train rows (scales l2 outputs back)
 
     @classmethod
     def fit(cls, kind: str, rows: np.ndarray) -> "Normalizer":
-        t = torch.from_numpy(rows.reshape(-1, rows.shape[-1])).double()
-        mean, std = t.mean(0), t.std(0, unbiased=False)
-        std = std.clamp_min(max(1e-6, 1e-3 * float(std.mean())))  # constant dims must not explode
-        norm = float(t.norm(dim=1).mean())
+        """Statistics of the training rows ``[N, (V,) D]`` (`ptg.pipeline.normalize`: the trainer's floor)."""
+        flat = np.asarray(rows, dtype=np.float64).reshape(-1, rows.shape[-1])
+        mean, std = standardize_stats(flat)
+        norm = float(row_norms(flat).mean())
         if kind != "standardize":
-            mean, std = torch.zeros_like(mean), torch.ones_like(std)
-        return cls(kind, mean.float(), std.float(), norm)
+            mean, std = np.zeros_like(mean), np.ones_like(std)
+        return cls(kind, torch.from_numpy(mean).float(), torch.from_numpy(std).float(), norm)
 
     def forward(self, g: Tensor) -> Tensor:
         if self.kind == "l2":
