@@ -397,7 +397,7 @@ def extract_priors(
         raise PtgError(f"--workers must be 0 (this process) or more, got {workers}")
     view_names, m, samples = writer_inputs(manifest, root, split, views, dtype)
     if loader_workers is None:
-        # On 2 cores a worker process competes with the encoder for the CPU (benchmarks/results/extract.md).
+        # On 2 cores a worker process competes with the encoder for the CPU (docs/RESULTS.md).
         cpus = os.cpu_count() or 1
         loader_workers = 0 if cpus <= 2 else min(4, cpus - 1)
     source, keys = _row_source(encoder, lambda: sample_keys(samples), batch_size=batch_size,

@@ -33,8 +33,8 @@ NORMALIZATIONS = NORMALIZE  # every normalisation the trainer knows, each probed
 MAX_LEVELS = 8  # a numeric field with at most this many distinct (repeated) values is also probed as levels
 ALPHAS = tuple(10.0 ** e for e in range(-4, 5))  # ridge penalties tried by cross-validation
 # Fewer test rows than this and a score is not reported: the R² or accuracy of a handful of rows
-# swings by more than the differences a probe is read for (the 6 low-light test rows of the study's
-# all-in-one task gave the real priors R² from -0.55 to +0.48 for exposure, gamma and noise fields).
+# swings by more than the differences a probe is read for (how much: docs/RESULTS.md, "Numbers
+# behind defaults in the code").
 MIN_TEST_ROWS = 10
 MIN_TRAIN_ROWS = 4
 

@@ -15,9 +15,8 @@ training applied:
 
 Why the constant is a real training prior and not their mean: standardised priors average to
 exactly zero, so "the mean" would be the zero control again, and a zero g leaves R's prior paths
-(T has no bias) nothing to learn constants from; in the study's first 1200-step run that zero
-"constant" fell 0.75 dB below the shuffled control on the all-in-one task (seed 0). A real prior
-has the others' scale (the one nearest the mean would be the shortest under standardize), and
+(T has no bias) nothing to learn constants from (what that cost in the study: docs/RESULTS.md,
+"Numbers behind defaults in the code"). A real prior has the others' scale (the one nearest the mean would be the shortest under standardize), and
 drawing it with the seed puts the choice of image into the seed spread.
 
 Prior dropout and noise are training-only regularisers and live in the training dataset.
