@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -227,15 +227,31 @@ def priors_by_index(restorer: Restorer, priors_for: Callable[[Path, Any], list[T
     return get
 
 
+def restore_each(restorer: Restorer, items: Iterable[tuple[Tensor, Sequence[Tensor] | None, str]], *,
+                 tile: int | None = None, overlap: int = 32, device: str | torch.device = "cpu",
+                 budget: int | None = None) -> Iterator[tuple[Tensor, Tensor | None, float]]:
+    """The one restore loop (`ptg eval`, `ptg restore` and training's validation): each
+    ``(x [1, 3, H, W], raw priors, name)`` through `restore_image`, in order.
+
+    Yields:
+        (F's output, R's output or None, seconds of the forward) per item.
+    """
+    for x, g, name in items:
+        t0 = time.perf_counter()
+        (f_out, r_out), _ = restore_image(restorer, x, g, tile=tile, overlap=overlap, device=device, budget=budget,
+                                          name=name)
+        yield f_out, r_out, time.perf_counter() - t0
+
+
 def restore_files(model: Restorer | Callable[[Tensor, Any], Any], paths: Sequence[Path],
                   priors_for: Callable[[Path, Any], list[Tensor]] | None, *, tile: int | None = None, overlap: int = 32,
                   device: str | torch.device = "cpu", max_memory: str | None = "auto", multiple: int = 1,
                   read: Callable[[Path], Any] | None = None) -> Iterator[tuple[Any, Tensor, Tensor | None, float]]:
-    """The restore loop of `ptg eval` and `ptg restore`: each file through F (and R), in order.
+    """`restore_each` over image files, with each file's priors.
 
     A `Restorer` gets its prior control over the whole set (`priors_by_index`) and automatic
-    tiling under ``max_memory`` (`restore_image`); any other ``model(x, priors) -> (F out, R out)``
-    is run padded to ``multiple`` with the file's own priors.
+    tiling under ``max_memory``; any other ``model(x, priors) -> (F out, R out)`` is wrapped as
+    an F with no R and no priors of its own (padded to ``multiple``), so it runs the same loop.
 
     Yields:
         (the degraded image H×W×3 float, F's output ``[1, 3, H, W]``, R's output or None, seconds).
@@ -244,18 +260,30 @@ def restore_files(model: Restorer | Callable[[Tensor, Any], Any], paths: Sequenc
 
     read = read or read_image
     if isinstance(model, Restorer):
-        prior_of = priors_by_index(model, priors_for, paths, read)
+        restorer, prior_of = model, priors_by_index(model, priors_for, paths, read)
         budget = memory_budget(max_memory, device) if tile is None and max_memory is not None else None
     else:
+        restorer = _CallableModel(model, multiple)
         prior_of = lambda i, img: priors_for(paths[i], img) if priors_for else None  # noqa: E731
-    for i, path in enumerate(paths):
-        img = read(path)
-        g = prior_of(i, img)
-        t0 = time.perf_counter()
-        if isinstance(model, Restorer):
-            outs, _ = restore_image(model, image_to_tensor(img), g, tile=tile, overlap=overlap, device=device,
-                                    budget=budget, name=str(path))
-        else:
-            outs = run_padded_tiled(lambda t: model(t, g), image_to_tensor(img), multiple, tile, overlap, device)
-        seconds = time.perf_counter() - t0
-        yield img, outs[0], outs[1] if len(outs) > 1 else None, seconds
+        budget = None
+    images: list[Any] = []
+
+    def items() -> Iterator[tuple[Tensor, Any, str]]:
+        for i, path in enumerate(paths):
+            img = read(path)
+            images.append(img)
+            yield image_to_tensor(img), prior_of(i, img), str(path)
+
+    for f_out, r_out, seconds in restore_each(restorer, items(), tile=tile, overlap=overlap, device=device,
+                                              budget=budget):
+        yield images.pop(), f_out, r_out, seconds
+
+
+class _CallableModel:
+    """A plain ``model(x, priors) -> (F out, R out | None)`` with the interface `restore_image` uses."""
+
+    def __init__(self, model: Callable[[Tensor, Any], Any], multiple: int):
+        self.model, self.multiple, self.bytes_per_pixel = model, multiple, None
+
+    def restore(self, x: Tensor, g: Any) -> Any:
+        return self.model(x, g)

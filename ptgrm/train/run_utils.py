@@ -116,27 +116,32 @@ def validate(nets: Restorer, ds: ValDataset, d: Dist, device: torch.device, amp_
              ) -> dict[str, float]:
     """Mean PSNR/SSIM (the same `ptg.pipeline.metrics` as `ptg eval`) of the final output and of F.
 
-    The forward is `Restorer.restore` on the raw priors, padded as `ptg eval` pads (to the
-    models' multiple, `run_padded_tiled`): the same numbers as `ptg eval` before its uint8 rounding.
+    The forward is the restore loop of `ptg eval` (`ptg.ptgrm.infer.restore_each`: `Restorer.restore`
+    on the raw priors, padded to the models' multiple): the same numbers as `ptg eval` before its
+    uint8 rounding.
     """
     from ptg.pipeline.metrics import psnr, ssim
 
-    from ..tiling import run_padded_tiled
+    from ..infer import restore_each
 
     was = nets.training
     nets.eval()
     sums = [0.0, 0.0, 0.0, 0.0, 0.0]  # psnr, ssim, psnr_f, ssim_f, count
-    for i in range(d.rank, len(ds), d.world):
-        item = ds[i]
-        raw = [p.unsqueeze(0) for p in item["priors"]] or None
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            ihat, out = run_padded_tiled(lambda t: nets.restore(t, raw), item["x"].unsqueeze(0), nets.multiple,
-                                         device=device)
-        y = item["y"].permute(1, 2, 0).numpy()
-        final = (out if out is not None else ihat)[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-        fimg = ihat[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-        sums = [sums[0] + psnr(final, y), sums[1] + ssim(final, y), sums[2] + psnr(fimg, y), sums[3] + ssim(fimg, y),
-                sums[4] + 1]
+    targets: list[torch.Tensor] = []  # the item being restored: one image in memory at a time
+
+    def inputs():
+        for i in range(d.rank, len(ds), d.world):
+            item = ds[i]
+            targets.append(item["y"])
+            yield item["x"].unsqueeze(0), [p.unsqueeze(0) for p in item["priors"]] or None, f"validation image {i}"
+
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        for ihat, out, _ in restore_each(nets, inputs(), device=device):
+            y = targets.pop().permute(1, 2, 0).numpy()
+            final = (out if out is not None else ihat)[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+            fimg = ihat[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+            sums = [sums[0] + psnr(final, y), sums[1] + ssim(final, y), sums[2] + psnr(fimg, y),
+                    sums[3] + ssim(fimg, y), sums[4] + 1]
     sums = all_sum(sums, d, device)
     nets.train(was)
     if sums[4] == 0:
