@@ -1,7 +1,8 @@
 """Inference of a trained model: where its priors come from (stores, the recorded encoder,
 distilled students), and `restore_image`, which tiles an image automatically when it would exceed
 the memory budget. The model itself comes from `ptg.ptgrm.artifacts.load` (a `Restorer` and its
-`RunInfo`); the restore loop over a set of images is `ptg.ptgrm.evaluate.restore_each`.
+`RunInfo`). `restore_each` is the one restore loop (`ptg eval`, `ptg restore`, training's
+validation); `restore_files` feeds it image files.
 
 Padding, tiling and the memory estimate live in `ptg.ptgrm.tiling` (re-exported here); its module
 docstring says where tiling changes results.
