@@ -39,7 +39,6 @@ from ..priors import PriorTransform, derangement  # noqa: F401  (derangement: re
 from .config import DataConfig, PriorConfig
 
 
-
 class PriorFallbackWarning(UserWarning):
     """A crop's view is not cached in a store; the identity view's prior stands in for it."""
 
