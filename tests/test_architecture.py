@@ -189,3 +189,13 @@ def test_no_function_over_60_lines(folder):
                 if n > MAX_LINES:
                     long.append(f"{f.relative_to(ROOT)}:{node.lineno} {node.name} ({n} lines)")
     assert long == []
+
+
+def test_every_package_is_installed():
+    """A sub-package missing from pyproject's ``packages`` imports from the source tree but not
+    from an installed ptg (a fresh clone through `.ci/run` would fail on it)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    found = {m for m, path in MODULES.items() if path.name == "__init__.py"}
+    assert found - listed == set()
