@@ -72,7 +72,8 @@ def _worker(arm: str, teacher: str, side: int, threads: int, repeats: int, dist:
             with torch.inference_mode():
                 return enc.forward(apply_preprocess(img, enc.preprocess)[None])
     else:
-        from ptg.ptgrm.distill import Normalizer, PriorStudent, _pinned_preprocess, load_student
+        from ptg.ptgrm.artifacts.student import Normalizer, PriorStudent, load_student
+        from ptg.ptgrm.distill import _pinned_preprocess
         from ptg.ptgrm.students import create_student
 
         if dist:

@@ -38,10 +38,11 @@ def restore_fr(run: Path, x: torch.Tensor, priors: list[torch.Tensor]) -> torch.
 
     The one place that knows the inference API (adapt it when `ptg.ptgrm.infer` changes).
     """
-    from ptg.ptgrm.infer import Restorer, run_padded_tiled
+    from ptg.ptgrm.artifacts import load
+    from ptg.ptgrm.infer import run_padded_tiled
 
     cache = restore_fr.__dict__.setdefault("restorers", {})
-    restorer = cache.get(run) or cache.setdefault(run, Restorer.load(run / "checkpoints" / "last.pt"))
+    restorer = cache.get(run) or cache.setdefault(run, load(run / "checkpoints" / "last.pt")[0])
     outs = run_padded_tiled(lambda t: restorer.restore(t, priors), x, restorer.multiple)
     return outs[1]
 
@@ -83,7 +84,7 @@ def evaluate(paths: dict, seeds: list[int]) -> dict:
     from ptg.pipeline.manifest import load_manifest
     from ptg.pipeline.metrics import psnr
     from ptg.pipeline.store import open_priors, sample_keys
-    from ptg.ptgrm.distill import load_student
+    from ptg.ptgrm.artifacts import load_student
     from ptg.ptgrm.infer import image_to_tensor, tensor_to_image
 
     manifest = load_manifest(paths["manifest"])

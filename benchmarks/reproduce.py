@@ -323,9 +323,9 @@ def prepare(work: Path, budget: Budget, tasks: list[str]) -> dict:
 
 def load_run_for_inference(run_dir: Path):
     """The one place this script loads a trained run: its last checkpoint (never one picked on test)."""
-    from ptg.ptgrm.infer import Restorer
+    from ptg.ptgrm.artifacts import load
 
-    return Restorer.load(run_dir / "checkpoints" / "last.pt")
+    return load(run_dir / "checkpoints" / "last.pt")[0]
 
 
 def train_args(work: Path, budget: Budget, task: str, arm: Arm, seed: int, out: Path, prep: dict) -> list[str]:

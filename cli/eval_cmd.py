@@ -90,12 +90,13 @@ def _score_pred(pred: Path, manifest: Path | None, root: Path | None, out: Path 
     console.print(f"{len(samples)} image(s): PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}{extra} -> {out}", highlight=False)
 
 
-def _prior_label(entries: list[dict[str, Any]]) -> str:
+def _prior_label(stores: Sequence[Any]) -> str:
+    """How the table names the priors: each store's encoder (and its architecture)."""
     names = []
-    for e in entries:
-        enc = (e.get("metadata") or {}).get("encoder") or {}
+    for e in stores:
+        enc = e.encoder
         arch = (enc.get("details") or {}).get("arch")
-        label = enc.get("name") or Path(str(e.get("path"))).stem
+        label = enc.get("name") or Path(e.path).stem
         if arch and str(arch).endswith(".json"):  # an open_clip model-config file: its name is enough
             arch = Path(str(arch)).stem
         names.append(label if not arch or enc.get("name") == "imagenet" else f"{label}:{arch}")
@@ -108,84 +109,92 @@ def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | 
                 prior_from: list[Path] | None = None, trusted: Sequence[str] = ()) -> None:
     from ptg.pipeline import fsio
     from ptg.pipeline.manifest import load_manifest
-    from ptg.ptgrm.evaluate import EvalOptions, evaluate
-    from ptg.ptgrm.infer import Restorer, StorePriors, check_tiling, prior_source
-    from ptg.ptgrm.train.run_utils import resolve_device
-
-    from .console import progress_bar
+    from ptg.ptgrm.artifacts import load
+    from ptg.ptgrm.evaluate import EvalOptions
+    from ptg.ptgrm.infer import check_tiling
+    from ptg.ptgrm.runtime import resolve_device
 
     dev = str(resolve_device(device))
-    restorer = Restorer.load(source, device=dev, trusted=trusted)
-    meta = restorer.info
-    console.print(f"scoring {meta['source']} (step {meta['step']}, {meta['weights']} weights)", highlight=False)
-    data_cfg = meta["config"].get("data", {})
+    restorer, run = load(source, device=dev, trusted=trusted)
+    console.print(f"scoring {run.source} (step {run.step}, {run.weights} weights)", highlight=False)
     if manifest is None:
-        if not data_cfg.get("manifest"):
-            raise PtgError(f"{meta['source']} records no manifest; pass --manifest M")
-        manifest = Path(data_cfg["manifest"])
-        root = root or (Path(data_cfg["root"]) if data_cfg.get("root") else None)
+        manifest, recorded_root = run.manifest
+        if manifest is None:
+            raise PtgError(f"{run.source} records no manifest; pass --manifest M")
+        root = root or recorded_root
     named_out = out is not None
     if out is None:
         if not is_run:
             raise PtgError("with --ckpt, give --out DIR for the evaluation's outputs")
         out = source / "eval"
     fsio.claim_out_dir(out, "eval", named=named_out, legacy=lambda f: (f / "metrics.json").is_file())
-    multiple = restorer.multiple
-    check_tiling(tile, overlap, multiple)
+    check_tiling(tile, overlap, restorer.multiple)
     samples = load_manifest(manifest, root).split(split)
     if not samples:
         raise PtgError(f"the manifest {manifest} has no {split!r} rows; choose another --split")
-    if not prior_from and not priors and meta.get("students"):
-        prior_from = [Path(p) for p in meta["students"]]  # an export that carries its students
-    teacher = StorePriors(meta["priors"], priors) if restorer.needs_priors and not prior_from else None
-    if prior_from and restorer.needs_priors:
-        student, how = prior_source(restorer, None, prior_from, dev)
-        console.print(f"priors {how}", highlight=False)
-        try:
-            teacher = StorePriors(meta["priors"], priors)
-        except PtgError as exc:
-            console.print(f"[yellow]no teacher comparison[/]: {exc}", highlight=False)
-    src = Path(meta["source"])
-    run_dir = src.parent.parent if src.parent.name == "checkpoints" else src
-    info = {
-        "name": name or run_dir.name,
-        # a manifest called manifest.jsonl is named by its folder (as `ptg data samples` writes it)
-        "dataset": dataset or (manifest.resolve().parent.name if manifest.stem == "manifest" else manifest.stem),
-        "baseline": meta["baseline"]["name"],
-        "refiner": meta["refiner"]["name"] if restorer.r is not None else None,
-        "prior": _prior_label(meta["priors"]) if restorer.uses_priors else None,
-        "prior_transform": restorer.transform.describe() if restorer.uses_priors else None,
-        "mode": meta["mode"],
-        "checkpoint": meta["source"],
-        "weights": meta["weights"],
-        "step": meta["step"],
-        "manifest": str(manifest),
-        "split": split,
-        "priors": [str(p) for p in priors] if priors else [str(e["path"]) for e in meta["priors"]],
-    }
+    info = _eval_info(restorer, run, name, dataset, manifest, split, priors)
     options = EvalOptions(tile=tile, overlap=overlap, save_images=save_images, grids=grids, device=dev, max_memory=max_memory)
-    if prior_from and restorer.needs_priors:
-        info["prior_from"] = [str(p) for p in prior_from]
-        with progress_bar(len(samples), f"eval {info['name']} (student priors)", unit="img") as advance:
-            result = evaluate(restorer, samples, out, settings=settings, options=options, priors_for=student,
-                              info=info, on_progress=advance)
-        if teacher is not None and result["mean"]["ptgrm"] is not None:
-            with progress_bar(len(samples), f"eval {info['name']} (teacher priors)", unit="img") as advance:
-                by_teacher = evaluate(restorer, samples, out / "teacher", settings=settings, options=options,
-                                      priors_for=teacher, info={**info, "prior_from": None}, on_progress=advance)
-            from ptg.pipeline.fsio import atomic_write_text
-
-            atomic_write_text(out / "teacher_vs_student.md", _teacher_vs_student(by_teacher, result))
-            console.print((out / "teacher_vs_student.md").read_text(encoding="utf-8"), highlight=False, markup=False)
-    else:
-        with progress_bar(len(samples), f"eval {info['name']}", unit="img") as advance:
-            result = evaluate(restorer, samples, out, settings=settings, options=options, priors_for=teacher,
-                              info=info, on_progress=advance)
+    result = _run_evals(restorer, run, samples, out, settings, options, info, priors, prior_from, dev, console)
     console.print((out / "table.md").read_text(encoding="utf-8"), highlight=False, markup=False)
     console.print(f"wrote {out}/metrics.json, per_image.csv, table.md"
                   + (", images/" if save_images else "") + (", grids/" if grids else "")
-                  + f" ({result['n_images']} image(s), {result['n_scored']} scored; checkpoint {meta['source']})",
+                  + f" ({result['n_images']} image(s), {result['n_scored']} scored; checkpoint {run.source})",
                   highlight=False)
+
+
+def _eval_info(restorer, run, name: str | None, dataset: str | None, manifest: Path, split: str,
+               priors: list[Path] | None) -> dict[str, Any]:
+    """The provenance metrics.json records (and `ptg report` reads)."""
+    return {
+        "name": name or run.run_dir.name,
+        # a manifest called manifest.jsonl is named by its folder (as `ptg data samples` writes it)
+        "dataset": dataset or (manifest.resolve().parent.name if manifest.stem == "manifest" else manifest.stem),
+        "baseline": run.baseline.name,
+        "refiner": run.refiner.name if restorer.r is not None else None,
+        "prior": _prior_label(run.priors) if restorer.uses_priors else None,
+        "prior_transform": restorer.transform.describe() if restorer.uses_priors else None,
+        "mode": run.mode,
+        "checkpoint": run.source,
+        "weights": run.weights,
+        "step": run.step,
+        "manifest": str(manifest),
+        "split": split,
+        "priors": [str(p) for p in priors] if priors else [e.path for e in run.priors],
+    }
+
+
+def _run_evals(restorer, run, samples, out: Path, settings, options, info: dict[str, Any], priors: list[Path] | None,
+               prior_from: list[Path] | None, dev: str, console) -> dict[str, Any]:
+    """F + R with the teacher's cached priors, or with students' priors and then (when the stores
+    are readable) the teacher's beside them in ``out/teacher``."""
+    from ptg.pipeline.fsio import atomic_write_text
+    from ptg.ptgrm.evaluate import evaluate
+    from ptg.ptgrm.infer import StorePriors, chosen_students, prior_source
+
+    from .console import progress_bar
+
+    def run_one(where: Path, source, run_info: dict[str, Any], what: str) -> dict[str, Any]:
+        with progress_bar(len(samples), f"eval {info['name']}{what}", unit="img") as advance:
+            return evaluate(restorer, samples, where, settings=settings, options=options, priors_for=source,
+                            info=run_info, on_progress=advance)
+
+    students = chosen_students(run, priors, prior_from) if restorer.needs_priors else []
+    if not students:
+        return run_one(out, StorePriors(run.priors, priors) if restorer.needs_priors else None, info, "")
+    student, how = prior_source(restorer, run, None, students, dev)
+    console.print(f"priors {how}", highlight=False)
+    try:
+        teacher = StorePriors(run.priors, priors)
+    except PtgError as exc:
+        teacher = None
+        console.print(f"[yellow]no teacher comparison[/]: {exc}", highlight=False)
+    info["prior_from"] = [str(p) for p in students]
+    result = run_one(out, student, info, " (student priors)")
+    if teacher is not None and result["mean"]["ptgrm"] is not None:
+        by_teacher = run_one(out / "teacher", teacher, {**info, "prior_from": None}, " (teacher priors)")
+        atomic_write_text(out / "teacher_vs_student.md", _teacher_vs_student(by_teacher, result))
+        console.print((out / "teacher_vs_student.md").read_text(encoding="utf-8"), highlight=False, markup=False)
+    return result
 
 
 def _teacher_vs_student(teacher: dict[str, Any], student: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""`ptg export`: a run's trained F and R as safetensors + config.json (see `ptg.ptgrm.export`)."""
+"""`ptg export`: a run's trained F and R as safetensors + config.json (see `ptg.ptgrm.artifacts.export`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,7 +16,7 @@ def export_command(
     student: Annotated[Optional[list[Path]], typer.Option("--student", help="A `ptg distill` folder per priors store (repeatable, in order): the export then restores without the foundation model.")] = None,
 ) -> None:
     """Write F and R as safetensors plus config.json: what `ptg eval --ckpt` and `ptg restore --ckpt` load."""
-    from ptg.ptgrm.export import export_run
+    from ptg.ptgrm.artifacts import export_run
 
     from .console import console
 

@@ -62,16 +62,11 @@ def extract_priors(
             if "advance" in state:
                 state["advance"](n)
 
-        if model == "degradation":  # from the manifest's recorded parameters: no encoder, no image decoded
-            from ptg.pipeline.encoders.degradation import extract_degradation_priors as run_degradation
-
-            summary = run_degradation(manifest, out=out, views=views, dtype=dtype, split=split, root=root,
-                                      rows_per_shard=rows_per_shard, on_progress=on_progress, on_plan=on_plan, force=force)
-        else:
-            summary = run(manifest, spec, out=out, views=views, dtype=dtype, batch_size=batch_size,
-                          loader_workers=loader_workers, workers=workers, dask_scheduler=dask_scheduler,
-                          skip_bad=skip_bad, split=split, root=root, rows_per_shard=rows_per_shard,
-                          on_progress=on_progress, on_plan=on_plan, force=force)
+        # --model degradation is the engine's recorded-degradation row source (no image decoded)
+        summary = run(manifest, spec, out=out, views=views, dtype=dtype, batch_size=batch_size,
+                      loader_workers=loader_workers, workers=workers, dask_scheduler=dask_scheduler,
+                      skip_bad=skip_bad, split=split, root=root, rows_per_shard=rows_per_shard,
+                      on_progress=on_progress, on_plan=on_plan, force=force)
     for s in summary.skipped:  # bad images are found while computing (--skip-bad)
         err_console.print(f"[yellow]skipped[/] line {s.line} (id {s.id!r}): {s.reason}", highlight=False)
     rate = f", {summary.computed / summary.seconds:.1f} img/s" if summary.computed and summary.seconds > 0 else ""

@@ -31,10 +31,10 @@ def restore_command(
     recorded in the checkpoint (its weights must be available here).
     """
     from ptg.pipeline import fsio
-    from ptg.pipeline.imageio import is_image_file, read_image, write_image
-    from ptg.ptgrm.infer import (Restorer, check_tiling, image_to_tensor, memory_budget, prior_source, priors_by_index,
-                                 restore_image, tensor_to_image)
-    from ptg.ptgrm.train.run_utils import resolve_device
+    from ptg.pipeline.imageio import is_image_file, write_image
+    from ptg.ptgrm.artifacts import load
+    from ptg.ptgrm.infer import check_tiling, memory_budget, prior_source, restore_files, tensor_to_image
+    from ptg.ptgrm.runtime import resolve_device
 
     from .console import console, progress_bar
 
@@ -54,21 +54,17 @@ def restore_command(
         raise PtgError("--output must differ from --input, so that no input is overwritten")
 
     dev = str(resolve_device(device))
-    restorer = Restorer.load(ckpt, device=dev, trusted=trust_network or ())
-    multiple = restorer.multiple
-    check_tiling(tile, overlap, multiple)
-    budget = memory_budget(max_memory, dev) if tile is None else None
-    source, how = prior_source(restorer, priors, prior_from, dev)
+    restorer, run = load(ckpt, device=dev, trusted=trust_network or ())
+    check_tiling(tile, overlap, restorer.multiple)
+    if tile is None:
+        memory_budget(max_memory, dev)  # a bad --max-memory is refused before any prior is computed
+    source, how = prior_source(restorer, run, priors, prior_from, dev)
     if source is not None:
         console.print(f"priors {how} ({restorer.transform.describe()})", highlight=False)
-    prior_of = priors_by_index(restorer, source, files, read_image)
     fsio.claim_out_dir(output, "restored", flag="--output", legacy=lambda f: all(p.is_dir() or is_image_file(p) for p in f.iterdir()))
+    outputs = restore_files(restorer, files, source, tile=tile, overlap=overlap, device=dev, max_memory=max_memory)
     with progress_bar(len(files), "restore", unit="img") as advance:
-        for i, path in enumerate(files):
-            img = read_image(path)
-            g = prior_of(i, img)
-            (f_out, r_out), _ = restore_image(restorer, image_to_tensor(img), g, tile=tile, overlap=overlap, device=dev,
-                                              budget=budget, name=str(path))
+        for path, (_, f_out, r_out, _) in zip(files, outputs):
             final = r_out if r_out is not None else f_out
             write_image(output / f"{path.stem}.png", tensor_to_image(final))
             if save_baseline and r_out is not None:

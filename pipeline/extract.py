@@ -1,5 +1,10 @@
 """The extraction engine behind `ptg extract-priors`: run a frozen encoder once over a manifest.
 
+One writer, several sources of rows (`RowSource`): a frozen image encoder (`EncoderRows`) or the
+manifest's recorded degradation parameters (`ptg.pipeline.encoders.degradation.DegradationRows`).
+Keys, the plan, the store's metadata, shard allocation, commits and the run record are the
+engine's, whatever computes the rows.
+
 Flow (one coordinator per store, holding its writer lock):
 
 1. Key every degraded image by the SHA-256 of its bytes (threads, while the encoder loads); keys
@@ -31,7 +36,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -210,13 +215,13 @@ def default_store_path(enc, views_spec: str, dtype: str) -> Path:
     return cache_root() / "priors" / f"{safe}.zarr"
 
 
-def _store_metadata(enc, views_spec: str, views: tuple[str, ...], dtype: str) -> dict[str, Any]:
+def _store_metadata(source: "RowSource", views_spec: str, views: tuple[str, ...], dtype: str) -> dict[str, Any]:
     return {
         "kind": "ptg-priors",
-        "encoder": enc.metadata(),
-        "fingerprint": enc.fingerprint,
-        "random_init": enc.random_init,
-        "dim": enc.dim,
+        "encoder": source.encoder_metadata(),
+        "fingerprint": source.fingerprint,
+        "random_init": source.random_init,
+        "dim": source.dim,
         "views_spec": views_spec,
         "views": list(views),
         "dtype": dtype,
@@ -224,6 +229,94 @@ def _store_metadata(enc, views_spec: str, views: tuple[str, ...], dtype: str) ->
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "libraries": _library_versions(),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Row sources: what computes the rows the one writer below stores
+
+Task = tuple[int, list[str], list[Path]]  # (shard id, its keys, their degraded image files)
+BadRows = list[tuple[int, int, str]]  # (task index, row in the task, why it cannot be used)
+
+
+class RowSource(Protocol):
+    """A source of prior rows: an image encoder (`EncoderRows`) or the manifest's recorded
+    degradation (`ptg.pipeline.encoders.degradation.DegradationRows`). The engine does the rest:
+    keys, the plan, the store's metadata, shards, commits and the run record."""
+
+    name: str  # the store's encoder name
+    dim: int  # length of one prior
+    fingerprint: str  # what makes two stores of this source comparable (weights, layout)
+    random_init: bool  # built without pre-trained weights (recorded loudly)
+
+    def encoder_metadata(self) -> dict[str, Any]:
+        """The store's ``encoder`` record."""
+
+    def default_store(self, views_spec: str, dtype: str) -> Path:
+        """Where the store goes when no ``out`` is given."""
+
+    def check(self, samples: Sequence[Sample], keys: Sequence[str], manifest: Path) -> None:
+        """Refuse the rows before anything is written (PtgError)."""
+
+    def compute(self, store: Path, tasks: list[Task], views: tuple[str, ...], skip_bad: bool,
+                on_progress: Callable[[int], None] | None) -> BadRows:
+        """Compute, write and commit every task's shard; report the rows that cannot be used."""
+
+
+@dataclass
+class EncoderRows:
+    """Rows computed from pixels by a frozen image encoder, in this process or on dask."""
+
+    enc: Any  # the built `Encoder`
+    batch_size: int = 16  # images per batch and per forward pass
+    loader_workers: int = 0  # DataLoader processes decoding images; 0 = one background thread
+    workers: int = 0  # local dask cluster of N processes (0: this process)
+    dask_scheduler: str | None = None  # address of an existing dask scheduler
+    image_loader: ImageLoader | None = None  # path -> float image (benchmarks pass pre-decoded ones)
+
+    def __post_init__(self) -> None:
+        self.name, self.dim = self.enc.name, self.enc.dim
+        self.fingerprint, self.random_init = self.enc.fingerprint, self.enc.random_init
+        if (self.workers or self.dask_scheduler) and self.enc.spec is None:
+            raise PtgError("dask extraction needs an EncoderSpec (workers rebuild the encoder), not a built Encoder")
+
+    def encoder_metadata(self) -> dict[str, Any]:
+        return self.enc.metadata()
+
+    def default_store(self, views_spec: str, dtype: str) -> Path:
+        return default_store_path(self.enc, views_spec, dtype)
+
+    def check(self, samples: Sequence[Sample], keys: Sequence[str], manifest: Path) -> None:
+        return None  # bad images are found where they are decoded
+
+    def compute(self, store: Path, tasks: list[Task], views: tuple[str, ...], skip_bad: bool,
+                on_progress: Callable[[int], None] | None) -> BadRows:
+        if self.workers or self.dask_scheduler:
+            return _run_dask(store, self.enc.spec, tasks, views, self.batch_size, self.workers, self.dask_scheduler,
+                             self.image_loader, skip_bad, on_progress)
+        return _run_local(store, self.enc, tasks, views, self.batch_size, self.loader_workers,
+                          self.image_loader or _default_loader, skip_bad, on_progress)
+
+
+def _row_source(encoder: Any, keys_of: Callable[[], list[str]], **options: Any) -> tuple[RowSource, list[str]]:
+    """The row source ``encoder`` names, and the rows' keys (hashed while an encoder's weights load).
+
+    ``encoder``: a `RowSource`, a built `Encoder`, an `EncoderSpec` or a name; the name
+    ``degradation`` (also as a spec's) is the recorded-degradation source.
+    """
+    from .encoders import Encoder, EncoderSpec, build_encoder
+    from .encoders.degradation import DegradationRows
+
+    name = encoder if isinstance(encoder, str) else getattr(encoder, "name", None)
+    if not isinstance(encoder, Encoder) and name == DegradationRows.name:
+        encoder = DegradationRows()
+    if not isinstance(encoder, (str, EncoderSpec, Encoder)):
+        return encoder, keys_of()
+    spec = EncoderSpec(encoder) if isinstance(encoder, str) else encoder
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptg-hash") as pool:
+        hashing = pool.submit(keys_of)  # file reads + SHA-256 overlap the weights load
+        enc = spec if isinstance(spec, Encoder) else build_encoder(spec)
+        keys = hashing.result()
+    return EncoderRows(enc, **options), keys
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,7 +364,8 @@ def extract_priors(
 
     Args:
         manifest: a `Manifest` or the path of a manifest file.
-        encoder: an `EncoderSpec`, a built `Encoder`, or a registry name (default weights).
+        encoder: an `EncoderSpec`, a built `Encoder`, a registry name (default weights), or another
+            `RowSource`; ``"degradation"`` writes the manifest's recorded degradation (no pixels read).
         out: the store directory; None = the per-user cache (`default_store_path`).
         views: identity | flips | d4 | tiles:N (see `ptg.pipeline.views`).
         dtype: float16 (default) or float32 storage.
@@ -294,8 +388,7 @@ def extract_priors(
         PtgError: bad input (naming file and manifest line), incompatible or locked store, weights
             that cannot be loaded.
     """
-    from .encoders import Encoder, EncoderSpec, build_encoder
-    from .store import allocate_shards, create_or_open_store, sample_keys, store_nbytes, usable_commits, writer_lock
+    from .store import sample_keys
 
     t0 = time.perf_counter()
     if batch_size < 1:
@@ -303,41 +396,38 @@ def extract_priors(
     if workers < 0:
         raise PtgError(f"--workers must be 0 (this process) or more, got {workers}")
     view_names, m, samples = writer_inputs(manifest, root, split, views, dtype)
-    loader = image_loader or _default_loader
     if loader_workers is None:
-        # On 2 cores a worker process competes with the encoder; one decode thread kept it 0.96-0.99x
-        # the bare forward there (vs 0.91-0.93x), see benchmarks/results/extract.md.
+        # On 2 cores a worker process competes with the encoder for the CPU (docs/RESULTS.md).
         cpus = os.cpu_count() or 1
         loader_workers = 0 if cpus <= 2 else min(4, cpus - 1)
+    source, keys = _row_source(encoder, lambda: sample_keys(samples), batch_size=batch_size,
+                               loader_workers=loader_workers, workers=workers, dask_scheduler=dask_scheduler,
+                               image_loader=image_loader)
+    source.check(samples, keys, m.path)
+    store = Path(out).expanduser() if out is not None else source.default_store(views, dtype)
+    return _write_rows(source, store, m, samples, keys, views, view_names, dtype, skip_bad, rows_per_shard,
+                       on_progress, on_plan, force, t0)
 
-    if isinstance(encoder, str):
-        encoder = EncoderSpec(encoder)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptg-hash") as pool:
-        hashing = pool.submit(sample_keys, samples)  # file reads + SHA-256 overlap the weights load
-        enc = encoder if isinstance(encoder, Encoder) else build_encoder(encoder)
-        keys = hashing.result()
-    if (workers or dask_scheduler) and enc.spec is None:
-        raise PtgError("dask extraction needs an EncoderSpec (workers rebuild the encoder), not a built Encoder")
-    store = Path(out).expanduser() if out is not None else default_store_path(enc, views, dtype)
+
+def _write_rows(source: RowSource, store: Path, m: Manifest, samples: list[Sample], keys: list[str], views: str,
+                view_names: tuple[str, ...], dtype: str, skip_bad: bool, rows_per_shard: int | None,
+                on_progress: Callable[[int], None] | None, on_plan: Callable[[ExtractPlan], None] | None,
+                force: bool, t0: float) -> ExtractSummary:
+    """The one writer: plan, metadata, shards from ``source``, commits, the run record."""
+    from .store import allocate_shards, create_or_open_store, store_nbytes, usable_commits, writer_lock
 
     with writer_lock(store, force=force):
-        meta = create_or_open_store(store, _store_metadata(enc, views, view_names, dtype), rows_per_shard)
+        meta = create_or_open_store(store, _store_metadata(source, views, view_names, dtype), rows_per_shard)
         rows = int(meta["rows_per_shard"])
         # reused shards are verified first; a damaged one is quarantined and its rows computed again
         todo, n_unique = _missing_rows(keys, samples, {k for rec in usable_commits(store, keys).values() for k in rec["keys"]})
         reused = n_unique - len(todo)
-
         groups = [todo[i : i + rows] for i in range(0, len(todo), rows)]
         shard_ids = allocate_shards(store, len(groups)) if groups else []
         if on_plan is not None:
             on_plan(ExtractPlan(store, len(samples), n_unique, reused, len(todo), [], len(groups)))
         tasks = [(sid, [k for k, _ in g], [s.input for _, s in g]) for sid, g in zip(shard_ids, groups)]
-        bad: list[tuple[int, int, str]] = []  # (task, row in task, error)
-        if tasks and (workers or dask_scheduler):
-            bad = _run_dask(store, enc.spec, tasks, view_names, batch_size, workers, dask_scheduler, image_loader,
-                            skip_bad, on_progress)
-        elif tasks:
-            bad = _run_local(store, enc, tasks, view_names, batch_size, loader_workers, loader, skip_bad, on_progress)
+        bad = source.compute(store, tasks, view_names, skip_bad, on_progress) if tasks else []
         items = [(groups[t][j][1], err) for t, j, err in sorted(bad)]
         if items and not skip_bad:
             _refuse_bad_inputs(items, m.path, kept=len(tasks) - len({t for t, _, _ in bad}))
@@ -346,7 +436,7 @@ def extract_priors(
         _record_run(store, meta, {"manifest": str(m.path), "samples": len(samples), "computed": computed, "reused": reused,
                                   "skipped": len(skipped), "seconds": round(time.perf_counter() - t0, 3)}, skipped)
     return ExtractSummary(store, len(samples), n_unique, computed, reused, skipped, time.perf_counter() - t0,
-                          store_nbytes(store), enc.fingerprint, enc.random_init, enc.name, view_names, enc.dim)
+                          store_nbytes(store), source.fingerprint, source.random_init, source.name, view_names, source.dim)
 
 
 def _missing_rows(keys: Sequence[str], samples: Sequence[Sample], have: set[str]) -> tuple[list[tuple[str, Sample]], int]:

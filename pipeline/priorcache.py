@@ -18,7 +18,7 @@ Layout (one folder per store *state*)::
 ``state`` = a digest of the store's commit records (shard, rows, data SHA-256) and of its
 views/dim/dtype/fingerprint, so a store that gained (or re-wrote) shards gets a new copy and a
 stale copy is never read. Every shard is checked against its commit digest as it is copied
-(`store_checks.verified_shard`): a deleted or damaged shard is the same named error as on the
+(`store_integrity.verified_shard`): a deleted or damaged shard is the same named error as on the
 in-memory path, never rows of zeros. Files are written with `ptg.pipeline.fsio.atomic_write`; ``ready.json``
 last, so a half-built copy is never used (and is rebuilt under an flock).
 
@@ -43,7 +43,7 @@ import numpy as np
 
 from .errors import PtgError
 from .fsio import atomic_write, atomic_write_json, exclusive_lock
-from .store_checks import verified_shard
+from .store_integrity import verified_shard
 
 CACHE_DIR = "rowcache"
 READY = "ready.json"

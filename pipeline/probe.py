@@ -27,13 +27,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import PtgError
+from .normalize import NORMALIZE, check_normalize, normalize_rows, r2, ridge_fit
 
-NORMALIZATIONS = ("none", "l2", "standardize")
+NORMALIZATIONS = NORMALIZE  # every normalisation the trainer knows, each probed
 MAX_LEVELS = 8  # a numeric field with at most this many distinct (repeated) values is also probed as levels
 ALPHAS = tuple(10.0 ** e for e in range(-4, 5))  # ridge penalties tried by cross-validation
 # Fewer test rows than this and a score is not reported: the R² or accuracy of a handful of rows
-# swings by more than the differences a probe is read for (the 6 low-light test rows of the study's
-# all-in-one task gave the real priors R² from -0.55 to +0.48 for exposure, gamma and noise fields).
+# swings by more than the differences a probe is read for (how much: docs/RESULTS.md, "Numbers
+# behind defaults in the code").
 MIN_TEST_ROWS = 10
 MIN_TRAIN_ROWS = 4
 
@@ -92,18 +93,6 @@ class ProbeReport:
 # Numerics
 
 
-def normalize(x: np.ndarray, how: str, train: np.ndarray) -> np.ndarray:
-    """`x` [N, D] normalised as the trainer would: none, l2 (per vector), standardize (train-row stats)."""
-    if how == "none":
-        return x
-    if how == "l2":
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    if how == "standardize":
-        mu, sd = train.mean(0), train.std(0)
-        return (x - mu) / np.where(sd > 1e-8, sd, 1.0)  # a constant dimension stays 0, not inf
-    raise PtgError(f"unknown normalisation {how!r}; use one of {', '.join(NORMALIZATIONS)}")
-
-
 def mean_cosine(x: np.ndarray) -> float:
     """Mean cosine over all pairs of distinct rows of `x` [N, D]."""
     n = len(x)
@@ -125,14 +114,6 @@ def between_fraction(x: np.ndarray, groups: Sequence[Any]) -> float:
     return between / total
 
 
-def ridge_fit(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """Ridge with an unpenalised intercept: returns (w [D, K], b [K]) for y [N, K]."""
-    mx, my = x.mean(0), y.mean(0)
-    u, s, vt = np.linalg.svd(x - mx, full_matrices=False)
-    w = vt.T @ ((s / (s * s + alpha))[:, None] * (u.T @ (y - my)))  # works for D > N as well
-    return w, my - mx @ w
-
-
 def _folds(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
     return np.array_split(np.random.default_rng(seed).permutation(n), min(k, n))
 
@@ -150,11 +131,6 @@ def choose_alpha(x: np.ndarray, y: np.ndarray, loss, k: int = 5) -> float:
         if total < best_loss - 1e-12:
             best, best_loss = a, total
     return best
-
-
-def r2(pred: np.ndarray, y: np.ndarray) -> float:
-    sst = float(((y - y.mean()) ** 2).sum())
-    return 1.0 - float(((y - pred) ** 2).sum()) / sst if sst > 0 else float("nan")
 
 
 def probe_numeric(xtr, ytr, xte, yte) -> tuple[float, float, np.ndarray]:
@@ -192,8 +168,8 @@ def probe_arrays(x_train: np.ndarray, x_test: np.ndarray, f_train: list[dict[str
         names += [k for k in d if k not in names]
     rows, cosines = [], {}
     for how in normalizations:
-        xtr = normalize(x_train.astype(np.float64), how, x_train.astype(np.float64))
-        xte = normalize(x_test.astype(np.float64), how, x_train.astype(np.float64))
+        xtr = normalize_rows(x_train.astype(np.float64), how, x_train.astype(np.float64))
+        xte = normalize_rows(x_test.astype(np.float64), how, x_train.astype(np.float64))
         cosines[how] = mean_cosine(np.concatenate([xtr, xte]))
         for name in names:
             itr = [i for i, d in enumerate(f_train) if d.get(name) is not None]
@@ -242,7 +218,7 @@ def probe_store(store: str | Path, manifest: str | Path, *, train_split: str = "
     from .store import open_priors, sample_keys
 
     for how in normalizations:
-        normalize(np.zeros((1, 1)), how, np.zeros((1, 1)))  # rejects an unknown name before any work
+        check_normalize(how, "normalize")  # rejects an unknown name before any work
     m = load_manifest(manifest, root=root)
     reader = open_priors(store)
     tr, te = m.split(train_split), m.split(test_split)

@@ -110,28 +110,6 @@ def check_zarr_commits(store: Path, arr: Any, commits: dict[int, dict[str, Any]]
                          f"Repair: run `ptg extract-priors` again with --out {store}.")
 
 
-def verified_shard(store: Path, arr: Any, shard: int, rec: dict[str, Any], rows_per_shard: int) -> Any:
-    """The committed rows of one shard, read from ``arr`` and checked against the commit digest.
-
-    Raises:
-        PtgError: the same `shard_error` as the in-memory reader (unreadable, or digest mismatch:
-            a deleted shard file reads as zeros, which never match).
-    """
-    import numpy as np
-
-    from .store_integrity import shard_error, shard_problem
-
-    start = shard * rows_per_shard
-    try:
-        data = np.asarray(arr[start : start + rec["n"]])
-    except Exception as exc:  # a damaged shard index or a truncated file: zarr's own error types
-        raise shard_error(store, shard, rec, rows_per_shard, f"cannot be read ({type(exc).__name__}: {exc})") from exc
-    problem = shard_problem(store, shard, rec, rows_per_shard, data=data)
-    if problem is not None:
-        raise shard_error(store, shard, rec, rows_per_shard, problem)
-    return data
-
-
 def check_hdf5_dataset(f: Any, name: str, path: Path) -> Any:
     """The dataset ``name`` of the open h5py file ``f``, if it is stored in this file only.
 

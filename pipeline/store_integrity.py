@@ -129,3 +129,21 @@ def usable_commits(path: Path, keys: Sequence[str] | None = None) -> dict[int, d
     rows = arr.shards[0]
     return shardstore.reuse_verified(path, lambda shard, rec: shard_problem(path, shard, rec, rows, arr=arr),
                                      lambda shard, rec, why: shard_error(path, shard, rec, rows, why), keys)
+
+
+def verified_shard(store: Path, arr: Any, shard: int, rec: dict[str, Any], rows_per_shard: int) -> Any:
+    """The committed rows of one shard, read from ``arr`` and checked against the commit digest.
+
+    Raises:
+        PtgError: the same `shard_error` as the in-memory reader (unreadable, or digest mismatch:
+            a deleted shard file reads as zeros, which never match).
+    """
+    start = shard * rows_per_shard
+    try:
+        data = np.asarray(arr[start : start + rec["n"]])
+    except Exception as exc:  # a damaged shard index or a truncated file: zarr's own error types
+        raise shard_error(store, shard, rec, rows_per_shard, f"cannot be read ({type(exc).__name__}: {exc})") from exc
+    problem = shard_problem(store, shard, rec, rows_per_shard, data=data)
+    if problem is not None:
+        raise shard_error(store, shard, rec, rows_per_shard, problem)
+    return data

@@ -18,6 +18,7 @@ View sets (``--views``):
 from __future__ import annotations
 
 import re
+from typing import Sequence
 
 import numpy as np
 
@@ -51,6 +52,21 @@ MAX_TILES = 16  # a 16×16 grid already means 257 forward passes per image
 def tile_view_name(n: int, row: int, col: int) -> str:
     """Name of tile (row, col) of an n×n grid."""
     return f"tile{n}_r{row}c{col}"
+
+
+def parse_tile_view(name: str) -> tuple[int, int, int] | None:
+    """(N, row, column) of a tile view name ``tileN_r{i}c{j}``, or None for any other name."""
+    m = _TILE_VIEW.match(name)
+    return None if m is None else (int(m.group(1)), int(m.group(2)), int(m.group(3)))
+
+
+def tile_grid(views: Sequence[str]) -> int:
+    """N of a ``tiles:N`` view set (0 when the views hold no tiles)."""
+    for v in views:
+        t = parse_tile_view(v)
+        if t is not None:
+            return t[0]
+    return 0
 
 
 def parse_views(spec: str) -> tuple[str, ...]:
@@ -108,9 +124,9 @@ def apply_view(img: np.ndarray, name: str) -> np.ndarray:
     fn = _DIHEDRAL.get(name)
     if fn is not None:
         return np.ascontiguousarray(fn(img))
-    m = _TILE_VIEW.match(name)
-    if m:
-        n, row, col = (int(g) for g in m.groups())
+    tile = parse_tile_view(name)
+    if tile is not None:
+        n, row, col = tile
         if not (row < n and col < n):
             raise PtgError(f"tile view {name!r} lies outside its {n}x{n} grid")
         h, w = img.shape[:2]

@@ -19,10 +19,10 @@ mean/std of the train rows, saved), ``l2`` (unit vectors) or ``none``. The netwo
 ``n(g)``, its head starting at the ridge read-out of its initial features (``head_init``); the loss is ``1 - cos(raw_pred, g) + MSE(pred, n(g))``. The cosine is taken in the
 store's raw space because that is what PTG-RM sees after its own L2 normalisation.
 
-What `load_student(DIST)(x)` returns: vectors in the store's raw space, rounded to the store's
+What `ptg.ptgrm.artifacts.load_student(DIST)(x)` returns: vectors in the store's raw space, rounded to the store's
 dtype, as `EncoderPriors` does. ``standardize`` and ``none`` invert exactly; ``l2`` loses the
 length, so its outputs are unit directions times the mean train-row norm (right for runs trained
-with ``priors.l2_normalize=true``, the default; the metadata says ``space``).
+with ``priors.normalize=l2``; the metadata says ``space``).
 
 Output folder (``fsio.claim_out_dir(DIST, "student")``): ``student.safetensors``,
 ``student.json`` (written last: its presence means a finished run), ``agreement.json`` and,
@@ -33,13 +33,11 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -51,15 +49,16 @@ from ptg.pipeline.encoders.preprocess import Preprocess, apply_preprocess
 from ptg.pipeline.errors import Interrupted, PtgError
 from ptg.pipeline.imageio import read_image
 from ptg.pipeline.manifest import load_manifest
+from ptg.pipeline.normalize import DEFAULT_NORMALIZE, NORMALIZE
 from ptg.pipeline.store import open_priors, sample_keys
 from ptg.pipeline.views import apply_view
 
+from .artifacts.student import Normalizer, write_student
 from .distill_agreement import agreement, probe_report
+from .runtime import StopSignals, resolve_device
 from .students import create_student, get_student_info, set_linear_head
 
-FORMAT = "ptg-student/1"
 KIND = "student"
-NORMALIZE = ("standardize", "l2", "none")
 HEAD_INIT = ("ridge", "random")
 RIDGE_ROWS = 2048  # at most this many (image, view) rows feed the ridge head initialisation
 DEFAULT_PP = Preprocess(size=224, resize="short_side_center_crop", resize_short=256, interpolation="bicubic")
@@ -80,7 +79,7 @@ class DistillConfig:
     batch_size: int = 16  # images per step
     lr: float = 1e-3  # AdamW learning rate, cosine-decayed to 0
     weight_decay: float = 1e-4  # AdamW weight decay
-    normalize: str = "standardize"  # training-target normalisation, one of NORMALIZE
+    normalize: str = DEFAULT_NORMALIZE  # training-target normalisation, one of NORMALIZE (ptg.pipeline.normalize)
     head_init: str = "ridge"  # ridge: head starts at the ridge read-out of the initial features; random: as built
     size: int | None = None  # side of the student's input; None = the teacher's pinned size
     val_every: int = 100  # validate on the test split (and save state.pt) every K steps
@@ -94,43 +93,6 @@ class DistillConfig:
         for k in ("device", "threads", "out"):
             d.pop(k)
         return d
-
-
-# ---------------------------------------------------------------------------------------------
-# Normalisation of targets
-
-
-@dataclass
-class Normalizer:
-    """Maps raw store vectors to the training space and back."""
-
-    kind: str  # standardize | l2 | none
-    mean: Tensor  # [D] train-row mean (zeros unless standardize)
-    std: Tensor  # [D] train-row std, floored (ones unless standardize)
-    norm: float  # mean L2 norm of the train rows (scales l2 outputs back)
-
-    @classmethod
-    def fit(cls, kind: str, rows: np.ndarray) -> "Normalizer":
-        t = torch.from_numpy(rows.reshape(-1, rows.shape[-1])).double()
-        mean, std = t.mean(0), t.std(0, unbiased=False)
-        std = std.clamp_min(max(1e-6, 1e-3 * float(std.mean())))  # constant dims must not explode
-        norm = float(t.norm(dim=1).mean())
-        if kind != "standardize":
-            mean, std = torch.zeros_like(mean), torch.ones_like(std)
-        return cls(kind, mean.float(), std.float(), norm)
-
-    def forward(self, g: Tensor) -> Tensor:
-        if self.kind == "l2":
-            return F.normalize(g, dim=-1)
-        return (g - self.mean.to(g.device)) / self.std.to(g.device)
-
-    def inverse(self, y: Tensor) -> Tensor:
-        if self.kind == "l2":
-            return F.normalize(y, dim=-1) * self.norm
-        return y * self.std.to(y.device) + self.mean.to(y.device)
-
-    def tensors(self) -> dict[str, Tensor]:
-        return {"norm.mean": self.mean.contiguous(), "norm.std": self.std.contiguous()}
 
 
 def _pinned_preprocess(store_meta: dict[str, Any], student: str, size: int | None) -> Preprocess:
@@ -147,132 +109,7 @@ def _pinned_preprocess(store_meta: dict[str, Any], student: str, size: int | Non
 
 
 # ---------------------------------------------------------------------------------------------
-# The student at inference
-
-
-class PriorStudent:
-    """A distilled student: ``student(x)`` gives priors in the teacher store's space.
-
-    Attributes:
-        net: the student network (eval mode).
-        metadata: ``student.json`` (teacher encoder, fingerprint, dim, preprocessing, ...).
-        preprocess: the pinned transform applied to every image.
-        dim: prior dimension D.
-        fingerprint: the teacher's weights fingerprint the student imitates.
-    """
-
-    def __init__(self, net: torch.nn.Module, metadata: dict[str, Any], normalizer: Normalizer):
-        self.net = net.eval()
-        self.metadata = metadata
-        self.normalizer = normalizer
-        self.preprocess = Preprocess(**{**metadata["preprocessing"], "mean": tuple(metadata["preprocessing"]["mean"]),
-                                        "std": tuple(metadata["preprocessing"]["std"])})
-        self.dim = int(metadata["dim"])
-        self.fingerprint = str(metadata["teacher"]["fingerprint"])
-        self.dtype = getattr(torch, metadata["teacher"].get("dtype") or "float32")
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    def prepare(self, x: Tensor) -> Tensor:
-        """``[B, 3, H, W]`` in [0, 1] -> the pinned student input ``[B, 3, S, S]`` (the extractor's code)."""
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise PtgError(f"a student takes images [B, 3, H, W] in [0, 1], got {tuple(x.shape)}")
-        imgs = x.detach().float().cpu().permute(0, 2, 3, 1).numpy()
-        return torch.stack([apply_preprocess(im, self.preprocess) for im in imgs])
-
-    @torch.inference_mode()
-    def __call__(self, x: Tensor) -> Tensor:
-        """Raw priors ``[B, D]`` (float32, rounded to the store's dtype) of images ``[B, 3, H, W]`` in [0, 1]."""
-        y = self.net(self.prepare(x).to(self.device)).float()  # [B, D] in the training space
-        return self.normalizer.inverse(y).to(self.dtype).float().cpu()
-
-    def priors_for(self, path: Path | None, img: np.ndarray) -> list[Tensor]:
-        """The prior-source signature of `ptg.ptgrm.infer` (``(path, H×W×3 image) -> [[1, D]]``)."""
-        return [self(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None])]
-
-    def check_matches(self, entry: dict[str, Any]) -> None:
-        """Refuse to stand in for a store entry of a checkpoint (path, dim, metadata) of another teacher."""
-        fp = (entry.get("metadata") or {}).get("fingerprint")
-        if fp != self.fingerprint or int(entry.get("dim", -1)) != self.dim:
-            raise PtgError(f"the student in {self.metadata.get('dir')} imitates {self.metadata['teacher']['encoder']} priors "
-                           f"(weights {self.fingerprint[:16]}..., {self.dim}-d); the model was trained on priors of "
-                           f"weights {str(fp)[:16]}... ({entry.get('dim')}-d, {entry.get('path')}). Distil a student "
-                           "from that store with `ptg distill --priors STORE`")
-
-
-def load_student(dist: str | Path, device: str | torch.device = "cpu") -> PriorStudent:
-    """Load a finished `ptg distill` folder (safetensors + JSON only; nothing executes).
-
-    Raises:
-        PtgError: not a finished student folder, or files that do not match each other.
-    """
-    from safetensors.torch import load_file
-
-    from ptg.pipeline.limits import check_param_count, check_preprocess_size, read_json
-
-    dist = Path(dist)
-    meta_path, weights = (fsio.no_symlink(dist / n, "the student file") for n in ("student.json", "student.safetensors"))
-    if not meta_path.is_file() or not weights.is_file():
-        raise PtgError(f"{dist} is not a finished `ptg distill` output (student.json and student.safetensors); "
-                       "run `ptg distill --out` to make one (an interrupted run continues when run again)")
-    meta = read_json(meta_path, "student metadata")
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise PtgError(f"{meta_path} is not a ptg student (format {FORMAT})")
-    if fsio.file_sha256(weights) != meta.get("weights_sha256"):
-        raise PtgError(f"{weights} does not match the digest in {meta_path}; the folder was modified, distil again")
-    state = load_file(str(weights))
-    normalizer = Normalizer(meta["normalize"], state.pop("norm.mean"), state.pop("norm.std"), float(meta["norm_scale"]))
-    args = {**meta["student_args"], **({"pretrained": False} if meta["student"] == "efficientnet-lite0" else {})}
-    check_preprocess_size(meta_path, meta.get("preprocessing"))  # every image is resized to it: bound it first
-    check_param_count(lambda: create_student(meta["student"], int(meta["dim"]), **args), f"the student in {dist}")
-    net = create_student(meta["student"], int(meta["dim"]), **args)
-    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items()}, strict=True)
-    meta["dir"] = str(dist)
-    return PriorStudent(net.to(device), meta, normalizer)
-
-
-def student_priors(dists: Sequence[str | Path], entries: Sequence[dict[str, Any]], device: str | torch.device = "cpu"):
-    """A prior source for a trained run from students, one per priors store the run was trained on.
-
-    Args:
-        dists: `ptg distill` folders, in the order of the run's stores (``--prior-from``, repeatable).
-        entries: the checkpoint's ``priors`` list (path, dim, metadata with the fingerprint).
-
-    Returns:
-        ``priors_for(path, img) -> [[1, D_i], ...]``, the signature of `ptg.ptgrm.infer`'s
-        `StorePriors` / `EncoderPriors`: raw store-space vectors, for the run's own prior handling.
-
-    Raises:
-        PtgError: a count that differs from the run's stores, or a student of another teacher.
-    """
-    if len(dists) != len(entries):
-        raise PtgError(f"the model takes {len(entries)} prior(s) (stores {', '.join(str(e.get('path')) for e in entries)}); "
-                       f"--prior-from gave {len(dists)} student folder(s). Give one per store, in the same order")
-    students = [load_student(d, device) for d in dists]
-    for st, e in zip(students, entries):
-        st.check_matches(e)
-
-    def priors_for(path: Path | None, img: np.ndarray) -> list[Tensor]:
-        return [st.priors_for(path, img)[0] for st in students]
-
-    return priors_for
-
-
-# ---------------------------------------------------------------------------------------------
 # Training
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PtgError(f"--device {name}: no CUDA device is visible here; use --device cpu or auto")
-    try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise PtgError(f"--device {name!r} is not a torch device; use auto, cpu or cuda[:i]") from exc
 
 
 class _Images:
@@ -293,27 +130,6 @@ class _Images:
                     self.cache[(i, view)] = t
             out.append(t)
         return torch.stack(out)
-
-
-@contextmanager
-def _stop_signals() -> Iterator[list[int]]:
-    """Turn SIGINT/SIGTERM into a flag the loop checks, so state is saved before stopping."""
-    got: list[int] = []
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def handler(signum, frame):  # noqa: ARG001
-        got.append(signum)
-
-    try:
-        for s in old:
-            signal.signal(s, handler)
-    except ValueError:  # not the main thread: no handlers, a kill simply leaves state.pt behind
-        old = {}
-    try:
-        yield got
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def _predict(net, images: _Images, n: int, norm: Normalizer, device, batch: int) -> np.ndarray:
@@ -406,7 +222,7 @@ def distill(cfg: DistillConfig, on_progress: Callable[..., None] | None = None, 
 def _train(cfg: DistillConfig, out: Path, on_progress, force: bool) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     reader, warns, train_s, test_s, k_tr, k_te, views = _load_rows(cfg)
     teacher_tr = reader.get_all_views(k_tr)[:, [reader.views.index(v) for v in views]]  # [N, V, D]
     teacher_te = reader.get(k_te, "identity")  # [M, D]
@@ -416,11 +232,7 @@ def _train(cfg: DistillConfig, out: Path, on_progress, force: bool) -> dict[str,
     items = [(i, v) for i in range(len(train_s)) for v in views]
     targets = {(i, v): torch.from_numpy(teacher_tr[i, j]) for i in range(len(train_s)) for j, v in enumerate(views)}
 
-    torch.manual_seed(cfg.seed)
-    net = create_student(cfg.student, reader.dim, **cfg.student_args).to(device)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
-    gen = torch.Generator().manual_seed(cfg.seed)
+    net, opt, sched, gen = _build(cfg, reader.dim, device)
     state_path = out / "state.pt"
     step, history = _resume(state_path, cfg, force, net, opt, sched, gen)
     if step == 0 and cfg.head_init == "ridge":
@@ -439,12 +251,12 @@ def _train(cfg: DistillConfig, out: Path, on_progress, force: bool) -> dict[str,
         return agreement(pred, teacher_te, norm, train_mean)
 
     started = time.time()
-    with _stop_signals() as stop:
+    with StopSignals() as stop:  # the trainer's: the first signal stops after this step, a second at once
         while step < cfg.steps:
-            if stop:
+            if stop.signum:
                 save_state()
                 raise Interrupted(f"`ptg distill` stopped at step {step} of {cfg.steps}; state saved in {state_path}. "
-                                  "Run the same command again to continue.", stop[0])
+                                  "Run the same command again to continue.", stop.signum)
             batch = [items[i] for i in torch.randint(len(items), (cfg.batch_size,), generator=gen).tolist()]
             g = torch.stack([targets[b] for b in batch]).to(device)  # [B, D] raw teacher priors
             loss_value = _train_step(net, opt, norm, tr_images.batch(batch).to(device), g, step, cfg.lr)
@@ -461,10 +273,19 @@ def _train(cfg: DistillConfig, out: Path, on_progress, force: bool) -> dict[str,
     pred_tr = _predict(net, tr_images, len(train_s), norm, device, cfg.batch_size)
     agree = agreement(pred_te, teacher_te, norm, train_mean)
     probe = probe_report(train_s, test_s, teacher_tr[:, 0], teacher_te, pred_tr, pred_te)
-    meta = _write_student(out, cfg, net, norm, reader, pp, views, step, history, agree, probe, warns,
+    meta = write_student(out, cfg, net, norm, reader, pp, views, step, history, agree, probe, warns,
                           len(train_s), len(test_s), time.time() - started, device)
     state_path.unlink(missing_ok=True)
     return meta
+
+
+def _build(cfg: DistillConfig, dim: int, device: torch.device):
+    """The student (seeded), AdamW with a cosine schedule to 0, and the batch sampler's generator."""
+    torch.manual_seed(cfg.seed)
+    net = create_student(cfg.student, dim, **cfg.student_args).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    return net, opt, sched, torch.Generator().manual_seed(cfg.seed)
 
 
 def _resume(state_path: Path, cfg: DistillConfig, force: bool, net, opt, sched, gen) -> tuple[int, list]:
@@ -499,32 +320,4 @@ def _train_step(net, opt, norm: Normalizer, x: Tensor, g: Tensor, step: int, lr:
     opt.step()
     return float(loss.detach())
 
-
-def _write_student(out: Path, cfg: DistillConfig, net, norm: Normalizer, reader, pp: Preprocess, views, step: int,
-                   history: list, agree: dict, probe: dict, warns: list, n_train: int, n_test: int, seconds: float,
-                   device) -> dict[str, Any]:
-    """student.safetensors, agreement.json and student.json (last: its presence marks a finished run)."""
-    from safetensors.torch import save as safetensors_bytes
-
-    state = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    state.update(norm.tensors())
-    fsio.atomic_write(out / "student.safetensors", lambda f: f.write(safetensors_bytes(state)))
-    enc = reader.metadata.get("encoder") or {}
-    meta = {
-        "format": FORMAT, "student": cfg.student, "student_args": cfg.student_args,
-        "params": sum(p.numel() for p in net.parameters()), "dim": reader.dim,
-        "teacher": {"encoder": enc.get("name"), "fingerprint": reader.fingerprint, "dtype": reader.metadata.get("dtype"),
-                    "random_init": reader.random_init, "views": list(views), "store": str(Path(cfg.priors).resolve()),
-                    "metadata": {k: enc.get(k) for k in ("name", "source", "pooling", "preprocessing", "details", "spec")}},
-        "preprocessing": pp.to_dict(), "normalize": cfg.normalize, "norm_scale": norm.norm,
-        "space": "raw store space" if cfg.normalize != "l2" else "unit direction x mean train norm (length not learnt)",
-        "steps": step, "seed": cfg.seed, "train_rows": n_train, "test_rows": n_test,
-        "agreement": agree, "probe": probe, "history": history, "warnings": warns,
-        "selection": "last step (nothing selected on the test split)", "seconds": round(seconds, 1),
-        "device": str(device), "config": cfg.identity(),
-        "weights_sha256": fsio.file_sha256(out / "student.safetensors"),
-    }
-    fsio.atomic_write_json(out / "agreement.json", {"agreement": agree, "probe": probe, "history": history})
-    fsio.atomic_write_json(out / "student.json", meta)  # last: its presence marks a finished run
-    return meta
 

@@ -3,8 +3,8 @@
 `agreement` compares student and teacher priors of the same rows, beside the score of the
 train-mean prior (a student must beat it to carry per-image information). `probe_report` reads
 each numeric degradation field of the manifest (``degradation: {sigma: ...}``) linearly from the
-teacher's and from the student's priors: ridge regression in closed form, fitted on the train
-rows, R² on the test rows. Small on purpose; a shared probe module may replace it.
+teacher's and from the student's priors with the shared ridge read-out
+(`ptg.pipeline.normalize.ridge_r2`: fitted on the train rows, R² on the test rows).
 """
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ptg.pipeline.normalize import ridge_r2
+
 if TYPE_CHECKING:
-    from .distill import Normalizer
+    from .artifacts.student import Normalizer
 
 
 def agreement(pred: np.ndarray, teacher: np.ndarray, norm: Normalizer, train_mean: np.ndarray) -> dict[str, float]:
@@ -32,19 +34,6 @@ def agreement(pred: np.ndarray, teacher: np.ndarray, norm: Normalizer, train_mea
             "mse_normalized": float(F.mse_loss(norm.forward(p), norm.forward(t))),
             "cos_mean_prior": float(F.cosine_similarity(base, t, dim=1).mean()),
             "mse_normalized_mean_prior": float(F.mse_loss(norm.forward(base), norm.forward(t)))}
-
-
-def ridge_probe(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray, alpha: float = 1.0) -> float | None:
-    """Test R² of a ridge regression (closed form, features standardised on train); None if undefined."""
-    if len(x_tr) < 2 or len(x_te) < 2 or np.var(y_te) == 0 or np.var(y_tr) == 0:
-        return None
-    mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-8
-    a, b = (x_tr - mu) / sd, (x_te - mu) / sd
-    ym = y_tr.mean()
-    # dual form: (A Aᵀ + αI)⁻¹ y — n_train × n_train, small whatever the prior dim
-    w = a.T @ np.linalg.solve(a @ a.T + alpha * np.eye(len(a)), y_tr - ym)
-    pred = b @ w + ym
-    return float(1.0 - np.sum((y_te - pred) ** 2) / np.sum((y_te - y_te.mean()) ** 2))
 
 
 def _numeric_fields(samples) -> list[str]:
@@ -70,6 +59,6 @@ def probe_report(train_s, test_s, teacher_tr, teacher_te, student_tr, student_te
         y_tr, y_te = _field(train_s, name), _field(test_s, name)
         if y_tr is None or y_te is None:
             continue
-        out[name] = {"teacher_r2": ridge_probe(teacher_tr, y_tr, teacher_te, y_te),
-                     "student_r2": ridge_probe(student_tr, y_tr, student_te, y_te)}
+        out[name] = {"teacher_r2": ridge_r2(teacher_tr, y_tr, teacher_te, y_te),
+                     "student_r2": ridge_r2(student_tr, y_tr, student_te, y_te)}
     return out

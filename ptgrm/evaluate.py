@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -258,8 +257,7 @@ def evaluate(
         The metrics.json content: ``{"kind", "info", "settings", "options", "n_images",
         "n_scored", "mean": {"baseline", "ptgrm", "delta"}, "images": [...]}``.
     """
-    from .infer import Restorer, image_to_tensor, memory_budget, priors_by_index, restore_image, run_padded_tiled, tensor_to_image
-    from .report import make_grid
+    from .infer import restore_files, tensor_to_image
 
     if not samples:
         raise PtgError("no rows to evaluate; check --split (the default is 'test')")
@@ -269,64 +267,61 @@ def evaluate(
     scorer = Scorer(settings, options.device)
     images: list[dict[str, Any]] = []
     has_refiner = False
-    restorer = restore if isinstance(restore, Restorer) else None
-    if restorer is not None:
-        multiple = restorer.multiple
-        prior_of = priors_by_index(restorer, priors_for, [s.input for s in samples], read_image)
-        budget = memory_budget(options.max_memory, options.device) if options.tile is None else None
-    else:
-        prior_of = lambda i, img: priors_for(samples[i].input, img) if priors_for else None  # noqa: E731
-    for i, s in enumerate(samples):
-        x = read_image(s.input)
-        g = prior_of(i, x)
-        t0 = time.perf_counter()
-        if restorer is not None:
-            outs, _ = restore_image(restorer, image_to_tensor(x), g, tile=options.tile, overlap=options.overlap,
-                                    device=options.device, budget=budget, name=str(s.input))
-        else:
-            outs = run_padded_tiled(lambda t: restore(t, g), image_to_tensor(x), multiple, options.tile, options.overlap,
-                                    options.device)
-        seconds = time.perf_counter() - t0
-        f_img = tensor_to_image(outs[0])
-        r_img = tensor_to_image(outs[1]) if len(outs) > 1 and outs[1] is not None else None
+    outputs = restore_files(restore, [s.input for s in samples], priors_for, tile=options.tile, overlap=options.overlap,
+                            device=options.device, max_memory=options.max_memory, multiple=multiple)
+    for i, (s, (x, f_out, r_out, seconds)) in enumerate(zip(samples, outputs)):
+        f_img = tensor_to_image(f_out)
+        r_img = tensor_to_image(r_out) if r_out is not None else None
         has_refiner = has_refiner or r_img is not None
-        row: dict[str, Any] = {"id": s.id, "seconds": round(seconds, 4)}
-        if options.save_images:
-            write_image(out_dir / "images" / "baseline" / f"{s.id}.png", f_img)
-            if r_img is not None:
-                write_image(out_dir / "images" / "ptgrm" / f"{s.id}.png", r_img)
-        target = read_image(s.target) if s.target is not None else None
-        if target is not None:
-            if target.shape != x.shape:
-                raise PtgError(f"row {s.id!r}: input is {x.shape[1]}x{x.shape[0]} but target is {target.shape[1]}x{target.shape[0]}")
-            row["baseline"] = scorer(f_img, target)
-            if r_img is not None:
-                row["ptgrm"] = scorer(r_img, target)
-        if i < options.grids:
-            grid = make_grid(x, f_img, r_img, target, labels=(info.get("baseline", "F"), "+ PTG-RM"))
-            write_image(out_dir / "grids" / f"{s.id}.png", grid)
-        images.append(row)
+        images.append(_score_one(s, x, f_img, r_img, seconds, scorer, out_dir, options, i < options.grids,
+                                 info.get("baseline", "F")))
         if on_progress:
             on_progress(1)
-
-    scored = [r for r in images if "baseline" in r]
-    mean: dict[str, Any] = {"baseline": mean_metrics([r["baseline"] for r in scored]) or None, "ptgrm": None, "delta": None}
-    if has_refiner and scored:
-        mean["ptgrm"] = mean_metrics([r["ptgrm"] for r in scored])
-        mean["delta"] = {k: mean["ptgrm"][k] - mean["baseline"][k] for k in mean["baseline"]}
-        mean["delta"]["ssim_x100"] = mean["delta"]["ssim"] * 100
     result = {
         "kind": "ptg-eval",
         "info": info,
         "settings": settings.to_dict(),
         "options": asdict(options),
         "n_images": len(images),
-        "n_scored": len(scored),
-        "mean": mean,
+        "n_scored": sum("baseline" in r for r in images),
+        "mean": _means(images, has_refiner),
         "images": images,
     }
     _write_outputs(out_dir, result, scorer.metric_names, has_refiner)
     return result
+
+
+def _score_one(s: Sample, x: np.ndarray, f_img: np.ndarray, r_img: np.ndarray | None, seconds: float, scorer: "Scorer",
+               out_dir: Path, options: EvalOptions, grid: bool, f_label: str) -> dict[str, Any]:
+    """One image's row: saved outputs, metrics of F and F + R against the target, a grid."""
+    from .report import make_grid
+
+    row: dict[str, Any] = {"id": s.id, "seconds": round(seconds, 4)}
+    if options.save_images:
+        write_image(out_dir / "images" / "baseline" / f"{s.id}.png", f_img)
+        if r_img is not None:
+            write_image(out_dir / "images" / "ptgrm" / f"{s.id}.png", r_img)
+    target = read_image(s.target) if s.target is not None else None
+    if target is not None:
+        if target.shape != x.shape:
+            raise PtgError(f"row {s.id!r}: input is {x.shape[1]}x{x.shape[0]} but target is {target.shape[1]}x{target.shape[0]}")
+        row["baseline"] = scorer(f_img, target)
+        if r_img is not None:
+            row["ptgrm"] = scorer(r_img, target)
+    if grid:
+        write_image(out_dir / "grids" / f"{s.id}.png", make_grid(x, f_img, r_img, target, labels=(f_label, "+ PTG-RM")))
+    return row
+
+
+def _means(images: list[dict[str, Any]], has_refiner: bool) -> dict[str, Any]:
+    """Mean metrics of F, of F + R, and their deltas over the scored images."""
+    scored = [r for r in images if "baseline" in r]
+    mean: dict[str, Any] = {"baseline": mean_metrics([r["baseline"] for r in scored]) or None, "ptgrm": None, "delta": None}
+    if has_refiner and scored:
+        mean["ptgrm"] = mean_metrics([r["ptgrm"] for r in scored])
+        mean["delta"] = {k: mean["ptgrm"][k] - mean["baseline"][k] for k in mean["baseline"]}
+        mean["delta"]["ssim_x100"] = mean["delta"]["ssim"] * 100
+    return mean
 
 
 def _write_outputs(out_dir: Path, result: dict[str, Any], names: tuple[str, ...], has_refiner: bool) -> None:

@@ -5,8 +5,9 @@ Two settings (``priors.normalize``, ``priors.control``) and statistics fitted on
 rows (identity view) travel with the run (checkpoint, export), so inference applies exactly what
 training applied:
 
-- normalize ``l2``: each vector divided by its L2 norm (the authors L2-normalise CLIP);
-  ``standardize``: per-dimension ``(g - mean) / std`` over the training rows; ``none``.
+- normalize (`ptg.pipeline.normalize`, shared with `ptg distill` and `ptg priors probe`):
+  ``standardize`` (the default): per-dimension ``(g - mean) / std`` over the training rows;
+  ``l2``: each vector divided by its L2 norm (the authors L2-normalise CLIP); ``none``.
 - control ``real``: the image's own prior; ``shuffle``: the prior of another image of the same
   set, by a fixed seeded derangement (`derangement`); ``constant``: one training image's normalised
   prior, drawn with the run's seed, for every image (same R, same constants, no per-image
@@ -14,9 +15,8 @@ training applied:
 
 Why the constant is a real training prior and not their mean: standardised priors average to
 exactly zero, so "the mean" would be the zero control again, and a zero g leaves R's prior paths
-(T has no bias) nothing to learn constants from; in the study's first 1200-step run that zero
-"constant" fell 0.75 dB below the shuffled control on the all-in-one task (seed 0). A real prior
-has the others' scale (the one nearest the mean would be the shortest under standardize), and
+(T has no bias) nothing to learn constants from (what that cost in the study: docs/RESULTS.md,
+"Numbers behind defaults in the code"). A real prior has the others' scale (the one nearest the mean would be the shortest under standardize), and
 drawing it with the seed puts the choice of image into the seed spread.
 
 Prior dropout and noise are training-only regularisers and live in the training dataset.
@@ -31,8 +31,8 @@ import torch
 from torch import Tensor
 
 from ptg.pipeline.errors import PtgError
+from ptg.pipeline.normalize import DEFAULT_NORMALIZE, NORMALIZE, check_normalize, floor_std, row_norms  # noqa: F401 (NORMALIZE re-exported)
 
-NORMALIZE = ("l2", "standardize", "none")
 CONTROLS = ("real", "shuffle", "constant", "zero")
 
 
@@ -48,16 +48,8 @@ def derangement(n: int, seed: int) -> np.ndarray:
 
 
 def _l2(g: Tensor) -> Tensor:
-    """Each row divided by its L2 norm (at least 1e-12).
-
-    The norm is numpy's float32 ``sqrt(dot(v, v))`` (BLAS sdot), the numerics every run so far
-    was trained with: torch's own reductions sum in another order and differ in the last bit for
-    most vectors, which would change the trained weights of otherwise identical runs.
-    """
-    v = g.detach().to("cpu", torch.float32).numpy()
-    norms = np.array([max(float(np.sqrt(np.dot(row, row))), 1e-12) for row in v.reshape(-1, v.shape[-1])],
-                     dtype=np.float32).reshape(*v.shape[:-1], 1)
-    return g / torch.from_numpy(norms).to(g.device)
+    """Each row divided by its L2 norm (`ptg.pipeline.normalize.row_norms`, float32)."""
+    return g / torch.from_numpy(row_norms(g.detach().to("cpu", torch.float32).numpy())).to(g.device)
 
 
 @dataclass
@@ -66,7 +58,7 @@ class PriorTransform:
 
     Attributes:
         dims: prior dimension of each store.
-        normalize: l2 | standardize | none.
+        normalize: one of `ptg.pipeline.normalize.NORMALIZE` (default standardize).
         control: real | shuffle | constant | zero.
         seed: the run's seed; training shuffles with `derangement(n, seed)`, validation, eval and
             restore with `derangement(n, seed + 1)` over the set they score.
@@ -76,7 +68,7 @@ class PriorTransform:
     """
 
     dims: tuple[int, ...]
-    normalize: str = "l2"
+    normalize: str = DEFAULT_NORMALIZE
     control: str = "real"
     seed: int = 0
     mean: list[Tensor] = field(default_factory=list)
@@ -84,8 +76,7 @@ class PriorTransform:
     constant: list[Tensor] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.normalize not in NORMALIZE:
-            raise PtgError(f"priors.normalize={self.normalize!r} is not one of {', '.join(NORMALIZE)}")
+        check_normalize(self.normalize)
         if self.control not in CONTROLS:
             raise PtgError(f"priors.control={self.control!r} is not one of {', '.join(CONTROLS)}")
         self.dims = tuple(int(d) for d in self.dims)
@@ -99,10 +90,10 @@ class PriorTransform:
             return t  # stateless: the (possibly lazy, disk-backed) rows need not be read
         rows = [torch.as_tensor(np.asarray(r[:]), dtype=torch.float32) for r in train_rows]
         if normalize == "standardize":
+            # float32 torch reductions, as every trained run so far (numpy's sum in another order,
+            # which would change their weights); the floor is the shared one
             t.mean = [r.mean(0) for r in rows]
-            # dimensions that never vary carry nothing: leave them centred, not divided by ~0
-            t.std = [torch.where(r.std(0, unbiased=False) > 1e-8, r.std(0, unbiased=False), torch.ones(r.shape[1]))
-                     for r in rows]
+            t.std = [torch.from_numpy(floor_std(r.std(0, unbiased=False).numpy())) for r in rows]
         if control == "constant":
             pick = int(np.random.default_rng([seed, 0xC0257]).integers(len(rows[0])))
             t.constant = [n[pick] for n in t._normalized(rows)]

@@ -163,9 +163,9 @@ def run_padded_tiled(
 # Memory budget and automatic tiling
 
 # Peak inference memory ≈ _SAFETY × (the largest input + output of any single layer), per pixel,
-# measured by a 128² probe forward. Calibrated here (CPU, float32, UNet or NAFNet F + PTG-RM at
-# 512² and 1024²): the real peak growth was 0.45–0.7 of this estimate (it varies by up to 20 %
-# from run to run with the allocator); skip connections and allocator slack are what it covers.
+# measured by a 128² probe forward: skip connections and allocator slack are what the factor
+# covers (its calibration: docs/RESULTS.md, "Numbers behind defaults in the code"; a test checks
+# the estimate stays above the real peak).
 _SAFETY = 6.0
 _PROBE = 128
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,

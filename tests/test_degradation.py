@@ -6,9 +6,10 @@ import pytest
 
 from ptg.cli.app import main
 from ptg.pipeline.encoders import EncoderSpec, build_encoder, list_encoders
-from ptg.pipeline.encoders.degradation import (DIM, LAYOUT, degradation_vector, extract_degradation_priors, fields_of,
+from ptg.pipeline.encoders.degradation import (DIM, LAYOUT, DegradationRows, degradation_vector, fields_of,
                                                 layout_fingerprint)
 from ptg.pipeline.errors import PtgError
+from ptg.pipeline.extract import extract_priors
 from ptg.pipeline.manifest import load_manifest
 from ptg.pipeline.store import open_priors, sample_keys
 from ptg.pipeline.synth import AllInOneParams, BlurParams, NoiseParams, synthesize
@@ -40,16 +41,24 @@ def test_vector_layout_and_presence_bits():
     assert layout_fingerprint() == layout_fingerprint() and layout_fingerprint().startswith("degradation-")
 
 
-def test_registered_and_not_an_image_encoder():
-    assert "degradation" in {e.name for e in list_encoders()}
-    with pytest.raises(PtgError, match="extract-priors --model degradation"):
+def test_a_row_source_of_the_engine_not_a_registered_encoder(photo_dir, tmp_path):
+    assert "degradation" not in {e.name for e in list_encoders()}
+    with pytest.raises(PtgError, match="unknown encoder 'degradation'"):
         build_encoder(EncoderSpec("degradation"))
+    man = synthesize(photo_dir, tmp_path / "d", "denoise", NoiseParams(), seed=1, split="train")
+    by_name = extract_priors(man, "degradation", out=tmp_path / "a", dtype="float32")
+    by_spec = extract_priors(man, EncoderSpec("degradation"), out=tmp_path / "b", dtype="float32")
+    by_source = extract_priors(man, DegradationRows(), out=tmp_path / "c", dtype="float32")
+    assert by_name.fingerprint == by_spec.fingerprint == by_source.fingerprint == layout_fingerprint()
+    readers = [open_priors(tmp_path / d) for d in "abc"]
+    keys = sample_keys(load_manifest(man).samples)
+    assert all(np.array_equal(readers[0].get(keys), r.get(keys)) for r in readers[1:])
 
 
 def test_store_matches_manifest_and_resumes(photo_dir, tmp_path):
     man = synthesize(photo_dir, tmp_path / "d", "allinone", AllInOneParams(), seed=2, split="train")
     m = load_manifest(man)
-    s1 = extract_degradation_priors(m, out=tmp_path / "s", views="flips", dtype="float32")
+    s1 = extract_priors(m, "degradation", out=tmp_path / "s", views="flips", dtype="float32")
     assert s1.computed == 4 and s1.dim == DIM and s1.views == ("identity", "hflip", "vflip", "hvflip")
     r = open_priors(tmp_path / "s")
     assert r.metadata["encoder"]["name"] == "degradation" and r.fingerprint == layout_fingerprint()
@@ -59,7 +68,7 @@ def test_store_matches_manifest_and_resumes(photo_dir, tmp_path):
     for view in r.views:  # every view holds the same vector: a flip does not change the degradation
         np.testing.assert_array_equal(r.get(keys, view), want)
     assert not r.verify()
-    s2 = extract_degradation_priors(m, out=tmp_path / "s", views="flips", dtype="float32")
+    s2 = extract_priors(m, "degradation", out=tmp_path / "s", views="flips", dtype="float32")
     assert s2.computed == 0 and s2.reused == 4
 
 
@@ -80,4 +89,4 @@ def test_cli_dispatch_and_bad_rows(photo_dir, tmp_path):
     # a store of other settings is refused by the store's own compatibility check
     noise = synthesize(photo_dir, tmp_path / "n", "denoise", NoiseParams(25), seed=0)
     with pytest.raises(PtgError, match="other settings"):
-        extract_degradation_priors(noise, out=tmp_path / "s", views="identity")
+        extract_priors(noise, "degradation", out=tmp_path / "s", views="identity")

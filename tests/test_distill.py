@@ -19,8 +19,9 @@ from ptg.pipeline.errors import Interrupted, PtgError
 from ptg.pipeline.imageio import read_image
 from ptg.pipeline.manifest import load_manifest
 from ptg.ptgrm import students as S
-from ptg.ptgrm.distill import DistillConfig, distill, load_student, student_priors
-from ptg.ptgrm.distill_agreement import probe_report, ridge_probe
+from ptg.ptgrm.artifacts import PriorStoreInfo, load_student, student_priors
+from ptg.ptgrm.distill import DistillConfig, distill
+from ptg.ptgrm.distill_agreement import probe_report
 from ptg.ptgrm.models.summary import count_macs
 
 from .test_train import _NO_FM
@@ -120,10 +121,10 @@ def test_loaded_student_gives_priors_in_the_store_space(data, tmp_path):
     train = load_manifest(data["manifest"]).split("train")
     mean = reader.get_all_views(sample_keys(train)).reshape(-1, 16).astype(np.float64).mean(0)
     assert np.allclose(student(x).numpy(), mean[None], atol=1e-5)
-    entry = {"dim": 16, "path": "s", "metadata": {"fingerprint": "test-16"}}
+    entry = PriorStoreInfo("s", 16, ("identity",), {"fingerprint": "test-16"})
     student.check_matches(entry)
     with pytest.raises(PtgError, match="Distil a student from that store"):
-        student.check_matches({**entry, "metadata": {"fingerprint": "other"}})
+        student.check_matches(PriorStoreInfo("s", 16, ("identity",), {"fingerprint": "other"}))
     source = student_priors([tmp_path / "d"], [entry])
     assert torch.equal(source(None, read_image(test[1].input))[0], load_student(tmp_path / "d").priors_for(None, read_image(test[1].input))[0])
     with pytest.raises(PtgError, match="takes 2 prior"):
@@ -166,14 +167,6 @@ def test_a_factorised_head_takes_the_best_low_rank_read_out():
     assert torch.allclose(head(x), x @ w + b, atol=1e-5)
     lite = S.create_student("efficientnet-lite0", 300, pretrained=False, head_rank=8)
     assert isinstance(lite.head, torch.nn.Sequential) and lite.head[0].out_features == 8
-
-
-def test_ridge_probe_reads_a_linear_field_and_refuses_constant_ones():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(40, 6))
-    y = x @ rng.normal(size=6)
-    assert ridge_probe(x[:30], y[:30], x[30:], y[30:], alpha=1e-3) > 0.99
-    assert ridge_probe(x[:30], y[:30], x[30:], np.ones(10)) is None
 
 
 def test_probe_report_reads_numeric_degradation_fields_from_teacher_and_student():
@@ -237,7 +230,7 @@ _LOAD_NO_FM = textwrap.dedent("""
 
     sys.meta_path.insert(0, Block())
     import torch
-    from ptg.ptgrm.distill import load_student
+    from ptg.ptgrm.artifacts import load_student
 
     g = load_student(sys.argv[1])(torch.rand(2, 3, 40, 56))
     assert g.shape == (2, 16), g.shape

@@ -29,7 +29,7 @@ def _photo(name: str = "chelsea", shape: tuple[int, int] = (96, 128)) -> np.ndar
 
 def test_registry_lists_all_and_refuses_duplicates_and_unknown_names():
     names = [e.name for e in list_encoders()]
-    assert names == ["blip2", "clip", "degradation", "imagenet", "restoration", "sd"]
+    assert names == ["blip2", "clip", "imagenet", "restoration", "sd"]  # degradation is a row source (extract.py)
     with pytest.raises(ValueError, match="already registered"):
         register_encoder("clip", summary="", dim="", preprocessing="", default_weights="")(lambda s: None)
     with pytest.raises(PtgError, match="unknown encoder 'clap'"):

@@ -12,7 +12,8 @@ from ptg.cli.app import main
 from ptg.pipeline.imageio import read_image, to_uint8
 from ptg.pipeline.manifest import load_manifest
 from ptg.pipeline.store import open_priors, sample_keys
-from ptg.ptgrm.infer import Restorer, run_padded_tiled
+from ptg.ptgrm.artifacts import load
+from ptg.ptgrm.infer import run_padded_tiled
 from ptg.ptgrm.train.data import ValDataset, load_tables
 from ptg.ptgrm.train.run_utils import Dist, validate
 from ptg.ptgrm.train.trainer import train
@@ -32,7 +33,7 @@ def data(tmp_path_factory):
 
 def _validation_outputs(run, data):
     """What the trainer's validation computes, rebuilt from the run's checkpoint."""
-    r = Restorer.load(run)
+    r, _ = load(run)
     val = load_manifest(data["manifest"]).split("test")
     tables = load_tables([open_priors(data["store"])], sample_keys(val), ("identity",))
     ds = ValDataset(val, tables, r.transform.order(len(val)))

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ptg.pipeline.encoders.degradation import extract_degradation_priors
+from ptg.pipeline.extract import extract_priors
 from ptg.pipeline.manifest import write_manifest
 from ptg.ptgrm.train.config import resolve
 from ptg.ptgrm.train.trainer import train
@@ -55,7 +55,7 @@ def _run(manifest, store, out, control, steps=80, lr=1e-2, seed=0):
 
 def test_informative_prior_beats_constant(tmp_path):
     manifest = _dataset(tmp_path / "data")
-    store = extract_degradation_priors(manifest, out=tmp_path / "prior", dtype="float32").store
+    store = extract_priors(manifest, "degradation", out=tmp_path / "prior", dtype="float32").store
     real = _run(manifest, store, tmp_path / "real", "real")
     constant = _run(manifest, store, tmp_path / "constant", "constant")
     # measured (80 steps): seeds 0, 1, 2 give 25.4 vs 15.6, 26.1 vs 12.0, 19.6 vs 13.8 dB

@@ -8,7 +8,8 @@ from PIL import Image
 from ptg.cli.app import main
 from ptg.pipeline.errors import PtgError
 from ptg.pipeline.manifest import load_manifest, write_manifest
-from ptg.pipeline.probe import between_fraction, mean_cosine, normalize, probe_arrays, probe_store
+from ptg.pipeline.normalize import normalize_rows as normalize
+from ptg.pipeline.probe import between_fraction, mean_cosine, probe_arrays, probe_store
 from ptg.pipeline.store import allocate_shards, create_or_open_store, sample_keys, write_shard, writer_lock
 
 LEVELS = (10.0, 30.0, 50.0)
@@ -51,7 +52,7 @@ def test_geometry_helpers():
     assert between_fraction(np.array([[0.0], [1.0], [0.0], [1.0]]), ["a", "a", "b", "b"]) == pytest.approx(0.0)
     z = normalize(np.array([[1.0, 2.0], [3.0, 2.0]]), "standardize", np.array([[1.0, 2.0], [3.0, 2.0]]))
     np.testing.assert_allclose(z, [[-1.0, 0.0], [1.0, 0.0]])  # a constant dimension stays 0
-    with pytest.raises(PtgError, match="normalisation"):
+    with pytest.raises(PtgError, match="'minmax' is not one of none, l2, standardize"):
         normalize(x, "minmax", x)
 
 

@@ -437,7 +437,7 @@ def test_huge_but_finite_sigma_is_refused_after_scaling():
 
 @pytest.mark.parametrize("name", ["../victim.txt", "/etc/passwd", "students/../../x"])
 def test_export_weights_named_outside_the_folder_are_not_opened(tmp_path, victim, name):
-    from ptg.ptgrm.export import _read_tensors
+    from ptg.ptgrm.artifacts.export import _read_tensors
 
     export = tmp_path / "export"
     export.mkdir()
@@ -449,7 +449,7 @@ def test_export_weights_named_outside_the_folder_are_not_opened(tmp_path, victim
 
 
 def test_student_folder_with_symlinked_weights_is_refused(tmp_path, victim):
-    from ptg.ptgrm.distill import load_student
+    from ptg.ptgrm.artifacts import load_student
 
     dist = tmp_path / "student"
     dist.mkdir()
@@ -467,11 +467,12 @@ def test_recorded_student_folders_must_lie_inside_the_export(tmp_path):
 
 
 def test_recorded_encoder_weights_path_is_not_opened(tmp_path, victim):
+    from ptg.ptgrm.artifacts.info import PriorStoreInfo
     from ptg.ptgrm.infer import EncoderPriors
 
-    entries = [{"path": str(tmp_path / "s.zarr"), "dim": 8, "views": ["identity"],
+    entries = [PriorStoreInfo.from_entry({"path": str(tmp_path / "s.zarr"), "dim": 8, "views": ["identity"],
                 "metadata": {"fingerprint": "f" * 64, "encoder": {"name": "imagenet", "spec": {
-                    "name": "imagenet", "pretrained": str(victim)}}}}]
+                    "name": "imagenet", "pretrained": str(victim)}}}})]
     with opened_files() as seen:
         with pytest.raises(PtgError, match="local path .*victim.txt.*does not open a path a shared file names"):
             EncoderPriors(entries)

@@ -18,7 +18,7 @@ import torch
 from ptg.cli.app import main
 from ptg.pipeline.errors import PtgError
 from ptg.ptgrm.train import losses as L
-from ptg.ptgrm.infer import Restorer
+from ptg.ptgrm.artifacts import load
 from ptg.ptgrm.train.checkpoint import load_checkpoint
 from ptg.ptgrm.train.config import resolve
 from ptg.ptgrm.train.trainer import NonFiniteLossError, train
@@ -96,9 +96,9 @@ def test_refine_freezes_f_and_trains_r(data, tmp_path):
 
 def test_inference_bundle_matches_training_outputs(data, tmp_path):
     train(_cfg(data, tmp_path / "run", "joint", steps=2))
-    b = Restorer.load(tmp_path / "run")
-    assert b.info["mode"] == "joint" and b.r is not None and not b.f.training
-    assert b.info["priors"][0]["dim"] == 16 and b.info["priors"][0]["metadata"]["encoder"]["name"] == "test-view-feature"
+    b, info = load(tmp_path / "run")
+    assert info.mode == "joint" and b.r is not None and not b.f.training
+    assert info.priors[0].dim == 16 and info.priors[0].encoder["name"] == "test-view-feature"
     x = torch.rand(1, 3, 40, 36)
     g = torch.rand(1, 16) * 3
     ihat, ibar = b.restore(x, [g])
@@ -147,7 +147,7 @@ def test_nonfinite_losses_are_skipped_then_stop(data, tmp_path, monkeypatch):
     monkeypatch.setattr(L, "charbonnier", flaky)
     final = train(_cfg(data, tmp_path / "a", steps=5, sets=["run.max_nonfinite=3"]))
     assert final["skipped_steps"] == 2 and final["step"] == 5
-    assert all(torch.isfinite(p).all() for p in Restorer.load(tmp_path / "a").r.parameters())
+    assert all(torch.isfinite(p).all() for p in load(tmp_path / "a")[0].r.parameters())
 
     monkeypatch.setattr(L, "charbonnier", lambda pred, target, eps=1e-3: real(pred, target, eps) * float("nan"))
     with pytest.raises(NonFiniteLossError, match="3 consecutive non-finite losses"):

@@ -18,7 +18,8 @@ from pathlib import Path
 from ..errors import PtgError
 from . import hub
 from .preprocess import Preprocess
-from .registry import Encoder, EncoderSpec, cannot_fetch, random_fingerprint, register_encoder, sha256_file
+from .hub import cannot_fetch
+from .registry import Encoder, EncoderSpec, random_fingerprint, register_encoder, sha256_file
 
 DEFAULT_ARCH = "ViT-B-32"
 DEFAULT_TAG = "openai"  # the weights of the authors' released configuration
@@ -57,6 +58,42 @@ def _preprocess_of(model, size: int | None) -> Preprocess:
     )
 
 
+def _load_pretrained(open_clip, arch: str, tag: str, device: str, how: str):
+    """(the model with its weights, the weights file) from a local file or an open_clip tag."""
+    p = Path(tag).expanduser()
+    if p.is_file():
+        path = p.resolve()
+    elif p.exists() or tag.startswith((".", "/", "~")) or p.suffix in (".pt", ".pth", ".bin", ".safetensors"):
+        raise PtgError(f"CLIP checkpoint {tag!r} is not a file. Pass an existing file or an open_clip tag, e.g. --pretrained openai")
+    else:
+        cfg = open_clip.get_pretrained_cfg(arch, tag)
+        if not cfg:
+            tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
+            raise PtgError(f"open_clip has no pretrained tag {tag!r} for {arch}; known tags: {tags}; or pass a local file")
+    # A tag on a machine that cannot reach its host loads from the local cache or fails within
+    # seconds (hub.offline_mode), instead of a minute of hub retries before the same failure.
+    offline = None if p.is_file() else hub.unreachable(hub.hf_endpoint() if cfg.get("hf_hub") else cfg.get("url", ""))
+    with hub.offline_mode() if offline else nullcontext():
+        if not p.is_file():
+            try:
+                path = Path(open_clip.download_pretrained(cfg))
+            except Exception as exc:  # hub / url errors, OSError
+                if offline:
+                    raise hub.offline_error("CLIP", f"{arch}/{tag}", how, offline, exc) from exc
+                raise cannot_fetch("CLIP", f"{arch}/{tag}", how, exc) from exc
+            if not path.is_file():
+                raise cannot_fetch("CLIP", f"{arch}/{tag}", how, FileNotFoundError(str(path)))
+        try:
+            # a tag goes through open_clip's own tag path (it sets e.g. quick_gelu for openai weights)
+            model = open_clip.create_model(arch, pretrained=str(path) if p.is_file() else tag, device=device,
+                                           require_pretrained=True)
+        except PtgError:
+            raise
+        except Exception as exc:
+            raise PtgError(f"cannot load CLIP weights {path} into {arch}: {exc}") from exc
+    return model, path
+
+
 @register_encoder(
     "clip",
     summary="OpenCLIP image tower: encode_image, L2-normalised (the authors' prior)",
@@ -82,37 +119,7 @@ def build_clip(spec: EncoderSpec) -> Encoder:
         model = open_clip.create_model(arch, pretrained=None, device=spec.device)
         fingerprint, source = random_fingerprint(spec.seed), "random init"
     else:
-        p = Path(tag).expanduser()
-        if p.is_file():
-            path = p.resolve()
-        elif p.exists() or tag.startswith((".", "/", "~")) or p.suffix in (".pt", ".pth", ".bin", ".safetensors"):
-            raise PtgError(f"CLIP checkpoint {tag!r} is not a file. Pass an existing file or an open_clip tag, e.g. --pretrained openai")
-        else:
-            cfg = open_clip.get_pretrained_cfg(arch, tag)
-            if not cfg:
-                tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
-                raise PtgError(f"open_clip has no pretrained tag {tag!r} for {arch}; known tags: {tags}; or pass a local file")
-        # A tag on a machine that cannot reach its host loads from the local cache or fails within
-        # seconds (hub.offline_mode), instead of a minute of hub retries before the same failure.
-        offline = None if p.is_file() else hub.unreachable(hub.hf_endpoint() if cfg.get("hf_hub") else cfg.get("url", ""))
-        with hub.offline_mode() if offline else nullcontext():
-            if not p.is_file():
-                try:
-                    path = Path(open_clip.download_pretrained(cfg))
-                except Exception as exc:  # hub / url errors, OSError
-                    if offline:
-                        raise hub.offline_error("CLIP", f"{arch}/{tag}", how, offline, exc) from exc
-                    raise cannot_fetch("CLIP", f"{arch}/{tag}", how, exc) from exc
-                if not path.is_file():
-                    raise cannot_fetch("CLIP", f"{arch}/{tag}", how, FileNotFoundError(str(path)))
-            try:
-                # a tag goes through open_clip's own tag path (it sets e.g. quick_gelu for openai weights)
-                model = open_clip.create_model(arch, pretrained=str(path) if p.is_file() else tag, device=spec.device,
-                                               require_pretrained=True)
-            except PtgError:
-                raise
-            except Exception as exc:
-                raise PtgError(f"cannot load CLIP weights {path} into {arch}: {exc}") from exc
+        model, path = _load_pretrained(open_clip, arch, tag, spec.device, how)
         fingerprint, source = sha256_file(path), str(path)
     model.eval()
     pp = _preprocess_of(model, spec.size)

@@ -8,7 +8,8 @@ cannot use any) and a real feature for users whose training data is synthetic.
 The vector has a fixed layout (`LAYOUT`, version `LAYOUT_VERSION`), fingerprinted so a store, a
 run and a reader agree on what each dimension means. Numeric fields are scaled to roughly [0, 1];
 each is followed by a presence bit, and a field a row does not record is 0 with presence 0. The
-rows are written into an ordinary priors store keyed like every other (SHA-256 of the degraded
+rows are written by the one extraction engine (`DegradationRows` is its row source) into an
+ordinary priors store keyed like every other (SHA-256 of the degraded
 file's bytes), with every requested view holding the same vector: a flip does not change the
 degradation, so the trainer's augmentation finds a prior for every view it draws.
 """
@@ -17,16 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import PtgError
-from .registry import Encoder, EncoderSpec, register_encoder
 
 LAYOUT_VERSION = 1
 TASKS = ("denoise", "lowlight", "blur", "jpeg")  # task one-hot, in this order
@@ -128,17 +126,6 @@ def degradation_vector(extra: Mapping[str, Any]) -> np.ndarray:
     return v
 
 
-@register_encoder("degradation", summary="the manifest's recorded degradation parameters (task, sigma, exposure, "
-                  "gamma, photons, read noise, blur kind/size, JPEG quality; presence bits); an oracle prior",
-                  dim=str(DIM), preprocessing="none: no image is decoded", default_weights="none (no weights)")
-def _factory(spec: EncoderSpec) -> Encoder:
-    # The image-encoder engine (pipeline/extract.py) cannot run this: it has nothing to compute
-    # from pixels. `ptg extract-priors --model degradation` dispatches to `extract_degradation_priors`.
-    raise PtgError("the degradation prior is built from the manifest's recorded parameters, not from images: use "
-                   "`ptg extract-priors --model degradation --manifest M --out STORE` "
-                   "(library: ptg.pipeline.encoders.degradation.extract_degradation_priors)")
-
-
 def encoder_metadata() -> dict[str, Any]:
     """The ``encoder`` record of a degradation store (same schema as the image encoders')."""
     return {"name": "degradation", "dim": DIM, "fingerprint": layout_fingerprint(), "random_init": False,
@@ -153,79 +140,64 @@ def default_degradation_store(views: str, dtype: str) -> Path:
     return cache_root() / "priors" / f"degradation-{layout_fingerprint()[12:28]}-{views.replace(':', '')}-{dtype}.zarr"
 
 
-def extract_degradation_priors(
-    manifest: Any,
-    *,
-    out: str | Path | None = None,
-    views: str = "identity",
-    dtype: str = "float16",
-    split: str | None = None,
-    root: str | Path | None = None,
-    rows_per_shard: int | None = None,
-    on_progress: Callable[[int], None] | None = None,
-    on_plan: Callable[[Any], None] | None = None,
-    force: bool = False,
-) -> Any:
-    """Write the degradation prior of every manifest row into a priors store (resumable).
+# How `ptg encoders` lists this source beside the registered encoders (columns of `EncoderInfo`).
+LISTING = {"name": "degradation", "summary": "the manifest's recorded degradation parameters (task, sigma, exposure, "
+           "gamma, photons, read noise, blur kind/size, JPEG quality; presence bits); an oracle prior",
+           "dim": str(DIM), "preprocessing": "none: no image is decoded", "default_weights": "none (no weights)"}
 
-    Args and return value as `ptg.pipeline.extract.extract_priors` (an `ExtractSummary`); there is
-    no encoder, batch or worker option, and every view holds the same vector.
 
-    Raises:
-        PtgError: rows without a usable degradation record (all listed with their lines), two rows
-            with the same image bytes but different records, an incompatible or locked store.
-    """
-    from .. import __version__
-    from ..extract import ExtractPlan, ExtractSummary, _library_versions, writer_inputs
-    from ..store import (allocate_shards, create_or_open_store, sample_keys, store_nbytes, update_metadata, usable_commits,
-                         write_shard, writer_lock)
+class DegradationRows:
+    """The extraction engine's row source for degradation priors: one vector per manifest row,
+    from its recorded parameters; every view holds the same vector; no image is decoded."""
 
-    t0 = time.perf_counter()
-    view_names, m, samples = writer_inputs(manifest, root, split, views, dtype)
-    vectors, problems = [], []
-    for s in samples:
-        try:
-            vectors.append(degradation_vector(s.extra))
-        except PtgError as exc:
-            problems.append(f"  line {s.line} (id {s.id!r}): {exc}")
-    if problems:
-        raise PtgError(f"{len(problems)} row(s) of {m.path} have no usable degradation record; nothing was written:\n"
-                       + "\n".join(problems[:20]) + ("\n  ..." if len(problems) > 20 else ""))
-    keys = sample_keys(samples)
-    first: dict[str, int] = {}
-    for i, k in enumerate(keys):
-        j = first.setdefault(k, i)
-        if j != i and not np.array_equal(vectors[i], vectors[j]):
-            raise PtgError(f"rows {samples[j].id!r} (line {samples[j].line}) and {samples[i].id!r} (line {samples[i].line}) "
-                           "have the same image bytes but different degradation records; a store row cannot hold both")
-    store = Path(out).expanduser() if out is not None else default_degradation_store(views, dtype)
-    meta_in = {"kind": "ptg-priors", "encoder": encoder_metadata(), "fingerprint": layout_fingerprint(),
-               "random_init": False, "dim": DIM, "views_spec": views, "views": list(view_names), "dtype": dtype,
-               "package_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-               "libraries": _library_versions()}
-    with writer_lock(store, force=force):
-        meta = create_or_open_store(store, meta_in, rows_per_shard)
-        rows = int(meta["rows_per_shard"])
-        # reused shards are verified first (as extract_priors does); a damaged one is computed again
-        have = {k for rec in usable_commits(store, list(first)).values() for k in rec["keys"]}
-        todo = [i for k, i in first.items() if k not in have]
-        groups = [todo[i : i + rows] for i in range(0, len(todo), rows)]
-        shard_ids = allocate_shards(store, len(groups)) if groups else []
-        if on_plan is not None:
-            on_plan(ExtractPlan(store, len(samples), len(first), len(first) - len(todo), len(todo), [], len(groups)))
-        for sid, group in zip(shard_ids, groups):
-            block = np.stack([vectors[i] for i in group])[:, None, :].repeat(len(view_names), axis=1)  # [n, V, D]
-            write_shard(store, sid, [keys[i] for i in group], block)
+    name = "degradation"
+    dim = DIM
+    random_init = False
+
+    def __init__(self) -> None:
+        self.fingerprint = layout_fingerprint()
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def encoder_metadata(self) -> dict[str, Any]:
+        return encoder_metadata()
+
+    def default_store(self, views_spec: str, dtype: str) -> Path:
+        return default_degradation_store(views_spec, dtype)
+
+    def check(self, samples: Sequence[Any], keys: Sequence[str], manifest: Path) -> None:
+        """Every row needs a usable record, and rows of the same image bytes the same one.
+
+        Raises:
+            PtgError: rows without a usable degradation record (all listed with their lines), or two
+                rows with the same image bytes but different records; nothing is written.
+        """
+        vectors, problems = [], []
+        for s in samples:
+            try:
+                vectors.append(degradation_vector(s.extra))
+            except PtgError as exc:
+                problems.append(f"  line {s.line} (id {s.id!r}): {exc}")
+        if problems:
+            raise PtgError(f"{len(problems)} row(s) of {manifest} have no usable degradation record; nothing was written:\n"
+                           + "\n".join(problems[:20]) + ("\n  ..." if len(problems) > 20 else ""))
+        first: dict[str, int] = {}
+        for i, k in enumerate(keys):
+            j = first.setdefault(k, i)
+            if j != i and not np.array_equal(vectors[i], vectors[j]):
+                raise PtgError(f"rows {samples[j].id!r} (line {samples[j].line}) and {samples[i].id!r} (line {samples[i].line}) "
+                               "have the same image bytes but different degradation records; a store row cannot hold both")
+        self.vectors = {k: vectors[i] for k, i in first.items()}
+
+    def compute(self, store: Path, tasks: list, views: tuple[str, ...], skip_bad: bool,
+                on_progress: Callable[[int], None] | None) -> list:
+        from ..store import write_shard
+
+        for sid, keys, _ in tasks:
+            block = np.stack([self.vectors[k] for k in keys])[:, None, :].repeat(len(views), axis=1)  # [n, V, D]
+            write_shard(store, sid, keys, block)
             if on_progress:
-                on_progress(len(group))
-        seconds = time.perf_counter() - t0
-        run = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "manifest": str(m.path), "samples": len(samples),
-               "computed": len(todo), "reused": len(first) - len(todo), "skipped": 0, "seconds": round(seconds, 3),
-               "host": socket.gethostname(), "package_version": __version__}
-        update_metadata(store, runs=(list(meta.get("runs", [])) + [run])[-100:], updated=run["time"])
-    return ExtractSummary(store, len(samples), len(first), len(todo), len(first) - len(todo), [],
-                          time.perf_counter() - t0, store_nbytes(store), layout_fingerprint(), False, "degradation",
-                          view_names, DIM)
+                on_progress(len(keys))
+        return []  # a row without a record was refused by `check`
 
 
 def fields_of(extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -241,5 +213,5 @@ def fields_of(extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["DIM", "LAYOUT", "LAYOUT_VERSION", "TASKS", "BLUR_KINDS", "degradation_vector", "extract_degradation_priors",
+__all__ = ["DIM", "LAYOUT", "LAYOUT_VERSION", "TASKS", "BLUR_KINDS", "DegradationRows", "degradation_vector",
            "fields_of", "layout_fingerprint", "row_task"]

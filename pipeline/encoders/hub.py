@@ -18,7 +18,6 @@ from typing import Iterator
 from urllib.parse import urlparse
 
 from ..errors import PtgError
-from .registry import snapshot_dir
 
 PROBE_TIMEOUT_S = 3.0  # one HEAD request; a hub that answers slower than this is treated as offline
 _TRUE = ("1", "on", "true", "yes")
@@ -114,7 +113,7 @@ def nothing_cached(*extra_dirs: str | Path) -> bool:
 
 
 def snapshot(repo_id: str, what: str, how: str, allow: list[str] | None = None) -> Path:
-    """`registry.snapshot_dir` (a local directory, or a hub download) that says "offline" within seconds."""
+    """`snapshot_dir` (a local directory, or a hub download) that says "offline" within seconds."""
     p = Path(repo_id).expanduser()
     if p.exists() or repo_id.startswith((".", "/", "~")):
         return snapshot_dir(repo_id, what, how, allow)  # local: no network involved
@@ -126,3 +125,26 @@ def snapshot(repo_id: str, what: str, how: str, allow: list[str] | None = None) 
             return snapshot_dir(repo_id, what, how, allow)  # the local cache only
         except PtgError as exc:
             raise offline_error(what, repo_id, how, reason, exc.__cause__) from exc
+
+
+def cannot_fetch(what: str, ident: str, how: str, exc: BaseException) -> PtgError:
+    """The error for weights that are neither local nor downloadable (offline machines)."""
+    return PtgError(
+        f"cannot fetch the weights of {what} {ident!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}). "
+        f"This machine may be offline. Download them elsewhere and pass a local copy: {how}"
+    )
+
+
+def snapshot_dir(repo_id: str, what: str, how: str, allow: list[str] | None = None) -> Path:
+    """A local directory holding a hub repo: the path itself if it is a directory, else a download."""
+    p = Path(repo_id).expanduser()
+    if p.is_dir():
+        return p.resolve()
+    if p.exists() or repo_id.startswith((".", "/", "~")):
+        raise PtgError(f"{what} weights {repo_id!r}: not a directory. {how}")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, allow_patterns=allow))
+    except Exception as exc:  # HfHubHTTPError, LocalEntryNotFoundError, OSError, connection errors
+        raise cannot_fetch(what, repo_id, how, exc) from exc

@@ -1,9 +1,11 @@
 """The encoder registry: name → factory building a frozen model G that maps images to 1-D priors.
 
 Explicit and small, like timm's: `register_encoder` fills a dict and refuses duplicate names;
-`build_encoder(spec)` looks a name up and never guesses another. Factories import their heavy
-library (open_clip, transformers, diffusers, timm) inside the function, so importing this module
-costs nothing.
+`build_encoder(spec)` looks a name up and never guesses another. This module is a leaf: it imports
+no encoder; the package's ``__init__`` imports the built-in encoder modules by name (no folder
+scan), and each registers itself. Factories import their heavy library (open_clip, transformers,
+diffusers, timm) inside the function, so importing the package costs nothing. Hub downloads and
+the offline handling are `ptg.pipeline.encoders.hub`'s.
 
 Weights come from an explicit tag, hub id, file or directory. A randomly initialised encoder is
 built only when `EncoderSpec.random_init` is set; its fingerprint is ``random-init-<seed>`` and
@@ -24,7 +26,7 @@ from .preprocess import Preprocess
 class EncoderSpec:
     """What to build: picklable, so dask workers build the same encoder from it."""
 
-    name: str  # registry name: clip | blip2 | sd | restoration | imagenet | degradation
+    name: str  # registry name: clip | blip2 | sd | restoration | imagenet
     arch: str | None = None  # architecture within the family (open_clip model name); None = the family default
     pretrained: str | None = None  # tag, hub id, local file or local directory; None = the family default
     random_init: bool = False  # build with random weights (tests/benchmarks only; recorded loudly)
@@ -97,7 +99,6 @@ def register_encoder(name: str, *, summary: str, dim: str, preprocessing: str, d
 
 
 def list_encoders() -> list[EncoderInfo]:
-    _load_builtin()
     return [ENCODERS[k] for k in sorted(ENCODERS)]
 
 
@@ -107,7 +108,6 @@ def build_encoder(spec: EncoderSpec) -> Encoder:
     Raises:
         PtgError: unknown name, weights that cannot be found or fetched, or a bad option.
     """
-    _load_builtin()
     info = ENCODERS.get(spec.name)
     if info is None:
         raise PtgError(f"unknown encoder {spec.name!r}; choose one of {', '.join(sorted(ENCODERS))} (see `ptg encoders`)")
@@ -122,11 +122,6 @@ def build_encoder(spec: EncoderSpec) -> Encoder:
     if enc.module is not None:
         enc.module.eval().requires_grad_(False)
     return enc
-
-
-def _load_builtin() -> None:
-    # Explicit imports (no folder scan): each module registers its encoder when imported.
-    from . import blip2, clip, degradation, imagenet, restoration, sd  # noqa: F401
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,26 +153,3 @@ def fingerprint_dir(root: Path, subfolders: tuple[str, ...] = ("",)) -> str:
         h.update(p.relative_to(root).as_posix().encode() + b"\0")
         h.update(bytes.fromhex(sha256_file(p)))
     return h.hexdigest()
-
-
-def cannot_fetch(what: str, ident: str, how: str, exc: BaseException) -> PtgError:
-    """The error for weights that are neither local nor downloadable (offline machines)."""
-    return PtgError(
-        f"cannot fetch the weights of {what} {ident!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}). "
-        f"This machine may be offline. Download them elsewhere and pass a local copy: {how}"
-    )
-
-
-def snapshot_dir(repo_id: str, what: str, how: str, allow: list[str] | None = None) -> Path:
-    """A local directory holding a hub repo: the path itself if it is a directory, else a download."""
-    p = Path(repo_id).expanduser()
-    if p.is_dir():
-        return p.resolve()
-    if p.exists() or repo_id.startswith((".", "/", "~")):
-        raise PtgError(f"{what} weights {repo_id!r}: not a directory. {how}")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo_id, allow_patterns=allow))
-    except Exception as exc:  # HfHubHTTPError, LocalEntryNotFoundError, OSError, connection errors
-        raise cannot_fetch(what, repo_id, how, exc) from exc

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from ..errors import PtgError
 from . import hub
@@ -53,6 +54,29 @@ def _load(cls, root: Path, sub: str, random_init: bool):
         raise PtgError(f"cannot load {sub}/ from {root}: {exc}") from exc
 
 
+def _load_unet(root: Path, spec: EncoderSpec, feats: dict) -> tuple[Any, float, dict[str, Any]]:
+    """The UNet whose mid-block is pooled at ``spec.timestep``, that timestep's alpha-bar, and its details."""
+    import diffusers
+    from diffusers import DDPMScheduler
+
+    cfg_path = root / "unet" / "config.json"
+    cls_name = json.loads(cfg_path.read_text()).get("_class_name", "UNet2DConditionModel") if cfg_path.is_file() else ""
+    unet_cls = getattr(diffusers, cls_name, None) if cls_name in ("UNet2DConditionModel", "UNet2DModel") else None
+    if unet_cls is None:
+        raise PtgError(f"{root}/unet holds a {cls_name or 'missing'} model; the sd encoder supports UNet2DConditionModel and UNet2DModel")
+    unet = _load(unet_cls, root, "unet", spec.random_init).to(spec.device).eval()
+    unet.mid_block.register_forward_hook(_pooled_hook(feats, "unet_mid"))
+    if (root / "scheduler" / "scheduler_config.json").is_file():
+        sched = DDPMScheduler.from_pretrained(root, subfolder="scheduler")
+    else:  # Stable Diffusion's training schedule
+        sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    if not 0 <= spec.timestep < sched.config.num_train_timesteps:
+        raise PtgError(f"--timestep {spec.timestep} is outside 0..{sched.config.num_train_timesteps - 1}")
+    alpha_bar = float(sched.alphas_cumprod[spec.timestep])
+    details = {"unet_mid_channels": unet.config.block_out_channels[-1], "alpha_bar": alpha_bar, "unet_class": cls_name}
+    return unet, alpha_bar, details
+
+
 @register_encoder(
     "sd",
     summary="Stable Diffusion VAE encoder (mid-block features + latent statistics), optional UNet mid-block at --timestep",
@@ -67,8 +91,9 @@ def build_sd(spec: EncoderSpec) -> Encoder:
     allow = ["model_index.json", "vae/*"] + (["unet/*", "scheduler/*"] if use_unet else [])
     # weights first, torch and diffusers after: offline, the error comes before seconds of imports
     root = hub.snapshot(spec.pretrained or DEFAULT_REPO, "Stable Diffusion", HOW, allow=allow)
+    import diffusers
     import torch
-    from diffusers import AutoencoderKL, DDPMScheduler
+    from diffusers import AutoencoderKL
 
     vae = _load(AutoencoderKL, root, "vae", spec.random_init).to(spec.device).eval()
     feats: dict = {}
@@ -80,26 +105,10 @@ def build_sd(spec: EncoderSpec) -> Encoder:
     modules = torch.nn.ModuleDict({"vae": vae})
     details: dict = {"vae_mid_channels": vae_mid, "latent_channels": latent_ch, "timestep": spec.timestep}
     if use_unet:
-        cfg_path = root / "unet" / "config.json"
-        cls_name = json.loads(cfg_path.read_text()).get("_class_name", "UNet2DConditionModel") if cfg_path.is_file() else ""
-        import diffusers
-
-        unet_cls = getattr(diffusers, cls_name, None) if cls_name in ("UNet2DConditionModel", "UNet2DModel") else None
-        if unet_cls is None:
-            raise PtgError(f"{root}/unet holds a {cls_name or 'missing'} model; the sd encoder supports UNet2DConditionModel and UNet2DModel")
-        unet = _load(unet_cls, root, "unet", spec.random_init).to(spec.device).eval()
-        unet.mid_block.register_forward_hook(_pooled_hook(feats, "unet_mid"))
+        unet, alpha_bar, unet_details = _load_unet(root, spec, feats)
         modules["unet"] = unet
-        if (root / "scheduler" / "scheduler_config.json").is_file():
-            sched = DDPMScheduler.from_pretrained(root, subfolder="scheduler")
-        else:  # Stable Diffusion's training schedule
-            sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-        if not 0 <= spec.timestep < sched.config.num_train_timesteps:
-            raise PtgError(f"--timestep {spec.timestep} is outside 0..{sched.config.num_train_timesteps - 1}")
-        alpha_bar = float(sched.alphas_cumprod[spec.timestep])
-        unet_mid = unet.config.block_out_channels[-1]
-        dim += unet_mid
-        details.update(unet_mid_channels=unet_mid, alpha_bar=alpha_bar, unet_class=cls_name)
+        dim += unet_details["unet_mid_channels"]
+        details.update(unet_details)
     scaling = float(getattr(vae.config, "scaling_factor", 0.18215))
     size = spec.size or DEFAULT_SIZE
     pp = Preprocess(size=size, resize="short_side_center_crop", resize_short=size, interpolation="bicubic",

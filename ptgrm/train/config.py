@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ptg.pipeline.errors import PtgError
+from ptg.pipeline.normalize import DEFAULT_NORMALIZE, NORMALIZE
 
 MODES = ("baseline", "joint", "refine")
 PRIOR_CONTROLS = ("real", "shuffle", "constant", "zero")
-PRIOR_NORMALIZE = ("l2", "standardize", "none")
+PRIOR_NORMALIZE = NORMALIZE  # the one list (ptg.pipeline.normalize)
 AMP_MODES = ("none", "bf16", "fp16")
 LOSS_KINDS = ("charbonnier", "l1", "mse", "zero-dce")
 AUGMENTS = ("store", "none", "flips", "d4")
@@ -100,7 +101,7 @@ class PriorConfig:
     """How the cached priors reach R, including the controls of the reproduction study."""
 
     control: str = "real"  # real | shuffle (a fixed seeded derangement: each image gets another's prior) | constant (one training image's normalised prior, drawn with the seed, for every image) | zero; applied alike in training, validation, eval and restore
-    normalize: str = "standardize"  # standardize (per-dimension mean/std of the training rows, saved with the run; the default: it beat l2 by +0.41 dB in the study, docs/RESULTS.md) | l2 (each vector / its L2 norm, as the authors do for CLIP) | none
+    normalize: str = DEFAULT_NORMALIZE  # standardize (per-dimension mean/std of the training rows, saved with the run; why it is the default: docs/RESULTS.md) | l2 (each vector / its L2 norm, as the authors do for CLIP) | none
     dropout: float = 0.0  # training only: probability of zeroing a sample's prior vector
     noise: float = 0.0  # training only: std of Gaussian noise added to the (normalised) prior
     lr_mult: float = 1.0  # learning-rate multiplier for R's prior mappings T (narrower effective capacity if < 1)

@@ -24,7 +24,6 @@ sources give the same bits.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import warnings
 from dataclasses import dataclass
@@ -42,12 +41,10 @@ from ptg.pipeline.imageio import image_size, read_image
 from ptg.pipeline.manifest import Sample
 from ptg.pipeline.priorcache import prior_vectors
 from ptg.pipeline.views import _DIHEDRAL  # the dihedral views as numpy views (apply_view copies them)
-from ptg.pipeline.views import VIEW_SETS, apply_view, tile_view_for
+from ptg.pipeline.views import VIEW_SETS, apply_view, parse_tile_view, tile_grid, tile_view_for
 
 from ..priors import PriorTransform, derangement  # noqa: F401  (derangement: re-exported for callers)
 from .config import DataConfig, PriorConfig
-
-_TILE = re.compile(r"^tile(\d+)_r\d+c\d+$")
 
 
 class PriorFallbackWarning(UserWarning):
@@ -80,12 +77,8 @@ class PriorTable:
 
 
 def store_tiles(views: Sequence[str]) -> int:
-    """N of a ``tiles:N`` view set (0 when the store holds no tiles)."""
-    for v in views:
-        m = _TILE.match(v)
-        if m:
-            return int(m.group(1))
-    return 0
+    """N of a ``tiles:N`` view set (0 when the store holds no tiles): `ptg.pipeline.views.tile_grid`."""
+    return tile_grid(views)
 
 
 def augment_views(augment: str, first_store_views: Sequence[str] | None) -> tuple[str, ...]:
@@ -140,7 +133,7 @@ def load_tables(stores: Sequence[Any], keys: Sequence[str], aug: Sequence[str], 
         views = tuple(store.views)
         tiles = store_tiles(views)
         if tiles:
-            wanted = [v for v in views if _TILE.match(v)] + ["identity"]
+            wanted = [v for v in views if parse_tile_view(v) is not None] + ["identity"]
             if any(v != "identity" for v in aug):
                 warnings.warn(f"the priors store {store.path} holds tiles of the unaugmented image only: crops "
                               f"drawn with views {', '.join(v for v in aug if v != 'identity')} get the prior of the "
@@ -372,7 +365,8 @@ class TrainDataset(Dataset):
         self.seed = seed
         self.repeat = repeat
         self.need_target = need_target
-        self.shuffle = derangement(len(self.samples), seed) if prior_cfg.control == "shuffle" else None
+        shuffled = self.transform is not None and self.transform.control == "shuffle"
+        self.shuffle = self.transform.order(len(self.samples), training=True) if shuffled else None
         sides = {s.id: min(image_size(s.input)) for s in self.samples}
         small = [sid for sid, side in sides.items() if side < self.crop]
         if small:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import inspect
 import os
 import signal
-import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,9 @@ import torch.distributed as dist
 
 from ptg.pipeline.errors import PtgError
 
-from ..infer import Restorer
+from ..restorer import Restorer
+from ..runtime import StopSignals as _StopSignals
+from ..runtime import resolve_device  # noqa: F401 (re-exported: the trainer's device rule is everyone's)
 from .config import TrainConfig, from_dict, load_yaml, to_dict
 from .data import ValDataset
 
@@ -47,20 +48,6 @@ def init_dist(cfg: TrainConfig) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def resolve_device(want: str, local_rank: int = 0) -> torch.device:
-    """``auto`` (CUDA if present, else CPU) | cpu | cuda | cuda:N, checked."""
-    name = want
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise PtgError(f"device {want!r} but no CUDA device is available; use cpu (or auto)")
-        if name == "cuda":
-            name = f"cuda:{local_rank}"
-        torch.cuda.set_device(torch.device(name))
-    return torch.device(name)
-
-
 def device_of(cfg: TrainConfig, d: Dist) -> torch.device:
     return resolve_device(cfg.run.device, d.local_rank)
 
@@ -85,32 +72,8 @@ def progress_caller(on_progress: Callable[..., None] | None) -> Callable[..., No
     return on_progress if takes_fields else (lambda n, **fields: on_progress(n))
 
 
-class StopSignals:
-    """Turn SIGINT/SIGTERM into a request to stop after the current step.
-
-    The first signal only records itself; the handler is then put back, so a second Ctrl-C
-    stops at once as usual. Installed only in the main thread (signals cannot be caught elsewhere).
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.signum = 0
-        self._old: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, old in self._old.items():
-            signal.signal(s, old)
+class StopSignals(_StopSignals):
+    """`ptg.ptgrm.runtime.StopSignals`, agreed over the ranks of a distributed run."""
 
     def agreed(self, d: Dist, device: torch.device) -> int:
         """The signal received (by any rank: all stop at the same step), or 0."""
@@ -153,27 +116,32 @@ def validate(nets: Restorer, ds: ValDataset, d: Dist, device: torch.device, amp_
              ) -> dict[str, float]:
     """Mean PSNR/SSIM (the same `ptg.pipeline.metrics` as `ptg eval`) of the final output and of F.
 
-    The forward is `Restorer.restore` on the raw priors, padded as `ptg eval` pads (to the
-    models' multiple, `run_padded_tiled`): the same numbers as `ptg eval` before its uint8 rounding.
+    The forward is the restore loop of `ptg eval` (`ptg.ptgrm.infer.restore_each`: `Restorer.restore`
+    on the raw priors, padded to the models' multiple): the same numbers as `ptg eval` before its
+    uint8 rounding.
     """
     from ptg.pipeline.metrics import psnr, ssim
 
-    from ..infer import run_padded_tiled
+    from ..infer import restore_each
 
     was = nets.training
     nets.eval()
     sums = [0.0, 0.0, 0.0, 0.0, 0.0]  # psnr, ssim, psnr_f, ssim_f, count
-    for i in range(d.rank, len(ds), d.world):
-        item = ds[i]
-        raw = [p.unsqueeze(0) for p in item["priors"]] or None
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            ihat, out = run_padded_tiled(lambda t: nets.restore(t, raw), item["x"].unsqueeze(0), nets.multiple,
-                                         device=device)
-        y = item["y"].permute(1, 2, 0).numpy()
-        final = (out if out is not None else ihat)[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-        fimg = ihat[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-        sums = [sums[0] + psnr(final, y), sums[1] + ssim(final, y), sums[2] + psnr(fimg, y), sums[3] + ssim(fimg, y),
-                sums[4] + 1]
+    targets: list[torch.Tensor] = []  # the item being restored: one image in memory at a time
+
+    def inputs():
+        for i in range(d.rank, len(ds), d.world):
+            item = ds[i]
+            targets.append(item["y"])
+            yield item["x"].unsqueeze(0), [p.unsqueeze(0) for p in item["priors"]] or None, f"validation image {i}"
+
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        for ihat, out, _ in restore_each(nets, inputs(), device=device):
+            y = targets.pop().permute(1, 2, 0).numpy()
+            final = (out if out is not None else ihat)[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+            fimg = ihat[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+            sums = [sums[0] + psnr(final, y), sums[1] + ssim(final, y), sums[2] + psnr(fimg, y),
+                    sums[3] + ssim(fimg, y), sums[4] + 1]
     sums = all_sum(sums, d, device)
     nets.train(was)
     if sums[4] == 0:

@@ -9,6 +9,7 @@ from torch import nn
 
 from ptg.pipeline.errors import PtgError
 
+from ..artifacts.checkpoint import pick_weights
 from . import checkpoint as ckpt_mod
 from .config import TrainConfig
 
@@ -90,7 +91,7 @@ def load_f_weights(cfg: TrainConfig, f: nn.Module) -> None:
         if obj["baseline"]["name"] != cfg.model.baseline:
             raise PtgError(f"--baseline-weights {src} holds F {obj['baseline']['name']!r}, not {cfg.model.baseline!r}")
         ema = obj.get("ema") or {}
-        state = ema.get("baseline") if ema.get("baseline") is not None else obj["baseline"]["state_dict"]
+        state, _, _ = pick_weights(obj["baseline"]["state_dict"], None, ema.get("baseline"), None, frozen_f=False)
     elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
         state = obj
     else:

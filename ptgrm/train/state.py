@@ -32,7 +32,8 @@ from torch import nn
 from ptg.pipeline.errors import PtgError
 from ptg.pipeline.fsio import atomic_save
 
-from ..infer import Restorer
+from ..artifacts.checkpoint import pick_weights
+from ..restorer import Restorer
 from . import checkpoint as ckpt_mod
 
 
@@ -63,12 +64,13 @@ class TrainState:
         return self.nets.r
 
     def eval_nets(self) -> Restorer:
-        """The networks validation and inference use: the EMA weights when kept."""
+        """The networks validation and inference use: the EMA weights when kept (`pick_weights`)."""
         if self.ema_f is None and self.ema_r is None:
             return self.nets
         n = self.nets
-        return Restorer(self.ema_f.module if self.ema_f is not None else n.f, self.ema_r.module if self.ema_r is not None else n.r,
-                        n.transform, n.f_kind, n.train_f)
+        f, r, _ = pick_weights(n.f, n.r, self.ema_f.module if self.ema_f is not None else None,
+                               self.ema_r.module if self.ema_r is not None else None, frozen_f=not n.train_f)
+        return Restorer(f, r, n.transform, n.f_kind, n.train_f)
 
     def _entry(self, which: str, module: nn.Module) -> dict[str, Any]:
         model = self.config["model"]

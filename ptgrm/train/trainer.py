@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ptg.pipeline import fsio
 from ptg.pipeline.errors import Interrupted, PtgError
 
-from ..infer import Restorer
+from ..restorer import Restorer
 from . import checkpoint as ckpt_mod
 from .config import TrainConfig, save_yaml, to_dict
 from .data import (InputGuard, TrainDataset, ValDataset, augment_views, check_missing, fit_transform, load_tables,

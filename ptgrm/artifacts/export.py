@@ -1,4 +1,4 @@
-"""`ptg export`: a trained F and R as safetensors plus one JSON config, the format a team shares.
+"""`ptg export` folders: a trained F and R as safetensors plus one JSON config, the format a team shares.
 
 Layout of an export folder::
 
@@ -20,16 +20,20 @@ model names resolve only through the registry. Each file's SHA-256 is checked wh
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
+from torch import nn
 
 from ptg.pipeline import fsio
 from ptg.pipeline.errors import PtgError
 
-from .infer import Restorer
-from .priors import PriorTransform
+from ..priors import PriorTransform
+from .checkpoint import build_network, read_checkpoint
+from .info import NetworkSpec, PriorStoreInfo, RunInfo
+from .student import student_priors
 
 EXPORT_FORMAT = "ptg-export/1"
 EXPORT_CONFIG = "config.json"
@@ -59,7 +63,7 @@ def _read_tensors(folder: Path, entry: dict[str, Any]) -> dict[str, torch.Tensor
 
 
 def export_run(source: str | Path, out: str | Path, prefer: str = "best", force: bool = False,
-               use_ema: bool = True, students: list[str | Path] | None = None) -> dict[str, Any]:
+               use_ema: bool = True, students: Sequence[str | Path] | None = None) -> dict[str, Any]:
     """Write the F and R of a run folder or checkpoint file into the export folder ``out``.
 
     Args:
@@ -69,23 +73,16 @@ def export_run(source: str | Path, out: str | Path, prefer: str = "best", force:
     Returns:
         The content of ``out/config.json``.
     """
-    restorer = Restorer.from_checkpoint(source, "cpu", prefer, use_ema=use_ema)
+    f, r, info = read_checkpoint(source, prefer, use_ema=use_ema)
     if students:
-        from .distill import student_priors
-
-        student_priors(students, restorer.info["priors"])  # refuses a wrong count or another teacher's student
+        student_priors(students, info.priors)  # refuses a wrong count or another teacher's student
     out = fsio.claim_out_dir(out, "export", force)
-    info = restorer.info
-    cfg: dict[str, Any] = {"format": EXPORT_FORMAT, "mode": info["mode"], "step": info["step"]}
-    cfg["baseline"] = {**info["baseline"], "kind": restorer.f_kind, "file": "baseline.safetensors",
-                       "sha256": _write_tensors(out / "baseline.safetensors", restorer.f.state_dict())}
-    cfg["refiner"] = None
-    if restorer.r is not None:
-        cfg["refiner"] = {**info["refiner"], "file": "refiner.safetensors",
-                          "sha256": _write_tensors(out / "refiner.safetensors", restorer.r.state_dict())}
-    cfg["priors"] = info["priors"]
-    cfg["prior_transform"] = restorer.transform.settings()
-    stats = restorer.transform.tensors()
+    cfg: dict[str, Any] = {"format": EXPORT_FORMAT, "mode": info.mode, "step": info.step}
+    cfg["baseline"] = _write_network(out, "baseline", info.baseline.to_entry(True), f)
+    cfg["refiner"] = None if r is None else _write_network(out, "refiner", info.refiner.to_entry(False), r)
+    cfg["priors"] = info.prior_entries()
+    cfg["prior_transform"] = info.transform.settings()
+    stats = info.transform.tensors()
     cfg["prior_stats"] = ({"file": "prior_stats.safetensors", "sha256": _write_tensors(out / "prior_stats.safetensors", stats)}
                           if stats else None)
     cfg["students"] = []
@@ -94,17 +91,26 @@ def export_run(source: str | Path, out: str | Path, prefer: str = "best", force:
         for name in ("student.safetensors", "student.json"):  # student.json records the weights' SHA-256
             fsio.atomic_write_bytes(out / rel / name, (Path(dist) / name).read_bytes())
         cfg["students"].append(rel)
-    cfg["source"] = {"checkpoint": info["source"], "sha256": fsio.file_sha256(info["source"]), "step": info["step"],
-                     "weights": info["weights"], "config": info["config"]}
+    cfg["source"] = {"checkpoint": info.source, "sha256": fsio.file_sha256(info.source), "step": info.step,
+                     "weights": info.weights, "config": info.config}
     fsio.atomic_write_json(out / EXPORT_CONFIG, cfg)
     return cfg
 
 
-def load_export(folder: str | Path, device: str | torch.device = "cpu") -> Restorer:
-    """A `Restorer` from an export folder (see the module docstring)."""
-    from ptg.pipeline.limits import read_json
+def _write_network(out: Path, which: str, entry: dict[str, Any], net: nn.Module) -> dict[str, Any]:
+    name = f"{which}.safetensors"
+    return {**entry, "file": name, "sha256": _write_tensors(out / name, net.state_dict())}
 
-    from .train.checkpoint import build_network
+
+def is_export(path: str | Path) -> bool:
+    """Whether ``path`` is an export folder (it holds a config.json)."""
+    p = Path(path)
+    return p.is_dir() and (p / EXPORT_CONFIG).is_file()
+
+
+def read_export(folder: str | Path) -> tuple[nn.Module, nn.Module | None, RunInfo]:
+    """F, R and their `RunInfo` from an export folder (see the module docstring)."""
+    from ptg.pipeline.limits import read_json
 
     folder = Path(folder)
     try:
@@ -113,16 +119,17 @@ def load_export(folder: str | Path, device: str | torch.device = "cpu") -> Resto
         raise PtgError(f"cannot read {folder / EXPORT_CONFIG}: {exc}") from None
     if not isinstance(cfg, dict) or cfg.get("format") != EXPORT_FORMAT:
         raise PtgError(f"{folder} is not a `ptg export` folder (format {EXPORT_FORMAT})")
-    f = build_network(cfg["baseline"]["name"], cfg["baseline"]["args"], _read_tensors(folder, cfg["baseline"]))
-    r = None
-    if cfg.get("refiner"):
-        r = build_network(cfg["refiner"]["name"], cfg["refiner"]["args"], _read_tensors(folder, cfg["refiner"]))
     stats = _read_tensors(folder, cfg["prior_stats"]) if cfg.get("prior_stats") else {}
-    transform = PriorTransform.from_settings(cfg["prior_transform"], stats)
     src = cfg.get("source") or {}
-    info = {"source": str(folder), "step": int(cfg["step"]), "mode": cfg["mode"], "weights": src.get("weights"),
-            "config": src.get("config") or {}, "priors": list(cfg.get("priors") or []),
-            "baseline": {k: cfg["baseline"][k] for k in ("name", "args", "kind")},
-            "refiner": None if r is None else {k: cfg["refiner"][k] for k in ("name", "args")},
-            "exported_from": src.get("checkpoint"), "students": [str(fsio.member_path(folder, d, "student folder")) for d in cfg.get("students") or []]}
-    return Restorer(f, r, transform, cfg["baseline"].get("kind", "restorer"), info=info).to(device).eval()
+    info = RunInfo(source=str(folder), step=int(cfg["step"]), mode=cfg["mode"], weights=src.get("weights"),
+                   baseline=NetworkSpec.from_entry(cfg["baseline"], True),
+                   refiner=NetworkSpec.from_entry(cfg["refiner"], False) if cfg.get("refiner") else None,
+                   priors=tuple(PriorStoreInfo.from_entry(e) for e in cfg.get("priors") or []),
+                   transform=PriorTransform.from_settings(cfg["prior_transform"], stats),
+                   config=src.get("config") or {}, exported_from=src.get("checkpoint"),
+                   students=tuple(str(fsio.member_path(folder, d, "student folder")) for d in cfg.get("students") or []))
+    f = build_network(info.baseline.name, info.baseline.args, _read_tensors(folder, cfg["baseline"]))
+    r = None
+    if info.refiner is not None:
+        r = build_network(info.refiner.name, info.refiner.args, _read_tensors(folder, cfg["refiner"]))
+    return f, r, info
