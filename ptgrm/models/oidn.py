@@ -40,6 +40,9 @@ class OIDNDenoiser(nn.Module):
     def __init__(self, config: OIDNConfig | None = None):
         super().__init__()
         self.config = config if config is not None else OIDNConfig()
+        # OIDN holds no torch weights; ptg's inference code finds F's device from its parameters,
+        # so an empty, frozen one stands in (0 values: nothing is stored or trained).
+        self.device_anchor = nn.Parameter(torch.zeros(0), requires_grad=False)
         try:
             import pyoidn  # noqa: F401  (fail at build time, with the fix, not at the first step)
         except ImportError:
