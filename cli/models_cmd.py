@@ -74,8 +74,9 @@ def inspect(
         console.print_json(json.dumps(dataclasses.asdict(d)))
     else:
         table = Table(title=f"{weights}", show_header=False)
-        size = (f"multiple of {d.size_multiple}, at least {d.size_minimum}" + (", square" if d.square else "")
-                if d.size_multiple is not None else "-")
+        size = "-" if d.size_multiple is None else ", ".join(
+            [f"padded to a multiple of {d.size_multiple}"] + ([f"at least {d.size_minimum}"] if d.size_minimum else [])
+            + (["square"] if d.square else []))
         for key, value in (("architecture", d.architecture), ("purpose", d.purpose),
                            ("scale", f"{d.scale}x" if d.scale is not None else None),
                            ("channels", f"{d.input_channels} -> {d.output_channels}" if d.input_channels else None),

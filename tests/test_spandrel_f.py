@@ -181,3 +181,22 @@ def test_wrappers_prefixes_and_unknown_weights(zoo, tmp_path, capsys):
     assert main(["models", "inspect", str(unknown)]) == 1
     assert "recognises no architecture" in capsys.readouterr().err
     assert main(["models", "inspect", str(tmp_path / "missing.pth")]) == 1
+
+
+def test_rebuilt_from_the_run_record_without_the_file(zoo, data, tmp_path):
+    """A checkpoint alone rebuilds F (architecture detected from its recorded weights): same output."""
+    from ptg.ptgrm.train.checkpoint import build_network
+
+    src = tmp_path / "mprnet.pth"
+    src.write_bytes(zoo["mprnet"].read_bytes())
+    out = tmp_path / "run"
+    train(_train_cfg(data, out, src, steps=1))
+    ck = load_checkpoint(out / "checkpoints" / "last.pt")
+    live = create_model("spandrel", weights=str(src)).eval()
+    src.unlink()  # the original file is gone
+    rebuilt = build_network("spandrel", ck["baseline"]["args"], ck["baseline"]["state_dict"]).eval()
+    x = torch.rand(2, 3, 24, 40)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), live(x))
+    with pytest.raises(PtgError, match="holds MPRNet, not the recorded NAFNet"):
+        build_network("spandrel", {**ck["baseline"]["args"], "architecture": "NAFNet"}, ck["baseline"]["state_dict"])

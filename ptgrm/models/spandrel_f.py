@@ -17,6 +17,7 @@ the detected architecture are recorded in the config, so a run refuses a changed
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -139,6 +140,22 @@ def detect(state: dict[str, Tensor]) -> Any:
     Raises:
         PtgError: spandrel missing, or no architecture it knows matches the keys.
     """
+    with warnings.catch_warnings():  # spandrel's architectures script helpers with the deprecated torch.jit.script
+        warnings.simplefilter("ignore", FutureWarning)
+        registry = _registry()
+    import spandrel
+
+    try:
+        return spandrel.ModelLoader(device="cpu", registry=registry).load_from_state_dict(state)
+    except spandrel.UnsupportedModelError:
+        raise PtgError("spandrel recognises no architecture in these weights (keys such as "
+                       f"{', '.join(list(state)[:3])}); see spandrel's list of supported architectures, or register "
+                       "the network in ptg and pass a `ptg train` checkpoint") from None
+    except (RuntimeError, KeyError, ValueError) as exc:  # keys matched a family, shapes did not
+        raise PtgError(f"spandrel matched an architecture but could not build it: {str(exc).splitlines()[0]}") from None
+
+
+def _registry() -> Any:
     try:
         import spandrel
     except ImportError:
@@ -151,14 +168,7 @@ def detect(state: dict[str, Tensor]) -> Any:
         registry.add(*(s for s in spandrel_extra_arches.EXTRA_REGISTRY if s.architecture.id not in registry))
     except ImportError:
         pass
-    try:
-        return spandrel.ModelLoader(device="cpu", registry=registry).load_from_state_dict(state)
-    except spandrel.UnsupportedModelError:
-        raise PtgError("spandrel recognises no architecture in these weights (keys such as "
-                       f"{', '.join(list(state)[:3])}); see spandrel's list of supported architectures, or register "
-                       "the network in ptg and pass a `ptg train` checkpoint") from None
-    except (RuntimeError, KeyError, ValueError) as exc:  # keys matched a family, shapes did not
-        raise PtgError(f"spandrel matched an architecture but could not build it: {str(exc).splitlines()[0]}") from None
+    return registry
 
 
 def refusal(desc: Any) -> str | None:
@@ -206,35 +216,50 @@ class SpandrelF(nn.Module):
     def __init__(self, config: SpandrelConfig | None = None):
         super().__init__()
         cfg = config if config is not None else SpandrelConfig()
-        if not cfg.weights:
+        self.config = cfg
+        self.net: nn.Module | None = None
+        self.multiple, self.minimum, self.square = 1, 0, False
+        if cfg.weights:
+            sha = file_sha256(cfg.weights) if Path(cfg.weights).is_file() else None
+            if cfg.sha256 and sha and sha != cfg.sha256:
+                raise PtgError(f"--baseline-weights {cfg.weights} has SHA-256 {sha[:16]}…, not the {cfg.sha256[:16]}… "
+                               "this run was started with; pass the original file or start a new run")
+            self._build(read_state_dict(cfg.weights), f"--baseline-weights {cfg.weights}")
+            self.record = {"architecture": self.architecture, "sha256": sha}
+        elif not cfg.architecture:
             raise PtgError("--baseline spandrel needs the checkpoint: pass --baseline-weights FILE "
                            "(.pth/.ckpt/.safetensors of a 1x restoration network)")
-        self.config = cfg
-        sha = file_sha256(cfg.weights) if Path(cfg.weights).is_file() else None
-        if cfg.sha256 and sha and sha != cfg.sha256:
-            raise PtgError(f"--baseline-weights {cfg.weights} has SHA-256 {sha[:16]}…, not the {cfg.sha256[:16]}… this "
-                           "run was started with; pass the original file or start a new run")
-        desc = detect(read_state_dict(cfg.weights))
+        # else: rebuilt from a run's own record (checkpoint or export): `load_state_dict` builds the
+        # network from the recorded weights, so the original file is not needed any more
+
+    def _build(self, state: dict[str, Tensor], where: str) -> None:
+        desc = detect(state)
         why = refusal(desc)
         if why:
-            raise PtgError(f"--baseline-weights {cfg.weights}: {why}")
+            raise PtgError(f"{where}: {why}")
         arch = desc.architecture.name
-        if cfg.architecture and arch != cfg.architecture:
-            raise PtgError(f"--baseline-weights {cfg.weights} holds {arch}, not the recorded {cfg.architecture}")
-        self.net: nn.Module = desc.model
+        if self.config.architecture and arch != self.config.architecture:
+            raise PtgError(f"{where} holds {arch}, not the recorded {self.config.architecture}")
+        self.net = desc.model
         self._call: Callable[[nn.Module, Tensor], Tensor] = desc._call_fn  # spandrel's own forward of this arch
         # spandrel's own call functions (DRUNet's noise map, MPRNet's last stage, ...) assume one image;
         # the plain one (``model(image)``) takes a batch. Unknown ones run image by image: always right.
         self._batched = getattr(desc._call_fn, "__qualname__", "") == _PLAIN_CALL
         req = desc.size_requirements
-        self.multiple = int(req.multiple_of)
-        self.minimum = int(req.minimum)
-        self.square = bool(req.square)
+        self.multiple, self.minimum, self.square = int(req.multiple_of), int(req.minimum), bool(req.square)
         self.architecture = arch
-        self.record = {"architecture": arch, "sha256": sha}
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """Load weights; a network built without a file (from a run's record) is detected from them first."""
+        if self.net is None:
+            inner = {k[len("net."):]: v for k, v in state_dict.items() if k.startswith("net.")}
+            self._build(inner, "the recorded F weights")
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def forward(self, x: Tensor) -> Tensor:
         # x: [B, 3, H, W] -> [B, 3, H, W]
+        if self.net is None:
+            raise PtgError("spandrel F has no weights yet: build it from --baseline-weights FILE or load a run's state dict")
         h, w = x.shape[-2:]
         ph, pw = max(h, self.minimum), max(w, self.minimum)
         ph, pw = -(-ph // self.multiple) * self.multiple, -(-pw // self.multiple) * self.multiple
