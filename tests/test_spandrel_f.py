@@ -200,3 +200,17 @@ def test_rebuilt_from_the_run_record_without_the_file(zoo, data, tmp_path):
         assert torch.equal(rebuilt(x), live(x))
     with pytest.raises(PtgError, match="holds MPRNet, not the recorded NAFNet"):
         build_network("spandrel", {**ck["baseline"]["args"], "architecture": "NAFNet"}, ck["baseline"]["state_dict"])
+
+
+def test_resume_reads_the_recorded_file_and_refuses_a_changed_one(zoo, data, tmp_path):
+    src = tmp_path / "nafnet.pth"
+    src.write_bytes(zoo["nafnet"].read_bytes())
+    out = tmp_path / "run"
+    train(_train_cfg(data, out, src, steps=2))
+    again = resolve(overrides={"out": str(out), "resume": True, "steps": 3})  # the run's own config.yaml
+    assert again.model.baseline_args["sha256"] == file_sha256(src)
+    assert train(again)["step"] == 3
+    net = build(*RESTORATION["dncnn"][:3])  # the same path now holds other weights
+    save(net, src)
+    with pytest.raises(PtgError, match="SHA-256"):
+        train(resolve(overrides={"out": str(out), "resume": True, "steps": 4}))
