@@ -108,10 +108,10 @@ def main() -> None:
         print(json.dumps(res))
         return
 
-    from ptg.ptgrm.models import list_models
+    from ptg.ptgrm.models import get_model_spec, list_models
     from ptg.ptgrm.models.summary import summarize_model
 
-    names = a.models or list_models()
+    names = a.models or [n for n in list_models() if not get_model_spec(n).external]  # external: built from a file
     lines = [
         f"# Model cost on this CPU ({datetime.date.today().isoformat()})",
         "",

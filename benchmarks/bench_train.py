@@ -20,6 +20,13 @@ differs:
   Q-Former, random init; the OPT language model is not instantiated (the Q-Former prior does not
   use it); input side ``--blip2-size`` (the position table is built for that side).
 
+- ``refine-live`` / ``refine-cached``: R alone on a frozen F (``--refine-f``, default
+  ``restormer-paper``, 26.1M), priors from the cached CLIP store. Live: F runs forward (no_grad)
+  on every crop at every step, with F in memory. Cached: F's outputs for exactly those crops were
+  computed beforehand (a ``refine-prep`` subprocess writes them to one ``.npy``); the arm reads
+  them from a memory map and never builds F. Only R's loss is back-propagated, as in
+  ``--mode refine``.
+
 Random weights are fine for timing and memory. Every store is extracted in this process first,
 and its extraction throughput reported.
 
@@ -32,6 +39,7 @@ resident set (``VmHWM``).
     .venv/bin/python benchmarks/bench_train.py --threads 1 --batch 2 --steps 8 --warmup 2 --online-steps 2 \
         --repeats 2 --sd-size 128 --blip2-size 112 --out benchmarks/results/train.md
     .venv/bin/python benchmarks/bench_train.py --device cuda --crop 256 --batch 8 --steps 30
+    .venv/bin/python benchmarks/bench_train.py --arms floor,refine-live,refine-cached --threads 1 --batch 2 --steps 6
 """
 from __future__ import annotations
 
@@ -48,7 +56,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ARMS = ("floor", "cached", "cached-lazy", "online", "cached-sd", "online-sd", "cached-blip2", "online-blip2")
+ARMS = ("floor", "cached", "cached-lazy", "online", "cached-sd", "online-sd", "cached-blip2", "online-blip2",
+        "refine-live", "refine-cached")
+REFINE_ARMS = ("refine-prep", "refine-live", "refine-cached")  # refine-prep: a hidden arm writing F's outputs
 VIEWS = ("identity", "hflip", "vflip", "hvflip")
 
 # SD 1.5's VAE and UNet (v1-5 repo configs), built at random init: the real architectures and sizes.
@@ -208,6 +218,76 @@ def _worker(arm: str, args: argparse.Namespace) -> dict:
             "fm_loaded": sorted({m.split(".")[0] for m in sys.modules} & {"open_clip", "transformers", "diffusers"})}
 
 
+def _refine_worker(arm: str, args: argparse.Namespace) -> dict:
+    """R alone on a frozen F: F live in the loop, F's outputs read from a memory map, or (prep) writing them."""
+    import warnings
+
+    import numpy as np
+    import torch
+
+    from ptg.pipeline.manifest import load_manifest
+    from ptg.pipeline.store import open_priors, sample_keys
+    from ptg.ptgrm.models import create_model
+    from ptg.ptgrm.train.config import DataConfig, LossConfig, PriorConfig
+    from ptg.ptgrm.train.data import TrainDataset, load_tables
+    from ptg.ptgrm.train.losses import build_loss
+
+    torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    samples = load_manifest(args.manifest).split("train")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tables = load_tables([open_priors(args.store)], sample_keys(samples), VIEWS)
+    n = args.warmup + args.steps
+    ds = TrainDataset(samples, tables, DataConfig(crop=args.crop), PriorConfig(), VIEWS, seed=0,
+                      repeat=max(1, -(-args.batch * n // len(samples))))
+    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch, sampler=[(0, i) for i in range(len(ds))], drop_last=True)
+    outputs = args.work / f"ihat_{args.refine_f}_{args.crop}_{args.batch}_{n}.npy"
+    torch.manual_seed(0)
+    f = None
+    if arm != "refine-cached":  # the cached arm never builds F
+        f = create_model(args.refine_f).to(dev).eval().requires_grad_(False)
+    if arm == "refine-prep":
+        with torch.no_grad():
+            ihat = [f(b["x"].to(dev)).float().cpu().numpy() for _, b in zip(range(n), loader)]
+        np.save(outputs, np.stack(ihat).astype(np.float32))
+        return {"arm": arm, "file": str(outputs)}
+    cached = np.load(outputs, mmap_mode="r") if arm == "refine-cached" else None
+    r = create_model("ptgrm", prior_dims=(tables[0].dim,)).to(dev)
+    opt = torch.optim.Adam(r.parameters(), lr=1e-4, betas=(0.9, 0.99))
+    loss_fn = build_loss(LossConfig())
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times, data_times = [], []
+    it = iter(loader)
+    for step in range(n):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        batch = next(it)
+        t_data = time.perf_counter() - t0
+        x, y = batch["x"].to(dev), batch["y"].to(dev)
+        g = batch["priors"][0].to(dev)
+        if cached is not None:
+            ihat = torch.from_numpy(np.ascontiguousarray(cached[step])).to(dev)
+        else:
+            with torch.no_grad():
+                ihat = f(x)
+        loss = loss_fn(r(ihat, x, [g]).out, y, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        if step >= args.warmup:
+            times.append(time.perf_counter() - t0)
+            data_times.append(t_data)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else _peak_rss_mib()
+    return {"arm": arm, "median_s": statistics.median(times), "data_s": statistics.median(data_times), "peak_mib": peak, "lookup_s": 0.0,
+            "dim": tables[0].dim, "steps": len(times), "f_params_m": sum(p.numel() for p in f.parameters()) / 1e6 if f else 0.0,
+            "fm_loaded": sorted({m.split(".")[0] for m in sys.modules} & {"open_clip", "transformers", "diffusers"})}
+
+
 def _prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path, list[dict]]:
     """The sample manifest and one store per encoder (clip: flips; sd, blip2: identity), each
     extracted in this process with its throughput measured from the start of computing."""
@@ -226,7 +306,7 @@ def _prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path, list[dic
     specs = {"clip": (EncoderSpec("clip", arch="ViT-B-32", random_init=True), "flips"),
              "sd": (big_encoder_spec("sd", work / "configs", args.sd_size), "identity"),
              "blip2": (big_encoder_spec("blip2", work / "configs", args.blip2_size), "identity")}
-    wanted = {"clip"} | {a.split("-")[1] for a in args.arms if a.count("-") and a != "cached-lazy"}
+    wanted = {"clip"} | {a.split("-")[1] for a in args.arms if a.count("-") and a != "cached-lazy" and a not in REFINE_ARMS}
     rows = []
     for name, (spec, views) in specs.items():
         if name not in wanted or (work / f"{name}.zarr").exists():
@@ -268,12 +348,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="run every arm this many times (interleaved); report the median")
     ap.add_argument("--work", type=Path, default=None, help="folder for the samples, configs and stores (default: a temp dir)")
     ap.add_argument("--out", type=Path, default=None, help="append a markdown section to this file")
-    ap.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)
+    ap.add_argument("--refine-f", default="restormer-paper", help="the frozen F of the refine arms (a registered name)")
+    ap.add_argument("--arm", choices=ARMS + ("refine-prep",), help=argparse.SUPPRESS)
     ap.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.arm:  # subprocess
-        print(json.dumps(_worker(args.arm, args)))
+        print(json.dumps((_refine_worker if args.arm in REFINE_ARMS else _worker)(args.arm, args)))
         return
 
     args.arms = [a for a in args.arms.split(",") if a]
@@ -286,7 +367,11 @@ def main() -> None:
     common = ["--device", args.device, "--threads", str(args.threads), "--crop", str(args.crop), "--batch",
               str(args.batch), "--width", str(args.width), "--steps", str(args.steps), "--warmup", str(args.warmup),
               "--online-steps", str(args.online_steps), "--sd-size", str(args.sd_size), "--blip2-size", str(args.blip2_size),
-              "--manifest", str(manifest), "--store", str(store), "--work", str(work)]
+              "--manifest", str(manifest), "--store", str(store), "--work", str(work), "--refine-f", args.refine_f]
+    if "refine-cached" in args.arms:  # F's outputs for the cached arm, computed once, outside its timing
+        out = subprocess.run([sys.executable, __file__, "--arm", "refine-prep", *common], capture_output=True, text=True)
+        if out.returncode:
+            raise SystemExit(f"refine-prep failed:\n{out.stderr[-3000:]}")
     runs: dict[str, list[dict]] = {}
     for _ in range(args.repeats):
         for arm in args.arms:
@@ -316,6 +401,12 @@ def main() -> None:
         lines.append(f"| {arm} | {r['dim']:.0f} | {r['median_s'] * 1000:.1f} | {min(ms):.0f}–{max(ms):.0f} | {r['data_s'] * 1000:.1f} | "
                      f"{r['lookup_s'] * 1000:.3f} | {r['median_s'] / floor['median_s']:.3f}× | "
                      f"{r['peak_mib']:.0f} | {r['peak_mib'] / floor['peak_mib']:.2f}× | {', '.join(r['fm_loaded']) or 'none'} |")
+    if "refine-live" in results and "refine-cached" in results:
+        live, cached = results["refine-live"], results["refine-cached"]
+        lines += ["", f"Refine arms (R alone on a frozen `{args.refine_f}`, {live['f_params_m']:.1f}M parameters): F's outputs "
+                  f"cached instead of F live: step {cached['median_s'] * 1000:.1f} vs {live['median_s'] * 1000:.1f} ms "
+                  f"({cached['median_s'] / live['median_s']:.3f}×), peak memory {cached['peak_mib']:.0f} vs "
+                  f"{live['peak_mib']:.0f} MiB ({cached['peak_mib'] / live['peak_mib']:.2f}×)."]
     if extraction:
         lines += ["", f"Extraction of the arms' stores over the {extraction[0]['images']} training samples (`extract_priors`, "
                   f"batch {args.batch}, decode thread, timed from the start of computing; images/GiB = 2^30 / "

@@ -38,7 +38,8 @@ def _run(name: str, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def test_every_model_has_a_tiny_config():
-    assert set(TINY) == set(list_models())
+    # external models (built from a weights file or another package) have their own tests
+    assert set(TINY) == {n for n in list_models() if not get_model_spec(n).external}
 
 
 @pytest.mark.parametrize("name", sorted(TINY))

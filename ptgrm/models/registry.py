@@ -36,6 +36,8 @@ class ModelSpec:
     kind: ModelKind  # how forward is called (see ModelKind)
     defaults: dict[str, Any] = field(default_factory=dict)  # config overrides that define this name
     description: str = ""  # one line for `ptg models`
+    external: bool = False  # built from a weights file or another package (spandrel, oidn, zero-dce): no random-init build
+    black_box: bool = False  # F with no gradient through it: usable only frozen (--mode refine)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -48,6 +50,8 @@ def register_model(
     kind: ModelKind = "restorer",
     defaults: dict[str, Any] | None = None,
     description: str = "",
+    external: bool = False,
+    black_box: bool = False,
 ) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator adding an architecture under ``name``.
 
@@ -58,6 +62,9 @@ def register_model(
         defaults: config values that distinguish this name from the dataclass defaults
             (e.g. "restormer-paper" is Restormer with the paper's widths).
         description: one line shown by `ptg models`.
+        external: the model needs a weights file or another package to be built at all, so
+            `ptg models` and the random-init model tests do not build it.
+        black_box: F cannot be trained or back-propagated through (refine mode only).
     """
     if not dataclasses.is_dataclass(config):
         raise TypeError(f"register_model({name!r}): config must be a dataclass, got {config!r}")
@@ -67,7 +74,7 @@ def register_model(
     def wrap(cls: type[nn.Module]) -> type[nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model name {name!r} is already registered (by {_REGISTRY[name].cls.__qualname__})")
-        _REGISTRY[name] = ModelSpec(name, cls, config, kind, defaults, description)
+        _REGISTRY[name] = ModelSpec(name, cls, config, kind, defaults, description, external, black_box)
         return cls
 
     return wrap

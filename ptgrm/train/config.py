@@ -63,7 +63,13 @@ class ModelConfig:
     baseline_args: dict[str, Any] = field(default_factory=dict)  # F's config overrides (e.g. {width: 32})
     refiner: str = "ptgrm"  # R for modes joint/refine ("ptgrm" or "ptgrm-large")
     refiner_args: dict[str, Any] = field(default_factory=dict)  # R's ablation switches (e.g. {use_sve: false}); prior_dims come from the stores
-    baseline_weights: str | None = None  # refine mode: a run folder or checkpoint of a trained F (or use baseline_args {pretrained: true})
+    baseline_weights: str | None = None  # refine mode: a run folder or checkpoint of a trained F (or use baseline_args {pretrained: true}); with baseline spandrel: the checkpoint F is built from (any mode)
+
+    def __post_init__(self) -> None:
+        # spandrel builds F from the file itself: the path is F's config (recorded with its SHA-256)
+        if self.baseline == "spandrel" and self.baseline_weights is not None:
+            self.baseline_args = {**self.baseline_args, "weights": self.baseline_weights}
+            self.baseline_weights = None
 
 
 @dataclass

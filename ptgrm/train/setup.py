@@ -48,6 +48,7 @@ def build_models(cfg: TrainConfig, dims: list[int]) -> tuple[nn.Module, nn.Modul
     elif f_kind != "restorer":
         raise PtgError(f"model.baseline={cfg.model.baseline!r} is a refiner, not a restoration network F")
     f = create_model(cfg.model.baseline, **f_args)
+    _check_external_f(cfg, f)
     r = None
     if cfg.mode in ("joint", "refine") and f_kind == "restorer":
         if model_kind(cfg.model.refiner) != "refiner":
@@ -57,11 +58,21 @@ def build_models(cfg: TrainConfig, dims: list[int]) -> tuple[nn.Module, nn.Modul
         r_args["prior_dims"] = tuple(dims) if dims else (1,)
         r = create_model(cfg.model.refiner, **r_args)
     if cfg.mode == "refine":
-        load_f_weights(cfg, f)
+        if not getattr(f, "weights_loaded", False):  # spandrel / oidn / zero-dce were built with their weights
+            load_f_weights(cfg, f)
         f.eval()
         for p in f.parameters():
             p.requires_grad_(False)
     return f, r, f_kind
+
+
+def _check_external_f(cfg: TrainConfig, f: nn.Module) -> None:
+    """A black-box F only frozen; a checkpoint-built F's identity (architecture, SHA-256) into the run's config."""
+    from ptg.ptgrm.models import get_model_spec
+
+    if ":" not in cfg.model.baseline and get_model_spec(cfg.model.baseline).black_box and cfg.mode != "refine":
+        raise PtgError(f"F {cfg.model.baseline!r} is a black box (no gradient through it): train R on it with --mode refine")
+    cfg.model.baseline_args.update(getattr(f, "record", {}))  # saved in config.yaml and the checkpoint; checked on resume
 
 
 def _check_dims(args: dict[str, Any], dims: list[int], where: str) -> None:
