@@ -71,7 +71,7 @@ class ExtractPlan:
 class ExtractSummary:
     """The outcome of `extract_priors`."""
 
-    store: Path  # the store written
+    store: Path | str  # the store written (a bucket URL as a str)
     samples: int  # manifest rows considered
     unique: int  # distinct image contents
     computed: int  # rows computed and committed by this run
@@ -272,7 +272,8 @@ def extract_priors(
     Args:
         manifest: a `Manifest` or the path of a manifest file.
         encoder: an `EncoderSpec`, a built `Encoder`, or a registry name (default weights).
-        out: the store directory; None = the per-user cache (`default_store_path`).
+        out: the store directory or a bucket URL (``s3://bucket/prefix``: written through a local stage
+            under the bucket's lease, `ptg.pipeline.storecopy.staged_writer`); None = the per-user cache.
         views: identity | flips | d4 | tiles:N (see `ptg.pipeline.views`).
         dtype: float16 (default) or float32 storage.
         batch_size: images per DataLoader batch, and rows per forward pass.
@@ -295,8 +296,21 @@ def extract_priors(
             that cannot be loaded.
     """
     from .encoders import Encoder, EncoderSpec, build_encoder
+    from .location import parse_location
     from .store import allocate_shards, create_or_open_store, sample_keys, store_nbytes, usable_commits, writer_lock
 
+    if out is not None and (loc := parse_location(out, "--out")).remote:  # a bucket: the engine writes a local stage
+        from dataclasses import replace
+
+        from .storecopy import staged_writer
+
+        if dask_scheduler:
+            raise PtgError(f"--out {loc.url} with --dask-scheduler: remote workers would need this machine's stage "
+                           "folder; use --workers N (a local cluster), or write to a shared folder and `ptg priors copy`")
+        kw = {k: v for k, v in locals().items() if k in _EXTRACT_ARGS}
+        with staged_writer(loc, force=force) as stage:
+            summary = extract_priors(manifest, encoder, **{**kw, "out": stage})
+        return replace(summary, store=loc.url)
     t0 = time.perf_counter()
     if batch_size < 1:
         raise PtgError(f"--batch-size must be at least 1, got {batch_size}")
@@ -347,6 +361,10 @@ def extract_priors(
                                   "skipped": len(skipped), "seconds": round(time.perf_counter() - t0, 3)}, skipped)
     return ExtractSummary(store, len(samples), n_unique, computed, reused, skipped, time.perf_counter() - t0,
                           store_nbytes(store), enc.fingerprint, enc.random_init, enc.name, view_names, enc.dim)
+
+
+_EXTRACT_ARGS = ("views", "dtype", "batch_size", "loader_workers", "workers", "skip_bad", "split", "root",
+                 "rows_per_shard", "image_loader", "on_progress", "on_plan", "force")  # forwarded to a bucket's stage
 
 
 def _missing_rows(keys: Sequence[str], samples: Sequence[Sample], have: set[str]) -> tuple[list[tuple[str, Sample]], int]:
