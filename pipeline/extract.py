@@ -299,18 +299,8 @@ def extract_priors(
     from .location import parse_location
     from .store import allocate_shards, create_or_open_store, sample_keys, store_nbytes, usable_commits, writer_lock
 
-    if out is not None and (loc := parse_location(out, "--out")).remote:  # a bucket: the engine writes a local stage
-        from dataclasses import replace
-
-        from .storecopy import staged_writer
-
-        if dask_scheduler:
-            raise PtgError(f"--out {loc.url} with --dask-scheduler: remote workers would need this machine's stage "
-                           "folder; use --workers N (a local cluster), or write to a shared folder and `ptg priors copy`")
-        kw = {k: v for k, v in locals().items() if k in _EXTRACT_ARGS}
-        with staged_writer(loc, force=force) as stage:
-            summary = extract_priors(manifest, encoder, **{**kw, "out": stage})
-        return replace(summary, store=loc.url)
+    if out is not None and parse_location(out, "--out").remote:  # a bucket: the engine writes a local stage
+        return _extract_to_bucket(manifest, encoder, out, dask_scheduler, {k: v for k, v in locals().items() if k in _EXTRACT_ARGS})
     t0 = time.perf_counter()
     if batch_size < 1:
         raise PtgError(f"--batch-size must be at least 1, got {batch_size}")
@@ -361,6 +351,23 @@ def extract_priors(
                                   "skipped": len(skipped), "seconds": round(time.perf_counter() - t0, 3)}, skipped)
     return ExtractSummary(store, len(samples), n_unique, computed, reused, skipped, time.perf_counter() - t0,
                           store_nbytes(store), enc.fingerprint, enc.random_init, enc.name, view_names, enc.dim)
+
+
+def _extract_to_bucket(manifest: Any, encoder: Any, out: str | Path, dask_scheduler: str | None,
+                       kw: dict[str, Any]) -> ExtractSummary:
+    """`extract_priors` into a bucket: the same engine on a local stage, under the bucket's lease, then pushed."""
+    from dataclasses import replace
+
+    from .location import parse_location
+    from .storecopy import staged_writer
+
+    loc = parse_location(out, "--out")
+    if dask_scheduler:
+        raise PtgError(f"--out {loc.url} with --dask-scheduler: remote workers would need this machine's stage "
+                       "folder; use --workers N (a local cluster), or write to a shared folder and `ptg priors copy`")
+    with staged_writer(loc, force=kw["force"]) as stage:
+        summary = extract_priors(manifest, encoder, **{**kw, "out": stage})
+    return replace(summary, store=loc.url)
 
 
 _EXTRACT_ARGS = ("views", "dtype", "batch_size", "loader_workers", "workers", "skip_bad", "split", "root",
