@@ -6,7 +6,8 @@ with an expiry, renewed by a thread while the writer runs, and numbered by gener
     STORE/lease/00000007.json   {"gen": 7, "token": "<uuid>", "host", "pid", "started", "expires"}
 
 - Acquire: read the highest generation. A live (unexpired, unreleased) one refuses the new writer,
-  naming its host, pid and expiry. Otherwise the writer creates generation + 1 with a create-only
+  naming its host, pid and expiry; one held by a process of this host that no longer exists (a
+  killed writer) is taken over at once instead of waited out. Otherwise the writer creates generation + 1 with a create-only
   put: of two writers racing for the same number exactly one succeeds, the other is refused.
 - Renew: the holder rewrites its own generation's object with a later expiry (every ttl/3).
 - Release: the holder rewrites its object as released. Nothing is deleted, so a generation number
@@ -46,6 +47,14 @@ def _describe(rec: dict[str, Any]) -> str:
     left = float(rec.get("expires", 0)) - time.time()
     return (f"pid {rec.get('pid', '?')} on host {rec.get('host', '?')} (since {rec.get('started', '?')}, lease "
             f"generation {rec.get('gen', '?')}, expires in {left:.0f} s unless renewed)")
+
+
+def _dead_here(rec: dict[str, Any]) -> bool:
+    """The holder ran on this host and its process is gone (killed): its lease need not be waited out."""
+    from .fsio import pid_alive
+
+    pid = rec.get("pid")
+    return rec.get("host") == socket.gethostname() and isinstance(pid, int) and pid != os.getpid() and not pid_alive(pid)
 
 
 class Lease:
@@ -94,7 +103,7 @@ class Lease:
             PtgError: a live writer holds the store, or another writer won the race for it just now.
         """
         top, rec = self._current()
-        if rec is not None and not rec.get("released") and float(rec.get("expires", 0)) > time.time():
+        if rec is not None and not rec.get("released") and float(rec.get("expires", 0)) > time.time() and not _dead_here(rec):
             raise PtgError(f"the store {self.remote.url} is being written by {_describe(rec)}; wait for it to finish, "
                            f"or, if that writer is dead, for its lease to expire (at most {rec.get('ttl', self.ttl)} s)")
         self.gen, self._started = top + 1, time.strftime("%Y-%m-%dT%H:%M:%S%z")

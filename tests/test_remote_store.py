@@ -304,3 +304,33 @@ def test_cli_copy_info_and_a_path_only_option_refusing_the_url(tmp_path, s3, cap
     # distill takes a local path: typer's Path collapses the URL, and the collapsed form is refused by name
     assert main(["distill", "--priors", s3.url("team"), "--manifest", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "d")]) == 1
     assert "slash missing" in capsys.readouterr().err and not (tmp_path / "s3:").exists()
+
+
+def test_sigkill_during_an_upload_then_rerun_equals_the_source(tmp_path, s3):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from ptg.pipeline.remote import RemoteStore
+    from ptg.pipeline.storecopy import copy_store
+
+    a = tmp_path / "a.zarr"
+    _store(a, 40 * ROWS)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "ptg.cli.app", "priors", "copy", str(a), s3.url("p")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    remote = RemoteStore(s3.url("p"))
+    for _ in range(600):  # at most 60 s: kill once some, not all, shards are committed
+        n = len(remote.listing("commits/"))
+        if n >= 3 or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the copy finished before it could be killed"
+    assert 0 < len(remote.listing("commits/")) < 40
+    again = copy_store(a, s3.url("p"))  # the dead writer's lease (this host, pid gone) is taken over at once
+    assert again.copied + again.present == 40 and again.present >= 3
+    copy_store(s3.url("p"), tmp_path / "b.zarr")
+    assert _files(tmp_path / "b.zarr") == _files(a)
