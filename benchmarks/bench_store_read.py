@@ -159,6 +159,8 @@ def bucket_vs_local(work: Path, rows: int, views: int, dim: int, batch: int, n_w
     """The same store read from a local folder and from a bucket (moto's S3 server on 127.0.0.1):
     first open (bucket: pull into the verified mirror; both: build the row cache), cached reopen, and
     warm random batches from the row cache (what a training step pays)."""
+    import logging
+
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -166,6 +168,7 @@ def bucket_vs_local(work: Path, rows: int, views: int, dim: int, batch: int, n_w
     from ptg.pipeline.store import open_priors
     from ptg.pipeline.storecopy import copy_store
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the server logs every request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

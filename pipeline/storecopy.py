@@ -43,6 +43,7 @@ from .remote import MAX_META_BYTES, RemoteStore, check_key
 GROUP, ARRAY_META, SETTINGS = "zarr.json", "priors/zarr.json", "settings.json"
 _COMMIT = re.compile(r"^commits/shard-(\d{6,})\.json$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+PARALLEL = 8  # shards in flight when one side is a bucket
 MAX_SHARD_BYTES = 4 << 30  # a shard object larger than this is not one ptg wrote (default shards are ~4 MiB)
 
 
@@ -297,10 +298,18 @@ def transfer(src: Any, dst: Any, *, cache: bool = False, prune: bool = False,
     _send_metadata(src, dst)
     rows = _array_info(src.read(ARRAY_META), src.url)[0]
     sent = 0
-    for shard in todo:
-        sent += _send_shard(src, dst, shard, *have_src[shard], rows)
-        if on_progress is not None:
-            on_progress(1)
+    # a bucket answers each request after a round trip: several shards in flight hide it (each keeps its own order)
+    with ThreadPoolExecutor(max_workers=PARALLEL if src.remote or dst.remote else 1, thread_name_prefix="ptg-copy") as pool:
+        futures = [pool.submit(_send_shard, src, dst, shard, *have_src[shard], rows) for shard in todo]
+        try:
+            for fut in futures:
+                sent += fut.result()
+                if on_progress is not None:
+                    on_progress(1)
+        except BaseException:
+            for fut in futures:
+                fut.cancel()  # shards not started are left for the rerun; those in flight finish or fail whole
+            raise
     return CopySummary(len(todo), present, sent, time.perf_counter() - t0)
 
 
@@ -337,15 +346,37 @@ def mirror(location: Location | str, store: RemoteStore | None = None) -> Path:
     if GROUP not in seen:
         raise PtgError(f"{loc.url} is not a priors store (no {GROUP} there); pass the --out of `ptg extract-priors`")
     state = hashlib.sha256(json.dumps(sorted(seen.items())).encode()).hexdigest()
-    try:
-        if json.loads((folder / "mirror.json").read_text(encoding="utf-8")).get("state") == state:
-            return folder  # unchanged since the last pull (one LIST request)
-    except (OSError, ValueError):
-        pass
-    with writer_lock(folder):
-        transfer(_RemoteSide(store), _LocalSide(folder), cache=True, prune=True)
-        atomic_write_json(folder / "mirror.json", {"url": loc.url, "state": state, "pulled": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+    def current() -> bool:
+        try:
+            return json.loads((folder / "mirror.json").read_text(encoding="utf-8")).get("state") == state
+        except (OSError, ValueError):
+            return False
+
+    if current():
+        return folder  # unchanged since the last pull (one LIST request)
+    with _waiting_lock(folder.with_name(folder.name + ".lock")):  # several readers here (torchrun ranks) pull once
+        if not current():
+            with writer_lock(folder):
+                transfer(_RemoteSide(store), _LocalSide(folder), cache=True, prune=True)
+                atomic_write_json(folder / "mirror.json", {"url": loc.url, "state": state,
+                                                           "pulled": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return folder
+
+
+@contextmanager
+def _waiting_lock(path: Path) -> Iterator[None]:
+    """An ``flock`` that waits (the store's own writer lock refuses at once, which suits writers, not readers)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def _open_dst(loc: Location, force: bool, stack: Any) -> Any:

@@ -108,19 +108,25 @@ def _store_more(path: Path) -> None:
         write_shard(path, sid, [f"{10_000 + i:064x}" for i in range(3)], rng.standard_normal((3, 2, 8)).astype(np.float32))
 
 
-def test_interrupted_copy_resumes_and_refuses_a_diverged_dst(tmp_path, s3):
+def test_interrupted_copy_resumes_and_refuses_a_diverged_dst(tmp_path, s3, monkeypatch):
+    from ptg.pipeline import storecopy
     from ptg.pipeline.storecopy import copy_store
 
     a = tmp_path / "a.zarr"
     _store(a, 3 * ROWS)
+    real = storecopy._RemoteSide.write
 
-    def stop(_n):
-        raise KeyboardInterrupt
+    def stopped_at_shard_2(self, key, data):
+        if key.startswith("priors/c/2/"):
+            raise KeyboardInterrupt  # the user stops the copy while shard 2 is being sent
+        real(self, key, data)
 
+    monkeypatch.setattr(storecopy._RemoteSide, "write", stopped_at_shard_2)
     with pytest.raises(KeyboardInterrupt):
-        copy_store(a, s3.url("p"), on_progress=stop)
+        copy_store(a, s3.url("p"))
+    monkeypatch.setattr(storecopy._RemoteSide, "write", real)
     again = copy_store(a, s3.url("p"))
-    assert (again.copied, again.present) == (2, 1)
+    assert (again.copied, again.present) == (1, 2)  # only the shard that never got its commit record
     other = tmp_path / "other.zarr"
     _store(other, ROWS, seed=5, start=500)  # same settings, other rows in shard 0
     with pytest.raises(PtgError, match="not a copy of it"):
@@ -334,3 +340,19 @@ def test_sigkill_during_an_upload_then_rerun_equals_the_source(tmp_path, s3):
     assert again.copied + again.present == 40 and again.present >= 3
     copy_store(s3.url("p"), tmp_path / "b.zarr")
     assert _files(tmp_path / "b.zarr") == _files(a)
+
+
+def test_concurrent_readers_pull_the_mirror_once(tmp_path, s3, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ptg.pipeline import storecopy
+
+    a = tmp_path / "a.zarr"
+    _store(a, 2 * ROWS)
+    storecopy.copy_store(a, s3.url("p"))
+    calls = []
+    real = storecopy.transfer
+    monkeypatch.setattr(storecopy, "transfer", lambda *x, **k: calls.append(1) or real(*x, **k))
+    with ThreadPoolExecutor(3) as pool:
+        folders = list(pool.map(lambda _: storecopy.mirror(s3.url("p")), range(3)))
+    assert len(set(folders)) == 1 and calls == [1]
