@@ -58,7 +58,7 @@ class SkippedImage:
 class ExtractPlan:
     """What a run is about to do; given to ``on_plan`` before computing starts."""
 
-    store: Path  # the store written
+    store: Path | str  # the store written (a bucket URL as a str)
     samples: int  # manifest rows considered
     unique: int  # distinct image contents among them
     reused: int  # distinct keys already in the store
@@ -365,6 +365,9 @@ def _extract_to_bucket(manifest: Any, encoder: Any, out: str | Path, dask_schedu
     if dask_scheduler:
         raise PtgError(f"--out {loc.url} with --dask-scheduler: remote workers would need this machine's stage "
                        "folder; use --workers N (a local cluster), or write to a shared folder and `ptg priors copy`")
+    on_plan = kw["on_plan"]
+    if on_plan is not None:  # the plan names the bucket, not the stage
+        kw["on_plan"] = lambda plan: on_plan(replace(plan, store=loc.url))
     with staged_writer(loc, force=kw["force"]) as stage:
         summary = extract_priors(manifest, encoder, **{**kw, "out": stage})
     return replace(summary, store=loc.url)
