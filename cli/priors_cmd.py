@@ -1,4 +1,4 @@
-"""`ptg priors info|export|probe`: inspect a priors store, export it to HDF5, probe what it carries."""
+"""`ptg priors info|export|probe|copy`: inspect a priors store, export it to HDF5, probe what it carries, copy it."""
 from __future__ import annotations
 
 import json

@@ -322,7 +322,7 @@ def extract_priors(
         keys = hashing.result()
     if (workers or dask_scheduler) and enc.spec is None:
         raise PtgError("dask extraction needs an EncoderSpec (workers rebuild the encoder), not a built Encoder")
-    store = Path(out).expanduser() if out is not None else default_store_path(enc, views, dtype)
+    store = parse_location(out, "--out").path if out is not None else default_store_path(enc, views, dtype)  # file:// too
 
     with writer_lock(store, force=force):
         meta = create_or_open_store(store, _store_metadata(enc, views, view_names, dtype), rows_per_shard)

@@ -314,7 +314,10 @@ def transfer(src: Any, dst: Any, *, cache: bool = False, prune: bool = False,
 
 
 def _refuse_foreign(store: RemoteStore, force: bool) -> None:
-    listing = store.listing()
+    from .lease import PREFIX
+
+    # leases are ours: a writer killed before its first metadata put leaves only its lease behind
+    listing = [k for k in store.listing() if not k.startswith(PREFIX)]
     if listing and not force and GROUP not in listing and ARTIFACT_FILE not in listing:
         shown = ", ".join(sorted(listing)[:5])
         raise PtgError(f"{store.url} already holds objects that are not a ptg priors store ({shown}...); choose an "

@@ -263,10 +263,10 @@ def test_extract_to_a_bucket_equals_the_local_run(tmp_path, s3):
     spec = _tiny_clip_spec(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        local = extract_priors(man, spec, out=tmp_path / "local.zarr", batch_size=2, rows_per_shard=32)
+        local = extract_priors(man, spec, out=f"file://{tmp_path}/local.zarr", batch_size=2, rows_per_shard=32)
         remote = extract_priors(man, spec, out=s3.url("priors"), batch_size=2, rows_per_shard=32)
         again = extract_priors(man, spec, out=s3.url("priors"), batch_size=2, rows_per_shard=32)
-    assert remote.store == s3.url("priors") and remote.computed == 5 and (again.computed, again.reused) == (0, 5)
+    assert local.store == tmp_path / "local.zarr" and remote.store == s3.url("priors") and remote.computed == 5 and (again.computed, again.reused) == (0, 5)
     lk, lv = _values(tmp_path / "local.zarr")
     rk, rv = _values(s3.url("priors"))
     assert lk == rk
@@ -356,3 +356,20 @@ def test_concurrent_readers_pull_the_mirror_once(tmp_path, s3, monkeypatch):
     with ThreadPoolExecutor(3) as pool:
         folders = list(pool.map(lambda _: storecopy.mirror(s3.url("p")), range(3)))
     assert len(set(folders)) == 1 and calls == [1]
+
+
+def test_a_prefix_holding_only_a_dead_writers_lease_is_ours_but_foreign_objects_are_refused(tmp_path, s3):
+    from ptg.pipeline.lease import Lease
+    from ptg.pipeline.remote import RemoteStore
+    from ptg.pipeline.storecopy import copy_store
+
+    a = tmp_path / "a.zarr"
+    _store(a, ROWS)
+    Lease(RemoteStore(s3.url("p")), ttl=0.1, renew=False).acquire()  # a writer killed right after taking the lease
+    time.sleep(0.2)
+    assert copy_store(a, s3.url("p")).copied == 1
+    RemoteStore(s3.url("q")).put("notes.txt", b"someone else's")
+    with pytest.raises(PtgError, match="not a ptg priors store .*--force"):
+        copy_store(a, s3.url("q"))
+    assert copy_store(a, s3.url("q"), force=True).copied == 1
+    assert RemoteStore(s3.url("q")).get("notes.txt") == b"someone else's"
