@@ -238,8 +238,11 @@ def _plan(src: Any, dst: Any, cache: bool, prune: bool) -> tuple[dict, list[int]
 
 
 def _send_metadata(src: Any, dst: Any) -> None:
-    """settings.json, the array's and the group's zarr.json (group last: it makes DST a store)."""
-    for key in (SETTINGS, ARRAY_META, GROUP) + ((ARTIFACT_FILE,) if dst.remote else ()):
+    """settings.json, the array's and the group's zarr.json (group last: it makes DST a store).
+
+    A bucket gets ptg's folder marker first: a writer killed after any of these puts leaves a
+    prefix the next run recognises as its own."""
+    for key in ((ARTIFACT_FILE,) if dst.remote else ()) + (SETTINGS, ARRAY_META, GROUP):
         raw = src.read(key)
         if raw is None:
             continue
@@ -295,6 +298,7 @@ def transfer(src: Any, dst: Any, *, cache: bool = False, prune: bool = False,
     have_src, todo, present = _plan(src, dst, cache, prune)
     if on_plan is not None:
         on_plan(len(todo))
+    dst.fence()  # a writer whose lease was taken over must not rewrite the metadata either
     _send_metadata(src, dst)
     rows = _array_info(src.read(ARRAY_META), src.url)[0]
     sent = 0

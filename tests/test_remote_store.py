@@ -206,6 +206,14 @@ def test_expired_lease_taken_over_and_the_stale_writer_cannot_commit(tmp_path, s
     assert not [k for k in store.listing("commits/")]
     transfer(_LocalSide(a), _RemoteSide(store, fresh))
     assert len(store.listing("commits/")) == 2
+    before = {k: v["e_tag"] for k, v in store.listing().items() if not k.startswith("lease/")}
+    import shutil
+
+    shutil.copytree(a, tmp_path / "grown.zarr")
+    _store_more(tmp_path / "grown.zarr")  # the stale writer has a new shard and a grown array to publish
+    with pytest.raises(PtgError, match="taken over"):
+        transfer(_LocalSide(tmp_path / "grown.zarr"), _RemoteSide(store, stale))
+    assert {k: v["e_tag"] for k, v in store.listing().items() if not k.startswith("lease/")} == before
     fresh.release()
 
 
