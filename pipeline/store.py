@@ -528,7 +528,9 @@ def export_hdf5(src: str | Path, out: str | Path) -> Path:
     """
     import h5py
 
-    out = Path(out)
+    from .location import local_only
+
+    out = local_only(out, "--out", " (an HDF5 export)", "export locally, then upload the file with your bucket's tool")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomInitWarning)  # the metadata carries random_init along
         reader = open_priors(src, in_memory=False)

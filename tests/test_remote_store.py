@@ -303,8 +303,10 @@ def test_train_reads_priors_from_a_bucket(tmp_path, s3):
     assert (tmp_path / "run").is_dir() and any((tmp_path / "run").rglob("*.pt*"))
 
 
-def test_cli_copy_info_and_a_path_only_option_refusing_the_url(tmp_path, s3, capsys):
+def test_cli_copy_info_and_a_path_only_option_refusing_the_url(tmp_path, s3, capsys, monkeypatch):
     from ptg.cli.app import main
+
+    monkeypatch.chdir(tmp_path)  # where a collapsed URL would have become a folder named s3:
 
     a = tmp_path / "a.zarr"
     _store(a, ROWS + 1)
@@ -315,6 +317,10 @@ def test_cli_copy_info_and_a_path_only_option_refusing_the_url(tmp_path, s3, cap
     assert main(["priors", "info", s3.url("team"), "--verify"]) == 0
     out = capsys.readouterr().out
     assert f"{ROWS + 1} committed" in out and "verified" in out
+    assert main(["priors", "export", s3.url("team"), "--out", s3.url("team.h5")]) == 1  # an export is a local file
+    assert "slash missing" in capsys.readouterr().err and not (tmp_path / "s3:").exists()
+    assert main(["priors", "export", s3.url("team"), "--out", str(tmp_path / "team.h5")]) == 0
+    capsys.readouterr()
     # distill takes a local path: typer's Path collapses the URL, and the collapsed form is refused by name
     assert main(["distill", "--priors", s3.url("team"), "--manifest", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "d")]) == 1
     assert "slash missing" in capsys.readouterr().err and not (tmp_path / "s3:").exists()
