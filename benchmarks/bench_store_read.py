@@ -7,6 +7,10 @@ Part 1 (the main figure) builds a store of ``--rows`` x ``--views`` x ``--dim`` 
 its row cache, and times batches of 64 random keys of one view. Part 2 (layout evidence) writes the
 same kind of rows into small Zarr arrays of other inner-chunk shapes/codecs and times the same reads.
 
+Part 3 (``--bucket-rows``) reads one store from a local folder and from an S3 bucket (moto's
+server on the loopback address): first pass (pull into the verified mirror, build the row cache)
+vs cached reopen, and the warm batch cost both then share.
+
 Cold reads: before each timed batch the files of the arm are evicted from the page cache with
 ``posix_fadvise(DONTNEED)`` (per file, so other processes' caches are untouched); with ``--drop-caches``
 (root only) a few batches are also timed after ``echo 3 > /proc/sys/vm/drop_caches``.
@@ -151,6 +155,58 @@ def layout_variants(work: Path, rows: int, views: int, dim: int, batch: int, n_w
     return out
 
 
+def bucket_vs_local(work: Path, rows: int, views: int, dim: int, batch: int, n_warm: int) -> list[dict]:
+    """The same store read from a local folder and from a bucket (moto's S3 server on 127.0.0.1):
+    first open (bucket: pull into the verified mirror; both: build the row cache), cached reopen, and
+    warm random batches from the row cache (what a training step pays)."""
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from ptg.pipeline.priorcache import LazyPriorRows, open_row_cache
+    from ptg.pipeline.store import open_priors
+    from ptg.pipeline.storecopy import copy_store
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the server logs every request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ.update(AWS_ENDPOINT_URL=f"http://{host}:{port}", AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+                      AWS_REGION="us-east-1", AWS_ALLOW_HTTP="true")
+    try:
+        boto3.client("s3").create_bucket(Bucket="ptg-bench")
+        path = work / "shared.zarr"
+        keys, _, _ = build_store(path, rows, views, dim, seed=5)
+        t = time.perf_counter()
+        copy_store(path, "s3://ptg-bench/priors")
+        publish_s = time.perf_counter() - t
+        out = []
+        for label, where in (("local folder", path), ("bucket (s3://, loopback moto)", "s3://ptg-bench/priors")):
+            opens = []
+            for _ in range(2):  # first pass, then the cached reopen
+                t = time.perf_counter()
+                reader = open_priors(where, in_memory=False)
+                cache = open_row_cache(reader.path)
+                opens.append(time.perf_counter() - t)
+            lazy = LazyPriorRows(reader.path, keys, "identity", cache=cache)
+            rng = np.random.default_rng(6)
+            lazy[rng.integers(0, len(keys), size=batch)]
+            ts = []
+            for _ in range(n_warm):
+                idx = rng.integers(0, len(keys), size=batch)
+                t = time.perf_counter()
+                lazy[idx]
+                ts.append(time.perf_counter() - t)
+            out.append({"label": label, "first_s": opens[0], "cached_s": opens[1], "warm": _stats(ts),
+                        "publish_s": publish_s if "bucket" in label else None})
+            print(f"  {label}: first open {opens[0]:.2f} s, cached reopen {opens[1] * 1e3:.1f} ms, warm batch "
+                  f"{_fmt(out[-1]['warm'])} ms", flush=True)
+        return out
+    finally:
+        server.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=1_200_000)
@@ -161,6 +217,8 @@ def main() -> None:
     ap.add_argument("--cold", type=int, default=40, help="timed cold (fadvise-evicted) batches per arm")
     ap.add_argument("--drop-caches", type=int, default=5, help="timed batches after drop_caches per arm (root)")
     ap.add_argument("--variant-rows", type=int, default=65536, help="rows of the layout-variant arrays (0 = skip)")
+    ap.add_argument("--bucket-rows", type=int, default=65536,
+                    help="rows of the store read from a local folder and from a loopback S3 bucket (0 = skip)")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None, help="write a markdown report here")
     args = ap.parse_args()
@@ -213,6 +271,7 @@ def main() -> None:
         shutil.rmtree(path)
         shutil.rmtree(work / "cache")
         variants = layout_variants(work, args.variant_rows, args.views, args.dim, args.batch, args.warm, args.cold) if args.variant_rows else []
+        bucket = bucket_vs_local(work, args.bucket_rows, args.views, args.dim, args.batch, args.warm) if args.bucket_rows else []
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -248,6 +307,14 @@ def main() -> None:
                       "| Zarr inner chunk | bytes on disk | write (s) | warm | cold (fadvise) |", "|---|---|---|---|---|"]
             lines += [f"| {v['label']} | {v['bytes'] / 2**20:.0f} MiB | {v['write_s']:.1f} | {_fmt(v['warm'])} | {_fmt(v['cold'])} |"
                       for v in variants]
+        if bucket:
+            lines += ["", f"Shared through a bucket: a {args.bucket_rows:,}-row store (same views/dim) published with "
+                      f"`copy_store` to moto's S3 server on 127.0.0.1 in {bucket[1]['publish_s']:.1f} s, then opened from "
+                      "each place twice. First open: the bucket's shards pulled into the verified mirror under $PTG_CACHE, "
+                      "and the row cache built; cached reopen: one LIST (commits unchanged) and the ready row cache. Warm "
+                      f"batches of {args.batch} random keys from the row cache ({args.warm} batches).", "",
+                      "| store | first open (s) | cached reopen (ms) | warm batch (ms) |", "|---|---|---|---|"]
+            lines += [f"| {b['label']} | {b['first_s']:.2f} | {b['cached_s'] * 1e3:.1f} | {_fmt(b['warm'])} |" for b in bucket]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(lines) + "\n")
         print(f"wrote {args.out}")

@@ -7,6 +7,9 @@ and no wrong value is ever served.
 Resumable: each finished case is kept in WORK/results.json (default /tmp/ptg-faults) and skipped
 by the next run (``--fresh`` starts over). Writes benchmarks/results/faults.json and faults.md.
 
+Bucket cases start moto's S3 server on 127.0.0.1 in this process (the `dev` extra) and pass the
+standard AWS_* variables to every command.
+
 Workload: 24 real photos (scikit-image crops, 48x48) degraded by `ptg data synth`; priors of the
 real EfficientNet-Lite0 (`--model imagenet --size 64`, weights shipped in a package, offline) in
 shards of 4 rows; a tiny `ptg train` run (width 8, 40 steps) on those priors. Every process runs
@@ -87,9 +90,9 @@ INJECT = textwrap.dedent("""
 """)
 
 
-def ptg(args: list, timeout: float = 600, fault: str | None = None, **kw) -> subprocess.CompletedProcess:
+def ptg(args: list, timeout: float = 600, fault: str | None = None, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-c", INJECT] if fault else PTG
-    env = {**ENV, "PTG_FAULT": fault} if fault else ENV
+    env = {**(env or ENV), "PTG_FAULT": fault} if fault else (env or ENV)
     return subprocess.run(cmd + [str(a) for a in args], env=env, capture_output=True, text=True, timeout=timeout, **kw)
 
 
@@ -546,6 +549,148 @@ def train_signal(w: Work, sig: int, n: int, seed: int) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------------------------
+# Stores in a bucket: an S3 API on 127.0.0.1 (moto's threaded server, started by this process)
+
+_S3: dict = {}
+
+
+def _bucket(d: Path) -> str:
+    """A fresh bucket on the loopback S3 server (started once; AWS_* reach every command through ENV),
+    and ``$PTG_CACHE`` (stage and mirror) in the trial folder ``d``."""
+    import logging
+
+    import boto3
+
+    if "server" not in _S3:
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        _S3.update(server=server, endpoint=f"http://{host}:{port}", n=0)
+    aws = {"AWS_ENDPOINT_URL": _S3["endpoint"], "AWS_ACCESS_KEY_ID": "faults", "AWS_SECRET_ACCESS_KEY": "faults",
+           "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true", "PTG_CACHE": str(d / "cache")}
+    ENV.update(aws)
+    os.environ.update(aws)
+    _S3["n"] += 1
+    boto3.client("s3").create_bucket(Bucket=f"faults-{_S3['n']}")
+    return f"s3://faults-{_S3['n']}/priors"
+
+
+def _bucket_same(w: Work, url: str, d: Path) -> str | None:
+    """None when the bucket store holds exactly the reference rows (pulled, verified, into a new folder)."""
+    from ptg.pipeline.errors import PtgError
+    from ptg.pipeline.storecopy import copy_store
+
+    pulled = d / f"pulled-{time.time_ns()}.zarr"
+    try:
+        copy_store(url, pulled)
+    except PtgError as exc:
+        return f"pull failed: {str(exc)[:200]}"
+    return same_as_reference(w, pulled)
+
+
+def _commits_in(url: str) -> Callable[[], int]:
+    from ptg.pipeline.remote import RemoteStore
+
+    remote = RemoteStore(url)
+    return lambda: len(remote.listing("commits/"))
+
+
+def bucket_signal(w: Work, n: int, seed: int) -> dict:
+    """SIGKILL of `extract-priors --out s3://...` at random moments (stage or upload), then the same command."""
+    from ptg.pipeline.storecopy import _cache_folder, parse_location
+
+    rng = random.Random(seed)
+    cal = w.trial("bucket-kill-calibration")
+    url = _bucket(cal)
+    stage = _cache_folder("stage", parse_location(url))
+    span = active_seconds(EXTRACT + ["-m", w.manifest, "--out", url], stage / "zarr.json", _commits_in(url))
+    details = []
+    for i in range(n):
+        d = w.trial(f"bucket-kill-{i}")
+        url = _bucket(d)
+        moment = rng.uniform(0.0, 1.0) * span
+        rc, err, sent = stop_after(start(EXTRACT + ["-m", w.manifest, "--out", url]),
+                                   _cache_folder("stage", parse_location(url)) / "zarr.json", moment, signal.SIGKILL)
+        in_bucket = _commits_in(url)()
+        rerun = ptg(EXTRACT + ["-m", w.manifest, "--out", url])
+        why = rerun.stderr[-300:] if rerun.returncode else _bucket_same(w, url, d)
+        honest = rc != 0 or not sent
+        details.append({"moment_s": round(moment, 2), "span_s": round(span, 2), "signal_sent": sent, "exit": rc,
+                        "bucket_shards_before_rerun": in_bucket, "ok": why is None and honest,
+                        "why": why or ("" if honest else f"exit {rc}: {err[-200:]}")})
+    return _result(details, "rerun (lease of the killed writer taken over) equals the uninterrupted run")
+
+
+def bucket_dropped(w: Work) -> dict:
+    """Every shard upload loses its connection mid-shard (a loopback proxy): named error; rerun completes."""
+    sys.path.insert(0, str(REPO))
+    from tests.s3_fixtures import CutProxy
+
+    d = w.trial("bucket-dropped")
+    url = _bucket(d)
+    proxy = CutProxy(_S3["endpoint"])
+    try:
+        proxy.cut_match = b"/priors/c/"
+        cut = ptg(EXTRACT + ["-m", w.manifest, "--out", url], env={**ENV, "AWS_ENDPOINT_URL": proxy.endpoint})
+        named = cut.returncode == 1 and "failed" in cut.stderr and "run the same command again" in cut.stderr
+        proxy.cut_match = None
+        rerun = ptg(EXTRACT + ["-m", w.manifest, "--out", url], env={**ENV, "AWS_ENDPOINT_URL": proxy.endpoint})
+    finally:
+        proxy.close()
+    why = rerun.stderr[-300:] if rerun.returncode else _bucket_same(w, url, d)
+    msg = cut.stderr.strip().splitlines()[-1][:300] if cut.stderr.strip() else ""
+    return _result([{"exit": cut.returncode, "connections_cut": proxy.cuts, "named_error": named, "message": msg,
+                     "ok": named and why is None, "why": why or ("" if named else msg)}],
+                   "named error naming the object; rerun completes with the uninterrupted rows")
+
+
+def bucket_two_writers(w: Work, n: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    details = []
+    for i in range(n):
+        d = w.trial(f"bucket-two-writers-{i}")
+        url = _bucket(d)
+        gap = rng.uniform(0.1, 1.0)
+        a = start(EXTRACT + ["-m", w.manifest, "--out", url], fault="hold the writer lock 3.0")
+        time.sleep(gap)
+        b = ptg(EXTRACT + ["-m", w.manifest, "--out", url], fault="hold the writer lock 0.5")
+        _, a_err = a.communicate(timeout=300)
+        admitted = (a.returncode == 0) + (b.returncode == 0)
+        refused = "is being written by pid" in (b.stderr if b.returncode else a_err)
+        why = _bucket_same(w, url, d)
+        details.append({"gap_s": round(gap, 2), "admitted": admitted, "other_refused_naming_holder": refused,
+                        "ok": admitted == 1 and refused and why is None, "why": why or ""})
+    return _result(details, "one writer admitted, the other refused naming the lease holder; no row lost")
+
+
+def bucket_expired_lease(w: Work) -> dict:
+    """A writer that stalls past its lease: the next writer takes over, the stale one cannot commit."""
+    from ptg.pipeline.errors import PtgError
+    from ptg.pipeline.lease import Lease
+    from ptg.pipeline.remote import RemoteStore
+    from ptg.pipeline.storecopy import _LocalSide, _RemoteSide, transfer
+
+    d = w.trial("bucket-expired-lease")
+    url = _bucket(d)
+    remote = RemoteStore(url)
+    stale = Lease(remote, ttl=2.0, renew=False).acquire()  # stalls: never renews
+    time.sleep(2.5)
+    fresh = ptg(EXTRACT + ["-m", w.manifest, "--out", url])
+    try:
+        transfer(_LocalSide(w.ref_store), _RemoteSide(remote, stale))  # the stale writer tries to publish
+        fenced, msg = False, "the stale writer committed"
+    except PtgError as exc:
+        fenced, msg = "taken over" in str(exc), str(exc)[:200]
+    why = fresh.stderr[-300:] if fresh.returncode else _bucket_same(w, url, d)
+    return _result([{"taken_over": fresh.returncode == 0, "stale_fenced": fenced, "message": msg,
+                     "ok": fresh.returncode == 0 and fenced and why is None, "why": why or ""}],
+                   "taken over; the stale writer cannot commit; the store equals the uninterrupted run")
+
+
 def cases(w: Work, n: int, seed: int) -> dict[str, Callable[[], dict]]:
     out = {
         "extract: SIGKILL at random moments": lambda: extract_signal(w, signal.SIGKILL, n, seed),
@@ -563,6 +708,10 @@ def cases(w: Work, n: int, seed: int) -> dict[str, Callable[[], dict]]:
         "input: 6000x6000 photo without --tile": lambda: huge_image(w),
         "train: SIGKILL at random moments": lambda: train_signal(w, signal.SIGKILL, n, seed + 3),
         "train: SIGINT at random moments": lambda: train_signal(w, signal.SIGINT, n, seed + 4),
+        "bucket: extract SIGKILL at random moments": lambda: bucket_signal(w, n, seed + 5),
+        "bucket: connection dropped mid-shard": lambda: bucket_dropped(w),
+        "bucket: two writers": lambda: bucket_two_writers(w, max(3, n // 3), seed + 6),
+        "bucket: expired lease": lambda: bucket_expired_lease(w),
     })
     return out
 

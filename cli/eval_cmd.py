@@ -31,7 +31,7 @@ def eval_command(
     pred: Annotated[Optional[Path], typer.Option("--pred", help="Score existing outputs DIR/<id>.png instead of running a model.")] = None,
     manifest: Annotated[Optional[Path], typer.Option("--manifest", "-m", help="Manifest of the test images (default: the run's).")] = None,
     root: RootOpt = None,
-    priors: Annotated[Optional[list[Path]], typer.Option("--priors", help="Priors store(s), one per store the model was trained with (default: the recorded ones).")] = None,
+    priors: Annotated[Optional[list[str]], typer.Option("--priors", help="Priors store(s) (folders or s3:// URLs), one per store the model was trained with (default: the recorded ones).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default RUN/eval); with --pred a .json file.")] = None,
     split: Annotated[str, typer.Option("--split", help="Manifest split to evaluate.")] = "test",
     crop_border: CropBorderOpt = 0,

@@ -14,7 +14,7 @@ from .options import ManifestArg, RootOpt
 def extract_priors(
     manifest: ManifestArg,
     model: Annotated[str, typer.Option("--model", help="Encoder (see `ptg encoders`): imagenet | clip | blip2 | sd | restoration | degradation (from the manifest).")] = "imagenet",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Store directory (.zarr); default: a shared store per encoder under $PTG_CACHE (~/.cache/ptg).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Store directory (.zarr) or bucket URL (s3://bucket/prefix; credentials from AWS_* variables); default: a shared store per encoder under $PTG_CACHE (~/.cache/ptg).")] = None,
     root: RootOpt = None,
     arch: Annotated[Optional[str], typer.Option(help="clip: open_clip model name (ViT-B-32) or a model-config .json.")] = None,
     pretrained: Annotated[Optional[str], typer.Option(help="Weights: open_clip tag, hub id, local file or directory (default: the encoder's).")] = None,

@@ -1,4 +1,4 @@
-"""`ptg priors info|export|probe`: inspect a priors store, export it to HDF5, probe what it carries."""
+"""`ptg priors info|export|probe|copy`: inspect a priors store, export it to HDF5, probe what it carries, copy it."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ from .console import console, err_console
 
 app = typer.Typer(help="Inspect and export priors stores.", no_args_is_help=True)
 
-StoreArg = Annotated[Path, typer.Argument(help="A priors store (.zarr directory) or an HDF5 export.")]
+StoreArg = Annotated[str, typer.Argument(help="A priors store (.zarr directory or s3://bucket/prefix) or an HDF5 export.")]
 
 
 def open_store_loudly(path: Path):
@@ -52,14 +52,14 @@ def info(
 
     reader = open_store_loudly(store)
     meta = reader.metadata
-    health = quick_health(store) if reader.format == "zarr" else {"shards": 0, "problems": []}
+    health = quick_health(reader.path) if reader.format == "zarr" else {"shards": 0, "problems": []}
     if as_json:
         console.print_json(json.dumps({**meta, "rows": len(reader), "format": reader.format, "health": health}))
         return
     enc = meta.get("encoder", {})
     pp = enc.get("preprocessing", {})
     lines = [
-        ("store", f"{store} ({reader.format}, {_human(store_nbytes(store))})"),
+        ("store", f"{store} ({reader.format}, {_human(store_nbytes(reader.path))})"),
         ("rows", f"{len(reader)} committed"),
         ("encoder", f"{enc.get('name')} {json.dumps(enc.get('details', {}))}"),
         ("weights", f"{'RANDOM INIT' if reader.random_init else enc.get('source')}"),
@@ -128,3 +128,8 @@ def probe(
         atomic_write_json(out / "probe.json", report.to_dict())
         plot_report(report, out / "probe.png")
         console.print(f"wrote {out / 'probe.md'}, probe.json, probe.png", highlight=False)
+
+
+from .priors_copy_cmd import copy  # noqa: E402  (its own module; registered in this command group)
+
+app.command("copy")(copy)

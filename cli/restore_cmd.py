@@ -15,7 +15,7 @@ def restore_command(
     ckpt: Annotated[Path, typer.Option("--ckpt", help="Checkpoint file or run folder of `ptg train`, or a `ptg export` folder.")],
     input: Annotated[Path, typer.Option("--input", "-i", help="An image file or a folder of images.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the restored images (<name>.png).")],
-    priors: Annotated[Optional[list[Path]], typer.Option("--priors", help="Priors store(s) holding these images; default: compute the priors with the checkpoint's encoder (needs the extract extra).")] = None,
+    priors: Annotated[Optional[list[str]], typer.Option("--priors", help="Priors store(s) (folders or s3:// URLs) holding these images; default: compute the priors with the checkpoint's encoder (needs the extract extra).")] = None,
     prior_from: Annotated[Optional[list[Path]], typer.Option("--prior-from", help="`ptg distill` folder(s), one per store: compute the priors with the distilled student, no foundation model.")] = None,
     tile: Annotated[Optional[int], typer.Option("--tile", help="Tiled inference with this tile side, for large images.")] = None,
     overlap: Annotated[int, typer.Option("--overlap", help="Overlap between tiles, in pixels.")] = 32,

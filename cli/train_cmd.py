@@ -39,7 +39,7 @@ def _one_of(what: str, choices: tuple[str, ...] | list[str]) -> Callable[[Option
 def train(
     out: OutDir,
     manifest: Annotated[Optional[Path], typer.Option("--manifest", "-m", help="Manifest (JSONL) of the dataset.")] = None,
-    priors: Annotated[Optional[list[Path]], typer.Option("--priors", help="Priors store (repeat for several priors); needed unless --mode baseline.")] = None,
+    priors: Annotated[Optional[list[str]], typer.Option("--priors", help="Priors store, a folder or s3://bucket/prefix (repeat for several priors); needed unless --mode baseline.")] = None,
     baseline: Annotated[Optional[str], typer.Option("--baseline", help="Registry name of F (see `ptg models`): also spandrel (with --baseline-weights FILE), oidn, zero-dce.", show_default=_M.baseline)] = None,
     mode: Annotated[Optional[str], typer.Option("--mode", callback=_one_of("mode", MODES), help=f"{' | '.join(MODES)}: F alone, F + PTG-RM, or PTG-RM on a frozen F.", show_default=_T.mode)] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Optimiser steps in total.", show_default=str(_T.steps))] = None,

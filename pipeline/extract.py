@@ -63,7 +63,7 @@ class SkippedImage:
 class ExtractPlan:
     """What a run is about to do; given to ``on_plan`` before computing starts."""
 
-    store: Path  # the store written
+    store: Path | str  # the store written (a bucket URL as a str)
     samples: int  # manifest rows considered
     unique: int  # distinct image contents among them
     reused: int  # distinct keys already in the store
@@ -76,7 +76,7 @@ class ExtractPlan:
 class ExtractSummary:
     """The outcome of `extract_priors`."""
 
-    store: Path  # the store written
+    store: Path | str  # the store written (a bucket URL as a str)
     samples: int  # manifest rows considered
     unique: int  # distinct image contents
     computed: int  # rows computed and committed by this run
@@ -366,7 +366,8 @@ def extract_priors(
         manifest: a `Manifest` or the path of a manifest file.
         encoder: an `EncoderSpec`, a built `Encoder`, a registry name (default weights), or another
             `RowSource`; ``"degradation"`` writes the manifest's recorded degradation (no pixels read).
-        out: the store directory; None = the per-user cache (`default_store_path`).
+        out: the store directory or a bucket URL (``s3://bucket/prefix``: written through a local stage
+            under the bucket's lease, `ptg.pipeline.storecopy.staged_writer`); None = the per-user cache.
         views: identity | flips | d4 | tiles:N (see `ptg.pipeline.views`).
         dtype: float16 (default) or float32 storage.
         batch_size: images per DataLoader batch, and rows per forward pass.
@@ -388,8 +389,11 @@ def extract_priors(
         PtgError: bad input (naming file and manifest line), incompatible or locked store, weights
             that cannot be loaded.
     """
+    from .location import parse_location
     from .store import sample_keys
 
+    if out is not None and parse_location(out, "--out").remote:  # a bucket: the engine writes a local stage
+        return _extract_to_bucket(manifest, encoder, out, dask_scheduler, {k: v for k, v in locals().items() if k in _EXTRACT_ARGS})
     t0 = time.perf_counter()
     if batch_size < 1:
         raise PtgError(f"--batch-size must be at least 1, got {batch_size}")
@@ -404,7 +408,7 @@ def extract_priors(
                                loader_workers=loader_workers, workers=workers, dask_scheduler=dask_scheduler,
                                image_loader=image_loader)
     source.check(samples, keys, m.path)
-    store = Path(out).expanduser() if out is not None else source.default_store(views, dtype)
+    store = parse_location(out, "--out").path if out is not None else source.default_store(views, dtype)  # file:// too
     return _write_rows(source, store, m, samples, keys, views, view_names, dtype, skip_bad, rows_per_shard,
                        on_progress, on_plan, force, t0)
 
@@ -437,6 +441,30 @@ def _write_rows(source: RowSource, store: Path, m: Manifest, samples: list[Sampl
                                   "skipped": len(skipped), "seconds": round(time.perf_counter() - t0, 3)}, skipped)
     return ExtractSummary(store, len(samples), n_unique, computed, reused, skipped, time.perf_counter() - t0,
                           store_nbytes(store), source.fingerprint, source.random_init, source.name, view_names, source.dim)
+
+
+def _extract_to_bucket(manifest: Any, encoder: Any, out: str | Path, dask_scheduler: str | None,
+                       kw: dict[str, Any]) -> ExtractSummary:
+    """`extract_priors` into a bucket: the same engine on a local stage, under the bucket's lease, then pushed."""
+    from dataclasses import replace
+
+    from .location import parse_location
+    from .storecopy import staged_writer
+
+    loc = parse_location(out, "--out")
+    if dask_scheduler:
+        raise PtgError(f"--out {loc.url} with --dask-scheduler: remote workers would need this machine's stage "
+                       "folder; use --workers N (a local cluster), or write to a shared folder and `ptg priors copy`")
+    on_plan = kw["on_plan"]
+    if on_plan is not None:  # the plan names the bucket, not the stage
+        kw["on_plan"] = lambda plan: on_plan(replace(plan, store=loc.url))
+    with staged_writer(loc, force=kw["force"]) as stage:
+        summary = extract_priors(manifest, encoder, **{**kw, "out": stage})
+    return replace(summary, store=loc.url)
+
+
+_EXTRACT_ARGS = ("views", "dtype", "batch_size", "loader_workers", "workers", "skip_bad", "split", "root",
+                 "rows_per_shard", "image_loader", "on_progress", "on_plan", "force")  # forwarded to a bucket's stage
 
 
 def _missing_rows(keys: Sequence[str], samples: Sequence[Sample], have: set[str]) -> tuple[list[tuple[str, Sample]], int]:

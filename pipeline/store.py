@@ -116,7 +116,10 @@ def writer_lock(store: Path, force: bool = False) -> Iterator[None]:
     Raises:
         PtgError: the folder holds something else (without ``force``), or another live writer holds the lock.
     """
-    store = Path(store)
+    from .location import local_only
+
+    store = local_only(store, "--out", " (this writer)", "write a local store, then publish it with "
+                       "`ptg priors copy LOCAL.zarr URL`")
     with shardstore.writer_lock(store, KIND, f"the priors store {store}", force, _is_legacy_store, _remove_leftovers):
         yield
 
@@ -439,14 +442,22 @@ def open_priors(path: str | Path, expect_fingerprint: str | None = None, in_memo
     """Open a priors store (Zarr v3 directory) or an HDF5 export for reading.
 
     Args:
-        path: the store directory or the ``.h5`` file.
+        path: the store directory, the ``.h5`` file, or a bucket URL (``s3://bucket/prefix``: mirrored first).
         expect_fingerprint: refuse a store whose encoder weights fingerprint differs.
         in_memory: load all rows into RAM on first read; None = when the store is under 2 GiB.
 
     Raises:
         PtgError: not a priors store, or a fingerprint other than the one expected.
     """
-    path = Path(path).expanduser()
+    from .location import parse_location
+
+    loc = parse_location(path, "the priors store")
+    if loc.remote:  # a bucket store is read through its verified local mirror ($PTG_CACHE/remote/...)
+        from .storecopy import mirror
+
+        path = mirror(loc)
+    else:
+        path = Path(loc.path)
     if _is_hdf5(path):
         reader = _open_hdf5(path)
     elif (path / "zarr.json").is_file():
@@ -519,13 +530,15 @@ def export_hdf5(src: str | Path, out: str | Path) -> Path:
     """
     import h5py
 
-    out = Path(out)
+    from .location import local_only
+
+    out = local_only(out, "--out", " (an HDF5 export)", "export locally, then upload the file with your bucket's tool")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomInitWarning)  # the metadata carries random_init along
         reader = open_priors(src, in_memory=False)
     keys = sorted(reader.keys())
     data = reader.get_all_views(keys).astype(reader.metadata.get("dtype", "float32"))
-    meta = {**reader.metadata, "exported_from": str(Path(src).resolve())}
+    meta = {**reader.metadata, "exported_from": str(src) if "://" in str(src) else str(Path(src).resolve())}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     with h5py.File(tmp, "w") as f:

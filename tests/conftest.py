@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from .s3_fixtures import _moto_endpoint, cut_proxy, s3  # noqa: F401  (the loopback S3 server for bucket tests)
+
 
 def small_photo(name: str, size: int = 48) -> np.ndarray:
     """A real scikit-image photo, downscaled to size×size uint8 RGB."""

@@ -1,0 +1,458 @@
+"""Verified copies between priors stores anywhere (local folder, bucket), mirrors, and bucket writers.
+
+One transfer serves three uses:
+
+- `copy_store` (``ptg priors copy SRC DST``): local <-> bucket, bucket <-> bucket, local <-> local.
+  Only the shards DST lacks are sent; a copy cut at any moment resumes on the next run.
+- `mirror` (readers of ``s3://...``): the remote store pulled into ``$PTG_CACHE/remote/...``,
+  verified against its commits and reused until they change; every reader (``open_priors``, the
+  row cache, the trainer) then reads a local folder at local speed.
+- `staged_writer` (``ptg extract-priors --out s3://...``): hold the bucket's lease, pull its
+  committed state into ``$PTG_CACHE/stage/...``, let the one store engine write whole shards
+  there, then push them.
+
+Order of a transfer, per shard: the shard object, then (after the lease check on a bucket) its
+commit record, created only if absent. A reader of DST therefore never sees a commit record whose
+shard object is not stored whole. Shards are verified where they are local (SRC before sending, DST
+after arriving) against the SHA-256 in their commit record; a damaged shard is a named error and
+is never committed at DST. Objects are copied byte for byte: a copy round trip is bit-identical.
+
+Untrusted input: keys come from ptg's own layout or are checked (`remote.check_key`); commit
+records are validated before use; a shard object must have the size its commit records; no local
+read or write follows a symlink.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .errors import PtgError
+from .fsio import ARTIFACT_FILE, atomic_write_bytes, atomic_write_json
+from .lease import Lease
+from .location import Location, parse_location
+from .remote import MAX_META_BYTES, RemoteStore, check_key
+
+GROUP, ARRAY_META, SETTINGS = "zarr.json", "priors/zarr.json", "settings.json"
+_COMMIT = re.compile(r"^commits/shard-(\d{6,})\.json$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+PARALLEL = 8  # shards in flight when one side is a bucket
+MAX_SHARD_BYTES = 4 << 30  # a shard object larger than this is not one ptg wrote (default shards are ~4 MiB)
+
+
+@dataclass
+class CopySummary:
+    """What a transfer did."""
+
+    copied: int  # shards sent
+    present: int  # shards DST already had
+    nbytes: int  # shard bytes sent
+    seconds: float  # wall time
+
+
+class _LocalSide:
+    """A store folder. Reads and writes never follow a symlink."""
+
+    remote = False
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.url = str(self.path)
+
+    def _p(self, key: str) -> Path:
+        cur = self.path
+        for part in check_key(key).split("/"):
+            cur = cur / part
+            if cur.is_symlink():
+                raise PtgError(f"{cur} is a symbolic link; ptg never reads or writes through links in a store "
+                               "(replace it with the file it points to)")
+        return cur
+
+    def read(self, key: str, limit: int = MAX_META_BYTES) -> bytes | None:
+        p = self._p(key)
+        if not p.is_file():
+            return None
+        if p.stat().st_size > limit:
+            raise PtgError(f"{p} is {p.stat().st_size} bytes, more than the {limit} it may hold; it is not a file ptg wrote")
+        return p.read_bytes()
+
+    def write(self, key: str, data: bytes) -> None:
+        atomic_write_bytes(self._p(key), data)
+
+    def write_new(self, key: str, data: bytes) -> bool:
+        p = self._p(key)  # the writer lock is held: nobody else creates it between the check and the write
+        if p.exists():
+            return False
+        atomic_write_bytes(p, data)
+        return True
+
+    def keys(self, prefix: str) -> list[str]:
+        base = self.path / prefix
+        if not base.is_dir() or base.is_symlink():
+            return []
+        return sorted(str(p.relative_to(self.path)) for p in base.rglob("*")
+                      if p.is_file() and not p.is_symlink() and not p.name.endswith(".partial") and ".tmp-" not in p.name)
+
+    def clear_shard(self, shard: int) -> None:
+        for key in self.keys(f"priors/c/{shard}"):
+            self._p(key).unlink()
+
+    def drop_commit(self, shard: int) -> None:
+        """Move a cache's commit record aside (mirrors and stages only: folders ptg owns)."""
+        from .store_integrity import COMMITS, QUARANTINE
+
+        qdir = self.path / COMMITS / QUARANTINE
+        qdir.mkdir(exist_ok=True)
+        os.replace(self._p(f"commits/shard-{shard:06d}.json"), qdir / f"shard-{shard:06d}.json.{time.strftime('%Y%m%dT%H%M%S')}")
+
+    def fence(self) -> None:
+        """Local stores are guarded by their flock for the whole transfer."""
+
+
+class _RemoteSide:
+    """A store prefix in a bucket; writes are fenced by ``lease``."""
+
+    remote = True
+
+    def __init__(self, store: RemoteStore, lease: Lease | None = None):
+        self.store, self.lease, self.url = store, lease, store.url
+        self._listing: dict[str, dict[str, Any]] | None = None
+
+    def listing(self, refresh: bool = False) -> dict[str, dict[str, Any]]:
+        if self._listing is None or refresh:
+            self._listing = self.store.listing()
+        return self._listing
+
+    def read(self, key: str, limit: int = MAX_META_BYTES) -> bytes | None:
+        return self.store.get(key, limit)
+
+    def write(self, key: str, data: bytes) -> None:
+        self.store.put(key, data)
+
+    def write_new(self, key: str, data: bytes) -> bool:
+        return self.store.put_new(key, data)
+
+    def keys(self, prefix: str) -> list[str]:
+        return sorted(k for k in self.listing() if k.startswith(prefix.rstrip("/") + "/"))
+
+    def clear_shard(self, shard: int) -> None:
+        """Nothing to clear: a put replaces the shard object whole."""
+
+    def fence(self) -> None:
+        if self.lease is not None:
+            self.lease.check()
+
+
+def _array_info(raw: bytes | None, where: str) -> tuple[int, list[int]]:
+    """(rows per shard, shape) from an array's zarr.json."""
+    try:
+        meta = json.loads(raw or b"")
+        return int(meta["chunk_grid"]["configuration"]["chunk_shape"][0]), [int(x) for x in meta["shape"]]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise PtgError(f"{where}/{ARRAY_META} is missing or not a zarr array description ({type(exc).__name__}); "
+                       f"{where} is not a whole priors store") from None
+
+
+def _record(side: Any, key: str, raw: bytes | None, rows: int) -> dict[str, Any]:
+    """A validated commit record (a shared store is input: its records are checked, not trusted)."""
+    shard = int(_COMMIT.match(key).group(1))  # type: ignore[union-attr]
+    try:
+        rec = json.loads(raw or b"")
+        keys, n = rec["keys"], rec["n"]
+        ok = (rec["shard"] == shard and isinstance(n, int) and 0 < n <= rows and isinstance(keys, list)
+              and len(keys) == n and all(isinstance(k, str) and _HEX64.match(k) for k in keys)
+              and isinstance(rec["sha256"], str) and _HEX64.match(rec["sha256"])
+              and isinstance(rec.get("bytes", 0), int) and 0 <= rec.get("bytes", 0) <= MAX_SHARD_BYTES)
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise PtgError(f"{side.url}/{key} is not a valid commit record; the store is damaged there: move that record "
+                       "aside and run `ptg extract-priors` again on the store to recompute its rows")
+    return rec
+
+
+def _commits(side: Any, rows: int) -> dict[int, tuple[dict[str, Any], bytes]]:
+    """shard -> (record, its exact bytes) of every commit record of a store."""
+    keys = [k for k in side.keys("commits") if _COMMIT.match(k)]
+    with ThreadPoolExecutor(max_workers=8 if side.remote else 1) as pool:
+        raws = list(pool.map(side.read, keys))
+    out = {}
+    for key, raw in zip(keys, raws):
+        if raw is not None:  # removed between list and read: not committed for us
+            rec = _record(side, key, raw, rows)
+            out[int(rec["shard"])] = (rec, raw)
+    return out
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return (a["n"], a["keys"], a["sha256"]) == (b["n"], b["keys"], b["sha256"])
+
+
+def _settings_match(src: Any, dst: Any, src_group: bytes) -> str | None:
+    """Why DST's settings differ from SRC's (None when they match or DST is new)."""
+    from .store import _compat, _shown_diff
+
+    dst_group = dst.read(GROUP)
+    if dst_group is None:
+        return None
+    a = json.loads(src_group).get("attributes", {})
+    b = json.loads(dst_group).get("attributes", {})
+    diff = _shown_diff(_compat(a), _compat(b))
+    if not diff and dst.read(ARRAY_META) is not None:
+        ra, rb = _array_info(src.read(ARRAY_META), src.url)[0], _array_info(dst.read(ARRAY_META), dst.url)[0]
+        diff = f"rows per shard: {src.url} has {ra}, {dst.url} {rb}" if ra != rb else ""
+    return diff or None
+
+
+def _plan(src: Any, dst: Any, cache: bool, prune: bool) -> tuple[dict, list[int], int]:
+    """(SRC's commits, shards to send, shards DST has already); conflicts refused, or dropped in a cache."""
+    src_group = src.read(GROUP)
+    if src_group is None:
+        raise PtgError(f"{src.url} is not a priors store (no {GROUP}); pass a store made by `ptg extract-priors`")
+    rows = _array_info(src.read(ARRAY_META), src.url)[0]
+    have_src = _commits(src, rows)
+    diff = _settings_match(src, dst, src_group)
+    have_dst = _commits(dst, rows) if diff is None else {}
+    if diff is not None and not cache:
+        raise PtgError(f"{dst.url} is a priors store with other settings than {src.url} ({diff}); copy into a new "
+                       "DST, or delete DST's folder/prefix first")
+    clash = sorted(s for s, (rec, _) in have_dst.items() if s not in have_src and prune
+                   or s in have_src and not _same(rec, have_src[s][0]))
+    if diff is not None:  # a cache of a store that was re-made with other settings: start over
+        clash = [int(_COMMIT.match(k).group(1)) for k in dst.keys("commits") if _COMMIT.match(k)]  # type: ignore[union-attr]
+    if clash and not cache:
+        raise PtgError(f"{dst.url} holds shard(s) {clash[:10]} with other rows than {src.url}: it is not a copy of it; "
+                       "copy into a new DST (stores merge only through `ptg extract-priors`)")
+    for s in clash:
+        dst.drop_commit(s)
+        have_dst.pop(s, None)
+    todo = sorted(s for s in have_src if s not in have_dst)
+    return have_src, todo, len(have_src) - len(todo)
+
+
+def _send_metadata(src: Any, dst: Any) -> None:
+    """settings.json, the array's and the group's zarr.json (group last: it makes DST a store).
+
+    A bucket gets ptg's folder marker first: a writer killed after any of these puts leaves a
+    prefix the next run recognises as its own."""
+    for key in ((ARTIFACT_FILE,) if dst.remote else ()) + (SETTINGS, ARRAY_META, GROUP):
+        raw = src.read(key)
+        if raw is None:
+            continue
+        if key == ARRAY_META and dst.read(key) is not None:  # never shrink: DST may hold more rows (a stage)
+            meta, old = json.loads(raw), _array_info(dst.read(key), dst.url)[1]
+            if old[0] > meta["shape"][0]:
+                meta["shape"][0] = old[0]
+                raw = json.dumps(meta, indent=2).encode()
+        dst.write(key, raw)
+
+
+def _send_shard(src: Any, dst: Any, shard: int, rec: dict[str, Any], raw: bytes, rows: int) -> int:
+    """Send one shard object, verify it, fence, then create its commit record. Returns bytes sent."""
+    from .store_integrity import shard_error, shard_problem
+
+    if not src.remote and (problem := shard_problem(src.path, shard, rec, rows)):
+        raise shard_error(src.path, shard, rec, rows, problem)
+    keys = src.keys(f"priors/c/{shard}")
+    dst.clear_shard(shard)
+    sent = 0
+    for key in keys:
+        data = src.read(key, limit=int(rec.get("bytes") or MAX_SHARD_BYTES))
+        if data is None:
+            raise PtgError(f"{src.url}/{key} vanished while copying; run the copy again")
+        dst.write(key, data)
+        sent += len(data)
+    if "bytes" in rec and sent != rec["bytes"]:
+        raise PtgError(f"{src.url}: shard {shard} holds {sent} bytes, its commit records {rec['bytes']}: damaged or "
+                       f"incomplete; run `ptg extract-priors` again with --out {src.url} to recompute it")
+    if not dst.remote and (problem := shard_problem(dst.path, shard, rec, rows)):
+        dst.clear_shard(shard)
+        raise PtgError(f"shard {shard} of {src.url} arrived damaged at {dst.url} ({problem}); nothing was committed "
+                       "for it: run the same command again")
+    dst.fence()
+    key = f"commits/shard-{shard:06d}.json"
+    if not dst.write_new(key, raw) and dst.read(key) != raw:
+        raise PtgError(f"{dst.url}/{key} was created by another writer meanwhile; run the copy again")
+    return sent
+
+
+def transfer(src: Any, dst: Any, *, cache: bool = False, prune: bool = False,
+             on_plan: Callable[[int], None] | None = None, on_progress: Callable[[int], None] | None = None) -> CopySummary:
+    """Copy every shard SRC has and DST lacks (DST's writer lock or lease held by the caller).
+
+    Args:
+        src, dst: `_LocalSide` / `_RemoteSide`.
+        cache: DST is a folder ptg owns (mirror or stage): conflicting records are moved aside, not refused.
+        prune: also drop DST's shards SRC does not have (a mirror follows its source).
+        on_plan: called with the number of shards to send.
+        on_progress: called with 1 after each shard.
+    """
+    t0 = time.perf_counter()
+    have_src, todo, present = _plan(src, dst, cache, prune)
+    if on_plan is not None:
+        on_plan(len(todo))
+    dst.fence()  # a writer whose lease was taken over must not rewrite the metadata either
+    _send_metadata(src, dst)
+    rows = _array_info(src.read(ARRAY_META), src.url)[0]
+    sent = 0
+    # a bucket answers each request after a round trip: several shards in flight hide it (each keeps its own order)
+    with ThreadPoolExecutor(max_workers=PARALLEL if src.remote or dst.remote else 1, thread_name_prefix="ptg-copy") as pool:
+        futures = [pool.submit(_send_shard, src, dst, shard, *have_src[shard], rows) for shard in todo]
+        try:
+            for fut in futures:
+                sent += fut.result()
+                if on_progress is not None:
+                    on_progress(1)
+        except BaseException:
+            for fut in futures:
+                fut.cancel()  # shards not started are left for the rerun; those in flight finish or fail whole
+            raise
+    return CopySummary(len(todo), present, sent, time.perf_counter() - t0)
+
+
+def _refuse_foreign(store: RemoteStore, force: bool) -> None:
+    from .lease import PREFIX
+
+    # leases are ours: a writer killed before its first metadata put leaves only its lease behind
+    listing = [k for k in store.listing() if not k.startswith(PREFIX)]
+    if listing and not force and GROUP not in listing and ARTIFACT_FILE not in listing:
+        shown = ", ".join(sorted(listing)[:5])
+        raise PtgError(f"{store.url} already holds objects that are not a ptg priors store ({shown}...); choose an "
+                       "empty prefix, or pass --force to write beside them (ptg never deletes objects it did not make)")
+
+
+def _cache_folder(kind: str, loc: Location) -> Path:
+    from .store import cache_root
+
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{loc.bucket}-{loc.prefix}")[-80:]
+    return cache_root() / kind / f"{safe}-{hashlib.sha256(loc.url.encode()).hexdigest()[:12]}"
+
+
+def mirror(location: Location | str, store: RemoteStore | None = None) -> Path:
+    """The local, verified copy of a bucket store's committed state (pulled only when it changed).
+
+    Returns:
+        A local priors store folder under ``$PTG_CACHE/remote/``.
+
+    Raises:
+        PtgError: not a priors store, a damaged shard, or the service failed (a rerun resumes).
+    """
+    from .store import writer_lock
+
+    loc = location if isinstance(location, Location) else parse_location(location)
+    store = store or RemoteStore(loc)
+    folder = _cache_folder("remote", loc)
+    seen = {k: [v["size"], v["e_tag"]] for k, v in store.listing().items() if k in (GROUP, ARRAY_META) or _COMMIT.match(k)}
+    if GROUP not in seen:
+        raise PtgError(f"{loc.url} is not a priors store (no {GROUP} there); pass the --out of `ptg extract-priors`")
+    state = hashlib.sha256(json.dumps(sorted(seen.items())).encode()).hexdigest()
+
+    def current() -> bool:
+        try:
+            return json.loads((folder / "mirror.json").read_text(encoding="utf-8")).get("state") == state
+        except (OSError, ValueError):
+            return False
+
+    if current():
+        return folder  # unchanged since the last pull (one LIST request)
+    with _waiting_lock(folder.with_name(folder.name + ".lock")):  # several readers here (torchrun ranks) pull once
+        if not current():
+            with writer_lock(folder):
+                transfer(_RemoteSide(store), _LocalSide(folder), cache=True, prune=True)
+                atomic_write_json(folder / "mirror.json", {"url": loc.url, "state": state,
+                                                           "pulled": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return folder
+
+
+@contextmanager
+def _waiting_lock(path: Path) -> Iterator[None]:
+    """An ``flock`` that waits (the store's own writer lock refuses at once, which suits writers, not readers)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _open_dst(loc: Location, force: bool, stack: Any) -> Any:
+    from .store import writer_lock
+
+    if not loc.remote:
+        assert loc.path is not None
+        stack.enter_context(writer_lock(loc.path, force=force))
+        return _LocalSide(loc.path)
+    store = RemoteStore(loc)
+    _refuse_foreign(store, force)
+    return _RemoteSide(store, stack.enter_context(Lease(store)))
+
+
+def copy_store(src: str | Path, dst: str | Path, *, force: bool = False, on_plan: Callable[[int], None] | None = None,
+               on_progress: Callable[[int], None] | None = None) -> CopySummary:
+    """A verified copy of every committed shard of SRC that DST lacks (`ptg priors copy`).
+
+    Args:
+        src, dst: local folders or bucket URLs (`ptg.pipeline.location`).
+        force: write into a DST that holds other files/objects (nothing of theirs is deleted).
+
+    Raises:
+        PtgError: SRC is not a store, DST holds another store or other rows, a shard is damaged,
+            another writer holds DST, or the service failed (a rerun resumes).
+    """
+    from contextlib import ExitStack
+
+    s, d = parse_location(src, "SRC"), parse_location(dst, "DST")
+    if s.url == d.url or (not s.remote and not d.remote and s.path.resolve() == d.path.resolve()):  # type: ignore[union-attr]
+        raise PtgError(f"SRC and DST are the same store ({s.url}); name another DST")
+    if s.remote and d.remote:
+        src_side: Any = _LocalSide(mirror(s))  # verified on the way in, then sent
+    elif s.remote:
+        src_side = _RemoteSide(RemoteStore(s))
+    else:
+        assert s.path is not None
+        src_side = _LocalSide(s.path)
+    with ExitStack() as stack:
+        dst_side = _open_dst(d, force, stack)
+        return transfer(src_side, dst_side, on_plan=on_plan, on_progress=on_progress)
+
+
+@contextmanager
+def staged_writer(location: Location | str, force: bool = False) -> Iterator[Path]:
+    """Write a bucket store through a local stage: lease held, committed state pulled, new shards pushed.
+
+    Yields:
+        The local stage folder, for the store engine (whole shards, commit records, resume).
+
+    Raises:
+        PtgError: another live writer holds the bucket, the lease was lost before a commit, or the
+            service failed; shards committed in the stage are pushed by the next run.
+    """
+    from .store import writer_lock
+
+    loc = location if isinstance(location, Location) else parse_location(location)
+    store = RemoteStore(loc)
+    _refuse_foreign(store, force)
+    stage = _cache_folder("stage", loc)
+    with Lease(store) as lease:
+        remote = _RemoteSide(store, lease)
+        if GROUP in remote.listing():
+            with writer_lock(stage):
+                transfer(remote, _LocalSide(stage), cache=True)
+        try:
+            yield stage
+        except PtgError:  # e.g. bad inputs: the shards committed meanwhile are published all the same
+            if (stage / GROUP).is_file():
+                transfer(_LocalSide(stage), _RemoteSide(store, lease))
+            raise
+        transfer(_LocalSide(stage), _RemoteSide(store, lease))

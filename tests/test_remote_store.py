@@ -1,0 +1,389 @@
+"""Stores in a bucket: URL parsing, verified copies, mirrors, the writer lease and fencing, a dropped
+connection, extraction into s3:// — against a real S3 API (moto's server on 127.0.0.1, tests/s3_fixtures.py)."""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ptg.pipeline.errors import PtgError
+from ptg.pipeline.location import local_only, parse_location
+from ptg.pipeline.store import allocate_shards, create_or_open_store, open_priors, write_shard, writer_lock
+
+ROWS = 32  # rows per shard of the test stores
+
+
+def _store(path: Path, n: int, seed: int = 0, start: int = 0) -> list[str]:
+    """A priors store of n random rows (float16, 2 views x 8) in shards of ROWS, written by the real writer."""
+    rng = np.random.default_rng(seed)
+    keys = [f"{start + i:064x}" for i in range(n)]
+    meta = {"encoder": {"name": "test"}, "fingerprint": "test-fp", "random_init": False, "dim": 8,
+            "views": ["identity", "hflip"], "views_spec": "flips", "dtype": "float16"}
+    with writer_lock(path):
+        create_or_open_store(path, meta, ROWS)
+        groups = [keys[i : i + ROWS] for i in range(0, n, ROWS)]
+        for sid, k in zip(allocate_shards(path, len(groups)), groups):
+            write_shard(path, sid, k, rng.standard_normal((len(k), 2, 8)).astype(np.float32))
+    return keys
+
+
+def _files(store: Path) -> dict[str, bytes]:
+    """Every file of a store's layout (not the local lock and marker) -> bytes."""
+    skip = {"writer.lock", ".ptg-artifact.json", "mirror.json"}
+    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*"))
+            if p.is_file() and p.name not in skip and "quarantine" not in p.parts}
+
+
+def _values(store) -> tuple[list[str], np.ndarray]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = open_priors(store)
+    keys = sorted(r.keys())
+    return keys, r.get_all_views(keys)
+
+
+# ---------------------------------------------------------------------------------------------
+# Locations
+
+
+def test_location_parses_urls_and_refuses_lookalikes(tmp_path):
+    loc = parse_location("s3://bucket/some/prefix/")
+    assert (loc.remote, loc.scheme, loc.bucket, loc.prefix, loc.url) == (True, "s3", "bucket", "some/prefix", "s3://bucket/some/prefix")
+    assert parse_location("gs://b/p").scheme == "gs" and parse_location("s3a://b/p").scheme == "s3"
+    assert parse_location(f"file://{tmp_path}/x.zarr").path == tmp_path / "x.zarr"
+    assert parse_location(tmp_path / "x.zarr").path == tmp_path / "x.zarr" and not parse_location("x.zarr").remote
+    for bad, said in (("s3:/bucket/p", "slash missing"), (Path("s3://bucket/p"), "slash missing"),
+                      ("ftp://host/p", "not supported"), ("s3://", "not a bucket URL"),
+                      ("s3://KEY:SECRET@bucket/p", "credentials"), ("s3://b/a/../c", "'..'")):
+        with pytest.raises(PtgError, match=said):
+            parse_location(bad, "--out")
+    with pytest.raises(PtgError, match="priors copy s3://b/p LOCAL.zarr"):
+        local_only("s3://b/p", "--priors")
+
+
+def test_extract_cli_refuses_a_collapsed_url_and_writes_no_folder(tmp_path, monkeypatch, capsys):
+    from ptg.cli.app import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["extract-priors", "--manifest", "m.jsonl", "--out", "s3:/bucket/priors"]) == 1
+    assert "slash missing" in capsys.readouterr().err
+    assert not (tmp_path / "s3:").exists()
+    with pytest.raises(PtgError, match="only a local folder works here"):  # every local writer refuses a URL
+        with writer_lock("s3://bucket/priors"):  # type: ignore[arg-type]
+            pass
+    assert not (tmp_path / "s3:").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Copies and mirrors
+
+
+def test_copy_round_trip_is_bit_identical_and_sends_only_missing_shards(tmp_path, s3):
+    from ptg.pipeline.storecopy import copy_store
+
+    a = tmp_path / "a.zarr"
+    _store(a, 3 * ROWS + 5)
+    first = copy_store(a, s3.url("team/priors"))
+    assert (first.copied, first.present) == (4, 0)
+    assert copy_store(a, s3.url("team/priors")).copied == 0  # nothing DST lacks
+    back = copy_store(s3.url("team/priors"), tmp_path / "b.zarr")
+    assert back.copied == 4
+    assert _files(tmp_path / "b.zarr") == _files(a)  # local -> bucket -> local, byte for byte
+    assert copy_store(s3.url("team/priors"), s3.url("other")).copied == 4  # bucket -> bucket
+    copy_store(s3.url("other"), tmp_path / "c.zarr")
+    assert _files(tmp_path / "c.zarr") == _files(a)
+    # a store that grew: only its new shard travels
+    _store_more(a)
+    assert copy_store(a, s3.url("team/priors")).copied == 1
+
+
+def _store_more(path: Path) -> None:
+    rng = np.random.default_rng(9)
+    with writer_lock(path):
+        sid = allocate_shards(path, 1)[0]
+        write_shard(path, sid, [f"{10_000 + i:064x}" for i in range(3)], rng.standard_normal((3, 2, 8)).astype(np.float32))
+
+
+def test_interrupted_copy_resumes_and_refuses_a_diverged_dst(tmp_path, s3, monkeypatch):
+    from ptg.pipeline import storecopy
+    from ptg.pipeline.storecopy import copy_store
+
+    a = tmp_path / "a.zarr"
+    _store(a, 3 * ROWS)
+    real = storecopy._RemoteSide.write
+
+    def stopped_at_shard_2(self, key, data):
+        if key.startswith("priors/c/2/"):
+            raise KeyboardInterrupt  # the user stops the copy while shard 2 is being sent
+        real(self, key, data)
+
+    monkeypatch.setattr(storecopy._RemoteSide, "write", stopped_at_shard_2)
+    with pytest.raises(KeyboardInterrupt):
+        copy_store(a, s3.url("p"))
+    monkeypatch.setattr(storecopy._RemoteSide, "write", real)
+    again = copy_store(a, s3.url("p"))
+    assert (again.copied, again.present) == (1, 2)  # only the shard that never got its commit record
+    other = tmp_path / "other.zarr"
+    _store(other, ROWS, seed=5, start=500)  # same settings, other rows in shard 0
+    with pytest.raises(PtgError, match="not a copy of it"):
+        copy_store(other, s3.url("p"))
+
+
+def test_bucket_reads_equal_local_through_a_mirror_reused_until_commits_change(tmp_path, s3, monkeypatch):
+    from ptg.pipeline import storecopy
+    from ptg.pipeline.storecopy import copy_store
+
+    a = tmp_path / "a.zarr"
+    _store(a, 2 * ROWS + 1)
+    copy_store(a, s3.url("p"))
+    assert _values(s3.url("p"))[0] == _values(a)[0]
+    np.testing.assert_array_equal(_values(s3.url("p"))[1], _values(a)[1])
+    calls = []
+    real = storecopy.transfer
+    monkeypatch.setattr(storecopy, "transfer", lambda *a, **k: calls.append(1) or real(*a, **k))
+    _values(s3.url("p"))
+    assert calls == []  # unchanged: the mirror is reused after one LIST
+    _store_more(a)
+    copy_store(a, s3.url("p"))
+    keys, vals = _values(s3.url("p"))
+    assert len(calls) == 2 and len(keys) == 2 * ROWS + 4  # the copy, then one pull of the new shard
+    np.testing.assert_array_equal(vals, _values(a)[1])
+
+
+def test_damaged_shard_in_the_bucket_is_never_served(tmp_path, s3):
+    from ptg.pipeline.remote import RemoteStore
+    from ptg.pipeline.storecopy import copy_store
+
+    a = tmp_path / "a.zarr"
+    _store(a, 2 * ROWS)
+    copy_store(a, s3.url("p"))
+    remote = RemoteStore(s3.url("p"))
+    key = "priors/c/1/0/0"
+    data = bytearray(remote.get(key, limit=1 << 30))
+    data[len(data) // 3] ^= 0xFF
+    remote.put(key, bytes(data))
+    with pytest.raises(PtgError, match="shard 1"):
+        copy_store(s3.url("p"), tmp_path / "b.zarr")
+    assert not (tmp_path / "b.zarr" / "commits" / "shard-000001.json").exists()  # the good shard 0 is kept
+
+
+# ---------------------------------------------------------------------------------------------
+# The lease
+
+
+def test_second_writer_refused_naming_the_holder(s3):
+    from ptg.pipeline.lease import Lease
+    from ptg.pipeline.remote import RemoteStore
+
+    store = RemoteStore(s3.url("p"))
+    with Lease(store, ttl=30):
+        with pytest.raises(PtgError, match=r"being written by pid \d+ on host"):
+            Lease(store).acquire()
+    with Lease(store) as again:  # released: the next writer gets the next generation
+        assert again.gen == 2
+
+
+def test_expired_lease_taken_over_and_the_stale_writer_cannot_commit(tmp_path, s3):
+    from ptg.pipeline.lease import Lease
+    from ptg.pipeline.remote import RemoteStore
+    from ptg.pipeline.storecopy import _LocalSide, _RemoteSide, transfer
+
+    a = tmp_path / "a.zarr"
+    _store(a, 2 * ROWS)
+    store = RemoteStore(s3.url("p"))
+    stale = Lease(store, ttl=0.5, renew=False).acquire()  # a writer that stalls (or died) without renewing
+    time.sleep(0.7)
+    with pytest.raises(PtgError, match="expired without renewal"):
+        stale.check()
+    fresh = Lease(store, ttl=30).acquire()  # takes over the expired lease
+    assert fresh.gen == stale.gen + 1
+    with pytest.raises(PtgError, match="taken over by pid"):
+        transfer(_LocalSide(a), _RemoteSide(store, stale))  # fenced before its first commit record
+    assert not [k for k in store.listing("commits/")]
+    transfer(_LocalSide(a), _RemoteSide(store, fresh))
+    assert len(store.listing("commits/")) == 2
+    before = {k: v["e_tag"] for k, v in store.listing().items() if not k.startswith("lease/")}
+    import shutil
+
+    shutil.copytree(a, tmp_path / "grown.zarr")
+    _store_more(tmp_path / "grown.zarr")  # the stale writer has a new shard and a grown array to publish
+    with pytest.raises(PtgError, match="taken over"):
+        transfer(_LocalSide(tmp_path / "grown.zarr"), _RemoteSide(store, stale))
+    assert {k: v["e_tag"] for k, v in store.listing().items() if not k.startswith("lease/")} == before
+    fresh.release()
+
+
+def test_lease_renewal_keeps_a_slow_writer_alive(s3):
+    from ptg.pipeline.lease import Lease
+    from ptg.pipeline.remote import RemoteStore
+
+    store = RemoteStore(s3.url("p"))
+    with Lease(store, ttl=0.9) as lease:
+        time.sleep(1.5)  # longer than the ttl: only renewals keep it
+        lease.check()
+        with pytest.raises(PtgError, match="being written"):
+            Lease(store).acquire()
+
+
+def test_create_only_put_has_one_winner(s3):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ptg.pipeline.remote import RemoteStore
+
+    store = RemoteStore(s3.url("p"))
+    with ThreadPoolExecutor(4) as pool:
+        wins = list(pool.map(lambda i: store.put_new("lease/00000001.json", str(i).encode()), range(4)))
+    assert wins.count(True) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults
+
+
+def test_dropped_connection_mid_upload_is_a_named_error_and_rerun_completes(tmp_path, s3, cut_proxy):
+    from ptg.pipeline.storecopy import copy_store
+
+    a = tmp_path / "a.zarr"
+    _store(a, 3 * ROWS)
+    cut_proxy.cut_match = b"/priors/c/"  # every shard upload loses its connection 64 bytes into the shard
+    with pytest.raises(PtgError, match=r"uploading s3://.*/priors/c/0/0/0 failed .*run the same command again"):
+        copy_store(a, s3.url("p"))
+    assert cut_proxy.cuts >= 1
+    cut_proxy.cut_match = None  # the network is back
+    assert copy_store(a, s3.url("p")).copied == 3
+    copy_store(s3.url("p"), tmp_path / "b.zarr")
+    assert _files(tmp_path / "b.zarr") == _files(a)
+
+
+# ---------------------------------------------------------------------------------------------
+# Extraction straight into a bucket
+
+
+def test_extract_to_a_bucket_equals_the_local_run(tmp_path, s3):
+    from ptg.pipeline.extract import extract_priors
+    from tests.test_extract import _images, _manifest, _tiny_clip_spec
+
+    man = _manifest(tmp_path / "m.jsonl", _images(tmp_path / "img", 5))
+    spec = _tiny_clip_spec(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        local = extract_priors(man, spec, out=f"file://{tmp_path}/local.zarr", batch_size=2, rows_per_shard=32)
+        remote = extract_priors(man, spec, out=s3.url("priors"), batch_size=2, rows_per_shard=32)
+        again = extract_priors(man, spec, out=s3.url("priors"), batch_size=2, rows_per_shard=32)
+    assert local.store == tmp_path / "local.zarr" and remote.store == s3.url("priors") and remote.computed == 5 and (again.computed, again.reused) == (0, 5)
+    lk, lv = _values(tmp_path / "local.zarr")
+    rk, rv = _values(s3.url("priors"))
+    assert lk == rk
+    np.testing.assert_array_equal(lv, rv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mirrored = Path(open_priors(s3.url("priors")).path)
+    meta = json.dumps(json.loads((mirrored / "zarr.json").read_text()))
+    assert "testing" not in meta and "127.0.0.1" not in meta  # no credential or endpoint in the metadata
+
+
+def test_train_reads_priors_from_a_bucket(tmp_path, s3):
+    from ptg.pipeline.storecopy import copy_store
+    from ptg.ptgrm.train.config import resolve
+    from ptg.ptgrm.train.trainer import train
+    from tests.test_train import TINY
+    from tests.test_train_units import make_samples, make_store
+
+    manifest = make_samples(tmp_path / "samples")
+    copy_store(make_store(tmp_path / "s.zarr", manifest, dim=8), s3.url("p"))
+    cfg = resolve(overrides={"out": str(tmp_path / "run"), "mode": "joint", "steps": 2,
+                             "data": {"manifest": str(manifest), "priors": [s3.url("p")]}}, sets=TINY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(cfg)
+    assert (tmp_path / "run").is_dir() and any((tmp_path / "run").rglob("*.pt*"))
+
+
+def test_cli_copy_info_and_a_path_only_option_refusing_the_url(tmp_path, s3, capsys, monkeypatch):
+    from ptg.cli.app import main
+
+    monkeypatch.chdir(tmp_path)  # where a collapsed URL would have become a folder named s3:
+
+    a = tmp_path / "a.zarr"
+    _store(a, ROWS + 1)
+    assert main(["priors", "copy", str(a), s3.url("team")]) == 0
+    assert "2 shard(s) copied" in capsys.readouterr().out
+    assert main(["priors", "copy", str(a), s3.url("team")]) == 0
+    assert "0 shard(s) copied" in capsys.readouterr().out
+    assert main(["priors", "info", s3.url("team"), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert f"{ROWS + 1} committed" in out and "verified" in out
+    assert main(["priors", "export", s3.url("team"), "--out", s3.url("team.h5")]) == 1  # an export is a local file
+    assert "slash missing" in capsys.readouterr().err and not (tmp_path / "s3:").exists()
+    assert main(["priors", "export", s3.url("team"), "--out", str(tmp_path / "team.h5")]) == 0
+    capsys.readouterr()
+    # distill takes a local path: typer's Path collapses the URL, and the collapsed form is refused by name
+    assert main(["distill", "--priors", s3.url("team"), "--manifest", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "d")]) == 1
+    assert "slash missing" in capsys.readouterr().err and not (tmp_path / "s3:").exists()
+
+
+def test_sigkill_during_an_upload_then_rerun_equals_the_source(tmp_path, s3):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from ptg.pipeline.remote import RemoteStore
+    from ptg.pipeline.storecopy import copy_store
+
+    a = tmp_path / "a.zarr"
+    _store(a, 40 * ROWS)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "ptg.cli.app", "priors", "copy", str(a), s3.url("p")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    remote = RemoteStore(s3.url("p"))
+    for _ in range(600):  # at most 60 s: kill once some, not all, shards are committed
+        n = len(remote.listing("commits/"))
+        if n >= 3 or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the copy finished before it could be killed"
+    assert 0 < len(remote.listing("commits/")) < 40
+    again = copy_store(a, s3.url("p"))  # the dead writer's lease (this host, pid gone) is taken over at once
+    assert again.copied + again.present == 40 and again.present >= 3
+    copy_store(s3.url("p"), tmp_path / "b.zarr")
+    assert _files(tmp_path / "b.zarr") == _files(a)
+
+
+def test_concurrent_readers_pull_the_mirror_once(tmp_path, s3, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ptg.pipeline import storecopy
+
+    a = tmp_path / "a.zarr"
+    _store(a, 2 * ROWS)
+    storecopy.copy_store(a, s3.url("p"))
+    calls = []
+    real = storecopy.transfer
+    monkeypatch.setattr(storecopy, "transfer", lambda *x, **k: calls.append(1) or real(*x, **k))
+    with ThreadPoolExecutor(3) as pool:
+        folders = list(pool.map(lambda _: storecopy.mirror(s3.url("p")), range(3)))
+    assert len(set(folders)) == 1 and calls == [1]
+
+
+def test_a_prefix_holding_only_a_dead_writers_lease_is_ours_but_foreign_objects_are_refused(tmp_path, s3):
+    from ptg.pipeline.lease import Lease
+    from ptg.pipeline.remote import RemoteStore
+    from ptg.pipeline.storecopy import copy_store
+
+    a = tmp_path / "a.zarr"
+    _store(a, ROWS)
+    Lease(RemoteStore(s3.url("p")), ttl=0.1, renew=False).acquire()  # a writer killed right after taking the lease
+    time.sleep(0.2)
+    assert copy_store(a, s3.url("p")).copied == 1
+    RemoteStore(s3.url("q")).put("notes.txt", b"someone else's")
+    with pytest.raises(PtgError, match="not a ptg priors store .*--force"):
+        copy_store(a, s3.url("q"))
+    assert copy_store(a, s3.url("q"), force=True).copied == 1
+    assert RemoteStore(s3.url("q")).get("notes.txt") == b"someone else's"
