@@ -1,6 +1,7 @@
 """The trainer's plumbing: torch.distributed, devices, signals, validation and best-checkpoint rules."""
 from __future__ import annotations
 
+import atexit
 import inspect
 import os
 import signal
@@ -45,7 +46,16 @@ def init_dist(cfg: TrainConfig) -> Dist:
         if backend == "auto":
             backend = "nccl" if torch.cuda.is_available() and cfg.run.device != "cpu" else "gloo"
         dist.init_process_group(backend=backend)
+        # Torn down before the interpreter's own teardown: a gloo group still alive then was seen to
+        # abort a rank at exit ("terminate called without an active exception", exit -6) after a
+        # finished run.
+        atexit.register(_destroy_group)
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _destroy_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def device_of(cfg: TrainConfig, d: Dist) -> torch.device:
