@@ -236,8 +236,8 @@ class PTGRMRelease(nn.Module):
 def release_state_dict(obj: Any, what: str = "refiner weights") -> dict[str, Tensor]:
     """R's state dict from a loaded file of the authors' (or a plain) state dict.
 
-    Unwraps ``{"params": ...}``, ``{"params_ema": ...}`` and ``{"state_dict": ...}`` (BasicSR and
-    Lightning files), strips a DataParallel ``module.`` prefix, and from a whole released network
+    Unwraps ``{"params_ema": ...}`` (preferred when present, as ptg prefers EMA weights),
+    ``{"params": ...}`` and ``{"state_dict": ...}`` (BasicSR and Lightning files), strips a DataParallel ``module.`` prefix, and from a whole released network
     keeps only its refinement module (keys under ``refinement11.``).
 
     Raises:
