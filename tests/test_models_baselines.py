@@ -14,6 +14,7 @@ _REFINE = dict(_PRIOR, refine_width=8, refine_long_blocks=1)
 TINY: dict[str, dict] = {
     "ptgrm": dict(_PRIOR, width=8, long_blocks=1, zero_init_output=False),  # every path live at step 0
     "ptgrm-large": dict(_PRIOR, width=4, long_blocks=1, zero_init_output=False),
+    "ptgrm-release": dict(_PRIOR, width=8, long_blocks=1, zero_init_output=False),
     "unet": dict(width=4, depth=3),
     "unet-f": dict(_REFINE, width=4, depth=3),
     "nafnet": dict(width=4, enc_blocks=(1, 1), dec_blocks=(1, 1)),

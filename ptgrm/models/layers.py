@@ -131,11 +131,11 @@ class GDFN(nn.Module):
 class RestormerBlock(nn.Module):
     """Pre-norm transformer block: x + MDTA(LN(x)), then x + GDFN(LN(x))."""
 
-    def __init__(self, channels: int, heads: int = 1, expansion: float = 2.66, bias: bool = False):
+    def __init__(self, channels: int, heads: int = 1, expansion: float = 2.66, bias: bool = False, norm_eps: float = 1e-6):
         super().__init__()
-        self.norm1 = LayerNorm2d(channels)
+        self.norm1 = LayerNorm2d(channels, eps=norm_eps)
         self.attn = MDTA(channels, heads, bias=bias)
-        self.norm2 = LayerNorm2d(channels)
+        self.norm2 = LayerNorm2d(channels, eps=norm_eps)
         self.ffn = GDFN(channels, expansion, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:

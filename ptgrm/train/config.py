@@ -61,9 +61,10 @@ class ModelConfig:
 
     baseline: str = "unet"  # F: a "restorer" (or a "-f" "feature-refiner", which takes the priors itself)
     baseline_args: dict[str, Any] = field(default_factory=dict)  # F's config overrides (e.g. {width: 32})
-    refiner: str = "ptgrm"  # R for modes joint/refine ("ptgrm" or "ptgrm-large")
+    refiner: str = "ptgrm"  # R for modes joint/refine ("ptgrm", "ptgrm-large" or "ptgrm-release")
     refiner_args: dict[str, Any] = field(default_factory=dict)  # R's ablation switches (e.g. {use_sve: false}); prior_dims come from the stores
     baseline_weights: str | None = None  # refine mode: a run folder or checkpoint of a trained F (or use baseline_args {pretrained: true}); with baseline spandrel: the checkpoint F is built from (any mode)
+    refiner_weights: str | None = None  # modes joint/refine: R starts from this state dict (.pt/.pth read with weights_only, .safetensors, a `ptg train` checkpoint, or the authors' release file for ptgrm-release; params/state_dict wrappers unwrapped)
 
     def __post_init__(self) -> None:
         # spandrel builds F from the file itself: the path is F's config (recorded with its SHA-256)

@@ -52,11 +52,15 @@ def build_models(cfg: TrainConfig, dims: list[int]) -> tuple[nn.Module, nn.Modul
     r = None
     if cfg.mode in ("joint", "refine") and f_kind == "restorer":
         if model_kind(cfg.model.refiner) != "refiner":
-            raise PtgError(f"model.refiner={cfg.model.refiner!r} is not a refinement module; use ptgrm or ptgrm-large")
+            raise PtgError(f"model.refiner={cfg.model.refiner!r} is not a refinement module; use ptgrm, ptgrm-large or ptgrm-release")
         r_args = dict(cfg.model.refiner_args)
         _check_dims(r_args, dims, "model.refiner_args")
         r_args["prior_dims"] = tuple(dims) if dims else (1,)
         r = create_model(cfg.model.refiner, **r_args)
+        if cfg.model.refiner_weights:
+            load_r_weights(cfg, r)
+    if cfg.model.refiner_weights and r is None:
+        raise PtgError("model.refiner_weights is set but this run trains no R (mode baseline, or a '-f' F); drop it")
     if cfg.mode == "refine":
         if not getattr(f, "weights_loaded", False):  # spandrel / oidn / zero-dce were built with their weights
             load_f_weights(cfg, f)
@@ -112,6 +116,46 @@ def load_f_weights(cfg: TrainConfig, f: nn.Module) -> None:
     except RuntimeError as exc:
         raise PtgError(f"--baseline-weights {src} does not fit F {cfg.model.baseline!r} with args "
                        f"{cfg.model.baseline_args}: {exc}") from exc
+
+
+def load_r_weights(cfg: TrainConfig, r: nn.Module) -> None:
+    """R's starting weights from ``model.refiner_weights``, loaded strictly and safely.
+
+    A ``.safetensors`` file, or anything ``torch.load(weights_only=True)`` reads: a `ptg train`
+    checkpoint (its R), a plain state dict, or the authors' files (``params``/``state_dict``
+    wrappers, ``module.`` and whole-network ``refinement11.`` prefixes are unwrapped by
+    `release_state_dict`). Nothing in the file can run code.
+    """
+    from ptg.ptgrm.models.ptgrm_release import release_state_dict
+
+    src = Path(cfg.model.refiner_weights)
+    what = f"model.refiner_weights {src}"
+    if not src.is_file():
+        raise PtgError(f"{what}: no such file; pass a state dict (.pt, .pth, .safetensors) or a `ptg train` checkpoint")
+    if src.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            obj: Any = load_file(str(src))
+        except Exception as exc:  # SafetensorError for a damaged or foreign file
+            raise PtgError(f"{what}: not a readable safetensors file ({exc})") from None
+    else:
+        obj = ckpt_mod.safe_load(src, "model.refiner_weights file")
+    if ckpt_mod.is_checkpoint(obj):
+        entry = obj.get("refiner") or {}
+        if entry.get("name") != cfg.model.refiner:
+            raise PtgError(f"{what} holds R {entry.get('name')!r}, not {cfg.model.refiner!r}; set model.refiner to match")
+        obj = entry["state_dict"]
+    state = release_state_dict(obj, what)
+    mine = r.state_dict()
+    missing = [k for k in mine if k not in state]
+    extra = [k for k in state if k not in mine]
+    wrong = [f"{k} {tuple(state[k].shape)} (R: {tuple(v.shape)})" for k, v in mine.items() if k in state and state[k].shape != v.shape]
+    if missing or extra or wrong:
+        raise PtgError(f"{what} does not fit R {cfg.model.refiner!r} with args {cfg.model.refiner_args}: "
+                       f"{len(missing)} missing (e.g. {missing[:3]}), {len(extra)} unexpected (e.g. {extra[:3]}), "
+                       f"{len(wrong)} of another shape (e.g. {wrong[:2]}); build R with the file's widths and prior dims")
+    r.load_state_dict(state)
 
 
 def param_groups(cfg: TrainConfig, f: nn.Module, r: nn.Module | None, train_f: bool) -> list[dict[str, Any]]:
