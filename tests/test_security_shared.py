@@ -155,3 +155,99 @@ def test_commands_refuse_manifest_paths_outside_unless_allowed(tmp_path, capsys)
         assert main([*argv, "--allow-outside"]) == 0, argv
     assert json.loads((tmp_path / "s.json").read_text())["mean"]["psnr"] == float("inf")  # the targets are the inputs
     assert (tmp_path / "dist" / "student.safetensors").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# crafted export configs: every field is type-checked into a named error
+
+
+def _set(cfg: dict, dotted: str, value) -> dict:
+    """A copy of ``cfg`` with the dotted key (``a.b.0.c``) set to ``value``, or removed when ``value`` is DROP."""
+    cfg = json.loads(json.dumps(cfg))
+    *path, last = dotted.split(".")
+    node = cfg
+    for k in path:
+        node = node[int(k)] if isinstance(node, list) else node[k]
+    if isinstance(node, list):
+        node[int(last)] = value
+    elif value is DROP:
+        node.pop(last)
+    else:
+        node[last] = value
+    return cfg
+
+
+DROP = object()
+CRAFTED = [
+    ("baseline", DROP), ("baseline", "dncnn"), ("baseline.name", 3), ("baseline.args", []), ("baseline.args", {"nope": 1}),
+    ("baseline.args", {"width": "wide"}), ("baseline.args", {"width": 10**9}), ("baseline.file", None),
+    ("baseline.sha256", 5), ("baseline.kind", ["restorer"]), ("refiner", "ptgrm"), ("refiner.args", {"width": -3}),
+    ("step", "7"), ("step", DROP), ("step", 1.5), ("mode", "sideways"), ("mode", 3), ("priors", {}),
+    ("priors.0", "store"), ("priors.0.dim", "16"), ("priors.0.dim", 2**40), ("priors.0.dim", 0), ("priors.0.path", None),
+    ("priors.0.views", "identity"), ("priors.0.metadata", []), ("prior_transform", DROP), ("prior_transform.dims", "16"),
+    ("prior_transform.dims", [True]), ("prior_transform.normalize", "bogus"), ("prior_transform.control", 5),
+    ("prior_transform.seed", "0"), ("prior_stats", {"file": 3}), ("students", "students/0"), ("students", [3]),
+    ("students", ["../x"]), ("source", []), ("source.config", "x"), ("source.step", "7"),
+]
+
+
+@pytest.fixture(scope="module")
+def export_cfg(built, tmp_path_factory) -> tuple[Path, dict]:
+    from ptg.ptgrm.artifacts import export_run
+
+    out = tmp_path_factory.mktemp("export") / "exp"
+    return out, export_run(built["run"], out)
+
+
+@pytest.mark.parametrize("key,value", CRAFTED, ids=[f"{k}={'DROP' if v is DROP else repr(v)[:20]}" for k, v in CRAFTED])
+def test_crafted_export_config_is_a_named_error(export_cfg, tmp_path, key, value):
+    import shutil
+
+    from ptg.ptgrm.artifacts import load
+
+    src, cfg = export_cfg
+    folder = tmp_path / "exp"
+    shutil.copytree(src, folder)
+    (folder / "config.json").write_text(json.dumps(_set(cfg, key, value)))
+    with pytest.raises(PtgError) as err:
+        load(folder)
+    assert "\n" not in str(err.value).strip()  # one line
+
+
+def test_export_config_not_a_dict_is_a_named_error(export_cfg, tmp_path):
+    from ptg.ptgrm.artifacts import load
+
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    (folder / "config.json").write_text("[1, 2]")
+    with pytest.raises(PtgError, match="not a `ptg export` folder"):
+        load(folder)
+    src, _ = export_cfg
+    assert load(src)[1].step == 7  # the real one loads
+
+
+def test_restore_with_a_teammates_run_opens_no_local_encoder_file_it_names(built, tmp_path, monkeypatch, capsys):
+    """The tiny CLIP's architecture is a local .json recorded in the run: followed for your own run
+    (tests/test_restore.py), refused by name for someone else's."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    (inp / "a.png").write_bytes((built["data"] / "astronaut_in.png").read_bytes())
+    arch = built["run"].parent / "tiny-clip.json"
+    _not_yours(monkeypatch)
+    with opened_files() as seen:
+        assert main(["restore", "--ckpt", str(built["run"]), "--input", str(inp), "--output", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "encoder architecture recorded" in err and "tiny-clip.json" in err and "--priors STORE" in err
+    assert str(arch) not in seen and not (tmp_path / "o").exists()
+    assert main(["restore", "--ckpt", str(built["run"]), "--input", str(inp), "--output", str(tmp_path / "o"),
+                 "--priors", str(built["store"])]) == 0  # named by the user: fine
+
+
+def test_crafted_encoder_spec_is_a_named_error(tmp_path):
+    from ptg.ptgrm.artifacts.info import PriorStoreInfo
+    from ptg.ptgrm.infer import EncoderPriors
+
+    for spec in ({"name": 3}, {"name": "imagenet", "seed": "0"}, {"name": "imagenet", "evil": 1}, ["imagenet"]):
+        entry = PriorStoreInfo.from_entry({"path": "s.zarr", "dim": 8, "metadata": {"encoder": {"spec": spec}}})
+        with pytest.raises(PtgError, match="encoder spec"):
+            EncoderPriors([entry])
