@@ -203,3 +203,34 @@ def test_hdf5_with_fewer_priors_than_keys_is_a_named_error(tmp_path):
         f["priors"] = data
     with pytest.raises(PtgError, match=r"'keys' \(20,\) and 'priors' \(5, 2, 8\) do not match"):
         open_priors(h5)
+
+
+# ---------------------------------------------------------------------------------------------
+# bucket stores: lease records are input too
+
+
+@pytest.mark.parametrize("record", [b"[1, 2]", b'"held"', b'{"expires": "soon"}', b'{"expires": [1]}',
+                                    b'{"expires": 1e300, "token": "t"}', b'{"expires": 1e999}',
+                                    b'{"expires": 0, "ttl": 1e12}', b'{"expires": 9e9, "ttl": 30}'])
+def test_crafted_lease_record_neither_crashes_nor_locks_the_store_forever(s3, record):
+    from ptg.pipeline.lease import Lease
+    from ptg.pipeline.remote import RemoteStore
+
+    store = RemoteStore(s3.url("p"))
+    store.put("lease/00000003.json", record)
+    with Lease(store, ttl=30) as lease:  # the crafted record counts as expired: this writer goes on
+        assert lease.gen == 4
+        lease.check()
+
+
+def test_lease_keys_that_are_not_ptg_generations_are_ignored(s3):
+    from ptg.pipeline.lease import Lease
+    from ptg.pipeline.remote import RemoteStore
+
+    import obstore
+
+    store = RemoteStore(s3.url("p"))  # another client wrote these (ptg's own put refuses such keys)
+    obstore.put(store._obs, "lease/\u00b2\u00b2.json", b"{}")  # str.isdigit() says yes, int() says no
+    obstore.put(store._obs, "lease/" + "9" * 40 + ".json", b"{}")  # would make every later key 40 digits long
+    with Lease(store, ttl=30) as lease:
+        assert lease.gen == 1
