@@ -251,3 +251,27 @@ def test_crafted_encoder_spec_is_a_named_error(tmp_path):
         entry = PriorStoreInfo.from_entry({"path": "s.zarr", "dim": 8, "metadata": {"encoder": {"spec": spec}}})
         with pytest.raises(PtgError, match="encoder spec"):
             EncoderPriors([entry])
+
+
+CRAFTED_CKPT = [("baseline", DROP), ("baseline", "x"), ("baseline.state_dict", DROP), ("baseline.state_dict", [1]),
+                ("baseline.args", [1]), ("step", "x"), ("mode", 3), ("mode", "weird"), ("priors", "x"),
+                ("priors.0.dim", "16"), ("refiner", [1]), ("ema", [1]), ("config", "x"), ("config.data", "x"),
+                ("config.data.manifest", 5), ("prior_transform", {"dims": "x"})]
+
+
+@pytest.mark.parametrize("key,value", CRAFTED_CKPT, ids=[f"{k}={'DROP' if v is DROP else repr(v)[:20]}" for k, v in CRAFTED_CKPT])
+def test_crafted_checkpoint_fields_are_a_named_error(built, tmp_path, key, value):
+    from ptg.ptgrm.artifacts import load
+
+    ck = torch.load(built["run"] / "checkpoints" / "best.pt", weights_only=True)
+    *path, last = key.split(".")
+    node = ck
+    for k in path:
+        node = node[int(k)] if isinstance(node, list) else node[k]
+    if value is DROP:
+        node.pop(last)
+    else:
+        node[last] = value
+    torch.save(ck, tmp_path / "c.pt")
+    with pytest.raises(PtgError, match=r"checkpoint .*c\.pt: .*(must be|is missing)"):
+        load(tmp_path / "c.pt")
