@@ -129,6 +129,7 @@ def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | 
         recorded = {"manifest": manifest, **({"dataset root": recorded_root} if root is None else {})}
         fsio.check_recorded_paths(_recorded_in(run), recorded, access["trust"], "--manifest M --root DIR")
         root = root or recorded_root
+        console.print(f"manifest {manifest} (recorded in the run)", highlight=False, markup=False)
     named_out = out is not None
     if out is None:
         if not is_run:
@@ -141,6 +142,8 @@ def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | 
         raise PtgError(f"the manifest {manifest} has no {split!r} rows; choose another --split")
     info = _eval_info(restorer, run, name, dataset, manifest, split, priors)
     options = EvalOptions(tile=tile, overlap=overlap, save_images=save_images, grids=grids, device=dev, max_memory=max_memory)
+    if restorer.needs_priors and not priors:
+        console.print(f"priors stores recorded in the run: {', '.join(e.path for e in run.priors)}", highlight=False, markup=False)
     stores = lambda: fsio.check_recorded_paths(_recorded_in(run), {f"priors store {e.path}": e.path for e in run.priors},  # noqa: E731
                                                access["trust"] or bool(priors), "--priors STORE, one per store")
     result = _run_evals(restorer, run, samples, out, settings, options, info, priors, prior_from, dev, console, stores)
