@@ -214,7 +214,8 @@ def check_recorded_paths(artifact: str | Path, recorded: dict[str, object], trus
 
     Args:
         artifact: the file the paths were read from (a checkpoint, an export's config.json).
-        recorded: what -> recorded value (None, or a remote URL, is skipped).
+        recorded: what -> recorded value (None is skipped; a bucket URL is refused like a path: it
+            would read, and mirror, with your credentials).
         trust: the user's opt-in.
         fixes: how to name the paths instead, e.g. "--manifest M / --priors STORE".
         flag: the opt-in flag the message names.
@@ -225,14 +226,15 @@ def check_recorded_paths(artifact: str | Path, recorded: dict[str, object], trus
     artifact = Path(artifact)
     if trust or written_by_you(artifact):
         return
-    inside = artifact.parent.resolve()
+    folder = artifact.parent.parent if artifact.parent.name == "checkpoints" else artifact.parent  # RUN/checkpoints/x.pt
+    inside = folder.resolve()
     for what, value in recorded.items():
-        if not isinstance(value, (str, Path)) or not str(value) or "://" in str(value):
+        if not isinstance(value, (str, Path)) or not str(value):
             continue
         p = Path(value)
         if not p.is_absolute():
             p = Path.cwd() / p
-        if p.resolve().is_relative_to(inside) and not p.is_symlink():
+        if "://" not in str(value) and p.resolve().is_relative_to(inside) and not p.is_symlink():
             continue
         raise PtgError(f"{artifact} records the {what} {str(value)!r:.200}, but that file is not yours (owner uid "
                        f"{_owner(artifact)}, or others can write it): ptg opens a path a shared run names only when you do. "

@@ -57,18 +57,20 @@ def test_written_by_you_needs_your_uid_and_no_one_else_writing(tmp_path, monkeyp
     assert not fsio.written_by_you(f)
 
 
-def test_recorded_paths_inside_the_artifact_or_remote_pass(tmp_path, monkeypatch):
+def test_recorded_paths_inside_the_run_pass_links_and_bucket_urls_do_not(tmp_path, monkeypatch):
     _not_yours(monkeypatch)
-    ck = tmp_path / "run" / "best.pt"
-    ck.parent.mkdir()
+    run = tmp_path / "run"
+    ck = run / "checkpoints" / "best.pt"
+    ck.parent.mkdir(parents=True)
     ck.write_bytes(b"x")
-    (ck.parent / "m.jsonl").write_text("")
-    fsio.check_recorded_paths(ck, {"manifest": str(ck.parent / "m.jsonl"), "store": "s3://bucket/p", "root": None},
-                              trust=False, fixes="--manifest M")
-    (ck.parent / "out.jsonl").symlink_to(tmp_path / "elsewhere.jsonl")
+    (run / "m.jsonl").write_text("")
+    fsio.check_recorded_paths(ck, {"manifest": str(run / "m.jsonl"), "root": None}, trust=False, fixes="--manifest M")
+    (run / "out.jsonl").symlink_to(tmp_path / "elsewhere.jsonl")
     with pytest.raises(PtgError, match=r"records the manifest .*out.jsonl.*--manifest M.*--trust-recorded"):
-        fsio.check_recorded_paths(ck, {"manifest": str(ck.parent / "out.jsonl")}, trust=False, fixes="--manifest M")
-    fsio.check_recorded_paths(ck, {"manifest": "/anything"}, trust=True, fixes="--manifest M")
+        fsio.check_recorded_paths(ck, {"manifest": str(run / "out.jsonl")}, trust=False, fixes="--manifest M")
+    with pytest.raises(PtgError, match=r"records the store 's3://bucket/p'"):  # your credentials, their bucket
+        fsio.check_recorded_paths(ck, {"store": "s3://bucket/p"}, trust=False, fixes="--priors STORE")
+    fsio.check_recorded_paths(ck, {"manifest": "/anything", "store": "s3://b/p"}, trust=True, fixes="--manifest M")
 
 
 # ---------------------------------------------------------------------------------------------
