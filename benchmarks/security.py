@@ -9,7 +9,8 @@ Two parts:
 - resource cases: each crafted file (a 144 Mpx PNG of a few KB, a 2000-page TIFF, an NPY header
   declaring 120 GB, a checkpoint with a 2 GiB deflated entry, a commit record with ``"n": 1e9``, a store declaring a dim of 2^27, an HDF5
   file declaring 8 GB, a UNet recorded with width 4000, a JSON nested 10^5 deep, a YAML alias
-  bomb) is opened in a fresh process with the default limits; its peak resident memory is its own
+  bomb, a network whose recorded width overflows its sizes, an image store recording a 60000² image)
+  is opened in a fresh process with the default limits; its peak resident memory is its own
   ``VmHWM`` and must stay under 2 GB, its last line must be a one-line `PtgError`.
 - harm cases: the fast suite ``tests/test_security*.py`` (links written through, outside files
   opened, modules imported, damaged shards served), one row per test with its outcome.
@@ -78,6 +79,20 @@ CASES: dict[str, tuple[str, str, str]] = {
         "network recorded as unet with width 4000 (42 G parameters, 168 GB)",
         "pass",
         "from ptg.ptgrm.train.checkpoint import build_network; build_network('unet', {'width': 4000})"),
+    "network width 1e9": (
+        "network recorded as unet with width 10^9 (its weight sizes overflow int64)",
+        "pass",
+        "from ptg.ptgrm.train.checkpoint import build_network; build_network('unet', {'width': 10 ** 9})"),
+    "image store 60000^2": (
+        "image store whose commit record claims a 60000x60000x3 image (sparse 10.8 GB shard file)",
+        "import json, numpy as np\nfrom PIL import Image\nfrom ptg.pipeline import imagestore\n"
+        "Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(W / 'a.png')\n"
+        "imagestore.cache_images([W / 'a.png'], W / 'images')\n"
+        "p = W / 'images' / 'commits' / 'shard-000000.json'\nr = json.loads(p.read_text())\n"
+        "r['items'][0][1] = [60000, 60000, 3]\nr['bytes'] = 60000 * 60000 * 3 + (1 << 20)\np.write_text(json.dumps(r))\n"
+        "open(imagestore.shard_path(W / 'images', 0), 'r+b').truncate(r['bytes'])\n"
+        "(W / 'keys.json').write_text(json.dumps(imagestore.file_keys([W / 'a.png'])))",
+        "from ptg.pipeline.imagestore import ImageStore; ImageStore(W / 'images').image(KEYS[0])"),
     "checkpoint deflate 2 GiB": (
         "checkpoint whose data.pkl entry is 2 GiB of deflated zeros",
         "import zipfile\n"
@@ -153,7 +168,8 @@ def run_resource_case(name: str, root: Path) -> dict:
     work = root / name.replace(" ", "_").replace("^", "")
     work.mkdir(parents=True, exist_ok=True)
     _setup(work, setup)
-    size = sum(p.stat().st_size for p in work.rglob("*") if p.is_file())
+    # bytes on disk: a sparse file counts what it occupies, not what it claims
+    size = sum(min(p.stat().st_size, p.stat().st_blocks * 512) for p in work.rglob("*") if p.is_file())
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(work), child], env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -171,7 +187,8 @@ def run_harm_suite(root: Path, only: str | None) -> list[dict]:
     """Run tests/test_security*.py and return one row per test (name, outcome, seconds)."""
     xml = root / "junit.xml"
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
-           "tests/test_security.py", "tests/test_security_store.py"] + (["-k", only] if only else [])
+           "tests/test_security.py", "tests/test_security_store.py",
+           "tests/test_security_shared.py"] + (["-k", only] if only else [])
     subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True)
     rows = []
     for tc in ET.parse(xml).getroot().iter("testcase"):

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import DeviceOpt, ManifestArg, OutDir, RootOpt, SeedOpt
+from .options import AllowOutside, DeviceOpt, ManifestArg, OutDir, RootOpt, SeedOpt
 
 
 def distill_command(
@@ -31,6 +31,7 @@ def distill_command(
     device: DeviceOpt = "auto",
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads.")] = None,
     root: RootOpt = None,
+    allow_outside: AllowOutside = False,
     force: Annotated[bool, typer.Option("--force", help="Start again over a run with other settings.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -51,7 +52,8 @@ def distill_command(
             args[key] = value
     cfg = DistillConfig(priors=str(priors), manifest=str(manifest), out=str(out), root=None if root is None else str(root),
                         student=student, student_args=args, steps=steps, batch_size=batch_size, lr=lr,
-                        normalize=normalize, head_init=head_init, size=size, val_every=val_every, seed=seed, device=device, threads=threads)
+                        normalize=normalize, head_init=head_init, size=size, val_every=val_every, seed=seed, device=device, threads=threads,
+                        allow_outside=allow_outside)
     if quiet:
         meta = distill(cfg, force=force)
     else:

@@ -8,7 +8,7 @@ import typer
 
 from ptg.pipeline.errors import PtgError
 
-from .options import DeviceOpt, MaxMemoryOpt, RootOpt, TrustOpt
+from .options import AllowOutside, DeviceOpt, MaxMemoryOpt, RootOpt, TrustOpt, TrustRecordedOpt
 
 CropBorderOpt = Annotated[int, typer.Option("--crop-border", help="Pixels removed on every side before scoring (BasicSR crop_border).")]
 YChannelOpt = Annotated[bool, typer.Option("--y-channel", help="Score PSNR/SSIM on the Y channel (MATLAB BT.601) instead of RGB.")]
@@ -31,6 +31,8 @@ def eval_command(
     pred: Annotated[Optional[Path], typer.Option("--pred", help="Score existing outputs DIR/<id>.png instead of running a model.")] = None,
     manifest: Annotated[Optional[Path], typer.Option("--manifest", "-m", help="Manifest of the test images (default: the run's).")] = None,
     root: RootOpt = None,
+    allow_outside: AllowOutside = False,
+    trust_recorded: TrustRecordedOpt = False,
     priors: Annotated[Optional[list[str]], typer.Option("--priors", help="Priors store(s) (folders or s3:// URLs), one per store the model was trained with (default: the recorded ones).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default RUN/eval); with --pred a .json file.")] = None,
     split: Annotated[str, typer.Option("--split", help="Manifest split to evaluate.")] = "test",
@@ -59,18 +61,20 @@ def eval_command(
     from .console import console
 
     settings = _settings(crop_border, y_channel, matlab_round_y, lpips, lpips_net, lpips_weights)
+    access = {"outside": "allow" if allow_outside else "refuse", "trust": trust_recorded}
     if pred is not None:
         if run is not None or ckpt is not None:
             raise PtgError("--pred scores existing outputs; drop --run/--ckpt (or drop --pred to run the model)")
-        _score_pred(pred, manifest, root, out, split, settings)
+        _score_pred(pred, manifest, root, out, split, settings, access["outside"])
         return
     if (run is None) == (ckpt is None):
         raise PtgError("give exactly one of --run RUN_DIR or --ckpt CHECKPOINT (or --pred DIR to score existing outputs)")
     _eval_model(run or ckpt, run is not None, manifest, root, priors, out, split, settings, tile, overlap, grids,
-                not no_images, dataset, name, device, console, max_memory, prior_from, trust_network or ())
+                not no_images, dataset, name, device, console, max_memory, prior_from, trust_network or (), access)
 
 
-def _score_pred(pred: Path, manifest: Path | None, root: Path | None, out: Path | None, split: str, settings) -> None:
+def _score_pred(pred: Path, manifest: Path | None, root: Path | None, out: Path | None, split: str, settings,
+                outside: str = "refuse") -> None:
     from ptg.pipeline.fsio import atomic_write_json
     from ptg.pipeline.manifest import load_manifest
     from ptg.ptgrm.evaluate import score_predictions
@@ -81,7 +85,7 @@ def _score_pred(pred: Path, manifest: Path | None, root: Path | None, out: Path 
         raise PtgError("--pred needs --manifest M (its targets are the references)")
     if out is None or out.suffix.lower() != ".json":
         raise PtgError(f"with --pred, --out must be a .json file (got {out}); e.g. --out scores.json")
-    samples = load_manifest(manifest, root).split(split)
+    samples = load_manifest(manifest, root, outside=outside).split(split)
     with progress_bar(len(samples), "scoring", unit="img") as advance:
         result = score_predictions(pred, samples, settings, on_progress=advance)
     atomic_write_json(out, result)
@@ -106,7 +110,7 @@ def _prior_label(stores: Sequence[Any]) -> str:
 def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | None, priors: list[Path] | None,
                 out: Path | None, split: str, settings, tile: int | None, overlap: int, grids: int, save_images: bool,
                 dataset: str | None, name: str | None, device: str, console, max_memory: str = "auto",
-                prior_from: list[Path] | None = None, trusted: Sequence[str] = ()) -> None:
+                prior_from: list[Path] | None = None, trusted: Sequence[str] = (), access: dict | None = None) -> None:
     from ptg.pipeline import fsio
     from ptg.pipeline.manifest import load_manifest
     from ptg.ptgrm.artifacts import load
@@ -117,11 +121,15 @@ def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | 
     dev = str(resolve_device(device))
     restorer, run = load(source, device=dev, trusted=trusted)
     console.print(f"scoring {run.source} (step {run.step}, {run.weights} weights)", highlight=False)
+    access = {"outside": "refuse", "trust": False, **(access or {})}
     if manifest is None:
         manifest, recorded_root = run.manifest
         if manifest is None:
             raise PtgError(f"{run.source} records no manifest; pass --manifest M")
+        recorded = {"manifest": manifest, **({"dataset root": recorded_root} if root is None else {})}
+        fsio.check_recorded_paths(_recorded_in(run), recorded, access["trust"], "--manifest M --root DIR")
         root = root or recorded_root
+        console.print(f"manifest {manifest} (recorded in the run)", highlight=False, markup=False)
     named_out = out is not None
     if out is None:
         if not is_run:
@@ -129,17 +137,27 @@ def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | 
         out = source / "eval"
     fsio.claim_out_dir(out, "eval", named=named_out, legacy=lambda f: (f / "metrics.json").is_file())
     check_tiling(tile, overlap, restorer.multiple)
-    samples = load_manifest(manifest, root).split(split)
+    samples = load_manifest(manifest, root, outside=access["outside"]).split(split)
     if not samples:
         raise PtgError(f"the manifest {manifest} has no {split!r} rows; choose another --split")
     info = _eval_info(restorer, run, name, dataset, manifest, split, priors)
     options = EvalOptions(tile=tile, overlap=overlap, save_images=save_images, grids=grids, device=dev, max_memory=max_memory)
-    result = _run_evals(restorer, run, samples, out, settings, options, info, priors, prior_from, dev, console)
+    if restorer.needs_priors and not priors:
+        console.print(f"priors stores recorded in the run: {', '.join(e.path for e in run.priors)}", highlight=False, markup=False)
+    stores = lambda: fsio.check_recorded_paths(_recorded_in(run), {f"priors store {e.path}": e.path for e in run.priors},  # noqa: E731
+                                               access["trust"] or bool(priors), "--priors STORE, one per store")
+    result = _run_evals(restorer, run, samples, out, settings, options, info, priors, prior_from, dev, console, stores)
     console.print((out / "table.md").read_text(encoding="utf-8"), highlight=False, markup=False)
     console.print(f"wrote {out}/metrics.json, per_image.csv, table.md"
                   + (", images/" if save_images else "") + (", grids/" if grids else "")
                   + f" ({result['n_images']} image(s), {result['n_scored']} scored; checkpoint {run.source})",
                   highlight=False)
+
+
+def _recorded_in(run) -> Path:
+    """The file a run's recorded paths come from: the checkpoint, or an export's config.json."""
+    src = Path(run.source)
+    return src / "config.json" if src.is_dir() else src
 
 
 def _eval_info(restorer, run, name: str | None, dataset: str | None, manifest: Path, split: str,
@@ -164,9 +182,10 @@ def _eval_info(restorer, run, name: str | None, dataset: str | None, manifest: P
 
 
 def _run_evals(restorer, run, samples, out: Path, settings, options, info: dict[str, Any], priors: list[Path] | None,
-               prior_from: list[Path] | None, dev: str, console) -> dict[str, Any]:
+               prior_from: list[Path] | None, dev: str, console, check_stores=lambda: None) -> dict[str, Any]:
     """F + R with the teacher's cached priors, or with students' priors and then (when the stores
-    are readable) the teacher's beside them in ``out/teacher``."""
+    are readable) the teacher's beside them in ``out/teacher``. ``check_stores`` refuses recorded
+    store paths ptg may not follow (`fsio.check_recorded_paths`)."""
     from ptg.pipeline.fsio import atomic_write_text
     from ptg.ptgrm.evaluate import evaluate
     from ptg.ptgrm.infer import StorePriors, chosen_students, prior_source
@@ -180,10 +199,13 @@ def _run_evals(restorer, run, samples, out: Path, settings, options, info: dict[
 
     students = chosen_students(run, priors, prior_from) if restorer.needs_priors else []
     if not students:
+        if restorer.needs_priors:
+            check_stores()
         return run_one(out, StorePriors(run.priors, priors) if restorer.needs_priors else None, info, "")
     student, how = prior_source(restorer, run, None, students, dev)
     console.print(f"priors {how}", highlight=False)
     try:
+        check_stores()
         teacher = StorePriors(run.priors, priors)
     except PtgError as exc:
         teacher = None

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .console import console, err_console, progress_bar
-from .options import ManifestArg, RootOpt
+from .options import AllowOutside, ManifestArg, RootOpt
 
 
 def extract_priors(
@@ -16,6 +16,7 @@ def extract_priors(
     model: Annotated[str, typer.Option("--model", help="Encoder (see `ptg encoders`): imagenet | clip | blip2 | sd | restoration | degradation (from the manifest).")] = "imagenet",
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Store directory (.zarr) or bucket URL (s3://bucket/prefix; credentials from AWS_* variables); default: a shared store per encoder under $PTG_CACHE (~/.cache/ptg).")] = None,
     root: RootOpt = None,
+    allow_outside: AllowOutside = False,
     arch: Annotated[Optional[str], typer.Option(help="clip: open_clip model name (ViT-B-32) or a model-config .json.")] = None,
     pretrained: Annotated[Optional[str], typer.Option(help="Weights: open_clip tag, hub id, local file or directory (default: the encoder's).")] = None,
     random_init: Annotated[bool, typer.Option("--random-init", help="Random weights, for tests only (recorded in the store; readers warn).")] = False,
@@ -65,7 +66,8 @@ def extract_priors(
         # --model degradation is the engine's recorded-degradation row source (no image decoded)
         summary = run(manifest, spec, out=out, views=views, dtype=dtype, batch_size=batch_size,
                       loader_workers=loader_workers, workers=workers, dask_scheduler=dask_scheduler,
-                      skip_bad=skip_bad, split=split, root=root, rows_per_shard=rows_per_shard,
+                      skip_bad=skip_bad, split=split, root=root, outside="allow" if allow_outside else "refuse",
+                      rows_per_shard=rows_per_shard,
                       on_progress=on_progress, on_plan=on_plan, force=force)
     for s in summary.skipped:  # bad images are found while computing (--skip-bad)
         err_console.print(f"[yellow]skipped[/] line {s.line} (id {s.id!r}): {s.reason}", highlight=False)

@@ -12,6 +12,9 @@ RootOpt = Annotated[
 ]
 AllowOutside = Annotated[bool, typer.Option(
     "--allow-outside", help="Accept manifest paths that lead outside the root (absolute, '..', or through a symlink).")]
+TrustRecordedOpt = Annotated[bool, typer.Option(
+    "--trust-recorded", help="Follow the manifest, root and priors-store paths recorded in a run or export that is not "
+                             "yours (your own are followed anyway); without it, name them with --manifest/--root/--priors.")]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; same seed, same result.")]
 DeviceOpt = Annotated[

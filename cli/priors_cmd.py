@@ -11,6 +11,7 @@ import typer
 from ptg.pipeline.errors import PtgError
 
 from .console import console, err_console
+from .options import AllowOutside, RootOpt
 
 app = typer.Typer(help="Inspect and export priors stores.", no_args_is_help=True)
 
@@ -114,13 +115,16 @@ def probe(
     train_split: Annotated[str, typer.Option(help="Rows the probes are fit on.")] = "train",
     test_split: Annotated[str, typer.Option(help="Rows the probes are scored on.")] = "test",
     view: Annotated[str, typer.Option(help="The store's view to read.")] = "identity",
+    root: RootOpt = None,
+    allow_outside: AllowOutside = False,
 ) -> None:
     """Does a prior carry the degradation? Linear probes train -> test (R², accuracy vs chance), cosines, variance split."""
     from ptg.pipeline.fsio import atomic_write_json, atomic_write_text
     from ptg.pipeline.probe import plot_report, probe_store
 
     open_store_loudly(store)  # shows the random-init warning once
-    report = probe_store(store, manifest, train_split=train_split, test_split=test_split, view=view)
+    report = probe_store(store, manifest, train_split=train_split, test_split=test_split, view=view, root=root,
+                         outside="allow" if allow_outside else "refuse")
     console.print(report.to_markdown(), highlight=False, soft_wrap=True, markup=False)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

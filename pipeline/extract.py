@@ -323,9 +323,11 @@ def _row_source(encoder: Any, keys_of: Callable[[], list[str]], **options: Any) 
 # The engine
 
 
-def writer_inputs(manifest: Any, root: str | Path | None, split: str | None, views: str, dtype: str
-                  ) -> tuple[list[str], Manifest, list[Any]]:
+def writer_inputs(manifest: Any, root: str | Path | None, split: str | None, views: str, dtype: str,
+                  outside: str = "refuse") -> tuple[list[str], Manifest, list[Any]]:
     """The checked inputs every store writer starts from: view names, the manifest, its rows.
+
+    ``outside`` is `load_manifest`'s (``"allow"`` only from the user's ``--allow-outside``).
 
     Raises:
         PtgError: an unsupported dtype, bad views, a bad manifest or an empty split.
@@ -333,7 +335,7 @@ def writer_inputs(manifest: Any, root: str | Path | None, split: str | None, vie
     if dtype not in ("float16", "float32"):
         raise PtgError(f"--dtype {dtype!r} is not supported; use float16 or float32")
     view_names = parse_views(views)
-    m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, root=root)
+    m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest, root=root, outside=outside)
     samples = m.split(split) if split else list(m.samples)
     if not samples:
         raise PtgError(f"manifest {m.path} has no rows in split {split!r}")
@@ -354,6 +356,7 @@ def extract_priors(
     skip_bad: bool = False,
     split: str | None = None,
     root: str | Path | None = None,
+    outside: str = "refuse",
     rows_per_shard: int | None = None,
     image_loader: ImageLoader | None = None,
     on_progress: Callable[[int], None] | None = None,
@@ -379,6 +382,7 @@ def extract_priors(
         skip_bad: leave unreadable images out (recorded in the metadata) instead of stopping.
         split: only rows of this split; None = all rows.
         root: dataset root for a manifest path (default: the manifest's folder).
+        outside: "allow" accepts manifest paths outside the root (the user's ``--allow-outside``).
         rows_per_shard: rows per shard for a new store; None = about 4 MiB shards.
         image_loader: path -> float image; default `read_image` (benchmarks pass pre-decoded ones).
         on_progress: called with the number of images just computed.
@@ -399,7 +403,7 @@ def extract_priors(
         raise PtgError(f"--batch-size must be at least 1, got {batch_size}")
     if workers < 0:
         raise PtgError(f"--workers must be 0 (this process) or more, got {workers}")
-    view_names, m, samples = writer_inputs(manifest, root, split, views, dtype)
+    view_names, m, samples = writer_inputs(manifest, root, split, views, dtype, outside)
     if loader_workers is None:
         # On 2 cores a worker process competes with the encoder for the CPU (docs/RESULTS.md).
         cpus = os.cpu_count() or 1
@@ -464,7 +468,7 @@ def _extract_to_bucket(manifest: Any, encoder: Any, out: str | Path, dask_schedu
 
 
 _EXTRACT_ARGS = ("views", "dtype", "batch_size", "loader_workers", "workers", "skip_bad", "split", "root",
-                 "rows_per_shard", "image_loader", "on_progress", "on_plan", "force")  # forwarded to a bucket's stage
+                 "outside", "rows_per_shard", "image_loader", "on_progress", "on_plan", "force")  # forwarded to a bucket's stage
 
 
 def _missing_rows(keys: Sequence[str], samples: Sequence[Sample], have: set[str]) -> tuple[list[tuple[str, Sample]], int]:

@@ -15,6 +15,8 @@
   symlink: a teammate's shared folder cannot redirect a write elsewhere.
 - Reading a shared artifact stays inside it: `plain_member` accepts only a plain file name inside
   the folder (no absolute path, no ``..``, no symlink).
+- Paths an artifact records (a run's manifest, root and priors stores) are followed only from an
+  artifact you wrote (`written_by_you`), or when the user opts in (`check_recorded_paths`).
 """
 from __future__ import annotations
 
@@ -186,6 +188,64 @@ def refuse_recorded_path(value: object, what: str, inside: str | Path | None = N
         return
     raise PtgError(f"{what} is the local path {value!r}; ptg does not open a path a shared file names. Pass --priors "
                    "STORE (priors extracted elsewhere) or --prior-from a distilled student instead")
+
+
+def written_by_you(path: str | Path) -> bool:
+    """Whether the file ``path`` (not a symlink) belongs to the current user and no one else can
+    rewrite it: owned by this uid, not writable by others, and group-writable only with the
+    user's own primary group (a user-private group, ``umask 002``)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & stat.S_IWOTH:
+        return False
+    return not (st.st_mode & stat.S_IWGRP) or st.st_gid == os.getegid()
+
+
+def check_recorded_paths(artifact: str | Path, recorded: dict[str, object], trust: bool, fixes: str,
+                         flag: str = "--trust-recorded") -> None:
+    """Refuse to follow local paths recorded in someone else's artifact (a run's manifest, root or store).
+
+    A path an artifact records is opened when the user named it, when it lies inside the artifact's
+    folder, when the artifact's file is `written_by_you` (your own run: the everyday flow), or when
+    ``trust`` (the user's ``--trust-recorded``). Otherwise a teammate's run could make your command
+    read, and write results of, any file you can read.
+
+    Args:
+        artifact: the file the paths were read from (a checkpoint, an export's config.json).
+        recorded: what -> recorded value (None is skipped; a bucket URL is refused like a path: it
+            would read, and mirror, with your credentials).
+        trust: the user's opt-in.
+        fixes: how to name the paths instead, e.g. "--manifest M / --priors STORE".
+        flag: the opt-in flag the message names.
+
+    Raises:
+        PtgError: naming the first recorded path refused, the artifact, and both fixes.
+    """
+    artifact = Path(artifact)
+    if trust or written_by_you(artifact):
+        return
+    folder = artifact.parent.parent if artifact.parent.name == "checkpoints" else artifact.parent  # RUN/checkpoints/x.pt
+    inside = folder.resolve()
+    for what, value in recorded.items():
+        if not isinstance(value, (str, Path)) or not str(value):
+            continue
+        p = Path(value)
+        if not p.is_absolute():
+            p = Path.cwd() / p
+        if "://" not in str(value) and p.resolve().is_relative_to(inside) and not p.is_symlink():
+            continue
+        raise PtgError(f"{artifact} records the {what} {str(value)!r:.200}, but that file is not yours (owner uid "
+                       f"{_owner(artifact)}, or others can write it): ptg opens a path a shared run names only when you do. "
+                       f"Name it yourself ({fixes}), or pass {flag} if you trust this run")
+
+
+def _owner(path: Path) -> str:
+    try:
+        return str(os.lstat(path).st_uid)
+    except OSError:
+        return "unknown"
 
 
 def open_nofollow(path: str | Path, mode: str = "w", encoding: str | None = "utf-8", newline: str | None = None) -> IO:

@@ -47,6 +47,7 @@ import numpy as np
 from . import shardstore
 from .errors import PtgError
 from .fsio import atomic_write_json, file_sha256
+from .limits import max_pixels
 
 KIND = "image-store"
 SCHEMA_VERSION = 1
@@ -108,6 +109,9 @@ def _check_item(store: Path, shard: int, item: Any, size: Any) -> tuple[int, tup
         ok = False
     if not ok:
         raise _error(store, shard, f"has a malformed commit record entry {str(item)[:120]}")
+    if shape[0] * shape[1] > max_pixels():  # decoding refused such an image; a record claiming one is crafted
+        raise PtgError(f"the image store {store}: shard {shard} records a {shape[1]}x{shape[0]} image, over the pixel "
+                       f"limit of {max_pixels():,}; if the store is genuine, raise PTG_MAX_PIXELS")
     return offset, shape, dtype, digest
 
 
@@ -146,7 +150,7 @@ class ImageStore:
         if not (self.path / SETTINGS).is_file():
             raise PtgError(f"{self.path} is not an image store (no {SETTINGS}); build one with "
                            f"`ptg data cache --manifest M --store {self.path}`")
-        self.settings = json.loads(shardstore.read_text(self.path / SETTINGS))
+        self.settings = _read_settings(self.path)
         if self.settings.get("schema_version") != SCHEMA_VERSION or self.settings.get("kind") != KIND:
             raise PtgError(f"{self.path} is not an image store of schema {SCHEMA_VERSION}; use another --store")
         self.commits = shardstore.read_commits(self.path)
@@ -224,6 +228,20 @@ def shard_problem(store: Path, shard: int, rec: dict[str, Any]) -> str | None:
         return None if file_sha256(path) == rec["sha256"] else "does not match its commit digest (damaged data)"
     except OSError:
         return "is missing its file"
+
+
+def _read_settings(store: Path) -> dict[str, Any]:
+    """settings.json of a store a teammate may share: its own folders are no links out (the shard
+    files and records are read through them), the file bounded JSON holding an object."""
+    from .fsio import no_symlink
+    from .limits import read_json
+
+    for name in (SETTINGS, SHARDS, shardstore.COMMITS):
+        no_symlink(store / name, f"the image store's {name}")
+    settings = read_json(store / SETTINGS, "image store settings")
+    if not isinstance(settings, dict):
+        raise PtgError(f"{store / SETTINGS} is not a JSON object; {store} is not an image store ptg wrote")
+    return settings
 
 
 def open_image_store(path: str | Path | None = None) -> ImageStore:

@@ -25,7 +25,9 @@ commit digest and is never served (verified reads), and the next writer recomput
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import socket
 import threading
 import time
@@ -37,10 +39,28 @@ from .remote import RemoteStore
 
 PREFIX = "lease/"
 TTL = 60.0  # seconds a lease lives without renewal
+MAX_TTL = 24 * 3600.0  # no ptg writer's lease runs further ahead; a record claiming more is not credible
+_GEN = re.compile(r"^([0-9]{1,12})\.json$")  # generation numbers ptg writes (ASCII digits, bounded)
 
 
 def _key(gen: int) -> str:
     return f"{PREFIX}{gen:08d}.json"
+
+
+def _parse(raw: bytes, top: int) -> dict[str, Any]:
+    """A lease record read from the bucket, checked: one that is not JSON, not an object, or whose
+    expiry is not a finite time within `MAX_TTL` counts as expired (nobody renews garbage, and a
+    crafted record cannot lock the store forever)."""
+    try:
+        rec = json.loads(raw)
+    except ValueError:
+        rec = None
+    if isinstance(rec, dict):
+        exp, ttl = rec.get("expires"), rec.get("ttl", TTL)
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (exp, ttl))
+        if numbers and 0 < ttl <= MAX_TTL and exp - time.time() <= MAX_TTL:
+            return rec
+    return {"gen": top, "expires": 0, "damaged": True}
 
 
 def _describe(rec: dict[str, Any]) -> str:
@@ -84,17 +104,13 @@ class Lease:
         """(highest generation, its record) — (0, None) when no writer ever held the store."""
         gens = []
         for key in self.remote.listing(PREFIX):
-            name = key[len(PREFIX):]
-            if name.endswith(".json") and name[:-5].isdigit():
-                gens.append(int(name[:-5]))
+            if m := _GEN.match(key[len(PREFIX):]):
+                gens.append(int(m.group(1)))
         if not gens:
             return 0, None
         top = max(gens)
         raw = self.remote.get(_key(top))
-        try:
-            return top, (json.loads(raw) if raw is not None else None)
-        except ValueError:
-            return top, {"gen": top, "expires": 0}  # unreadable: treated as expired (nobody renews garbage)
+        return top, (_parse(raw, top) if raw is not None else None)
 
     def acquire(self) -> "Lease":
         """Take the lease, or raise naming its live holder.

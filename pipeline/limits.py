@@ -98,8 +98,14 @@ def check_param_count(build: Any, what: str) -> int:
     """
     import torch
 
-    with torch.device("meta"):
-        n = sum(p.numel() for p in build().parameters())
+    try:
+        with torch.device("meta"):
+            n = sum(p.numel() for p in build().parameters())
+    except (RuntimeError, OverflowError, MemoryError) as exc:  # e.g. a width whose weight size overflows int64
+        if isinstance(exc, RuntimeError) and "overflow" not in str(exc).lower():
+            raise
+        raise PtgError(f"{what} cannot even be sized ({str(exc).splitlines()[0]:.120}); its recorded arguments are "
+                       "damaged or crafted") from None
     limit = max_params()
     if n > limit:
         raise PtgError(f"{what} has {n:,} parameters, over the limit of {limit:,}; if its recorded arguments are "
@@ -187,3 +193,46 @@ def expect_type(value: Any, types: type | tuple[type, ...], key: str, where: str
         raise PtgError(f"{where}: {key!r} must be {names}, got {type(value).__name__} {value!r:.60}; "
                        "the file is damaged or was not written by ptg")
     return value
+
+
+class Optional_:
+    """A schema entry that may be absent or null (`check_schema`)."""
+
+    def __init__(self, spec: Any):
+        self.spec = spec
+
+
+def check_schema(obj: Any, schema: Any, where: str, key: str = "") -> None:
+    """Check a value parsed from a shared file against a small schema, before any field is used.
+
+    A schema is a type or tuple of types (`expect_type`), a dict of key -> schema (the keys
+    required unless wrapped in `Optional_`; other keys are allowed, for newer files), or a
+    one-element list ``[schema]`` for a list of such values. Every mismatch is one named error
+    instead of a KeyError or TypeError deep inside a loader.
+
+    Args:
+        obj: the parsed value.
+        schema: what it must look like.
+        where: the file, for the message.
+        key: the dotted path of ``obj`` inside the file (for the message).
+
+    Raises:
+        PtgError: naming the dotted key, what it must be and what it is.
+    """
+    if isinstance(schema, Optional_):
+        if obj is not None:
+            check_schema(obj, schema.spec, where, key)
+        return
+    if isinstance(schema, dict):
+        expect_type(obj, dict, key or "(top level)", where)
+        for k, spec in schema.items():
+            name = f"{key}.{k}" if key else k
+            if k not in obj and not isinstance(spec, Optional_):
+                raise PtgError(f"{where}: the key {name!r} is missing; the file is damaged or was not written by ptg")
+            check_schema(obj.get(k), spec, where, name)
+    elif isinstance(schema, list):
+        expect_type(obj, list, key, where)
+        for i, item in enumerate(obj):
+            check_schema(item, schema[0], where, f"{key}[{i}]")
+    else:
+        expect_type(obj, schema, key, where)

@@ -207,8 +207,10 @@ def probe_arrays(x_train: np.ndarray, x_test: np.ndarray, f_train: list[dict[str
 
 def probe_store(store: str | Path, manifest: str | Path, *, train_split: str = "train", test_split: str = "test",
                 view: str = "identity", root: str | Path | None = None,
-                normalizations: Sequence[str] = NORMALIZATIONS) -> ProbeReport:
+                normalizations: Sequence[str] = NORMALIZATIONS, outside: str = "refuse") -> ProbeReport:
     """Probe a priors store against a manifest's recorded degradation fields (train rows -> test rows).
+
+    ``outside`` is `load_manifest`'s (``"allow"`` only from the user's ``--allow-outside``).
 
     Raises:
         PtgError: a split without rows, rows without a prior in the store, no recorded fields.
@@ -219,7 +221,7 @@ def probe_store(store: str | Path, manifest: str | Path, *, train_split: str = "
 
     for how in normalizations:
         check_normalize(how, "normalize")  # rejects an unknown name before any work
-    m = load_manifest(manifest, root=root)
+    m = load_manifest(manifest, root=root, outside=outside)
     reader = open_priors(store)
     tr, te = m.split(train_split), m.split(test_split)
     if len(tr) < 4 or not te:

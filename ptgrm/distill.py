@@ -86,11 +86,12 @@ class DistillConfig:
     seed: int = 0  # model init and batch order
     device: str = "auto"  # auto | cpu | cuda[:i]
     threads: int | None = None  # torch CPU threads; None = torch's default
+    allow_outside: bool = False  # manifest paths may lead outside the root (the user's --allow-outside)
 
     def identity(self) -> dict[str, Any]:
         """The fields a resumed or repeated run must share (device/threads do not change results' meaning)."""
         d = asdict(self)
-        for k in ("device", "threads", "out"):
+        for k in ("device", "threads", "out", "allow_outside"):
             d.pop(k)
         return d
 
@@ -166,7 +167,7 @@ def _load_rows(cfg: DistillConfig):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         reader = open_priors(cfg.priors)
-    manifest = load_manifest(cfg.manifest, cfg.root)
+    manifest = load_manifest(cfg.manifest, cfg.root, outside="allow" if cfg.allow_outside else "refuse")
     train_s, test_s = manifest.split("train"), manifest.split("test")
     if not train_s or not test_s:
         raise PtgError(f"manifest {cfg.manifest} has {len(train_s)} train and {len(test_s)} test rows; `ptg distill` "

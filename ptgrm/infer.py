@@ -102,7 +102,8 @@ def prior_source(restorer: Restorer, info: RunInfo, stores: Sequence[str | Path]
     dists = chosen_students(info, stores, students)
     if dists:
         return student_priors(dists, info.priors, device), f"computed by the distilled student(s) {', '.join(map(str, dists))}"
-    return EncoderPriors(info.priors, str(device)), "computed with the recorded encoder"
+    recorded_in = Path(info.source) / "config.json" if Path(info.source).is_dir() else Path(info.source)
+    return EncoderPriors(info.priors, str(device), recorded_in), "computed with the recorded encoder"
 
 
 class StorePriors:
@@ -148,6 +149,23 @@ class StorePriors:
         return out
 
 
+def _recorded_spec(spec_d: Any, store: str, device: str):
+    """The `EncoderSpec` a store's metadata records, its fields type-checked (a shared file)."""
+    from dataclasses import replace
+
+    from ptg.pipeline.encoders import EncoderSpec
+    from ptg.pipeline.limits import Optional_ as Opt
+    from ptg.pipeline.limits import check_schema
+
+    check_schema(spec_d, {"name": str, "arch": Opt(str), "pretrained": Opt(str), "random_init": Opt(bool), "seed": Opt(int),
+                          "timestep": Opt(int), "size": Opt(int), "device": Opt(str)}, f"the encoder spec of the store {store}")
+    try:
+        return replace(EncoderSpec(**spec_d), device=device)
+    except TypeError as exc:  # keys this version's EncoderSpec lacks: a damaged or crafted file
+        raise PtgError(f"the encoder spec recorded for the store {store} is not one ptg wrote ({exc}); "
+                       "pass --priors STORE to read priors instead") from None
+
+
 class EncoderPriors:
     """Priors computed on the fly with the encoder recorded in the checkpoint's store metadata.
 
@@ -157,11 +175,11 @@ class EncoderPriors:
     Needs the ``extract`` extra (timm, open_clip, ...).
     """
 
-    def __init__(self, entries: Sequence[PriorStoreInfo], device: str = "cpu"):
-        from dataclasses import replace
-
-        from ptg.pipeline.encoders import EncoderSpec, build_encoder
-        from ptg.pipeline.fsio import refuse_recorded_path
+    def __init__(self, entries: Sequence[PriorStoreInfo], device: str = "cpu", recorded_in: str | Path | None = None):
+        """``recorded_in``: the file the entries were read from; only when it is yours (`fsio.written_by_you`)
+        are local weight or architecture files it names opened."""
+        from ptg.pipeline.encoders import build_encoder
+        from ptg.pipeline.fsio import refuse_recorded_path, written_by_you
 
         self.encoders = []
         for e in _store_entries(entries):
@@ -169,8 +187,10 @@ class EncoderPriors:
             spec_d = enc_meta.get("spec")
             if not spec_d:
                 raise PtgError(f"the store {e.path} records no encoder spec; pass --priors STORE to read priors instead")
-            spec = replace(EncoderSpec(**spec_d), device=device)
-            refuse_recorded_path(spec.pretrained, f"the encoder weights recorded for the store {e.path}")
+            spec = _recorded_spec(spec_d, e.path, device)
+            if not (recorded_in and written_by_you(recorded_in)):  # a teammate's file: no local path it names is opened
+                refuse_recorded_path(spec.pretrained, f"the encoder weights recorded for the store {e.path}")
+                refuse_recorded_path(spec.arch, f"the encoder architecture recorded for the store {e.path}")
             try:
                 enc = build_encoder(spec)
             except ImportError as exc:

@@ -203,3 +203,103 @@ def test_hdf5_with_fewer_priors_than_keys_is_a_named_error(tmp_path):
         f["priors"] = data
     with pytest.raises(PtgError, match=r"'keys' \(20,\) and 'priors' \(5, 2, 8\) do not match"):
         open_priors(h5)
+
+
+# ---------------------------------------------------------------------------------------------
+# bucket stores: lease records are input too
+
+
+@pytest.mark.parametrize("record", [b"[1, 2]", b'"held"', b'{"expires": "soon"}', b'{"expires": [1]}',
+                                    b'{"expires": 1e300, "token": "t"}', b'{"expires": 1e999}',
+                                    b'{"expires": 0, "ttl": 1e12}', b'{"expires": 9e9, "ttl": 30}'])
+def test_crafted_lease_record_neither_crashes_nor_locks_the_store_forever(s3, record):
+    from ptg.pipeline.lease import Lease
+    from ptg.pipeline.remote import RemoteStore
+
+    store = RemoteStore(s3.url("p"))
+    store.put("lease/00000003.json", record)
+    with Lease(store, ttl=30) as lease:  # the crafted record counts as expired: this writer goes on
+        assert lease.gen == 4
+        lease.check()
+
+
+def test_lease_keys_that_are_not_ptg_generations_are_ignored(s3):
+    from ptg.pipeline.lease import Lease
+    from ptg.pipeline.remote import RemoteStore
+
+    import obstore
+
+    store = RemoteStore(s3.url("p"))  # another client wrote these (ptg's own put refuses such keys)
+    obstore.put(store._obs, "lease/\u00b2\u00b2.json", b"{}")  # str.isdigit() says yes, int() says no
+    obstore.put(store._obs, "lease/" + "9" * 40 + ".json", b"{}")  # would make every later key 40 digits long
+    with Lease(store, ttl=30) as lease:
+        assert lease.gen == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# image stores (decoded images): their own folders, settings and commit records are input
+
+
+@pytest.fixture
+def image_store(tmp_path):
+    from PIL import Image
+
+    from ptg.pipeline import imagestore
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(2):
+        p = tmp_path / "img" / f"{i}.png"
+        p.parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    store = tmp_path / "images"
+    imagestore.cache_images(paths, store)
+    return store, paths
+
+
+@pytest.mark.parametrize("entry", ["shards", "commits", "settings.json"])
+def test_image_store_with_a_symlinked_folder_or_settings_is_refused(image_store, tmp_path, entry):
+    import shutil
+
+    from ptg.pipeline import imagestore
+
+    store, paths = image_store
+    moved = tmp_path / "elsewhere" / entry
+    moved.parent.mkdir()
+    shutil.move(store / entry, moved)
+    (store / entry).symlink_to(moved)  # the same bytes, one link away: still refused, nothing read there
+    with opened_files() as seen:
+        with pytest.raises(PtgError, match=f"{entry} .* is a symbolic link"):
+            imagestore.ImageStore(store).image(imagestore.file_keys(paths)[0])
+    assert not [p for p in seen if p.startswith(str(moved))]
+
+
+@pytest.mark.parametrize("settings", ["[1, 2]", '"image-store"', "{" * 5000])
+def test_image_store_settings_of_the_wrong_shape_are_a_named_error(image_store, settings):
+    from ptg.pipeline import imagestore
+
+    store, _ = image_store
+    (store / "settings.json").write_text(settings)
+    with pytest.raises(PtgError, match="settings"):
+        imagestore.ImageStore(store)
+
+
+def test_image_store_record_claiming_a_huge_image_is_refused_before_mapping(image_store):
+    import resource
+
+    from ptg.pipeline import imagestore
+    from ptg.pipeline.shardstore import commit_path
+
+    store, paths = image_store
+    rec_path = commit_path(store, 0)
+    rec = json.loads(rec_path.read_text())
+    rec["items"][0][1] = [60000, 60000, 3]  # 10.8 GB of uint8, 43 GB once as float32
+    rec["bytes"] = 60000 * 60000 * 3 + (1 << 20)
+    rec_path.write_text(json.dumps(rec))
+    with open(imagestore.shard_path(store, 0), "r+b") as f:
+        f.truncate(rec["bytes"])  # a sparse file of the declared size: no disk, but a huge map
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(PtgError, match="60000x60000 image, over the pixel limit.*PTG_MAX_PIXELS"):
+        imagestore.ImageStore(store).image(imagestore.file_keys(paths)[0])
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB

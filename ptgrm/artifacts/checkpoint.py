@@ -70,7 +70,26 @@ def load_checkpoint(path: str | Path, for_resume: bool = False) -> dict[str, Any
     if fmt != FORMAT and (for_resume or fmt not in OLD_FORMATS):
         raise PtgError(f"{path} has checkpoint format {fmt!r}; this ptg reads {FORMAT}"
                        + (" for --resume: start a new run" if for_resume else ""))
+    _check_fields(ckpt, path)
     return ckpt
+
+
+def _check_fields(ckpt: dict[str, Any], path: str | Path) -> None:
+    """Types of every field the loaders read, checked first: a shared run's checkpoint is input, and
+    a wrong type is one named error, not a KeyError or TypeError deep inside `read_checkpoint`."""
+    from ptg.pipeline.limits import Optional_ as Opt
+    from ptg.pipeline.limits import check_schema
+
+    net = {"name": str, "args": dict, "state_dict": dict, "kind": Opt(str)}
+    check_schema(ckpt, {
+        "step": int, "mode": str, "baseline": net, "refiner": Opt(net), "ema": Opt({"baseline": Opt(dict), "refiner": Opt(dict)}),
+        "priors": Opt([{"path": str, "dim": int, "views": Opt([str]), "metadata": Opt(dict)}]),
+        "prior_transform": Opt({"dims": [int], "normalize": str, "control": str, "seed": int}),
+        "config": Opt({"data": Opt({"manifest": Opt(str), "root": Opt(str)}), "priors": Opt(dict)}),
+    }, f"checkpoint {path}")
+    if ckpt["mode"] not in ("joint", "baseline", "refine"):
+        raise PtgError(f"checkpoint {path}: 'mode' must be joint, baseline or refine, got {ckpt['mode']!r:.40}; "
+                       "the file is damaged or was not written by ptg")
 
 
 def resolve_checkpoint(path_or_run_dir: str | Path, prefer: str = "best") -> Path:

@@ -37,6 +37,20 @@ from .student import student_priors
 
 EXPORT_FORMAT = "ptg-export/1"
 EXPORT_CONFIG = "config.json"
+MAX_PRIOR_DIM = 1 << 20  # a recorded prior dimension beyond this is no encoder's (a crafted config)
+
+
+def _config_schema():
+    """What a shared config.json must hold, checked before any field is read (`limits.check_schema`)."""
+    from ptg.pipeline.limits import Optional_ as Opt
+
+    net = {"name": str, "args": dict, "file": str, "sha256": str, "kind": Opt(str)}
+    return {"format": str, "mode": str, "step": int, "baseline": net, "refiner": Opt(net),
+            "priors": Opt([{"path": str, "dim": int, "views": Opt([str]), "metadata": Opt(dict)}]),
+            "prior_transform": {"dims": [int], "normalize": str, "control": str, "seed": int},
+            "prior_stats": Opt({"file": str, "sha256": str}), "students": Opt([str]),
+            "source": Opt({"checkpoint": Opt(str), "sha256": Opt(str), "step": Opt(int), "weights": Opt(str),
+                           "config": Opt(dict)})}
 
 
 def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
@@ -108,6 +122,19 @@ def is_export(path: str | Path) -> bool:
     return p.is_dir() and (p / EXPORT_CONFIG).is_file()
 
 
+def _check_config(cfg: dict[str, Any], where: Path) -> None:
+    """Types and ranges of every field `read_export` reads, as one named error each."""
+    from ptg.pipeline.limits import check_schema
+
+    check_schema(cfg, _config_schema(), str(where))
+    if cfg["mode"] not in ("joint", "baseline", "refine"):
+        raise PtgError(f"{where}: 'mode' must be joint, baseline or refine, got {cfg['mode']!r:.40}; the file is damaged")
+    dims = [e["dim"] for e in cfg.get("priors") or []] + list(cfg["prior_transform"]["dims"])
+    bad = [d for d in dims if not 0 < d <= MAX_PRIOR_DIM]
+    if bad:
+        raise PtgError(f"{where}: a prior dimension of {bad[0]} is outside 1..{MAX_PRIOR_DIM:,}; the file is damaged or crafted")
+
+
 def read_export(folder: str | Path) -> tuple[nn.Module, nn.Module | None, RunInfo]:
     """F, R and their `RunInfo` from an export folder (see the module docstring)."""
     from ptg.pipeline.limits import read_json
@@ -119,6 +146,7 @@ def read_export(folder: str | Path) -> tuple[nn.Module, nn.Module | None, RunInf
         raise PtgError(f"cannot read {folder / EXPORT_CONFIG}: {exc}") from None
     if not isinstance(cfg, dict) or cfg.get("format") != EXPORT_FORMAT:
         raise PtgError(f"{folder} is not a `ptg export` folder (format {EXPORT_FORMAT})")
+    _check_config(cfg, folder / EXPORT_CONFIG)
     stats = _read_tensors(folder, cfg["prior_stats"]) if cfg.get("prior_stats") else {}
     src = cfg.get("source") or {}
     info = RunInfo(source=str(folder), step=int(cfg["step"]), mode=cfg["mode"], weights=src.get("weights"),
