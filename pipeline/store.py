@@ -319,6 +319,7 @@ class PriorsReader:
     def __init__(self, path: Path, metadata: dict[str, Any], keys: list[str], rows: np.ndarray,
                  loader: Any, in_memory: bool, fmt: str, commits: dict[int, dict[str, Any]] | None = None):
         self.path = path
+        self.shown: str | Path = path  # how messages name the store (a bucket URL for its mirror)
         self._commits = commits or {}  # zarr: shard -> commit record, checked on first touch
         self._checked: set[int] = set()
         self._unreadable: dict[int, str] = {}  # shards that failed to load into memory
@@ -357,7 +358,7 @@ class PriorsReader:
             miss = self.missing(keys)
             shown = ", ".join(m[:16] for m in miss[:5])
             raise PtgError(
-                f"{len(miss)} of {len(keys)} keys are not in the priors store {self.path} (e.g. {shown}...). "
+                f"{len(miss)} of {len(keys)} keys are not in the priors store {self.shown} (e.g. {shown}...). "
                 "Run `ptg extract-priors` on the manifest holding those images with this store as --out."
             ) from None
 
@@ -392,7 +393,7 @@ class PriorsReader:
                 data = self._data[shard * rps : shard * rps + rec["n"]] if self._data is not None else None
                 problem = shard_problem(self.path, shard, rec, rps, data=data, arr=self._loader)
             if problem is not None:
-                raise shard_error(self.path, shard, rec, rps, problem)
+                raise shard_error(self.shown, shard, rec, rps, problem)  # type: ignore[arg-type]
             self._checked.add(shard)
 
     def get(self, keys: Sequence[str], view: str = "identity") -> np.ndarray:
@@ -403,7 +404,7 @@ class PriorsReader:
         """
         vi = self._view_index.get(view)
         if vi is None:
-            raise PtgError(f"view {view!r} is not in the priors store {self.path}; it holds {', '.join(self.views[:12])}"
+            raise PtgError(f"view {view!r} is not in the priors store {self.shown}; it holds {', '.join(self.views[:12])}"
                            f"{'...' if len(self.views) > 12 else ''}. Re-extract with the --views you need.")
         rows = self._rows(keys)
         self._ensure_loaded()
@@ -452,12 +453,20 @@ def open_priors(path: str | Path, expect_fingerprint: str | None = None, in_memo
     from .location import parse_location
 
     loc = parse_location(path, "the priors store")
-    if loc.remote:  # a bucket store is read through its verified local mirror ($PTG_CACHE/remote/...)
-        from .storecopy import mirror
+    if not loc.remote:
+        return _open_local(Path(loc.path), Path(loc.path), expect_fingerprint, in_memory)  # type: ignore[arg-type]
+    from .storecopy import mirror
 
-        path = mirror(loc)
-    else:
-        path = Path(loc.path)
+    folder = mirror(loc)  # a bucket store is read through its verified local mirror ($PTG_CACHE/remote/...)
+    try:
+        reader = _open_local(folder, loc.url, expect_fingerprint, in_memory)
+    except PtgError as exc:  # messages name the store the user named, not the mirror folder
+        raise PtgError(str(exc).replace(str(folder), loc.url)) from exc
+    return reader
+
+
+def _open_local(path: Path, shown: str | Path, expect_fingerprint: str | None, in_memory: bool | None) -> PriorsReader:
+    """`open_priors` of a local store or export; ``shown`` names it in messages (a bucket URL for a mirror)."""
     if _is_hdf5(path):
         reader = _open_hdf5(path)
     elif (path / "zarr.json").is_file():
@@ -468,12 +477,13 @@ def open_priors(path: str | Path, expect_fingerprint: str | None = None, in_memo
     else:
         raise PtgError(f"{path} is not a priors store (no zarr.json) nor an HDF5 export; pass the --out of `ptg extract-priors`")
     if expect_fingerprint is not None and reader.fingerprint != expect_fingerprint:
-        raise PtgError(f"the priors store {path} was made with encoder weights {reader.fingerprint}, not the expected "
+        raise PtgError(f"the priors store {shown} was made with encoder weights {reader.fingerprint}, not the expected "
                        f"{expect_fingerprint}; re-extract with the expected weights or drop the fingerprint check.")
     if reader.random_init:
-        warnings.warn(f"the priors store {path} was made with a RANDOMLY INITIALISED encoder "
+        warnings.warn(f"the priors store {shown} was made with a RANDOMLY INITIALISED encoder "
                       f"({reader.metadata.get('encoder', {}).get('name')}): its priors carry no pre-trained knowledge. "
-                      "Use it for tests only.", RandomInitWarning, stacklevel=2)
+                      "Use it for tests only.", RandomInitWarning, stacklevel=3)
+    reader.shown = shown
     return reader
 
 

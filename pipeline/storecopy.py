@@ -34,11 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from . import shardstore
 from .errors import PtgError
 from .fsio import ARTIFACT_FILE, atomic_write_bytes, atomic_write_json
 from .lease import Lease
 from .location import Location, parse_location
 from .remote import MAX_META_BYTES, RemoteStore, check_key
+from .shardstore import COMMITS, QUARANTINE
 
 GROUP, ARRAY_META, SETTINGS = "zarr.json", "priors/zarr.json", "settings.json"
 _COMMIT = re.compile(r"^commits/shard-(\d{6,})\.json$")
@@ -106,11 +108,8 @@ class _LocalSide:
 
     def drop_commit(self, shard: int) -> None:
         """Move a cache's commit record aside (mirrors and stages only: folders ptg owns)."""
-        from .store_integrity import COMMITS, QUARANTINE
-
-        qdir = self.path / COMMITS / QUARANTINE
-        qdir.mkdir(exist_ok=True)
-        os.replace(self._p(f"commits/shard-{shard:06d}.json"), qdir / f"shard-{shard:06d}.json.{time.strftime('%Y%m%dT%H%M%S')}")
+        self._p(f"{COMMITS}/shard-{shard:06d}.json")  # refuses a link on the way
+        shardstore.quarantine(self.path, shard)
 
     def fence(self) -> None:
         """Local stores are guarded by their flock for the whole transfer."""
@@ -145,6 +144,22 @@ class _RemoteSide:
     def clear_shard(self, shard: int) -> None:
         """Nothing to clear: a put replaces the shard object whole."""
 
+    def quarantine(self, shard: int, raw: bytes) -> bool:
+        """Move the bucket's commit record of a damaged shard aside (fenced), if it still is ``raw``.
+
+        The record is copied to ``commits/quarantine/`` (kept for inspection, as in a local store),
+        then deleted, so the shard id is free for the rows computed again. Returns whether it moved.
+        """
+        key = f"{COMMITS}/shard-{shard:06d}.json"
+        if self.store.get(key) != raw:
+            return False  # already moved, or replaced by another writer's record: not ours to touch
+        self.fence()
+        self.store.put(f"{COMMITS}/{QUARANTINE}/shard-{shard:06d}.json.{time.strftime('%Y%m%dT%H%M%S')}", raw)
+        self.fence()
+        self.store.delete(key)
+        self._listing = None
+        return True
+
     def fence(self) -> None:
         if self.lease is not None:
             self.lease.check()
@@ -158,6 +173,20 @@ def _array_info(raw: bytes | None, where: str) -> tuple[int, list[int]]:
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise PtgError(f"{where}/{ARRAY_META} is missing or not a zarr array description ({type(exc).__name__}); "
                        f"{where} is not a whole priors store") from None
+
+
+def _rows_per_shard(side: Any) -> int:
+    """Rows per shard of a store: its array's zarr.json, or (that lost) its saved settings."""
+    raw = side.read(ARRAY_META)
+    saved = side.read(SETTINGS) if raw is None else None
+    if saved is not None:
+        try:
+            rows = json.loads(saved)["rows_per_shard"]
+            if isinstance(rows, int) and not isinstance(rows, bool) and 0 < rows <= 1 << 24:
+                return rows
+        except (ValueError, KeyError, TypeError):
+            pass
+    return _array_info(raw, side.url)[0]
 
 
 def _record(side: Any, key: str, raw: bytes | None, rows: int) -> dict[str, Any]:
@@ -214,11 +243,13 @@ def _settings_match(src: Any, dst: Any, src_group: bytes) -> str | None:
 def _plan(src: Any, dst: Any, cache: bool, prune: bool) -> tuple[dict, list[int], int]:
     """(SRC's commits, shards to send, shards DST has already); conflicts refused, or dropped in a cache."""
     src_group = src.read(GROUP)
-    if src_group is None:
+    if src_group is None and not cache:  # a stage may pull a bucket store that lost it: the engine rebuilds it
         raise PtgError(f"{src.url} is not a priors store (no {GROUP}); pass a store made by `ptg extract-priors`")
-    rows = _array_info(src.read(ARRAY_META), src.url)[0]
+    rows = _rows_per_shard(src)
     have_src = _commits(src, rows)
-    diff = _settings_match(src, dst, src_group)
+    diff = None if src_group is None else _settings_match(src, dst, src_group)
+    if diff is not None and not cache and not any(_COMMIT.match(k) for k in dst.keys(COMMITS)):
+        diff = None  # DST holds no committed row (a run stopped before its first shard): it takes SRC's settings
     have_dst = _commits(dst, rows) if diff is None else {}
     if diff is not None and not cache:
         raise PtgError(f"{dst.url} is a priors store with other settings than {src.url} ({diff}); copy into a new "
@@ -254,8 +285,13 @@ def _send_metadata(src: Any, dst: Any) -> None:
         dst.write(key, raw)
 
 
-def _send_shard(src: Any, dst: Any, shard: int, rec: dict[str, Any], raw: bytes, rows: int) -> int:
-    """Send one shard object, verify it, fence, then create its commit record. Returns bytes sent."""
+def _send_shard(src: Any, dst: Any, shard: int, rec: dict[str, Any], raw: bytes, rows: int,
+                keep_damaged: bool = False) -> int:
+    """Send one shard object, verify it, fence, then create its commit record. Returns bytes sent.
+
+    ``keep_damaged``: a shard damaged in a bucket SRC is committed as it is into a cache DST (mirror or
+    stage), whose verified reader names it and whose writer quarantines and recomputes it (`staged_writer`).
+    """
     from .store_integrity import shard_error, shard_problem
 
     if not src.remote and (problem := shard_problem(src.path, shard, rec, rows)):
@@ -269,11 +305,13 @@ def _send_shard(src: Any, dst: Any, shard: int, rec: dict[str, Any], raw: bytes,
             raise PtgError(f"{src.url}/{key} vanished while copying; run the copy again")
         dst.write(key, data)
         sent += len(data)
-    if "bytes" in rec and sent != rec["bytes"]:
-        raise PtgError(f"{src.url}: shard {shard} holds {sent} bytes, its commit records {rec['bytes']}: damaged or "
-                       f"incomplete; run `ptg extract-priors` again with --out {src.url} to recompute it")
-    if not dst.remote and (problem := shard_problem(dst.path, shard, rec, rows)):
+    if "bytes" in rec and sent != rec["bytes"] and not keep_damaged:
+        raise shard_error(src.url, shard, rec, rows, f"holds {sent} bytes, its commit records {rec['bytes']} "  # type: ignore[arg-type]
+                          "(damaged or incomplete)")
+    if not dst.remote and not keep_damaged and (problem := shard_problem(dst.path, shard, rec, rows)):
         dst.clear_shard(shard)
+        if src.remote:  # the bucket's shard itself is damaged: only a re-extraction repairs it
+            raise shard_error(src.url, shard, rec, rows, f"{problem}; nothing was committed for it at {dst.url}")  # type: ignore[arg-type]
         raise PtgError(f"shard {shard} of {src.url} arrived damaged at {dst.url} ({problem}); nothing was committed "
                        "for it: run the same command again")
     dst.fence()
@@ -283,7 +321,7 @@ def _send_shard(src: Any, dst: Any, shard: int, rec: dict[str, Any], raw: bytes,
     return sent
 
 
-def transfer(src: Any, dst: Any, *, cache: bool = False, prune: bool = False,
+def transfer(src: Any, dst: Any, *, cache: bool = False, prune: bool = False, keep_damaged: bool = False,
              on_plan: Callable[[int], None] | None = None, on_progress: Callable[[int], None] | None = None) -> CopySummary:
     """Copy every shard SRC has and DST lacks (DST's writer lock or lease held by the caller).
 
@@ -291,6 +329,7 @@ def transfer(src: Any, dst: Any, *, cache: bool = False, prune: bool = False,
         src, dst: `_LocalSide` / `_RemoteSide`.
         cache: DST is a folder ptg owns (mirror or stage): conflicting records are moved aside, not refused.
         prune: also drop DST's shards SRC does not have (a mirror follows its source).
+        keep_damaged: commit a damaged shard of SRC into the cache DST as it is (see `_send_shard`).
         on_plan: called with the number of shards to send.
         on_progress: called with 1 after each shard.
     """
@@ -300,11 +339,11 @@ def transfer(src: Any, dst: Any, *, cache: bool = False, prune: bool = False,
         on_plan(len(todo))
     dst.fence()  # a writer whose lease was taken over must not rewrite the metadata either
     _send_metadata(src, dst)
-    rows = _array_info(src.read(ARRAY_META), src.url)[0]
+    rows = _rows_per_shard(src)
     sent = 0
     # a bucket answers each request after a round trip: several shards in flight hide it (each keeps its own order)
     with ThreadPoolExecutor(max_workers=PARALLEL if src.remote or dst.remote else 1, thread_name_prefix="ptg-copy") as pool:
-        futures = [pool.submit(_send_shard, src, dst, shard, *have_src[shard], rows) for shard in todo]
+        futures = [pool.submit(_send_shard, src, dst, shard, *have_src[shard], rows, keep_damaged) for shard in todo]
         try:
             for fut in futures:
                 sent += fut.result()
@@ -365,7 +404,7 @@ def mirror(location: Location | str, store: RemoteStore | None = None) -> Path:
     with _waiting_lock(folder.with_name(folder.name + ".lock")):  # several readers here (torchrun ranks) pull once
         if not current():
             with writer_lock(folder):
-                transfer(_RemoteSide(store), _LocalSide(folder), cache=True, prune=True)
+                transfer(_RemoteSide(store), _LocalSide(folder), cache=True, prune=True, keep_damaged=True)
                 atomic_write_json(folder / "mirror.json", {"url": loc.url, "state": state,
                                                            "pulled": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return folder
@@ -446,13 +485,30 @@ def staged_writer(location: Location | str, force: bool = False) -> Iterator[Pat
     stage = _cache_folder("stage", loc)
     with Lease(store) as lease:
         remote = _RemoteSide(store, lease)
-        if GROUP in remote.listing():
-            with writer_lock(stage):
-                transfer(remote, _LocalSide(stage), cache=True)
+        if any(k in (GROUP, SETTINGS) or _COMMIT.match(k) for k in remote.listing()):  # damaged metadata too: repaired
+            with writer_lock(stage):  # a shard damaged in the bucket arrives as it is: the engine quarantines it
+                transfer(remote, _LocalSide(stage), cache=True, keep_damaged=True)
+        before = set(_quarantined(stage))
         try:
             yield stage
-        except PtgError:  # e.g. bad inputs: the shards committed meanwhile are published all the same
-            if (stage / GROUP).is_file():
-                transfer(_LocalSide(stage), _RemoteSide(store, lease))
-            raise
-        transfer(_LocalSide(stage), _RemoteSide(store, lease))
+        except PtgError as exc:  # e.g. bad inputs: the shards committed meanwhile are published all the same
+            _publish(stage, store, lease, before)
+            raise PtgError(str(exc).replace(str(stage), loc.url)) from exc  # name the store the user named
+        _publish(stage, store, lease, before)
+
+
+def _quarantined(stage: Path) -> dict[str, Path]:
+    """Records the engine moved aside in a stage: file name -> path."""
+    return {p.name: p for p in shardstore.list_files(stage / COMMITS / QUARANTINE, "shard-*.json.*")}
+
+
+def _publish(stage: Path, store: RemoteStore, lease: Lease, before: set[str]) -> None:
+    """Push a stage: first move aside in the bucket the records of shards the engine found damaged
+    (and quarantined) during this run, so their recomputed rows can take the ids, then every new shard."""
+    if not (stage / GROUP).is_file():
+        return  # the engine made no store there (refused before its first write): nothing to push
+    remote = _RemoteSide(store, lease)
+    for name, path in sorted(_quarantined(stage).items()):
+        if name not in before:
+            remote.quarantine(int(name[len("shard-"):].split(".")[0]), path.read_bytes())
+    transfer(_LocalSide(stage), _RemoteSide(store, lease))
