@@ -286,6 +286,46 @@ def test_extract_to_a_bucket_equals_the_local_run(tmp_path, s3):
     assert "testing" not in meta and "127.0.0.1" not in meta  # no credential or endpoint in the metadata
 
 
+def test_two_workers_into_a_bucket_equal_the_local_run_and_a_damaged_bucket_shard_is_recomputed(tmp_path, s3, monkeypatch):
+    import torch
+
+    from ptg.pipeline.extract import extract_priors
+    from ptg.pipeline.remote import RemoteStore
+    from tests.test_extract import _images, _manifest, _tiny_clip_spec
+
+    torch.set_num_threads(1)
+    m = _manifest(tmp_path / "m.jsonl", _images(tmp_path / "img", 24, side=40))
+    spec = _tiny_clip_spec(tmp_path)
+    kw = dict(rows_per_shard=8, batch_size=4, views="flips", dtype="float32")
+    url = s3.url("priors")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        local = extract_priors(m, spec, out=tmp_path / "one.zarr", loader_workers=0, **kw)
+        two = extract_priors(m, spec, out=url, workers=2, **kw)  # a local dask cluster, written through the stage
+    assert (local.computed, two.computed, two.store) == (24, 24, url)
+    lk, lv = _values(tmp_path / "one.zarr")
+    rk, rv = _values(url)
+    assert lk == rk
+    np.testing.assert_array_equal(lv, rv)
+    # shard 1 damaged inside the bucket; another machine (fresh $PTG_CACHE) reads, then re-extracts
+    remote = RemoteStore(url)
+    data = bytearray(remote.get("priors/c/1/0/0", limit=1 << 30))
+    data[len(data) // 3] ^= 0xFF
+    remote.put("priors/c/1/0/0", bytes(data))
+    monkeypatch.setenv("PTG_CACHE", str(tmp_path / "cache-2"))
+    with pytest.raises(PtgError, match=rf"the priors store {url}: shard 1 \(rows 8..15\).*extract-priors` again with --out {url} "):
+        _values(url)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = extract_priors(m, spec, out=url, loader_workers=0, **kw)
+    assert (again.computed, again.reused) == (8, 16) and any("shard 1" in str(w.message) for w in caught)
+    assert [k for k in remote.listing() if k.startswith("commits/quarantine/shard-000001.json.")]  # kept for inspection
+    monkeypatch.setenv("PTG_CACHE", str(tmp_path / "cache-3"))
+    rk, rv = _values(url)
+    assert lk == rk
+    np.testing.assert_array_equal(lv, rv)
+
+
 def test_train_reads_priors_from_a_bucket(tmp_path, s3):
     from ptg.pipeline.storecopy import copy_store
     from ptg.ptgrm.train.config import resolve
