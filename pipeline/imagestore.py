@@ -77,6 +77,24 @@ def store_arg(value: str | Path | None) -> str | Path:
     return loc.url if loc.remote else loc.path.expanduser()  # type: ignore[union-attr]
 
 
+def _layout() -> Any:
+    """The image store's kind for `ptg.pipeline.storecopy` (its mirror and stage): what a shard's
+    object is, how it is verified, and which lock and command belong to it."""
+    from .storecopy import Layout
+
+    def shard_keys(side: Any, shard: int) -> list[str]:
+        key = f"{SHARDS}/shard-{shard:06d}.bin"
+        return [k for k in side.keys(SHARDS) if k == key]
+
+    def lock(folder: Path, force: bool) -> Any:
+        return shardstore.writer_lock(folder, KIND, f"the image store {folder}", force,
+                                      cleanup=lambda s: shardstore.remove_leftovers(s, [s / SHARDS]))
+
+    return Layout("image store", SETTINGS, (SETTINGS,), shard_keys, lambda path, shard, rec, _: shard_problem(path, shard, rec),
+                  lambda where, shard, rec, _, why: _error(where, shard, why), lambda k: isinstance(k, str) and 0 < len(k) <= 512,
+                  lock, "ptg data cache")
+
+
 def _folder(store: str | Path) -> Path:
     """The local folder of an image store: itself, or a bucket store's mirror under ``$PTG_CACHE/remote``
     (pulled when its commits changed; every shard verified on first use, as in any local store)."""
@@ -85,9 +103,9 @@ def _folder(store: str | Path) -> Path:
     loc = parse_location(store, "the image store")
     if not loc.remote:
         return loc.path.expanduser()  # type: ignore[union-attr]
-    from .storecopy import IMAGES, mirror
+    from .storecopy import mirror
 
-    return mirror(loc, layout=IMAGES)
+    return mirror(loc, layout=_layout())
 
 
 def shard_path(store: Path, shard: int) -> Path:
@@ -360,10 +378,10 @@ def _cache_to_bucket(paths: Sequence[Path], url: str, shard_bytes: int, on_progr
     from dataclasses import replace
 
     from .location import parse_location
-    from .storecopy import IMAGES, staged_writer
+    from .storecopy import staged_writer
 
     loc = parse_location(url, "--store")
-    with staged_writer(loc, force=force, layout=IMAGES) as stage:
+    with staged_writer(loc, force=force, layout=_layout()) as stage:
         res = cache_images(paths, stage, shard_bytes, on_progress, force, keys)
     return replace(res, store=loc.url)  # type: ignore[arg-type]
 
@@ -427,9 +445,7 @@ def decoded_bytes(paths: Sequence[Path]) -> int:
 
 def fits_disk(store: Path, need: int, share: float = 0.5) -> bool:
     """Whether `need` bytes fit in `share` of the free space where `store` lives."""
-    from .store import cache_root
-
-    folder = cache_root() if "://" in str(store) else Path(store)  # a bucket store is built in a local stage
+    folder = shardstore.cache_root() if "://" in str(store) else Path(store)  # a bucket store is built in a local stage
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     return need <= share * shutil.disk_usage(folder).free

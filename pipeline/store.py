@@ -61,12 +61,13 @@ from .errors import PtgError
 from .fsio import atomic_write_json, file_sha256
 from .store_checks import check_hdf5_priors, check_store_metadata, check_zarr_commits, refuse_links
 from .store_integrity import (  # noqa: F401  (re-exported: the store's public API)
-    ARRAY, COMMITS, QUARANTINE, SAVED_META, DamagedShardWarning, _commit_path, _digest, _is_legacy_store,
-    _remove_leftovers, _shard_files, quick_health, read_commits, shard_error, shard_problem, shard_rows, usable_commits)
+    ARRAY, COMMITS, KIND, QUARANTINE, SAVED_META, DamagedShardWarning, _commit_path, _compat, _digest, _is_legacy_store,
+    _remove_leftovers, _shard_files, _shown_diff, priors_lock, quick_health, read_commits, shard_error, shard_problem,
+    shard_rows, usable_commits)
+from .shardstore import cache_root  # noqa: F401  (re-exported)
 
 SCHEMA_VERSION = 1
 LOCK = shardstore.LOCK
-KIND = "priors-store"  # the `fsio.claim_out_dir` kind
 DTYPES = ("float16", "float32")
 RAM_LIMIT = 2 << 30  # stores up to 2 GiB are loaded into memory on first read (fast random batches)
 
@@ -80,11 +81,6 @@ def sample_keys(samples: Sequence[Any]) -> list[str]:
 
 class RandomInitWarning(UserWarning):
     """A store was made with a randomly initialised encoder: its priors carry no knowledge."""
-
-
-def cache_root() -> Path:
-    """``$PTG_CACHE`` or ``~/.cache/ptg``: where default stores live, shared by all experiments."""
-    return Path(os.environ.get("PTG_CACHE") or Path.home() / ".cache" / "ptg").expanduser()
 
 
 def default_rows_per_shard(n_views: int, dim: int, dtype: str) -> int:
@@ -120,31 +116,12 @@ def writer_lock(store: Path, force: bool = False) -> Iterator[None]:
 
     store = local_only(store, "--out", " (this writer)", "write a local store, then publish it with "
                        "`ptg priors copy LOCAL.zarr URL`")
-    with shardstore.writer_lock(store, KIND, f"the priors store {store}", force, _is_legacy_store, _remove_leftovers):
+    with priors_lock(store, force):
         yield
 
 
 # ---------------------------------------------------------------------------------------------
 # Writing
-
-
-def _compat(meta: dict[str, Any]) -> dict[str, Any]:
-    enc = meta.get("encoder", {})
-    return {
-        "encoder": enc.get("name"),
-        "fingerprint": meta.get("fingerprint"),
-        "preprocessing": enc.get("preprocessing"),
-        "pooling": enc.get("pooling"),
-        "details": enc.get("details"),
-        "dim": meta.get("dim"),
-        "views": list(meta.get("views", [])),
-        "dtype": meta.get("dtype"),
-    }
-
-
-def _shown_diff(a: dict[str, Any], b: dict[str, Any]) -> str:
-    # every differing field whole: a message cut mid-field hides the very value that differs
-    return "; ".join(f"{k}: store has {json.dumps(a[k])}, this run {json.dumps(b[k])}" for k in a if a[k] != b[k])
 
 
 def _only_zarr_files(folder: Path) -> bool:

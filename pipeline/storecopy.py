@@ -40,7 +40,8 @@ from .fsio import ARTIFACT_FILE, atomic_write_bytes, atomic_write_json
 from .lease import Lease
 from .location import Location, parse_location
 from .remote import MAX_META_BYTES, RemoteStore, check_key
-from .shardstore import COMMITS, QUARANTINE
+from .shardstore import COMMITS, QUARANTINE, cache_root
+from .store_integrity import _compat, _shown_diff, priors_lock
 
 GROUP, ARRAY_META, SETTINGS = "zarr.json", "priors/zarr.json", "settings.json"
 _COMMIT = re.compile(r"^commits/shard-(\d{6,})\.json$")
@@ -64,7 +65,7 @@ class Layout:
     problem: Callable[[Path, int, dict[str, Any], int], str | None]  # why a local shard is damaged (None: intact)
     error: Callable[[Any, int, dict[str, Any], int, str], PtgError]  # the named error of a damaged shard
     key_ok: Callable[[Any], bool]  # a row/image key a commit record may hold
-    lock: Callable[[Path], Any]  # the engine's writer lock of a local folder of this kind
+    lock: Callable[[Path, bool], Any]  # the engine's writer lock of a local folder of this kind (folder, force)
     make: str  # the command that makes or repairs a store of this kind
 
 
@@ -80,43 +81,9 @@ def _priors_error(where: Any, shard: int, rec: dict[str, Any], rows: int, why: s
     return shard_error(where, shard, rec, rows, why)
 
 
-def _priors_lock(folder: Path) -> Any:
-    from .store import writer_lock
-
-    return writer_lock(folder)
-
-
 PRIORS = Layout("priors store", GROUP, (SETTINGS, ARRAY_META, GROUP), lambda side, shard: side.keys(f"priors/c/{shard}"),
-                _priors_problem, _priors_error, lambda k: isinstance(k, str) and bool(_HEX64.match(k)), _priors_lock,
+                _priors_problem, _priors_error, lambda k: isinstance(k, str) and bool(_HEX64.match(k)), priors_lock,
                 "ptg extract-priors")
-
-
-def _image_problem(path: Path, shard: int, rec: dict[str, Any], rows: int) -> str | None:
-    from . import imagestore
-
-    return imagestore.shard_problem(path, shard, rec)
-
-
-def _image_error(where: Any, shard: int, rec: dict[str, Any], rows: int, why: str) -> PtgError:
-    from . import imagestore
-
-    return imagestore._error(where, shard, why)
-
-
-def _image_lock(folder: Path) -> Any:
-    from . import imagestore
-
-    return shardstore.writer_lock(folder, imagestore.KIND, f"the image store {folder}",
-                                  cleanup=lambda s: shardstore.remove_leftovers(s, [s / "shards"]))
-
-
-def _image_shard_keys(side: Any, shard: int) -> list[str]:
-    key = f"shards/shard-{shard:06d}.bin"
-    return [k for k in side.keys("shards") if k == key]
-
-
-IMAGES = Layout("image store", SETTINGS, (SETTINGS,), _image_shard_keys, _image_problem, _image_error,
-                lambda k: isinstance(k, str) and 0 < len(k) <= 512, _image_lock, "ptg data cache")
 
 
 @dataclass
@@ -299,8 +266,6 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def _settings_match(src: Any, dst: Any, src_group: bytes) -> str | None:
     """Why DST's settings differ from SRC's (None when they match or DST is new)."""
-    from .store import _compat, _shown_diff
-
     dst_group = dst.read(src.layout.marker)
     if dst_group is None:
         return None
@@ -445,8 +410,6 @@ def _refuse_foreign(store: RemoteStore, force: bool, layout: Layout = PRIORS) ->
 
 
 def _cache_folder(kind: str, loc: Location) -> Path:
-    from .store import cache_root
-
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{loc.bucket}-{loc.prefix}")[-80:]
     return cache_root() / kind / f"{safe}-{hashlib.sha256(loc.url.encode()).hexdigest()[:12]}"
 
@@ -458,7 +421,7 @@ def mirror(location: Location | str, store: RemoteStore | None = None, layout: L
     shard it touches (a damaged one is a named error; the others are served).
 
     Args:
-        layout: the kind of store (`PRIORS`, `IMAGES`).
+        layout: the kind of store (`PRIORS`, or the image store's, `ptg.pipeline.imagestore`).
 
     Returns:
         A local store folder under ``$PTG_CACHE/remote/``.
@@ -484,7 +447,7 @@ def mirror(location: Location | str, store: RemoteStore | None = None, layout: L
         return folder  # unchanged since the last pull (one LIST request)
     with _waiting_lock(folder.with_name(folder.name + ".lock")):  # several readers here (torchrun ranks) pull once
         if not current():
-            with layout.lock(folder):
+            with layout.lock(folder, False):
                 transfer(_RemoteSide(store, layout=layout), _LocalSide(folder, layout), cache=True, prune=True,
                          keep_damaged=True)
                 atomic_write_json(folder / "mirror.json", {"url": loc.url, "state": state,
@@ -508,11 +471,9 @@ def _waiting_lock(path: Path) -> Iterator[None]:
 
 
 def _open_dst(loc: Location, force: bool, stack: Any) -> Any:
-    from .store import writer_lock
-
     if not loc.remote:
         assert loc.path is not None
-        stack.enter_context(writer_lock(loc.path, force=force))
+        stack.enter_context(priors_lock(loc.path, force))
         return _LocalSide(loc.path)
     store = RemoteStore(loc)
     _refuse_foreign(store, force)
@@ -553,7 +514,7 @@ def staged_writer(location: Location | str, force: bool = False, layout: Layout 
     """Write a bucket store through a local stage: lease held, committed state pulled, new shards pushed.
 
     Args:
-        layout: the kind of store (`PRIORS`, `IMAGES`): the stage is a local store of that kind.
+        layout: the kind of store (`PRIORS`, or the image store's): the stage is a local store of that kind.
 
     Yields:
         The local stage folder, for the store engine (whole shards, commit records, resume).
@@ -569,7 +530,7 @@ def staged_writer(location: Location | str, force: bool = False, layout: Layout 
     with Lease(store) as lease:
         remote = _RemoteSide(store, lease, layout)
         if any(k in layout.metadata or _COMMIT.match(k) for k in remote.listing()):  # damaged metadata too: repaired
-            with layout.lock(stage):  # a shard damaged in the bucket arrives as it is: the engine quarantines it
+            with layout.lock(stage, False):  # a shard damaged in the bucket arrives as it is: the engine quarantines it
                 transfer(remote, _LocalSide(stage, layout), cache=True, keep_damaged=True)
         before = set(_quarantined(stage))
         try:
