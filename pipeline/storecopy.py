@@ -1,4 +1,9 @@
-"""Verified copies between priors stores anywhere (local folder, bucket), mirrors, and bucket writers.
+"""Verified copies between stores anywhere (local folder, bucket), mirrors, and bucket writers.
+
+Every store kind on the one storage engine (`ptg.pipeline.shardstore`) is served: the priors store
+(`PRIORS`) and the image store (its `Layout` comes from `ptg.pipeline.imagestore`). A `Layout` says
+what differs between kinds: the metadata objects, the objects of one shard, how a shard is
+verified and named when damaged, and the engine's writer lock of that kind.
 
 One transfer serves three uses:
 
@@ -44,10 +49,15 @@ from .shardstore import COMMITS, QUARANTINE, cache_root
 from .store_integrity import _compat, _shown_diff, priors_lock
 
 GROUP, ARRAY_META, SETTINGS = "zarr.json", "priors/zarr.json", "settings.json"
-_COMMIT = re.compile(r"^commits/shard-(\d{6,})\.json$")
+_COMMIT = re.compile(rf"^{COMMITS}/shard-(\d{{6,}})\.json$")  # the engine's commit records, as object keys
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 PARALLEL = 8  # shards in flight when one side is a bucket
 MAX_SHARD_BYTES = 4 << 30  # a shard object larger than this is not one ptg wrote (default shards are ~4 MiB)
+
+
+def _commit_key(shard: int) -> str:
+    """The object key of a shard's commit record: the engine's `shardstore.commit_path`, relative to the store."""
+    return shardstore.commit_path(Path(), shard).as_posix()
 
 
 @dataclass(frozen=True)
@@ -145,7 +155,7 @@ class _LocalSide:
 
     def drop_commit(self, shard: int) -> None:
         """Move a cache's commit record aside (mirrors and stages only: folders ptg owns)."""
-        self._p(f"{COMMITS}/shard-{shard:06d}.json")  # refuses a link on the way
+        self._p(_commit_key(shard))  # refuses a link on the way
         shardstore.quarantine(self.path, shard)
 
     def fence(self) -> None:
@@ -187,7 +197,7 @@ class _RemoteSide:
         The record is copied to ``commits/quarantine/`` (kept for inspection, as in a local store),
         then deleted, so the shard id is free for the rows computed again. Returns whether it moved.
         """
-        key = f"{COMMITS}/shard-{shard:06d}.json"
+        key = _commit_key(shard)
         if self.store.get(key) != raw:
             return False  # already moved, or replaced by another writer's record: not ours to touch
         self.fence()
@@ -249,7 +259,7 @@ def _record(side: Any, key: str, raw: bytes | None, rows: int) -> dict[str, Any]
 
 def _commits(side: Any, rows: int) -> dict[int, tuple[dict[str, Any], bytes]]:
     """shard -> (record, its exact bytes) of every commit record of a store."""
-    keys = [k for k in side.keys("commits") if _COMMIT.match(k)]
+    keys = [k for k in side.keys(COMMITS) if _COMMIT.match(k)]
     with ThreadPoolExecutor(max_workers=8 if side.remote else 1) as pool:
         raws = list(pool.map(side.read, keys))
     out = {}
@@ -300,7 +310,7 @@ def _plan(src: Any, dst: Any, cache: bool, prune: bool) -> tuple[dict, list[int]
     clash = sorted(s for s, (rec, _) in have_dst.items() if s not in have_src and prune
                    or s in have_src and not _same(rec, have_src[s][0]))
     if diff is not None:  # a cache of a store that was re-made with other settings: start over
-        clash = [int(_COMMIT.match(k).group(1)) for k in dst.keys("commits") if _COMMIT.match(k)]  # type: ignore[union-attr]
+        clash = [int(_COMMIT.match(k).group(1)) for k in dst.keys(COMMITS) if _COMMIT.match(k)]  # type: ignore[union-attr]
     if clash and not cache:
         raise PtgError(f"{dst.url} holds shard(s) {clash[:10]} with other rows than {src.url}: it is not a copy of it; "
                        f"copy into a new DST (stores merge only through `{lay.make}`)")
@@ -357,7 +367,7 @@ def _send_shard(src: Any, dst: Any, shard: int, rec: dict[str, Any], raw: bytes,
         raise PtgError(f"shard {shard} of {src.url} arrived damaged at {dst.url} ({problem}); nothing was committed "
                        "for it: run the same command again")
     dst.fence()
-    key = f"commits/shard-{shard:06d}.json"
+    key = _commit_key(shard)
     if not dst.write_new(key, raw) and dst.read(key) != raw:
         raise PtgError(f"{dst.url}/{key} was created by another writer meanwhile; run the copy again")
     return sent
