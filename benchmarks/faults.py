@@ -691,6 +691,43 @@ def bucket_expired_lease(w: Work) -> dict:
                    "taken over; the stale writer cannot commit; the store equals the uninterrupted run")
 
 
+def bucket_damaged_shard(w: Work) -> dict:
+    """4 bytes flipped in a shard object inside the bucket: every reader (another machine: a fresh
+    ``$PTG_CACHE``) gets a named error, `ptg train` stops, re-extraction repairs the bucket in place."""
+    from ptg.pipeline.errors import PtgError
+    from ptg.pipeline.remote import RemoteStore
+    from ptg.pipeline.storecopy import copy_store
+
+    d = w.trial("bucket-damaged-shard")
+    url = _bucket(d)
+    copy_store(w.ref_store, url)  # the reference, published
+    remote, key = RemoteStore(url), "priors/c/2/0/0"
+    data = bytearray(remote.get(key, limit=1 << 30))
+    for i in range(10, 14):
+        data[i % len(data)] ^= 0xFF
+    remote.put(key, bytes(data))
+    served = []
+    for in_memory in (True, False):
+        try:
+            store_rows(url, in_memory=in_memory)  # type: ignore[arg-type]
+            served.append("WRONG VALUES: served")
+        except PtgError as exc:
+            named = url in str(exc) and "shard 2 (rows 8..11)" in str(exc)
+            served.append("named error" if named else f"unnamed error: {exc}")
+        except Exception as exc:  # a raw traceback is a failure of the case
+            served.append(f"RAW {type(exc).__name__}")
+    train = ptg(TRAIN + ["-m", w.manifest, "--priors", url, "--out", d / "run", "--steps", "2"])
+    rerun = ptg(EXTRACT + ["-m", w.manifest, "--out", url])
+    moved = [k for k in remote.listing() if k.startswith("commits/quarantine/shard-000002.json.")]
+    ENV["PTG_CACHE"] = os.environ["PTG_CACHE"] = str(d / "cache-after")  # a third machine reads the repaired store
+    why = rerun.stderr[-300:] if rerun.returncode else _bucket_same(w, url, d)
+    ok = served == ["named error", "named error"] and train.returncode != 0 and bool(moved) and why is None
+    return _result([{"reader": served, "train_exit": train.returncode, "record_quarantined_in_bucket": bool(moved),
+                     "train_error": (train.stderr.strip().splitlines() or [""])[-1][:300], "ok": ok, "why": why or ""}],
+                   "reader: named error (URL, shard, rows); train exit 1; re-extraction quarantines the record in the "
+                   "bucket and recomputes the shard: the store equals the uninterrupted run")
+
+
 def cases(w: Work, n: int, seed: int) -> dict[str, Callable[[], dict]]:
     out = {
         "extract: SIGKILL at random moments": lambda: extract_signal(w, signal.SIGKILL, n, seed),
@@ -712,6 +749,7 @@ def cases(w: Work, n: int, seed: int) -> dict[str, Callable[[], dict]]:
         "bucket: connection dropped mid-shard": lambda: bucket_dropped(w),
         "bucket: two writers": lambda: bucket_two_writers(w, max(3, n // 3), seed + 6),
         "bucket: expired lease": lambda: bucket_expired_lease(w),
+        "bucket: 4 bytes flipped in a shard inside the bucket": lambda: bucket_damaged_shard(w),
     })
     return out
 

@@ -17,8 +17,8 @@ app = typer.Typer(help="Make paired datasets (real sample photos, synthetic degr
 
 TaskOpt = Annotated[str, typer.Option("--task", help="denoise | lowlight | blur")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Write into an existing --out that is not a ptg dataset (nothing in it is deleted).")]
-ImageStoreOpt = Annotated[Optional[Path], typer.Option(
-    "--store", help="The image store (default: $PTG_CACHE/images, where the trainer looks: data.image_store).")]
+ImageStoreOpt = Annotated[Optional[str], typer.Option(
+    "--store", help="The image store, a folder or s3://bucket/prefix (default: $PTG_CACHE/images, where the trainer looks: data.image_store).")]
 
 
 @app.command("samples")
@@ -136,7 +136,7 @@ def cache(
     if not 0.01 <= shard_mb <= 65536:
         raise PtgError(f"--shard-mb {shard_mb} must lie in 0.01..65536 (MiB)")
     paths = imagestore.manifest_paths(load_manifest(manifest, root).samples)
-    out = store or imagestore.default_store()
+    out = imagestore.store_arg(store)
     with progress_bar(len(paths), "image store", unit="img") as advance:
         res = imagestore.cache_images(paths, out, shard_bytes=int(shard_mb * 2**20), on_progress=advance, force=force)
     info = imagestore.store_info(out)
@@ -146,13 +146,13 @@ def cache(
 
 @app.command("info")
 def info(
-    store: Annotated[Optional[Path], typer.Argument(help="The image store (default: $PTG_CACHE/images).")] = None,
+    store: Annotated[Optional[str], typer.Argument(help="The image store, a folder or s3://bucket/prefix (default: $PTG_CACHE/images).")] = None,
     verify: Annotated[bool, typer.Option(help="Re-hash every shard against its commit record.")] = False,
 ) -> None:
     """Size and health of an image store (fast: file sizes; --verify re-hashes every shard)."""
     from ptg.pipeline import imagestore
 
-    rep = imagestore.store_info(store or imagestore.default_store(), verify=verify)
+    rep = imagestore.store_info(imagestore.store_arg(store), verify=verify)
     dtypes = ", ".join(f"{n} {d}" for d, n in sorted(rep["dtypes"].items())) or "-"
     console.print(f"store   {rep['path']}\nimages  {rep['images']} ({dtypes})\nshards  {rep['shards']}, "
                   f"{_human(rep['bytes'])}")

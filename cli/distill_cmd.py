@@ -15,7 +15,7 @@ from .options import AllowOutside, DeviceOpt, ManifestArg, OutDir, RootOpt, Seed
 
 
 def distill_command(
-    priors: Annotated[Path, typer.Option("--priors", help="The teacher's priors store (from `ptg extract-priors`).")],
+    priors: Annotated[str, typer.Option("--priors", help="The teacher's priors store (from `ptg extract-priors`): a folder or s3://bucket/prefix.")],
     manifest: ManifestArg,
     out: OutDir,
     student: Annotated[str, typer.Option("--student", help="Student network: cnn | efficientnet-lite0.")] = "cnn",

@@ -67,6 +67,48 @@ def default_store() -> Path:
     return cache_root() / "images"
 
 
+def store_arg(value: str | Path | None) -> str | Path:
+    """An image store as the user named it: a local folder (expanded), a bucket URL (``s3://...``,
+    kept as text: a `Path` would collapse its ``//``), or, for None/"", `default_store`."""
+    from .location import parse_location
+
+    if not value:
+        return default_store()
+    loc = parse_location(value, "the image store")
+    return loc.url if loc.remote else loc.path.expanduser()  # type: ignore[union-attr]
+
+
+def _layout() -> Any:
+    """The image store's kind for `ptg.pipeline.storecopy` (its mirror and stage): what a shard's
+    object is, how it is verified, and which lock and command belong to it."""
+    from .storecopy import Layout
+
+    def shard_keys(side: Any, shard: int) -> list[str]:
+        key = f"{SHARDS}/shard-{shard:06d}.bin"
+        return [k for k in side.keys(SHARDS) if k == key]
+
+    def lock(folder: Path, force: bool) -> Any:
+        return shardstore.writer_lock(folder, KIND, f"the image store {folder}", force,
+                                      cleanup=lambda s: shardstore.remove_leftovers(s, [s / SHARDS]))
+
+    return Layout("image store", SETTINGS, (SETTINGS,), shard_keys, lambda path, shard, rec, _: shard_problem(path, shard, rec),
+                  lambda where, shard, rec, _, why: _error(where, shard, why), lambda k: isinstance(k, str) and 0 < len(k) <= 512,
+                  lock, "ptg data cache")
+
+
+def _folder(store: str | Path) -> Path:
+    """The local folder of an image store: itself, or a bucket store's mirror under ``$PTG_CACHE/remote``
+    (pulled when its commits changed; every shard verified on first use, as in any local store)."""
+    from .location import parse_location
+
+    loc = parse_location(store, "the image store")
+    if not loc.remote:
+        return loc.path.expanduser()  # type: ignore[union-attr]
+    from .storecopy import mirror
+
+    return mirror(loc, layout=_layout())
+
+
 def shard_path(store: Path, shard: int) -> Path:
     return Path(store) / SHARDS / f"shard-{shard:06d}.bin"
 
@@ -146,21 +188,22 @@ class ImageStore:
     """
 
     def __init__(self, path: str | Path):
-        self.path = Path(path).expanduser()
+        self.path = _folder(path)  # a bucket URL: read through its local mirror
+        self.shown = path if "://" in str(path) else self.path  # messages name what the user named
         if not (self.path / SETTINGS).is_file():
-            raise PtgError(f"{self.path} is not an image store (no {SETTINGS}); build one with "
-                           f"`ptg data cache --manifest M --store {self.path}`")
+            raise PtgError(f"{self.shown} is not an image store (no {SETTINGS}); build one with "
+                           f"`ptg data cache --manifest M --store {self.shown}`")
         self.settings = _read_settings(self.path)
         if self.settings.get("schema_version") != SCHEMA_VERSION or self.settings.get("kind") != KIND:
-            raise PtgError(f"{self.path} is not an image store of schema {SCHEMA_VERSION}; use another --store")
+            raise PtgError(f"{self.shown} is not an image store of schema {SCHEMA_VERSION}; use another --store")
         self.commits = shardstore.read_commits(self.path)
         self._index: dict[str, Entry] = {}
         for shard, rec in self.commits.items():
             keys, items = rec.get("keys"), rec.get("items")
             if not (isinstance(keys, list) and isinstance(items, list) and len(keys) == len(items)):
-                raise _error(self.path, shard, "has a malformed commit record (keys and items must be lists of one length)")
+                raise _error(self.shown, shard, "has a malformed commit record (keys and items must be lists of one length)")
             for key, item in zip(keys, items):
-                self._index[key] = Entry(shard, *_check_item(self.path, shard, item, rec.get("bytes")))
+                self._index[key] = Entry(shard, *_check_item(self.shown, shard, item, rec.get("bytes")))
         self._maps: dict[int, np.memmap] = {}
         self._verified: set[str] = set()
 
@@ -180,8 +223,8 @@ class ImageStore:
         try:
             return self._index[key]
         except KeyError:
-            raise PtgError(f"image {key[:16]}... is not in the image store {self.path}; run `ptg data cache "
-                           f"--manifest M --store {self.path}` on the manifest that holds it") from None
+            raise PtgError(f"image {key[:16]}... is not in the image store {self.shown}; run `ptg data cache "
+                           f"--manifest M --store {self.shown}` on the manifest that holds it") from None
 
     def _map(self, shard: int) -> np.memmap:
         mm = self._maps.get(shard)
@@ -190,9 +233,9 @@ class ImageStore:
             try:
                 size = shardstore.file_size(path)
             except OSError:
-                raise _error(self.path, shard, "is missing its file") from None
+                raise _error(self.shown, shard, "is missing its file") from None
             if size != rec["bytes"] or path.is_symlink():
-                raise _error(self.path, shard, f"is {size} bytes on disk, {rec['bytes']} committed (truncated or replaced)")
+                raise _error(self.shown, shard, f"is {size} bytes on disk, {rec['bytes']} committed (truncated or replaced)")
             mm = self._maps[shard] = np.memmap(path, dtype=np.uint8, mode="r")
         return mm
 
@@ -202,7 +245,7 @@ class ImageStore:
         raw = self._map(e.shard)[e.offset : e.offset + _nbytes(e.shape, e.dtype)]
         if key not in self._verified:  # first touch in this process: the bytes must be the committed ones
             if hashlib.sha256(raw).hexdigest() != e.sha256:
-                raise _error(self.path, e.shard, f"holds image {key[:16]}... whose bytes do not match their commit "
+                raise _error(self.shown, e.shard, f"holds image {key[:16]}... whose bytes do not match their commit "
                                                  "digest (damaged data)")
             self._verified.add(key)
         return raw.view(e.dtype).reshape(e.shape)
@@ -330,6 +373,8 @@ def cache_images(paths: Sequence[Path], store: str | Path | None = None, shard_b
     Raises:
         PtgError: the folder holds something else, another writer holds it, or an image is unreadable.
     """
+    if store and "://" in str(store):  # a bucket: the same engine on a local stage, under the bucket's lease
+        return _cache_to_bucket(paths, str(store), shard_bytes, on_progress, force, keys)
     store = Path(store or default_store()).expanduser()
     paths = [Path(p) for p in paths]
     keys = list(keys) if keys is not None else file_keys(paths)
@@ -343,6 +388,20 @@ def cache_images(paths: Sequence[Path], store: str | Path | None = None, shard_b
         if on_progress:
             on_progress(len(paths) - len(todo))
         return _write_missing(store, todo, commits, shard_bytes, on_progress, len(paths) - len(todo))
+
+
+def _cache_to_bucket(paths: Sequence[Path], url: str, shard_bytes: int, on_progress: Callable[[int], None] | None,
+                     force: bool, keys: Sequence[str] | None) -> CacheResult:
+    """`cache_images` into ``s3://...``: written whole in a local stage, then its new shards pushed."""
+    from dataclasses import replace
+
+    from .location import parse_location
+    from .storecopy import staged_writer
+
+    loc = parse_location(url, "--store")
+    with staged_writer(loc, force=force, layout=_layout()) as stage:
+        res = cache_images(paths, stage, shard_bytes, on_progress, force, keys)
+    return replace(res, store=loc.url)  # type: ignore[arg-type]
 
 
 def _write_missing(store: Path, todo: list[tuple[str, Path]], commits: dict[int, Any], shard_bytes: int,
@@ -378,8 +437,8 @@ def _write_missing(store: Path, todo: list[tuple[str, Path]], commits: dict[int,
 
 
 def store_info(path: str | Path, verify: bool = False) -> dict[str, Any]:
-    """Size and health of an image store, without reading pixels unless `verify`."""
-    path = Path(path).expanduser()
+    """Size and health of an image store, without reading pixels unless `verify` (a bucket: its mirror's)."""
+    shown, path = path, _folder(path)
     st = ImageStore(path)
     commits = st.commits
     problems = shardstore.size_problems(path, commits, lambda s: [shard_path(path, s)])
@@ -391,7 +450,7 @@ def store_info(path: str | Path, verify: bool = False) -> dict[str, Any]:
     dtypes: dict[str, int] = {}
     for e in st._index.values():
         dtypes[e.dtype] = dtypes.get(e.dtype, 0) + 1
-    return {"path": str(path), "images": len(st), "shards": len(commits), "bytes": sum(r["bytes"] for r in commits.values()),
+    return {"path": str(shown) if "://" in str(shown) else str(path), "images": len(st), "shards": len(commits), "bytes": sum(r["bytes"] for r in commits.values()),
             "dtypes": dtypes, "problems": problems}
 
 
@@ -404,7 +463,7 @@ def decoded_bytes(paths: Sequence[Path]) -> int:
 
 def fits_disk(store: Path, need: int, share: float = 0.5) -> bool:
     """Whether `need` bytes fit in `share` of the free space where `store` lives."""
-    folder = Path(store)
+    folder = shardstore.cache_root() if "://" in str(store) else Path(store)  # a bucket store is built in a local stage
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     return need <= share * shutil.disk_usage(folder).free

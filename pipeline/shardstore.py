@@ -83,6 +83,12 @@ def remove_ours(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
+def cache_root() -> Path:
+    """``$PTG_CACHE`` or ``~/.cache/ptg``: where default stores live, shared by all experiments."""
+    return Path(os.environ.get("PTG_CACHE") or Path.home() / ".cache" / "ptg").expanduser()
+
+
+
 # ---------------------------------------------------------------------------------------------
 # Commit records
 

@@ -61,12 +61,13 @@ from .errors import PtgError
 from .fsio import atomic_write_json, file_sha256
 from .store_checks import check_hdf5_priors, check_store_metadata, check_zarr_commits, refuse_links
 from .store_integrity import (  # noqa: F401  (re-exported: the store's public API)
-    ARRAY, COMMITS, QUARANTINE, SAVED_META, DamagedShardWarning, _commit_path, _digest, _is_legacy_store,
-    _remove_leftovers, _shard_files, quick_health, read_commits, shard_error, shard_problem, shard_rows, usable_commits)
+    ARRAY, COMMITS, KIND, QUARANTINE, SAVED_META, DamagedShardWarning, _commit_path, _compat, _digest, _is_legacy_store,
+    _remove_leftovers, _shard_files, _shown_diff, priors_lock, quick_health, read_commits, shard_error, shard_problem,
+    shard_rows, usable_commits)
+from .shardstore import cache_root  # noqa: F401  (re-exported)
 
 SCHEMA_VERSION = 1
 LOCK = shardstore.LOCK
-KIND = "priors-store"  # the `fsio.claim_out_dir` kind
 DTYPES = ("float16", "float32")
 RAM_LIMIT = 2 << 30  # stores up to 2 GiB are loaded into memory on first read (fast random batches)
 
@@ -80,11 +81,6 @@ def sample_keys(samples: Sequence[Any]) -> list[str]:
 
 class RandomInitWarning(UserWarning):
     """A store was made with a randomly initialised encoder: its priors carry no knowledge."""
-
-
-def cache_root() -> Path:
-    """``$PTG_CACHE`` or ``~/.cache/ptg``: where default stores live, shared by all experiments."""
-    return Path(os.environ.get("PTG_CACHE") or Path.home() / ".cache" / "ptg").expanduser()
 
 
 def default_rows_per_shard(n_views: int, dim: int, dtype: str) -> int:
@@ -120,31 +116,12 @@ def writer_lock(store: Path, force: bool = False) -> Iterator[None]:
 
     store = local_only(store, "--out", " (this writer)", "write a local store, then publish it with "
                        "`ptg priors copy LOCAL.zarr URL`")
-    with shardstore.writer_lock(store, KIND, f"the priors store {store}", force, _is_legacy_store, _remove_leftovers):
+    with priors_lock(store, force):
         yield
 
 
 # ---------------------------------------------------------------------------------------------
 # Writing
-
-
-def _compat(meta: dict[str, Any]) -> dict[str, Any]:
-    enc = meta.get("encoder", {})
-    return {
-        "encoder": enc.get("name"),
-        "fingerprint": meta.get("fingerprint"),
-        "preprocessing": enc.get("preprocessing"),
-        "pooling": enc.get("pooling"),
-        "details": enc.get("details"),
-        "dim": meta.get("dim"),
-        "views": list(meta.get("views", [])),
-        "dtype": meta.get("dtype"),
-    }
-
-
-def _shown_diff(a: dict[str, Any], b: dict[str, Any]) -> str:
-    # every differing field whole: a message cut mid-field hides the very value that differs
-    return "; ".join(f"{k}: store has {json.dumps(a[k])}, this run {json.dumps(b[k])}" for k in a if a[k] != b[k])
 
 
 def _only_zarr_files(folder: Path) -> bool:
@@ -319,6 +296,7 @@ class PriorsReader:
     def __init__(self, path: Path, metadata: dict[str, Any], keys: list[str], rows: np.ndarray,
                  loader: Any, in_memory: bool, fmt: str, commits: dict[int, dict[str, Any]] | None = None):
         self.path = path
+        self.shown: str | Path = path  # how messages name the store (a bucket URL for its mirror)
         self._commits = commits or {}  # zarr: shard -> commit record, checked on first touch
         self._checked: set[int] = set()
         self._unreadable: dict[int, str] = {}  # shards that failed to load into memory
@@ -357,7 +335,7 @@ class PriorsReader:
             miss = self.missing(keys)
             shown = ", ".join(m[:16] for m in miss[:5])
             raise PtgError(
-                f"{len(miss)} of {len(keys)} keys are not in the priors store {self.path} (e.g. {shown}...). "
+                f"{len(miss)} of {len(keys)} keys are not in the priors store {self.shown} (e.g. {shown}...). "
                 "Run `ptg extract-priors` on the manifest holding those images with this store as --out."
             ) from None
 
@@ -392,7 +370,7 @@ class PriorsReader:
                 data = self._data[shard * rps : shard * rps + rec["n"]] if self._data is not None else None
                 problem = shard_problem(self.path, shard, rec, rps, data=data, arr=self._loader)
             if problem is not None:
-                raise shard_error(self.path, shard, rec, rps, problem)
+                raise shard_error(self.shown, shard, rec, rps, problem)  # type: ignore[arg-type]
             self._checked.add(shard)
 
     def get(self, keys: Sequence[str], view: str = "identity") -> np.ndarray:
@@ -403,7 +381,7 @@ class PriorsReader:
         """
         vi = self._view_index.get(view)
         if vi is None:
-            raise PtgError(f"view {view!r} is not in the priors store {self.path}; it holds {', '.join(self.views[:12])}"
+            raise PtgError(f"view {view!r} is not in the priors store {self.shown}; it holds {', '.join(self.views[:12])}"
                            f"{'...' if len(self.views) > 12 else ''}. Re-extract with the --views you need.")
         rows = self._rows(keys)
         self._ensure_loaded()
@@ -452,12 +430,20 @@ def open_priors(path: str | Path, expect_fingerprint: str | None = None, in_memo
     from .location import parse_location
 
     loc = parse_location(path, "the priors store")
-    if loc.remote:  # a bucket store is read through its verified local mirror ($PTG_CACHE/remote/...)
-        from .storecopy import mirror
+    if not loc.remote:
+        return _open_local(Path(loc.path), Path(loc.path), expect_fingerprint, in_memory)  # type: ignore[arg-type]
+    from .storecopy import mirror
 
-        path = mirror(loc)
-    else:
-        path = Path(loc.path)
+    folder = mirror(loc)  # a bucket store is read through its verified local mirror ($PTG_CACHE/remote/...)
+    try:
+        reader = _open_local(folder, loc.url, expect_fingerprint, in_memory)
+    except PtgError as exc:  # messages name the store the user named, not the mirror folder
+        raise PtgError(str(exc).replace(str(folder), loc.url)) from exc
+    return reader
+
+
+def _open_local(path: Path, shown: str | Path, expect_fingerprint: str | None, in_memory: bool | None) -> PriorsReader:
+    """`open_priors` of a local store or export; ``shown`` names it in messages (a bucket URL for a mirror)."""
     if _is_hdf5(path):
         reader = _open_hdf5(path)
     elif (path / "zarr.json").is_file():
@@ -468,12 +454,13 @@ def open_priors(path: str | Path, expect_fingerprint: str | None = None, in_memo
     else:
         raise PtgError(f"{path} is not a priors store (no zarr.json) nor an HDF5 export; pass the --out of `ptg extract-priors`")
     if expect_fingerprint is not None and reader.fingerprint != expect_fingerprint:
-        raise PtgError(f"the priors store {path} was made with encoder weights {reader.fingerprint}, not the expected "
+        raise PtgError(f"the priors store {shown} was made with encoder weights {reader.fingerprint}, not the expected "
                        f"{expect_fingerprint}; re-extract with the expected weights or drop the fingerprint check.")
     if reader.random_init:
-        warnings.warn(f"the priors store {path} was made with a RANDOMLY INITIALISED encoder "
+        warnings.warn(f"the priors store {shown} was made with a RANDOMLY INITIALISED encoder "
                       f"({reader.metadata.get('encoder', {}).get('name')}): its priors carry no pre-trained knowledge. "
-                      "Use it for tests only.", RandomInitWarning, stacklevel=2)
+                      "Use it for tests only.", RandomInitWarning, stacklevel=3)
+    reader.shown = shown
     return reader
 
 

@@ -25,6 +25,7 @@ from .shardstore import commit_path as _commit_path  # noqa: F401  (re-exported)
 from .store_checks import check_commit_record
 
 ARRAY = "priors"
+KIND = "priors-store"  # the `fsio.claim_out_dir` kind
 SAVED_META = "settings.json"  # the creation metadata, to rebuild a lost zarr.json
 
 
@@ -54,6 +55,31 @@ def _remove_leftovers(store: Path) -> list[Path]:
     # zarr's own temp files (``zarr.<uuid>.partial`` next to the file it replaces): with the lock held, all are dead
     arr_dir = no_symlink(store / ARRAY, "the store's array folder")  # never delete through a link
     return shardstore.remove_leftovers(store, partial_globs=[(store, "*.partial"), (arr_dir, "**/*.partial")])
+
+
+def _compat(meta: dict[str, Any]) -> dict[str, Any]:
+    enc = meta.get("encoder", {})
+    return {
+        "encoder": enc.get("name"),
+        "fingerprint": meta.get("fingerprint"),
+        "preprocessing": enc.get("preprocessing"),
+        "pooling": enc.get("pooling"),
+        "details": enc.get("details"),
+        "dim": meta.get("dim"),
+        "views": list(meta.get("views", [])),
+        "dtype": meta.get("dtype"),
+    }
+
+
+def _shown_diff(a: dict[str, Any], b: dict[str, Any]) -> str:
+    # every differing field whole: a message cut mid-field hides the very value that differs
+    return "; ".join(f"{k}: store has {json.dumps(a[k])}, this run {json.dumps(b[k])}" for k in a if a[k] != b[k])
+
+
+def priors_lock(store: Path, force: bool = False) -> Any:
+    """The engine's writer lock on a local priors store folder (`ptg.pipeline.store.writer_lock` also
+    refuses a bucket URL by name first)."""
+    return shardstore.writer_lock(store, KIND, f"the priors store {store}", force, _is_legacy_store, _remove_leftovers)
 
 
 def _shard_files(path: Path, shard: int) -> list[Path]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import socket
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -121,3 +122,70 @@ def cut_proxy(s3, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
     yield proxy
     proxy.close()
+
+
+class Where:
+    """One store of the parametrised store suite, in a local folder or in a bucket on the loopback server.
+
+    Tests write through `writer` (a local folder: its writer lock; a bucket: `staged_writer`, the lease
+    and the engine on the local stage, pushed on exit), read through `url` (a bucket: its verified
+    mirror) and damage the stored bytes through `damage` (a bucket: its objects, rewritten in place).
+    """
+
+    def __init__(self, kind: str, tmp_path, s3: S3 | None = None, name: str = "s.zarr", monkeypatch=None):
+        self.kind, self.tmp_path, self._s3, self._mp = kind, tmp_path, s3, monkeypatch
+        self.url = tmp_path / name if s3 is None else s3.url(name)
+
+    def __repr__(self) -> str:
+        return f"Where({self.kind})"
+
+    @property
+    def remote(self) -> bool:
+        return self._s3 is not None
+
+    @contextmanager
+    def writer(self, force: bool = False):
+        """The folder the store engine writes (the store itself, or the bucket's stage under its lease)."""
+        from ptg.pipeline.store import writer_lock
+        from ptg.pipeline.storecopy import staged_writer
+
+        if not self.remote:
+            with writer_lock(self.url, force=force):
+                yield self.url
+            return
+        with staged_writer(self.url, force=force) as stage, writer_lock(stage, force=force):
+            yield stage
+
+    def damage(self, edit) -> None:
+        """Apply ``edit(folder)`` to the stored bytes: the folder itself, or the bucket's objects
+        downloaded raw (no verification), edited, and written back (changed and deleted objects).
+
+        After a bucket's damage, this test's readers and writers are another machine's (a fresh
+        ``$PTG_CACHE``): they pull the damaged objects rather than reuse the good mirror and stage."""
+        if not self.remote:
+            edit(self.url)
+            return
+        from ptg.pipeline.remote import RemoteStore
+
+        store = RemoteStore(self.url)
+        raw = self.tmp_path / f"raw-{next(_N)}"
+        before = {}
+        for key in store.listing():
+            before[key] = store.get(key, limit=1 << 30)
+            (raw / key).parent.mkdir(parents=True, exist_ok=True)
+            (raw / key).write_bytes(before[key])
+        edit(raw)
+        for key, data in before.items():
+            if not (raw / key).is_file():
+                store.delete(key)
+            elif (raw / key).read_bytes() != data:
+                store.put(key, (raw / key).read_bytes())
+        self._mp.setenv("PTG_CACHE", str(self.tmp_path / f"ptg-cache-{next(_N)}"))
+
+
+@pytest.fixture(params=["local", "s3"])
+def where(request, tmp_path) -> Where:
+    """The store suite's arm: a local folder, or a bucket on the loopback S3 server."""
+    if request.param == "local":
+        return Where("local", tmp_path)
+    return Where("s3", tmp_path, request.getfixturevalue("s3"), monkeypatch=request.getfixturevalue("monkeypatch"))

@@ -286,7 +286,48 @@ def test_extract_to_a_bucket_equals_the_local_run(tmp_path, s3):
     assert "testing" not in meta and "127.0.0.1" not in meta  # no credential or endpoint in the metadata
 
 
-def test_train_reads_priors_from_a_bucket(tmp_path, s3):
+def test_two_workers_into_a_bucket_equal_the_local_run_and_a_damaged_bucket_shard_is_recomputed(tmp_path, s3, monkeypatch):
+    import torch
+
+    from ptg.pipeline.extract import extract_priors
+    from ptg.pipeline.remote import RemoteStore
+    from tests.test_extract import _images, _manifest, _tiny_clip_spec
+
+    torch.set_num_threads(1)
+    m = _manifest(tmp_path / "m.jsonl", _images(tmp_path / "img", 24, side=40))
+    spec = _tiny_clip_spec(tmp_path)
+    kw = dict(rows_per_shard=8, batch_size=4, views="flips", dtype="float32")
+    url = s3.url("priors")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        local = extract_priors(m, spec, out=tmp_path / "one.zarr", loader_workers=0, **kw)
+        two = extract_priors(m, spec, out=url, workers=2, **kw)  # a local dask cluster, written through the stage
+    assert (local.computed, two.computed, two.store) == (24, 24, url)
+    lk, lv = _values(tmp_path / "one.zarr")
+    rk, rv = _values(url)
+    assert lk == rk
+    np.testing.assert_array_equal(lv, rv)
+    # shard 1 damaged inside the bucket; another machine (fresh $PTG_CACHE) reads, then re-extracts
+    remote = RemoteStore(url)
+    data = bytearray(remote.get("priors/c/1/0/0", limit=1 << 30))
+    data[len(data) // 3] ^= 0xFF
+    remote.put("priors/c/1/0/0", bytes(data))
+    monkeypatch.setenv("PTG_CACHE", str(tmp_path / "cache-2"))
+    with pytest.raises(PtgError, match=rf"the priors store {url}: shard 1 \(rows 8..15\).*extract-priors` again with --out {url} "):
+        _values(url)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = extract_priors(m, spec, out=url, loader_workers=0, **kw)
+    assert (again.computed, again.reused) == (8, 16) and any("shard 1" in str(w.message) for w in caught)
+    assert [k for k in remote.listing() if k.startswith("commits/quarantine/shard-000001.json.")]  # kept for inspection
+    monkeypatch.setenv("PTG_CACHE", str(tmp_path / "cache-3"))
+    rk, rv = _values(url)
+    assert lk == rk
+    np.testing.assert_array_equal(lv, rv)
+
+
+def test_train_reads_priors_and_decoded_images_from_a_bucket(tmp_path, s3, capsys):
+    from ptg.cli.app import main
     from ptg.pipeline.storecopy import copy_store
     from ptg.ptgrm.train.config import resolve
     from ptg.ptgrm.train.trainer import train
@@ -295,12 +336,63 @@ def test_train_reads_priors_from_a_bucket(tmp_path, s3):
 
     manifest = make_samples(tmp_path / "samples")
     copy_store(make_store(tmp_path / "s.zarr", manifest, dim=8), s3.url("p"))
+    assert main(["data", "cache", "--manifest", str(manifest), "--store", s3.url("images")]) == 0
+    capsys.readouterr()
     cfg = resolve(overrides={"out": str(tmp_path / "run"), "mode": "joint", "steps": 2,
-                             "data": {"manifest": str(manifest), "priors": [s3.url("p")]}}, sets=TINY)
+                             "data": {"manifest": str(manifest), "priors": [s3.url("p")], "images": "store",
+                                      "image_store": s3.url("images")}}, sets=TINY)  # store: every image from the bucket
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         train(cfg)
     assert (tmp_path / "run").is_dir() and any((tmp_path / "run").rglob("*.pt*"))
+
+
+def test_image_store_in_a_bucket_equals_the_local_one_and_a_damaged_shard_is_decoded_again(tmp_path, s3, monkeypatch, capsys):
+    from ptg.cli.app import main
+    from ptg.pipeline import imagestore
+    from ptg.pipeline.imageio import read_image
+    from ptg.pipeline.manifest import load_manifest
+    from ptg.pipeline.remote import RemoteStore
+    from tests.test_train_units import make_samples
+
+    manifest = make_samples(tmp_path / "samples")
+    paths = imagestore.manifest_paths(load_manifest(manifest).samples)
+    url = s3.url("images")
+    args = ["data", "cache", "--manifest", str(manifest), "--store", url, "--shard-mb", "0.5"]
+    assert main(args) == 0
+    assert f"{url}: wrote {len(paths)} image(s)" in capsys.readouterr().out
+    assert main(args) == 0 and "wrote 0 image(s)" in capsys.readouterr().out  # resumed: nothing decoded again
+    local = imagestore.cache_images(paths, tmp_path / "local-images", shard_bytes=1 << 19)
+    keys = imagestore.file_keys(paths)
+    remote, here = imagestore.ImageStore(url), imagestore.ImageStore(local.store)
+    for k, p in zip(keys, paths):
+        np.testing.assert_array_equal(remote.image(k), read_image(p))
+    objects = RemoteStore(url).listing()
+    assert sorted(k for k in objects if k.startswith("commits/shard-")) == sorted(
+        f"commits/{p.name}" for p in (local.store / "commits").glob("shard-*.json"))
+    for p in (local.store / "shards").glob("*.bin"):  # byte for byte the local store's shards
+        assert RemoteStore(url).get(f"shards/{p.name}", limit=1 << 30) == p.read_bytes()
+    # shard 0 damaged inside the bucket: another machine's reader names it, `ptg data cache` decodes it again
+    data = bytearray(RemoteStore(url).get("shards/shard-000000.bin", limit=1 << 30))
+    data[100] ^= 0xFF
+    RemoteStore(url).put("shards/shard-000000.bin", bytes(data))
+    monkeypatch.setenv("PTG_CACHE", str(tmp_path / "cache-2"))
+    first = imagestore.ImageStore(url).commits[0]["keys"][0]
+    with pytest.raises(PtgError, match=rf"the image store {url}: shard 0 holds image .* do not match their commit digest"):
+        imagestore.ImageStore(url).image(first)
+    assert main(["data", "info", url, "--verify"]) == 1
+    shown = capsys.readouterr()
+    assert f"store   {url}" in shown.out and "shard 0" in shown.out and f"--store {url}` to repair" in shown.err
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(args) == 0
+    assert "wrote 0 image(s)" not in capsys.readouterr().out
+    assert [k for k in RemoteStore(url).listing() if k.startswith("commits/quarantine/shard-000000.json.")]
+    monkeypatch.setenv("PTG_CACHE", str(tmp_path / "cache-3"))
+    again = imagestore.ImageStore(url)
+    assert again.verify() == [] and len(again) == len(set(keys))
+    for k, p in zip(keys, paths):
+        np.testing.assert_array_equal(again.image(k), read_image(p))
 
 
 def test_cli_copy_info_and_a_path_only_option_refusing_the_url(tmp_path, s3, capsys, monkeypatch):
@@ -320,10 +412,24 @@ def test_cli_copy_info_and_a_path_only_option_refusing_the_url(tmp_path, s3, cap
     assert main(["priors", "export", s3.url("team"), "--out", s3.url("team.h5")]) == 1  # an export is a local file
     assert "slash missing" in capsys.readouterr().err and not (tmp_path / "s3:").exists()
     assert main(["priors", "export", s3.url("team"), "--out", str(tmp_path / "team.h5")]) == 0
-    capsys.readouterr()
-    # distill takes a local path: typer's Path collapses the URL, and the collapsed form is refused by name
-    assert main(["distill", "--priors", s3.url("team"), "--manifest", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "d")]) == 1
-    assert "slash missing" in capsys.readouterr().err and not (tmp_path / "s3:").exists()
+    assert not (tmp_path / "s3:").exists()
+
+
+def test_distill_reads_the_teacher_store_from_a_bucket_as_from_its_folder(tmp_path, s3, capsys):
+    from ptg.cli.app import main
+    from ptg.pipeline.storecopy import copy_store
+    from tests.test_train_units import make_samples, make_store
+
+    manifest = make_samples(tmp_path / "samples")
+    local = make_store(tmp_path / "s.zarr", manifest, dim=8)
+    copy_store(local, s3.url("teacher"))
+    runs = {}
+    for name, priors in (("local", str(local)), ("bucket", s3.url("teacher"))):
+        assert main(["distill", "--priors", priors, "--manifest", str(manifest), "--out", str(tmp_path / name),
+                     "--steps", "2", "--size", "32", "--threads", "1", "--quiet"]) == 0, capsys.readouterr().err
+        runs[name] = json.loads((tmp_path / name / "student.json").read_text())
+    assert runs["bucket"]["agreement"] == runs["local"]["agreement"]  # the same teacher rows, the same student
+    assert not Path("s3:").exists()
 
 
 def test_sigkill_during_an_upload_then_rerun_equals_the_source(tmp_path, s3):

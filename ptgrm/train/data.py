@@ -309,7 +309,7 @@ def open_images(cfg: DataConfig, samples: Sequence[Sample], guard: "InputGuard |
     """
     if cfg.images == "files":
         return ImageSource(keyed_guard=guard, cache=cfg.cache_images)
-    path = Path(cfg.image_store).expanduser() if cfg.image_store else imagestore.default_store()
+    path = imagestore.store_arg(cfg.image_store)  # a folder, or s3://... read through its verified mirror
     paths = imagestore.manifest_paths(samples)
     files_guard = InputGuard(paths=paths, base=guard)
     try:
