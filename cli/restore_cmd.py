@@ -55,6 +55,10 @@ def restore_command(
 
     dev = str(resolve_device(device))
     restorer, run = load(ckpt, device=dev, trusted=trust_network or ())
+    if not getattr(restorer.f, "runs_on_new_photos", True):  # e.g. a run trained on F's cached outputs
+        describe = getattr(restorer.f, "describe", lambda: f"F {run.baseline.name!r}")
+        raise PtgError(f"{ckpt} cannot restore new photos: its F is {describe()}, with no network to run. Train R on a "
+                       "live F (`ptg train --mode refine --baseline NAME [--baseline-weights FILE]`) to restore new photos")
     check_tiling(tile, overlap, restorer.multiple)
     if tile is None:
         memory_budget(max_memory, dev)  # a bad --max-memory is refused before any prior is computed

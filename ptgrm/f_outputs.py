@@ -334,3 +334,36 @@ def open_cached_outputs(source: str | Path, samples: Sequence[Sample], keys: Seq
               f"run `ptg extract-outputs --manifest M --out {root}` with the same F on this manifest")
     _raise_if(wrong, root, "output(s) whose size differs from the input's", "extract the outputs again")
     return out
+
+
+def stand_in_for(f: Any, name: str, recorded_fingerprint: str | None, outs: CachedOutputs) -> Any:
+    """The `CachedF` that replaces a run's F by ``outs``, once they are known to be that F's outputs.
+
+    Args:
+        f: the run's F as loaded (a live network, or the `CachedF` of a run trained on a cache).
+        name: its registry name.
+        recorded_fingerprint: for a run trained on a cache, the fingerprint it recorded.
+        outs: the cached outputs (of an outputs store, which names its F; a folder names none).
+
+    Raises:
+        PtgError: outputs of another F (names both fingerprints and the fix).
+    """
+    from .models import create_model
+
+    expected = recorded_fingerprint if name == "f-outputs" else f_fingerprint(name, f)
+    if outs.kind == "store" and expected and outs.fingerprint != expected:
+        raise PtgError(f"--f-outputs {outs.source} holds outputs of F {outs.f!r} (fingerprint {outs.fingerprint[:16]}), "
+                       f"not of this run's F (fingerprint {expected[:16]}); extract them with the run's own F")
+    return create_model("f-outputs", **outs.record())
+
+
+def check_live(name: str, f: Any, recorded_fingerprint: str | None) -> None:
+    """A live F given for a run trained on a cache must be the F that made it (same fingerprint).
+
+    Raises:
+        PtgError: another F (or other weights) than the one whose outputs R was trained on.
+    """
+    fp = f_fingerprint(name, f)
+    if recorded_fingerprint and fp != recorded_fingerprint:
+        raise PtgError(f"--baseline {name} has fingerprint {fp[:16]}, but this run's R was trained on the outputs of an F "
+                       f"with fingerprint {recorded_fingerprint[:16]}; pass that F's own weights")

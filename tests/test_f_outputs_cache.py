@@ -190,3 +190,68 @@ def test_a_folder_of_outputs_from_another_tool_trains_too(data, tmp_path):
     # a cache is for refine mode only
     assert main(["train", "--mode", "joint", "--f-outputs", str(folder), "--manifest", str(data["manifest"]),
                  "--priors", str(data["store"]), "--out", str(tmp_path / "j"), "--steps", "1", "-q"]) == 1
+
+
+def _metrics(folder: Path) -> dict:
+    import json
+
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def test_eval_with_cached_outputs_agrees_with_live_f(data, tmp_path):
+    """A refine run on a live spandrel F, scored live and with its cached outputs (float32, float16)."""
+    from .test_spandrel_f import _train_cfg
+    from ptg.ptgrm.train.trainer import train
+
+    run = tmp_path / "run"
+    train(_train_cfg({"manifest": data["manifest"], "store": data["store"]}, run, data["weights"], steps=2))
+    evals = {}
+    for dtype in ("float32", "float16"):
+        outs = tmp_path / f"outs-{dtype}"
+        assert _extract(data, outs, "--split", "test", "--dtype", dtype) == 0
+        assert main(["eval", "--run", str(run), "--f-outputs", str(outs), "-o", str(tmp_path / dtype), "--device", "cpu",
+                     "--grids", "0", "--no-images"]) == 0
+        evals[dtype] = _metrics(tmp_path / dtype)
+    assert main(["eval", "--run", str(run), "-o", str(tmp_path / "live"), "--device", "cpu", "--grids", "0",
+                 "--no-images"]) == 0
+    live = _metrics(tmp_path / "live")
+    assert live["info"]["f_source"] == "live" and evals["float16"]["info"]["f_source"].startswith("cached store")
+    # measured on these 128x85 photos: abs(dPSNR) <= 0.0075 dB, abs(dSSIM) <= 1.5e-5 for float32 and float16 alike. The
+    # live eval pads Id to R's size multiple before F runs (F sees 88 rows); the cache holds F of the unpadded image
+    for dtype, tol in (("float32", 0.02), ("float16", 0.02)):  # dB
+        for method in ("baseline", "ptgrm"):
+            for a, b in zip(live["images"], evals[dtype]["images"]):
+                assert abs(a[method]["psnr"] - b[method]["psnr"]) <= tol, (dtype, method, a, b)
+    # outputs of another F are refused
+    other = tmp_path / "other"
+    save(build(*RESTORATION["nafnet"][:3], seed=1), tmp_path / "other.pth")
+    assert main(["extract-outputs", "--manifest", str(data["manifest"]), "--baseline", "spandrel", "--baseline-weights",
+                 str(tmp_path / "other.pth"), "--out", str(other), "--split", "test"]) == 0
+    assert main(["eval", "--run", str(run), "--f-outputs", str(other), "-o", str(tmp_path / "x"), "--device", "cpu"]) == 1
+
+
+def test_outputs_only_run_scores_cached_or_live_and_refuses_new_photos(data, tmp_path, capsys):
+    outs = tmp_path / "outs"
+    assert _extract(data, outs, "--dtype", "float32") == 0
+    run = tmp_path / "run"
+    assert main(["train", "--mode", "refine", "--f-outputs", str(outs), "--manifest", str(data["manifest"]), "--priors",
+                 str(data["store"]), "--out", str(run), "--steps", "2", "--crop", "32", "--batch-size", "2", "-q",
+                 "--set", "model.refiner_args.width=4", "--set", "data.val_max_images=1"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--run", str(run), "-o", str(tmp_path / "e0"), "--device", "cpu"]) == 1
+    assert "--f-outputs OUTS" in capsys.readouterr().err
+    assert main(["eval", "--run", str(run), "--f-outputs", str(outs), "-o", str(tmp_path / "cached"), "--device", "cpu",
+                 "--grids", "0"]) == 0
+    assert main(["eval", "--run", str(run), "--baseline", "spandrel", "--baseline-weights", str(data["weights"]),
+                 "-o", str(tmp_path / "live"), "--device", "cpu", "--grids", "0"]) == 0
+    cached, live = _metrics(tmp_path / "cached"), _metrics(tmp_path / "live")
+    for a, b in zip(cached["images"], live["images"]):
+        assert abs(a["ptgrm"]["psnr"] - b["ptgrm"]["psnr"]) <= 0.02
+    other = save(build(*RESTORATION["nafnet"][:3], seed=2), tmp_path / "other.pth")
+    assert main(["eval", "--run", str(run), "--baseline", "spandrel", "--baseline-weights", str(other),
+                 "-o", str(tmp_path / "wrong"), "--device", "cpu"]) == 1
+    assert "fingerprint" in capsys.readouterr().err
+    photo = load_manifest(data["manifest"]).samples[0].input
+    assert main(["restore", "--ckpt", str(run), "-i", str(photo), "-o", str(tmp_path / "restored")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot restore new photos" in err and "cached outputs of F 'spandrel'" in err
