@@ -254,4 +254,8 @@ def test_outputs_only_run_scores_cached_or_live_and_refuses_new_photos(data, tmp
     photo = load_manifest(data["manifest"]).samples[0].input
     assert main(["restore", "--ckpt", str(run), "-i", str(photo), "-o", str(tmp_path / "restored")]) == 1
     err = capsys.readouterr().err
-    assert "cannot restore new photos" in err and "cached outputs of F 'spandrel'" in err
+    assert "cannot restore new photos" in err and "cached outputs of F 'spandrel'" in err and "--baseline NAME" in err
+    # the F that made the outputs, given live, restores them
+    assert main(["restore", "--ckpt", str(run), "-i", str(photo), "-o", str(tmp_path / "restored"), "--priors",
+                 str(data["store"]), "--baseline", "spandrel", "--baseline-weights", str(data["weights"])]) == 0
+    assert (tmp_path / "restored" / f"{photo.stem}.png").is_file()

@@ -56,10 +56,9 @@ class CachedF(nn.Module):
         # x: [B, 6, H, W] (Id ⊕ Ihat) -> Ihat [B, 3, H, W]
         if x.shape[1] != 6:
             raise PtgError(
-                f"this run's F is {self.describe()}: there is no network to run on a new photo. To restore new "
-                "photos, train R on a live F (`ptg train --mode refine --baseline NAME [--baseline-weights FILE]`); "
-                "to score this run, use `ptg eval --f-outputs OUTS` with F's outputs of the test split "
-                "(`ptg extract-outputs`)")
+                f"this run's F is {self.describe()}: there is no network to run on a new photo. Pass that F live "
+                "(`ptg restore/eval --baseline NAME [--baseline-weights FILE]`), or score with `ptg eval --f-outputs "
+                "OUTS` holding F's outputs of the test split (`ptg extract-outputs`)")
         return x[:, 3:6]
 
 
