@@ -42,7 +42,7 @@ resident set (``VmHWM``).
         --repeats 2 --sd-size 128 --blip2-size 112 --out benchmarks/results/train.md
     .venv/bin/python benchmarks/bench_train.py --device cuda --crop 256 --batch 8 --steps 30
     .venv/bin/python benchmarks/bench_train.py --arms floor,refine-live,refine-cached --threads 1 --batch 2 --steps 3 \
-        --warmup 1 --repeats 2 --refine-side 160
+        --warmup 1 --repeats 2 --refine-side 192
 """
 from __future__ import annotations
 

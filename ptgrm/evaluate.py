@@ -254,10 +254,8 @@ def evaluate(
             ``info["baseline"]`` and ``info["prior"]`` label the table's rows.
         multiple: pad images to this multiple (the models' down-sampling factor).
         on_progress: called with 1 after each image.
-        read: decodes an input or target file (default `read_image`; `ptg eval` passes
-            `ptg.pipeline.imagestore.image_loader`, the same pixels served from the image store).
-        f_outputs: F's cached outputs (`ptg.ptgrm.f_outputs.CachedOutputs`) for a restorer whose F is
-            `ptg.ptgrm.models.cached_f.CachedF`: each input goes in as ``Id ⊕ Ihat``.
+        read: decodes an input or target (default `read_image`; `ptg eval`: the image store's `image_loader`).
+        f_outputs: F's cached outputs (`ptg.ptgrm.f_outputs.CachedOutputs`), for a `CachedF`: input ``Id ⊕ Ihat``.
 
     Returns:
         The metrics.json content: ``{"kind", "info", "settings", "options", "n_images",
@@ -274,9 +272,9 @@ def evaluate(
     images: list[dict[str, Any]] = []
     has_refiner = False
     load = read or read_image
-    read_input = load if f_outputs is None else _with_outputs(load, samples, f_outputs)
     outputs = restore_files(restore, [s.input for s in samples], priors_for, tile=options.tile, overlap=options.overlap,
-                            device=options.device, max_memory=options.max_memory, multiple=multiple, read=read_input)
+                            device=options.device, max_memory=options.max_memory, multiple=multiple,
+                            read=load if f_outputs is None else _with_outputs(load, samples, f_outputs))
     for i, (s, (x, f_out, r_out, seconds)) in enumerate(zip(samples, outputs)):
         x = x[..., :3]  # Id (the cached Ihat rode along as channels 3..5)
         f_img = tensor_to_image(f_out)
@@ -286,16 +284,9 @@ def evaluate(
                                  info.get("baseline", "F"), load))
         if on_progress:
             on_progress(1)
-    result = {
-        "kind": "ptg-eval",
-        "info": info,
-        "settings": settings.to_dict(),
-        "options": asdict(options),
-        "n_images": len(images),
-        "n_scored": sum("baseline" in r for r in images),
-        "mean": _means(images, has_refiner),
-        "images": images,
-    }
+    result = {"kind": "ptg-eval", "info": info, "settings": settings.to_dict(), "options": asdict(options),
+              "n_images": len(images), "n_scored": sum("baseline" in r for r in images),
+              "mean": _means(images, has_refiner), "images": images}
     _write_outputs(out_dir, result, scorer.metric_names, has_refiner)
     return result
 

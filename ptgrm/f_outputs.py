@@ -206,10 +206,8 @@ def extract_outputs(f: Any, name: str, samples: Sequence[Sample], views: Sequenc
     Raises:
         PtgError: a bad dtype or view, a store of another F, an output of another size.
     """
-    import torch
-
     from ptg.pipeline import imagestore
-    from ptg.pipeline.views import _DIHEDRAL, apply_view
+    from ptg.pipeline.views import _DIHEDRAL
 
     if dtype not in OUTPUT_DTYPES:
         raise PtgError(f"--dtype {dtype!r}: choose one of {', '.join(OUTPUT_DTYPES)}")
@@ -224,27 +222,37 @@ def extract_outputs(f: Any, name: str, samples: Sequence[Sample], views: Sequenc
     shas = imagestore.file_keys(paths)
     jobs = {output_key(sha, fp, v): (p, sha, v) for p, sha in zip(paths, shas) for v in views}
 
-    def make(key: str) -> np.ndarray:
-        path, sha, view = jobs[key]
-        img = read_image(path)
-        if file_sha256(path) != sha:
-            raise PtgError(f"the image {path} changed during extraction; run again when it is stable")
-        x = torch.from_numpy(apply_view(img, view).transpose(2, 0, 1).copy())[None].to(device)
-        with torch.no_grad():
-            y = f(x)[0].float().permute(1, 2, 0).cpu().numpy()
-        if y.shape != apply_view(img, view).shape:
-            raise PtgError(f"F {name!r} returned {y.shape[1]}x{y.shape[0]} for the {img.shape[1]}x{img.shape[0]} input "
-                           f"{path}: F must be a 1x restoration network")
-        y = apply_view(y, _INVERSE.get(view, view)).astype(dtype)
-        if on_progress:
-            on_progress(1)
-        return y
-
+    make = _output_maker(f, name, jobs, device, dtype, on_progress)
     res = imagestore.store_arrays(list(jobs), make, out, shard_bytes, settings={SETTINGS_KEY: meta})
     if on_progress and res.reused:
         on_progress(res.reused)
     verify_outputs(out, list(jobs))
     return ExtractResult(out, res.written, res.reused, fp, dtype)
+
+
+def _output_maker(f: Any, name: str, jobs: dict[str, tuple[Path, str, str]], device: str, dtype: str,
+                  on_progress: Callable[[int], None] | None) -> Callable[[str], np.ndarray]:
+    """``make(key)``: F's output of the job's input in its view, stored in the input's orientation."""
+    import torch
+
+    from ptg.pipeline.views import apply_view
+
+    def make(key: str) -> np.ndarray:
+        path, sha, view = jobs[key]
+        img = read_image(path)
+        if file_sha256(path) != sha:
+            raise PtgError(f"the image {path} changed during extraction; run again when it is stable")
+        x = apply_view(img, view)
+        with torch.no_grad():
+            y = f(torch.from_numpy(x.transpose(2, 0, 1).copy())[None].to(device))[0].float().permute(1, 2, 0).cpu().numpy()
+        if y.shape != x.shape:
+            raise PtgError(f"F {name!r} returned {y.shape[1]}x{y.shape[0]} for the {x.shape[1]}x{x.shape[0]} input "
+                           f"{path}: F must be a 1x restoration network")
+        if on_progress:
+            on_progress(1)
+        return apply_view(y, _INVERSE.get(view, view)).astype(dtype)
+
+    return make
 
 
 def verify_outputs(out: Path, keys: Sequence[str]) -> None:
