@@ -187,6 +187,8 @@ def test_a_folder_of_outputs_from_another_tool_trains_too(data, tmp_path):
                  "--set", "model.refiner_args.width=4", "--set", "data.val_max_images=1"]) == 0
     _, info = load(run)
     assert info.baseline.kind == "cached-outputs" and info.baseline.args["kind"] == "folder"
+    assert main(["train", "--out", str(run), "--resume", "--steps", "3", "-q"]) == 0  # resumes from its config.yaml
+    assert load(run)[1].step == 3
     # a cache is for refine mode only
     assert main(["train", "--mode", "joint", "--f-outputs", str(folder), "--manifest", str(data["manifest"]),
                  "--priors", str(data["store"]), "--out", str(tmp_path / "j"), "--steps", "1", "-q"]) == 1

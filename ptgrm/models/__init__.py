@@ -6,7 +6,8 @@ by scanning folders. Models import only torch (and ptg's error type).
 from __future__ import annotations
 
 # Importing an architecture file registers its name(s); the order fixes nothing but readability.
-from . import cached_f, dncnn, feature_refine, ffdnet, nafnet, oidn, ptgrm, restormer, snr, spandrel_f, unet, zero_dce  # noqa: F401
+from . import dncnn, feature_refine, ffdnet, nafnet, oidn, ptgrm, restormer, snr, spandrel_f, unet, zero_dce  # noqa: F401
+from . import cached_f  # noqa: F401  (F's outputs read from a cache: ptg train --f-outputs)
 from .ffdnet import FFDNet, FFDNetConfig, load_pretrained_ffdnet
 from .lwconv import location_wise_conv
 from .ptgrm import PTGRM, PTGRMConfig, RefineOutput

@@ -211,6 +211,9 @@ class _Run:
             warnings.warn(f"--f-outputs {outs.source} holds F's outputs of the views {', '.join(outs.views)} only: crops "
                           f"drawn in {', '.join(lacking)} get the view of F's identity output (extract with --views to "
                           "match data.augment)", stacklevel=3)
+        if self.d.main and self.cfg.model.baseline not in ("f-outputs", outs.f, "unet"):  # unet: the default
+            warnings.warn(f"--f-outputs: F is not built, so --baseline {self.cfg.model.baseline} is not used (the outputs "
+                          f"were made by {outs.f or 'another tool'})", stacklevel=3)
         self.f_record = outs.record()
         return outs
 
