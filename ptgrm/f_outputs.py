@@ -1,4 +1,10 @@
-"""F's outputs computed by any tool: one image file per manifest id, read as ``Ihat`` for R.
+"""F's outputs as ``Ihat`` for R: a folder written by any tool, or a store ptg extracted itself.
+
+Two sources, one reader (`open_cached_outputs` -> `CachedOutputs`): a folder of one image per
+manifest id (below), or an image store written by `extract_outputs` (``ptg extract-outputs``:
+a frozen F run once over every input and view; keys `output_key`, F's `f_fingerprint`
+recorded). ``ptg train --f-outputs`` trains R on either with no F in memory
+(`ptg.ptgrm.models.cached_f`), ``ptg eval --f-outputs`` scores with them.
 
 ``--f-outputs DIR`` is the bluntest black-box F: a folder where some other program (a released
 model's own test script, a commercial denoiser, a MATLAB pipeline) wrote its restoration of every
