@@ -271,7 +271,7 @@ def _refine_worker(arm: str, args: argparse.Namespace) -> dict:
     from ptg.ptgrm.artifacts import load
 
     restorer, _ = load(run, prefer="last")
-    return {"arm": arm, "median_s": statistics.median(times), "data_s": 0.0, "peak_mib": peak, "lookup_s": 0.0,
+    return {"arm": arm, "median_s": statistics.median(times), "data_s": float("nan"), "peak_mib": peak, "lookup_s": 0.0,  # data: not timed apart
             "dim": float(restorer.transform.dims[0]), "steps": len(times),
             "f_params_m": sum(p.numel() for p in restorer.f.parameters()) / 1e6,
             "fm_loaded": sorted({m.split(".")[0] for m in sys.modules} & {"open_clip", "transformers", "diffusers",
