@@ -20,12 +20,14 @@ differs:
   Q-Former, random init; the OPT language model is not instantiated (the Q-Former prior does not
   use it); input side ``--blip2-size`` (the position table is built for that side).
 
-- ``refine-live`` / ``refine-cached``: R alone on a frozen F (``--refine-f``, default
-  ``restormer-paper``, 26.1M), priors from the cached CLIP store. Live: F runs forward (no_grad)
-  on every crop at every step, with F in memory. Cached: F's outputs for exactly those crops were
-  computed beforehand (a ``refine-prep`` subprocess writes them to one ``.npy``); the arm reads
-  them from a memory map and never builds F. Only R's loss is back-propagated, as in
-  ``--mode refine``.
+- ``refine-live`` / ``refine-cached``: R alone on a frozen F, through the real ``ptg train --mode
+  refine`` (step time = the trainer's own ``sec_per_step`` in log.csv: batch + forward + backward
+  + Adam), one pair per F of ``--refine-f``: ``restormer-paper`` (26.1M, ptg's registry) and
+  ``spandrel-restormer`` (spandrel_extra_arches' Restormer at its default size, 26.1M, loaded from
+  a safetensors file with ``--baseline spandrel`` as a user's checkpoint is). Live: F runs forward
+  (no_grad) on every crop, F in memory. Cached: ``ptg extract-outputs`` wrote F's outputs of the
+  training photos once (timed and reported), and ``ptg train --f-outputs`` never builds F. The
+  photos are the shipped samples at ``--refine-side``; the prior is the recorded degradation.
 
 Random weights are fine for timing and memory. Every store is extracted in this process first,
 and its extraction throughput reported.
@@ -39,7 +41,8 @@ resident set (``VmHWM``).
     .venv/bin/python benchmarks/bench_train.py --threads 1 --batch 2 --steps 8 --warmup 2 --online-steps 2 \
         --repeats 2 --sd-size 128 --blip2-size 112 --out benchmarks/results/train.md
     .venv/bin/python benchmarks/bench_train.py --device cuda --crop 256 --batch 8 --steps 30
-    .venv/bin/python benchmarks/bench_train.py --arms floor,refine-live,refine-cached --threads 1 --batch 2 --steps 6
+    .venv/bin/python benchmarks/bench_train.py --arms floor,refine-live,refine-cached --threads 1 --batch 2 --steps 3 \
+        --warmup 1 --repeats 2 --refine-side 192
 """
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ from pathlib import Path
 
 ARMS = ("floor", "cached", "cached-lazy", "online", "cached-sd", "online-sd", "cached-blip2", "online-blip2",
         "refine-live", "refine-cached")
-REFINE_ARMS = ("refine-prep", "refine-live", "refine-cached")  # refine-prep: a hidden arm writing F's outputs
+REFINE_ARMS = ("refine-live", "refine-cached")  # one pair per --refine-f F, through the real `ptg train`
 VIEWS = ("identity", "hflip", "vflip", "hvflip")
 
 # SD 1.5's VAE and UNet (v1-5 repo configs), built at random init: the real architectures and sizes.
@@ -218,74 +221,84 @@ def _worker(arm: str, args: argparse.Namespace) -> dict:
             "fm_loaded": sorted({m.split(".")[0] for m in sys.modules} & {"open_clip", "transformers", "diffusers"})}
 
 
-def _refine_worker(arm: str, args: argparse.Namespace) -> dict:
-    """R alone on a frozen F: F live in the loop, F's outputs read from a memory map, or (prep) writing them."""
-    import warnings
-
-    import numpy as np
+def _refine_f_args(name: str, work: Path) -> list[str]:
+    """`ptg train`/`ptg extract-outputs` flags of a refine F: a registered F with its (random) state
+    dict saved once, or ``spandrel-restormer``: spandrel_extra_arches' Restormer at its default size
+    (26.1M) saved as safetensors and loaded the way a user's checkpoint is (`--baseline spandrel`)."""
     import torch
 
-    from ptg.pipeline.manifest import load_manifest
-    from ptg.pipeline.store import open_priors, sample_keys
-    from ptg.ptgrm.models import create_model
-    from ptg.ptgrm.train.config import DataConfig, LossConfig, PriorConfig
-    from ptg.ptgrm.train.data import TrainDataset, load_tables
-    from ptg.ptgrm.train.losses import build_loss
+    if name == "spandrel-restormer":
+        path = work / "spandrel_restormer.safetensors"
+        if not path.exists():
+            from safetensors.torch import save_file
+            from spandrel_extra_arches.architectures.Restormer import Restormer
 
-    torch.set_num_threads(args.threads)
-    dev = torch.device(args.device)
-    samples = load_manifest(args.manifest).split("train")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        tables = load_tables([open_priors(args.store)], sample_keys(samples), VIEWS)
-    n = args.warmup + args.steps
-    ds = TrainDataset(samples, tables, DataConfig(crop=args.crop), PriorConfig(), VIEWS, seed=0,
-                      repeat=max(1, -(-args.batch * n // len(samples))))
-    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch, sampler=[(0, i) for i in range(len(ds))], drop_last=True)
-    outputs = args.work / f"ihat_{args.refine_f}_{args.crop}_{args.batch}_{n}.npy"
-    torch.manual_seed(0)
-    f = None
-    if arm != "refine-cached":  # the cached arm never builds F
-        f = create_model(args.refine_f).to(dev).eval().requires_grad_(False)
-    if arm == "refine-prep":
-        with torch.no_grad():
-            ihat = [f(b["x"].to(dev)).float().cpu().numpy() for _, b in zip(range(n), loader)]
-        np.save(outputs, np.stack(ihat).astype(np.float32))
-        return {"arm": arm, "file": str(outputs)}
-    cached = np.load(outputs, mmap_mode="r") if arm == "refine-cached" else None
-    r = create_model("ptgrm", prior_dims=(tables[0].dim,)).to(dev)
-    opt = torch.optim.Adam(r.parameters(), lr=1e-4, betas=(0.9, 0.99))
-    loss_fn = build_loss(LossConfig())
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times, data_times = [], []
-    it = iter(loader)
-    for step in range(n):
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        batch = next(it)
-        t_data = time.perf_counter() - t0
-        x, y = batch["x"].to(dev), batch["y"].to(dev)
-        g = batch["priors"][0].to(dev)
-        if cached is not None:
-            ihat = torch.from_numpy(np.ascontiguousarray(cached[step])).to(dev)
-        else:
-            with torch.no_grad():
-                ihat = f(x)
-        loss = loss_fn(r(ihat, x, [g]).out, y, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        if step >= args.warmup:
-            times.append(time.perf_counter() - t0)
-            data_times.append(t_data)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else _peak_rss_mib()
-    return {"arm": arm, "median_s": statistics.median(times), "data_s": statistics.median(data_times), "peak_mib": peak, "lookup_s": 0.0,
-            "dim": tables[0].dim, "steps": len(times), "f_params_m": sum(p.numel() for p in f.parameters()) / 1e6 if f else 0.0,
-            "fm_loaded": sorted({m.split(".")[0] for m in sys.modules} & {"open_clip", "transformers", "diffusers"})}
+            torch.manual_seed(0)
+            save_file({k: v.contiguous() for k, v in Restormer().state_dict().items()}, str(path))
+        return ["--baseline", "spandrel", "--baseline-weights", str(path)]
+    from ptg.ptgrm.models import create_model
+
+    path = work / f"f_{name}.pt"
+    if not path.exists():
+        torch.manual_seed(0)
+        torch.save(create_model(name).state_dict(), path)
+    return ["--baseline", name, "--baseline-weights", str(path)]
+
+
+def _refine_worker(arm: str, args: argparse.Namespace) -> dict:
+    """R alone on a frozen F through the real `ptg train --mode refine`: F live in the loop, or
+    F's outputs read from a `ptg extract-outputs` store (`--f-outputs`, F never built)."""
+    import csv
+
+    import torch
+
+    from ptg.cli.app import main as ptg
+
+    run = args.work / f"run_{arm}_{args.refine_f}_{os.getpid()}"
+    f_args = ["--f-outputs", str(args.work / f"outs_{args.refine_f}")] if arm == "refine-cached" else \
+        _refine_f_args(args.refine_f, args.work)
+    sets = [f"run.threads={args.threads}", "run.log_every=1", "run.checkpoint_every=100000", "data.val_split=none",
+            "data.augment=none", "data.images=files", "data.cache_images=true"]
+    rc = ptg(["train", "--mode", "refine", *f_args, "--manifest", str(args.manifest), "--priors", str(args.store),
+              "--out", str(run), "--steps", str(args.warmup + args.steps), "--crop", str(args.crop), "--batch-size",
+              str(args.batch), "--device", args.device, "-q", *[x for kv in sets for x in ("--set", kv)]])
+    if rc:
+        raise SystemExit(f"ptg train failed for {arm} {args.refine_f}")
+    with open(run / "log.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("sec_per_step")]
+    times = [float(r["sec_per_step"]) for r in rows[args.warmup:]]
+    peak = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else _peak_rss_mib()
+    from ptg.ptgrm.artifacts import load
+
+    restorer, _ = load(run, prefer="last")
+    return {"arm": arm, "median_s": statistics.median(times), "data_s": float("nan"), "peak_mib": peak, "lookup_s": 0.0,  # data: not timed apart
+            "dim": float(restorer.transform.dims[0]), "steps": len(times),
+            "f_params_m": sum(p.numel() for p in restorer.f.parameters()) / 1e6,
+            "fm_loaded": sorted({m.split(".")[0] for m in sys.modules} & {"open_clip", "transformers", "diffusers",
+                                                                           "spandrel", "spandrel_extra_arches"})}
+
+
+def _refine_prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path, list[dict]]:
+    """The refine arms' photos (``--refine-side``), a degradation-prior store and, per F,
+    `ptg extract-outputs` of the training split (timed: that is the one-off cost caching pays)."""
+    from ptg.cli.app import main as ptg
+    from ptg.pipeline.samples import build_samples
+
+    manifest = build_samples(work / "refine_samples", task="denoise", sigma=25.0, seed=0, max_side=args.refine_side,
+                             use_opencv=True)
+    store = work / "refine_priors.zarr"
+    if not store.exists() and ptg(["extract-priors", "--model", "degradation", "--manifest", str(manifest), "--out",
+                                   str(store)]):
+        raise SystemExit("extract-priors failed")
+    rows = []
+    for name in args.refine_fs:
+        outs = work / f"outs_{name}"
+        t = time.perf_counter()
+        if ptg(["extract-outputs", "--manifest", str(manifest), *_refine_f_args(name, work), "--out", str(outs),
+                "--split", "train", "--device", args.device]):
+            raise SystemExit(f"extract-outputs failed for {name}")
+        rows.append({"f": name, "seconds": time.perf_counter() - t})
+    return manifest, store, rows
 
 
 def _prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path, list[dict]]:
@@ -348,14 +361,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="run every arm this many times (interleaved); report the median")
     ap.add_argument("--work", type=Path, default=None, help="folder for the samples, configs and stores (default: a temp dir)")
     ap.add_argument("--out", type=Path, default=None, help="append a markdown section to this file")
-    ap.add_argument("--refine-f", default="restormer-paper", help="the frozen F of the refine arms (a registered name)")
-    ap.add_argument("--arm", choices=ARMS + ("refine-prep",), help=argparse.SUPPRESS)
+    ap.add_argument("--refine-f", default="restormer-paper,spandrel-restormer",
+                    help="frozen Fs of the refine arms, comma list: registered names, or spandrel-restormer")
+    ap.add_argument("--refine-side", type=int, default=256, help="longest side of the refine arms' photos")
+    ap.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)
     ap.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.arm:  # subprocess
         print(json.dumps((_refine_worker if args.arm in REFINE_ARMS else _worker)(args.arm, args)))
         return
+    args.refine_fs = [f for f in args.refine_f.split(",") if f]
 
     args.arms = [a for a in args.arms.split(",") if a]
     unknown = [a for a in args.arms if a not in ARMS]
@@ -367,20 +383,27 @@ def main() -> None:
     common = ["--device", args.device, "--threads", str(args.threads), "--crop", str(args.crop), "--batch",
               str(args.batch), "--width", str(args.width), "--steps", str(args.steps), "--warmup", str(args.warmup),
               "--online-steps", str(args.online_steps), "--sd-size", str(args.sd_size), "--blip2-size", str(args.blip2_size),
-              "--manifest", str(manifest), "--store", str(store), "--work", str(work), "--refine-f", args.refine_f]
-    if "refine-cached" in args.arms:  # F's outputs for the cached arm, computed once, outside its timing
-        out = subprocess.run([sys.executable, __file__, "--arm", "refine-prep", *common], capture_output=True, text=True)
-        if out.returncode:
-            raise SystemExit(f"refine-prep failed:\n{out.stderr[-3000:]}")
+              "--work", str(work)]
+    data = {"": ["--manifest", str(manifest), "--store", str(store)]}
+    refine_prep: list[dict] = []
+    if any(a in REFINE_ARMS for a in args.arms):  # F's outputs for the cached arms, extracted once, outside the timing
+        import torch
+
+        torch.set_num_threads(args.threads)
+        r_manifest, r_store, refine_prep = _refine_prepare(work, args)
+        data["refine"] = ["--manifest", str(r_manifest), "--store", str(r_store)]
+    jobs = [(a, f) for a in args.arms for f in (args.refine_fs if a in REFINE_ARMS else [""])]
     runs: dict[str, list[dict]] = {}
     for _ in range(args.repeats):
-        for arm in args.arms:
-            out = subprocess.run([sys.executable, __file__, "--arm", arm, *common], capture_output=True, text=True)
+        for arm, f in jobs:
+            key = f"{arm} ({f})" if f else arm
+            extra = [*data["refine"], "--refine-f", f] if f else data[""]
+            out = subprocess.run([sys.executable, __file__, "--arm", arm, *common, *extra], capture_output=True, text=True)
             if out.returncode:
-                raise SystemExit(f"arm {arm} failed:\n{out.stderr[-3000:]}")
+                raise SystemExit(f"arm {key} failed:\n{out.stderr[-3000:]}")
             res = json.loads(out.stdout.strip().splitlines()[-1])
-            runs.setdefault(arm, []).append(res)
-            print(f"{arm:13s} {res['median_s'] * 1000:9.1f} ms/step  peak {res['peak_mib']:8.0f} MiB", flush=True)
+            runs.setdefault(key, []).append(res)
+            print(f"{key:36s} {res['median_s'] * 1000:9.1f} ms/step  peak {res['peak_mib']:8.0f} MiB", flush=True)
     # Median over the interleaved repeats of each arm's median step (robust to a busy neighbour).
     results = {arm: {k: statistics.median(r[k] for r in rs) if k != "fm_loaded" else rs[0][k] for k in rs[0] if k != "arm"}
                for arm, rs in runs.items()}
@@ -395,18 +418,21 @@ def main() -> None:
         "| arm | prior dim | median step (ms) | range over repeats (ms) | of which batch loading (ms) | prior lookup per step (ms) | vs floor | peak RSS (MiB) | vs floor | foundation-model packages loaded |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    for arm in args.arms:
+    for arm in runs:
         r = results[arm]
         ms = [x["median_s"] * 1000 for x in runs[arm]]
         lines.append(f"| {arm} | {r['dim']:.0f} | {r['median_s'] * 1000:.1f} | {min(ms):.0f}–{max(ms):.0f} | {r['data_s'] * 1000:.1f} | "
                      f"{r['lookup_s'] * 1000:.3f} | {r['median_s'] / floor['median_s']:.3f}× | "
                      f"{r['peak_mib']:.0f} | {r['peak_mib'] / floor['peak_mib']:.2f}× | {', '.join(r['fm_loaded']) or 'none'} |")
-    if "refine-live" in results and "refine-cached" in results:
-        live, cached = results["refine-live"], results["refine-cached"]
-        lines += ["", f"Refine arms (R alone on a frozen `{args.refine_f}`, {live['f_params_m']:.1f}M parameters): F's outputs "
-                  f"cached instead of F live: step {cached['median_s'] * 1000:.1f} vs {live['median_s'] * 1000:.1f} ms "
+    for f in args.refine_fs if "refine-live" in args.arms and "refine-cached" in args.arms else []:
+        live, cached = results[f"refine-live ({f})"], results[f"refine-cached ({f})"]
+        prep = next(p["seconds"] for p in refine_prep if p["f"] == f)
+        lines += ["", f"Refine arms, `ptg train --mode refine` on a frozen `{f}` ({live['f_params_m']:.1f}M parameters), "
+                  f"photos of side {args.refine_side}: `--f-outputs` (F never built) instead of F live: step "
+                  f"{cached['median_s'] * 1000:.1f} vs {live['median_s'] * 1000:.1f} ms "
                   f"({cached['median_s'] / live['median_s']:.3f}×), peak memory {cached['peak_mib']:.0f} vs "
-                  f"{live['peak_mib']:.0f} MiB ({cached['peak_mib'] / live['peak_mib']:.2f}×)."]
+                  f"{live['peak_mib']:.0f} MiB ({cached['peak_mib'] / live['peak_mib']:.2f}×); `ptg extract-outputs` "
+                  f"of the training photos took {prep:.1f} s once."]
     if extraction:
         lines += ["", f"Extraction of the arms' stores over the {extraction[0]['images']} training samples (`extract_priors`, "
                   f"batch {args.batch}, decode thread, timed from the start of computing; images/GiB = 2^30 / "

@@ -21,6 +21,7 @@ from ptg.pipeline.errors import PtgError
 
 from . import (data_cmd, demo_cmd, distill_cmd, encoders_cmd, eval_cmd, export_cmd, extract_cmd, manifest_cmd, models_cmd,
                priors_cmd, report_cmd, restore_cmd, train_cmd)
+from . import extract_outputs_cmd
 
 app = typer.Typer(
     name="ptg",
@@ -34,6 +35,7 @@ app.add_typer(data_cmd.app, name="data")
 app.add_typer(manifest_cmd.app, name="manifest")
 app.command("encoders")(encoders_cmd.encoders)
 app.command("extract-priors")(extract_cmd.extract_priors)
+app.command("extract-outputs")(extract_outputs_cmd.extract_outputs)
 app.add_typer(priors_cmd.app, name="priors")
 app.add_typer(models_cmd.app, name="models")
 app.command("train")(train_cmd.train)

@@ -52,6 +52,10 @@ def eval_command(
     device: DeviceOpt = "auto",
     prior_from: Annotated[Optional[list[Path]], typer.Option("--prior-from", help="`ptg distill` folder(s), one per store: score F + R with the students' priors, beside the teacher's (stores) when those are readable.")] = None,
     trust_network: TrustOpt = None,
+    f_outputs: Annotated[Optional[Path], typer.Option("--f-outputs", help="Score with F's cached outputs of the split (a `ptg extract-outputs` store of the run's F, or a folder of <id>.png) instead of running F.")] = None,
+    baseline: Annotated[Optional[str], typer.Option("--baseline", help="A run trained on cached outputs: run this F live instead (its fingerprint must be the recorded one).")] = None,
+    baseline_weights: Annotated[Optional[Path], typer.Option("--baseline-weights", help="With --baseline: F's weights file (as for `ptg extract-outputs`).")] = None,
+    image_store: Annotated[Optional[Path], typer.Option("--image-store", help="Image store serving decoded inputs and targets when it holds a file's current bytes (default: the run's data.image_store, else $PTG_CACHE/images; files are decoded otherwise).")] = None,
 ) -> None:
     """Evaluate F and F + PTG-RM on a test split, or score existing outputs with --pred.
 
@@ -69,8 +73,10 @@ def eval_command(
         return
     if (run is None) == (ckpt is None):
         raise PtgError("give exactly one of --run RUN_DIR or --ckpt CHECKPOINT (or --pred DIR to score existing outputs)")
+    live = (baseline, baseline_weights) if baseline else None
     _eval_model(run or ckpt, run is not None, manifest, root, priors, out, split, settings, tile, overlap, grids,
-                not no_images, dataset, name, device, console, max_memory, prior_from, trust_network or (), access)
+                not no_images, dataset, name, device, console, max_memory, prior_from, trust_network or (), access,
+                f_source=(f_outputs, live, image_store))
 
 
 def _score_pred(pred: Path, manifest: Path | None, root: Path | None, out: Path | None, split: str, settings,
@@ -110,7 +116,8 @@ def _prior_label(stores: Sequence[Any]) -> str:
 def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | None, priors: list[Path] | None,
                 out: Path | None, split: str, settings, tile: int | None, overlap: int, grids: int, save_images: bool,
                 dataset: str | None, name: str | None, device: str, console, max_memory: str = "auto",
-                prior_from: list[Path] | None = None, trusted: Sequence[str] = (), access: dict | None = None) -> None:
+                prior_from: list[Path] | None = None, trusted: Sequence[str] = (), access: dict | None = None,
+                f_source: tuple[Any, Any, Any] = (None, None, None)) -> None:
     from ptg.pipeline import fsio
     from ptg.pipeline.manifest import load_manifest
     from ptg.ptgrm.artifacts import load
@@ -140,13 +147,18 @@ def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | 
     samples = load_manifest(manifest, root, outside=access["outside"]).split(split)
     if not samples:
         raise PtgError(f"the manifest {manifest} has no {split!r} rows; choose another --split")
+    recorded_images = (run.config.get("data") or {}).get("image_store")
+    if f_source[2] is None and recorded_images:  # a teammate's run may record any folder as its image store
+        fsio.check_recorded_paths(_recorded_in(run), {"image store": recorded_images}, access["trust"], "--image-store STORE")
+    io = _f_and_pixels(restorer, run, samples, *f_source, dev, console)
     info = _eval_info(restorer, run, name, dataset, manifest, split, priors)
+    info["f_source"] = io.pop("f_source")
     options = EvalOptions(tile=tile, overlap=overlap, save_images=save_images, grids=grids, device=dev, max_memory=max_memory)
     if restorer.needs_priors and not priors:
         console.print(f"priors stores recorded in the run: {', '.join(e.path for e in run.priors)}", highlight=False, markup=False)
     stores = lambda: fsio.check_recorded_paths(_recorded_in(run), {f"priors store {e.path}": e.path for e in run.priors},  # noqa: E731
                                                access["trust"] or bool(priors), "--priors STORE, one per store")
-    result = _run_evals(restorer, run, samples, out, settings, options, info, priors, prior_from, dev, console, stores)
+    result = _run_evals(restorer, run, samples, out, settings, options, info, priors, prior_from, dev, console, stores, io)
     console.print((out / "table.md").read_text(encoding="utf-8"), highlight=False, markup=False)
     console.print(f"wrote {out}/metrics.json, per_image.csv, table.md"
                   + (", images/" if save_images else "") + (", grids/" if grids else "")
@@ -158,6 +170,41 @@ def _recorded_in(run) -> Path:
     """The file a run's recorded paths come from: the checkpoint, or an export's config.json."""
     src = Path(run.source)
     return src / "config.json" if src.is_dir() else src
+
+
+def _f_and_pixels(restorer, run, samples, f_outputs: Path | None, live: tuple[str, Path | None] | None,
+                  image_store: Path | None, dev: str, console) -> dict[str, Any]:
+    """Where F's outputs come from (the run's F, a live F for a cached run, or cached outputs) and
+    where pixels come from (the image store when it holds a file's bytes: `image_loader`)."""
+    from ptg.pipeline.imagestore import image_loader
+    from ptg.ptgrm import f_outputs as fo
+
+    recorded = run.baseline.weights_sha256 if run.baseline.kind == "cached-outputs" else None
+    io: dict[str, Any] = {"f_source": "live"}
+    if f_outputs is not None and live is not None:
+        raise PtgError("give --f-outputs (cached F outputs) or --baseline (a live F), not both")
+    if f_outputs is not None:
+        outs = fo.open_cached_outputs(f_outputs, samples)
+        restorer.f = fo.stand_in_for(restorer.f, run.baseline.name, recorded, outs).to(dev)
+        io.update(f_outputs=outs, f_source=f"cached {outs.kind} {outs.source}")
+    elif live is not None:
+        if run.baseline.kind != "cached-outputs":
+            raise PtgError(f"--baseline replaces the F of a run trained on cached outputs; {run.source} has its own F")
+        from .extract_outputs_cmd import build_frozen_f
+
+        f = build_frozen_f(*live)
+        fo.check_live(live[0], f, recorded)
+        restorer.f = f.to(dev)
+        io["f_source"] = f"live {live[0]}"
+    elif run.baseline.kind == "cached-outputs":
+        raise PtgError(f"{run.source} was trained on F's cached outputs ({run.baseline.args.get('f') or 'a folder'}): pass "
+                       "--f-outputs OUTS (the test split's outputs, `ptg extract-outputs`) or --baseline NAME "
+                       "[--baseline-weights FILE] to run that F live")
+    store = image_store or ((run.config.get("data") or {}).get("image_store") or None)
+    io["read"] = image_loader(store)
+    console.print(f"F: {io['f_source']}; pixels from the image store {store or 'default'} where it holds them",
+                  highlight=False)
+    return io
 
 
 def _eval_info(restorer, run, name: str | None, dataset: str | None, manifest: Path, split: str,
@@ -182,7 +229,8 @@ def _eval_info(restorer, run, name: str | None, dataset: str | None, manifest: P
 
 
 def _run_evals(restorer, run, samples, out: Path, settings, options, info: dict[str, Any], priors: list[Path] | None,
-               prior_from: list[Path] | None, dev: str, console, check_stores=lambda: None) -> dict[str, Any]:
+               prior_from: list[Path] | None, dev: str, console, check_stores=lambda: None,
+               io: dict[str, Any] | None = None) -> dict[str, Any]:
     """F + R with the teacher's cached priors, or with students' priors and then (when the stores
     are readable) the teacher's beside them in ``out/teacher``. ``check_stores`` refuses recorded
     store paths ptg may not follow (`fsio.check_recorded_paths`)."""
@@ -195,7 +243,7 @@ def _run_evals(restorer, run, samples, out: Path, settings, options, info: dict[
     def run_one(where: Path, source, run_info: dict[str, Any], what: str) -> dict[str, Any]:
         with progress_bar(len(samples), f"eval {info['name']}{what}", unit="img") as advance:
             return evaluate(restorer, samples, where, settings=settings, options=options, priors_for=source,
-                            info=run_info, on_progress=advance)
+                            info=run_info, on_progress=advance, **(io or {}))
 
     students = chosen_students(run, priors, prior_from) if restorer.needs_priors else []
     if not students:

@@ -23,6 +23,8 @@ def restore_command(
     save_baseline: Annotated[bool, typer.Option("--save-baseline", help="Also write F's output to OUTPUT/baseline/.")] = False,
     device: DeviceOpt = "auto",
     trust_network: TrustOpt = None,
+    baseline: Annotated[Optional[str], typer.Option("--baseline", help="A run trained on F's cached outputs: the F that made them, run live (its fingerprint must be the recorded one).")] = None,
+    baseline_weights: Annotated[Optional[Path], typer.Option("--baseline-weights", help="With --baseline: F's weights file (as for `ptg extract-outputs`).")] = None,
 ) -> None:
     """Restore images with F + PTG-RM (F alone for a baseline run).
 
@@ -55,6 +57,12 @@ def restore_command(
 
     dev = str(resolve_device(device))
     restorer, run = load(ckpt, device=dev, trusted=trust_network or ())
+    if baseline is not None:
+        _live_f(restorer, run, baseline, baseline_weights, dev)
+    if not getattr(restorer.f, "runs_on_new_photos", True):  # e.g. a run trained on F's cached outputs
+        describe = getattr(restorer.f, "describe", lambda: f"F {run.baseline.name!r}")
+        raise PtgError(f"{ckpt} cannot restore new photos: its F is {describe()}, with no network to run. Pass that F "
+                       "live: --baseline NAME [--baseline-weights FILE]")
     check_tiling(tile, overlap, restorer.multiple)
     if tile is None:
         memory_budget(max_memory, dev)  # a bad --max-memory is refused before any prior is computed
@@ -72,3 +80,16 @@ def restore_command(
             advance(1)
     what = "F + PTG-RM" if restorer.r is not None else "F"
     console.print(f"restored {len(files)} image(s) with {what} -> {output}", highlight=False)
+
+
+def _live_f(restorer, run, baseline: str, weights: Optional[Path], dev: str) -> None:
+    """Put the live F that made a cached run's outputs in place of its stand-in (fingerprint checked)."""
+    from ptg.ptgrm.f_outputs import check_live
+
+    from .extract_outputs_cmd import build_frozen_f
+
+    if run.baseline.kind != "cached-outputs":
+        raise PtgError(f"--baseline replaces the F of a run trained on cached outputs; {run.source} has its own F")
+    f = build_frozen_f(baseline, weights)
+    check_live(baseline, f, run.baseline.weights_sha256)
+    restorer.f = f.to(dev)

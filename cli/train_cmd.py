@@ -60,6 +60,7 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Write into an existing --out folder that is not a ptg run.")] = False,
     allow_outside: AllowOutside = False,
+    f_outputs: Annotated[Optional[Path], typer.Option("--f-outputs", help="refine: F's cached outputs (a `ptg extract-outputs` store, or a folder of <id>.png from any tool); R trains with no F in memory.")] = None,
 ) -> None:
     """Train from cached priors; the foundation model is never loaded.
 
@@ -81,6 +82,8 @@ def train(
         data["batch_size"] = batch_size
     if crop is not None:
         data["crop"] = crop
+    if f_outputs is not None:
+        data["f_outputs"] = str(f_outputs)
     data.update({k: True for k, on in (("allow_missing_priors", allow_missing_priors), ("allow_outside", allow_outside)) if on})
     if data:
         overrides["data"] = data

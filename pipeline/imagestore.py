@@ -307,12 +307,13 @@ class CacheResult:
     bytes: int  # bytes of shard files written by this run
 
 
-def _settings(store: Path, shard_bytes: int) -> dict[str, Any]:
+def _settings(store: Path, shard_bytes: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     path = store / SETTINGS
     if path.is_file():
         return json.loads(shardstore.read_text(path))
     meta = {"kind": KIND, "schema_version": SCHEMA_VERSION, "layout": "shards/shard-N.bin: C-contiguous HxWxC blocks, "
-            f"{ALIGN}-byte aligned; commits/shard-N.json items [offset, shape, dtype, sha256]", "shard_bytes": shard_bytes}
+            f"{ALIGN}-byte aligned; commits/shard-N.json items [offset, shape, dtype, sha256]", "shard_bytes": shard_bytes,
+            **(extra or {})}
     atomic_write_json(path, meta)
     return meta
 
@@ -404,8 +405,9 @@ def _cache_to_bucket(paths: Sequence[Path], url: str, shard_bytes: int, on_progr
     return replace(res, store=loc.url)  # type: ignore[arg-type]
 
 
-def _write_missing(store: Path, todo: list[tuple[str, Path]], commits: dict[int, Any], shard_bytes: int,
-                   on_progress: Callable[[int], None] | None, reused: int) -> CacheResult:
+def _write_missing(store: Path, todo: list[tuple[str, Any]], commits: dict[int, Any], shard_bytes: int,
+                   on_progress: Callable[[int], None] | None, reused: int,
+                   make: Callable[[Any, str], np.ndarray] = _decode) -> CacheResult:
     """Decode the images not yet stored and write them in whole shards of about `shard_bytes`."""
     taken, nshards, nbytes = set(commits), 0, 0
     keys: list[str] = []
@@ -423,13 +425,39 @@ def _write_missing(store: Path, todo: list[tuple[str, Path]], commits: dict[int,
         blocks.clear()
 
     for key, path in todo:
-        blocks.append(_decode(path, key))
+        blocks.append(make(path, key))
         keys.append(key)
         if sum(_padded(b.nbytes) for b in blocks) >= shard_bytes:
             flush()
     if keys:
         flush()
     return CacheResult(store, len(todo), reused, nshards, nbytes)
+
+
+def store_arrays(keys: Sequence[str], make: Callable[[str], np.ndarray], store: str | Path,
+                 shard_bytes: int = SHARD_BYTES, settings: dict[str, Any] | None = None) -> CacheResult:
+    """Write images computed by ``make(key)`` (e.g. a frozen restorer's outputs) under string keys.
+
+    The writer of `cache_images` (one lock, whole shards, committed keys verified and kept), for
+    derived images: resumable, a key committed before is not computed again.
+
+    Args:
+        keys: the keys to hold; ``make(key)`` returns its H×W×C block (a dtype of `DTYPES`).
+        store: the store folder.
+        shard_bytes: target size of a shard file (smaller: less lost to a crash).
+        settings: extra entries of a new store's settings.json (what the images are; read back
+            with `ImageStore.settings`).
+    """
+    store = Path(store).expanduser()
+    with shardstore.writer_lock(store, KIND, f"the image store {store}",
+                                cleanup=lambda s: shardstore.remove_leftovers(s, [s / SHARDS])):
+        shard_bytes = int(_settings(store, shard_bytes, settings)["shard_bytes"])
+        commits = shardstore.reuse_verified(store, lambda s, rec: shard_problem(store, s, rec),
+                                            lambda s, rec, why: _error(store, s, why), keys)
+        have = {k for rec in commits.values() for k in rec["keys"]}
+        todo = [(k, k) for k in dict.fromkeys(keys) if k not in have]
+        return _write_missing(store, todo, commits, shard_bytes, None, len(keys) - len(todo),
+                              make=lambda key, _: make(key))
 
 
 # ---------------------------------------------------------------------------------------------

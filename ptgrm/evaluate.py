@@ -235,6 +235,8 @@ def evaluate(
     info: dict[str, Any] | None = None,
     multiple: int = 1,
     on_progress: ProgressFn | None = None,
+    read: Callable[[Path], np.ndarray] | None = None,
+    f_outputs: Any = None,
 ) -> dict[str, Any]:
     """Run F and F + R over ``samples`` and write every output (see the module docstring).
 
@@ -252,6 +254,8 @@ def evaluate(
             ``info["baseline"]`` and ``info["prior"]`` label the table's rows.
         multiple: pad images to this multiple (the models' down-sampling factor).
         on_progress: called with 1 after each image.
+        read: decodes an input or target (default `read_image`; `ptg eval`: the image store's `image_loader`).
+        f_outputs: F's cached outputs (`ptg.ptgrm.f_outputs.CachedOutputs`), for a `CachedF`: input ``Id ⊕ Ihat``.
 
     Returns:
         The metrics.json content: ``{"kind", "info", "settings", "options", "n_images",
@@ -267,32 +271,41 @@ def evaluate(
     scorer = Scorer(settings, options.device)
     images: list[dict[str, Any]] = []
     has_refiner = False
+    load = read or read_image
     outputs = restore_files(restore, [s.input for s in samples], priors_for, tile=options.tile, overlap=options.overlap,
-                            device=options.device, max_memory=options.max_memory, multiple=multiple)
+                            device=options.device, max_memory=options.max_memory, multiple=multiple,
+                            read=load if f_outputs is None else _with_outputs(load, samples, f_outputs))
     for i, (s, (x, f_out, r_out, seconds)) in enumerate(zip(samples, outputs)):
+        x = x[..., :3]  # Id (the cached Ihat rode along as channels 3..5)
         f_img = tensor_to_image(f_out)
         r_img = tensor_to_image(r_out) if r_out is not None else None
         has_refiner = has_refiner or r_img is not None
         images.append(_score_one(s, x, f_img, r_img, seconds, scorer, out_dir, options, i < options.grids,
-                                 info.get("baseline", "F")))
+                                 info.get("baseline", "F"), load))
         if on_progress:
             on_progress(1)
-    result = {
-        "kind": "ptg-eval",
-        "info": info,
-        "settings": settings.to_dict(),
-        "options": asdict(options),
-        "n_images": len(images),
-        "n_scored": sum("baseline" in r for r in images),
-        "mean": _means(images, has_refiner),
-        "images": images,
-    }
+    result = {"kind": "ptg-eval", "info": info, "settings": settings.to_dict(), "options": asdict(options),
+              "n_images": len(images), "n_scored": sum("baseline" in r for r in images),
+              "mean": _means(images, has_refiner), "images": images}
     _write_outputs(out_dir, result, scorer.metric_names, has_refiner)
     return result
 
 
+def _with_outputs(load: Callable[[Path], np.ndarray], samples: Sequence[Sample], f_outputs: Any
+                  ) -> Callable[[Path], np.ndarray]:
+    """A reader of ``Id ⊕ Ihat`` (H×W×6 float32) per input file, ``Ihat`` from the cache."""
+    by_path = {s.input: s for s in samples}
+
+    def read(path: Path) -> np.ndarray:
+        x = load(path)
+        return np.concatenate([x, np.asarray(f_outputs.array(by_path[path]), dtype=np.float32)], axis=-1)
+
+    return read
+
+
 def _score_one(s: Sample, x: np.ndarray, f_img: np.ndarray, r_img: np.ndarray | None, seconds: float, scorer: "Scorer",
-               out_dir: Path, options: EvalOptions, grid: bool, f_label: str) -> dict[str, Any]:
+               out_dir: Path, options: EvalOptions, grid: bool, f_label: str,
+               load: Callable[[Path], np.ndarray] = read_image) -> dict[str, Any]:
     """One image's row: saved outputs, metrics of F and F + R against the target, a grid."""
     from .report import make_grid
 
@@ -301,7 +314,7 @@ def _score_one(s: Sample, x: np.ndarray, f_img: np.ndarray, r_img: np.ndarray | 
         write_image(out_dir / "images" / "baseline" / f"{s.id}.png", f_img)
         if r_img is not None:
             write_image(out_dir / "images" / "ptgrm" / f"{s.id}.png", r_img)
-    target = read_image(s.target) if s.target is not None else None
+    target = load(s.target) if s.target is not None else None
     if target is not None:
         if target.shape != x.shape:
             raise PtgError(f"row {s.id!r}: input is {x.shape[1]}x{x.shape[0]} but target is {target.shape[1]}x{target.shape[0]}")

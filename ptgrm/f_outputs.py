@@ -1,4 +1,10 @@
-"""F's outputs computed by any tool: one image file per manifest id, read as ``Ihat`` for R.
+"""F's outputs as ``Ihat`` for R: a folder written by any tool, or a store ptg extracted itself.
+
+Two sources, one reader (`open_cached_outputs` -> `CachedOutputs`): a folder of one image per
+manifest id (below), or an image store written by `extract_outputs` (``ptg extract-outputs``:
+a frozen F run once over every input and view; keys `output_key`, F's `f_fingerprint`
+recorded). ``ptg train --f-outputs`` trains R on either with no F in memory
+(`ptg.ptgrm.models.cached_f`), ``ptg eval --f-outputs`` scores with them.
 
 ``--f-outputs DIR`` is the bluntest black-box F: a folder where some other program (a released
 model's own test script, a commercial denoiser, a MATLAB pipeline) wrote its restoration of every
@@ -15,13 +21,15 @@ the decoded size again.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
 from ptg.pipeline.errors import PtgError
+from ptg.pipeline.fsio import file_sha256
 from ptg.pipeline.imageio import IMAGE_SUFFIXES, image_size, read_image
 from ptg.pipeline.manifest import Sample
 
@@ -109,3 +117,267 @@ def _raise_if(bad: list[str], root: Path, what: str, fix: str) -> None:
     if bad:
         more = f" and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
         raise PtgError(f"--f-outputs {root}: {what} {', '.join(bad[:_SHOWN])}{more}; {fix}")
+
+
+# ---------------------------------------------------------------------------------------------
+# F's outputs cached like priors: `ptg extract-outputs` writes them into an image store
+
+OUTPUT_DTYPES = ("float16", "float32")
+SETTINGS_KEY = "f_outputs"  # the entry of the store's settings.json that says which F made its images
+OUTPUT_SHARD_BYTES = 32 << 20  # smaller than the image store's: a crash loses at most one shard of F's work
+# The inverse of each dihedral view (an output computed on view(Id) is stored in Id's orientation).
+_INVERSE = {"rot90": "rot270", "rot270": "rot90"}
+
+
+def f_fingerprint(name: str, f: Any) -> str:
+    """SHA-256 of what F computes with: its registry name, its weights (every tensor of its state
+    dict: name, dtype, shape, bytes) and, for a black box, its options and library version.
+
+    The same F gives the same fingerprint whether it was built from its file, a run's checkpoint
+    or an export, so a cache is matched to a run's F without the original weights file.
+    """
+    import torch
+
+    h = hashlib.sha256(f"ptg-f/1 {name}\n".encode())
+    for key, t in sorted(f.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{key} {t.dtype} {tuple(t.shape)}\n".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    cfg = getattr(f, "config", None)
+    if getattr(f, "black_box_library", None):  # a compiled library's weights are its version
+        h.update(f"{f.black_box_library} {_version(f.black_box_library)} {cfg}\n".encode())
+    return h.hexdigest()
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def output_key(input_sha256: str, fingerprint: str, view: str) -> str:
+    """The image-store key of F's output of one input in one view."""
+    return f"f-output/{input_sha256}/{fingerprint}/{view}"
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    """What an `extract_outputs` run did."""
+
+    store: Path
+    written: int  # outputs computed by this run
+    reused: int  # outputs already committed (a resumed run)
+    fingerprint: str
+    dtype: str
+
+
+def _check_settings(out: Path, meta: dict[str, Any]) -> None:
+    """Refuse to mix two Fs (or dtypes) in one outputs store."""
+    from ptg.pipeline import imagestore
+
+    if not (out / imagestore.SETTINGS).is_file():
+        return
+    have = imagestore.ImageStore(out).settings.get(SETTINGS_KEY)
+    if have is None:
+        raise PtgError(f"--out {out} is an image store of decoded images, not of F's outputs; choose another --out")
+    for k in ("f", "fingerprint", "dtype"):
+        if have.get(k) != meta[k]:
+            raise PtgError(f"--out {out} holds outputs with {k}={str(have.get(k))[:24]!r}, not {str(meta[k])[:24]!r}; "
+                           "one outputs store per F: choose another --out")
+
+
+def extract_outputs(f: Any, name: str, samples: Sequence[Sample], views: Sequence[str], out: str | Path,
+                    dtype: str = "float16", device: str = "cpu", shard_bytes: int = OUTPUT_SHARD_BYTES,
+                    on_progress: Callable[[int], None] | None = None) -> ExtractResult:
+    """Run a frozen F once over every input and view and store ``Ihat`` in an image store.
+
+    Keys are `output_key` (input SHA-256, F's fingerprint, view). The output of ``view(Id)`` is
+    stored in Id's own orientation, so a trainer crops it where it crops ``Id`` and applies the
+    view to both crops. Resumable: outputs committed by an earlier (killed) run are verified and kept.
+
+    Args:
+        f: F, in eval mode (any ``F(x[1,3,H,W]) -> [1,3,H,W]``).
+        name: F's registry name (recorded, and part of the fingerprint).
+        samples: the manifest rows; duplicate inputs are computed once.
+        views: dihedral view names.
+        out: the store folder.
+        dtype: float16 (half the bytes; ~1e-3 relative rounding) or float32 (exact).
+        device: where F runs.
+        shard_bytes: target shard size.
+        on_progress: called with the number of outputs done, as they are.
+
+    Raises:
+        PtgError: a bad dtype or view, a store of another F, an output of another size.
+    """
+    from ptg.pipeline import imagestore
+    from ptg.pipeline.views import _DIHEDRAL
+
+    if dtype not in OUTPUT_DTYPES:
+        raise PtgError(f"--dtype {dtype!r}: choose one of {', '.join(OUTPUT_DTYPES)}")
+    bad = [v for v in views if v not in _DIHEDRAL]
+    if bad:
+        raise PtgError(f"--views: {', '.join(bad)} cannot be cached as F outputs (dihedral views only: {', '.join(_DIHEDRAL)})")
+    out = Path(out).expanduser()
+    fp = f_fingerprint(name, f)
+    meta = {"f": name, "fingerprint": fp, "dtype": dtype, "views": list(views), "record": getattr(f, "record", {})}
+    _check_settings(out, meta)
+    paths = list(dict.fromkeys(s.input for s in samples))
+    shas = imagestore.file_keys(paths)
+    jobs = {output_key(sha, fp, v): (p, sha, v) for p, sha in zip(paths, shas) for v in views}
+
+    make = _output_maker(f, name, jobs, device, dtype, on_progress)
+    res = imagestore.store_arrays(list(jobs), make, out, shard_bytes, settings={SETTINGS_KEY: meta})
+    if on_progress and res.reused:
+        on_progress(res.reused)
+    verify_outputs(out, list(jobs))
+    return ExtractResult(out, res.written, res.reused, fp, dtype)
+
+
+def _output_maker(f: Any, name: str, jobs: dict[str, tuple[Path, str, str]], device: str, dtype: str,
+                  on_progress: Callable[[int], None] | None) -> Callable[[str], np.ndarray]:
+    """``make(key)``: F's output of the job's input in its view, stored in the input's orientation."""
+    import torch
+
+    from ptg.pipeline.views import apply_view
+
+    def make(key: str) -> np.ndarray:
+        path, sha, view = jobs[key]
+        img = read_image(path)
+        if file_sha256(path) != sha:
+            raise PtgError(f"the image {path} changed during extraction; run again when it is stable")
+        x = apply_view(img, view)
+        with torch.no_grad():
+            y = f(torch.from_numpy(x.transpose(2, 0, 1).copy())[None].to(device))[0].float().permute(1, 2, 0).cpu().numpy()
+        if y.shape != x.shape:
+            raise PtgError(f"F {name!r} returned {y.shape[1]}x{y.shape[0]} for the {x.shape[1]}x{x.shape[0]} input "
+                           f"{path}: F must be a 1x restoration network")
+        if on_progress:
+            on_progress(1)
+        return apply_view(y, _INVERSE.get(view, view)).astype(dtype)
+
+    return make
+
+
+def verify_outputs(out: Path, keys: Sequence[str]) -> None:
+    """Every key committed, every shard's bytes its committed SHA-256 (a store that lost data is an error)."""
+    from ptg.pipeline import imagestore
+
+    st = imagestore.ImageStore(out)
+    missing = st.missing(keys)
+    damaged = st.verify()
+    if missing or damaged:
+        raise PtgError(f"the outputs store {out} lacks {len(missing)} output(s) and has {len(damaged)} damaged shard(s) "
+                       "after writing; run `ptg extract-outputs` again (it recomputes what is missing)")
+
+
+class CachedOutputs:
+    """F's cached outputs for a set of manifest rows, from an `extract_outputs` store or a folder.
+
+    `array(sample, view)` is the output for ``view(Id)`` in Id's orientation (float16/float32
+    H×W×3): crop it where ``Id`` is cropped, then apply the view. A folder holds the identity
+    view only; other views fall back to it (``view(F(Id))`` for ``F(view(Id))``), and
+    `fallback_views` names them so the trainer can say so.
+
+    Attributes:
+        source: the store or folder.
+        kind: "store" or "folder".
+        f: registry name of the F that made them ("" for a folder).
+        fingerprint: that F's `f_fingerprint` ("" for a folder).
+        views: the views held.
+    """
+
+    def __init__(self, source: Path, kind: str, meta: dict[str, Any], keys: dict[Path, str], store: Any = None,
+                 folder: FOutputs | None = None):
+        self.source, self.kind, self.store, self.folder, self.keys = source, kind, store, folder, keys
+        self.f = str(meta.get("f", ""))
+        self.fingerprint = str(meta.get("fingerprint", ""))
+        self.views = tuple(meta.get("views") or ("identity",))
+        self.dtype = str(meta.get("dtype", "float32"))
+
+    def record(self) -> dict[str, str]:
+        """The `ptg.ptgrm.models.cached_f.CachedFConfig` of a run trained on these outputs."""
+        return {"f": self.f, "fingerprint": self.fingerprint, "source": str(self.source), "kind": self.kind}
+
+    def fallback_views(self, views: Sequence[str]) -> list[str]:
+        return [v for v in views if v not in self.views]
+
+    def array(self, sample: Sample, view: str = "identity") -> np.ndarray:
+        if self.folder is not None:
+            return self.folder.read(sample.id)
+        v = view if view in self.views else "identity"
+        return self.store.array(output_key(self.keys[sample.input], self.fingerprint, v))
+
+
+def open_cached_outputs(source: str | Path, samples: Sequence[Sample], keys: Sequence[str] | None = None
+                        ) -> CachedOutputs:
+    """Open ``--f-outputs``: an `extract_outputs` store, else a folder of ``<id>.<ext>`` files.
+
+    Args:
+        source: the store or folder (named by the user).
+        samples: the rows that need outputs.
+        keys: SHA-256 of each sample's input file, if already known.
+
+    Raises:
+        PtgError: rows without an output (count, first ids, the command that makes them), an output
+            whose size is not its input's.
+    """
+    from ptg.pipeline import imagestore
+
+    root = Path(source).expanduser()
+    if not (root / imagestore.SETTINGS).is_file():
+        return CachedOutputs(root, "folder", {}, {}, folder=open_f_outputs(root, samples))
+    st = imagestore.ImageStore(root)
+    meta = st.settings.get(SETTINGS_KEY)
+    if not isinstance(meta, dict) or not meta.get("fingerprint"):
+        raise PtgError(f"--f-outputs {root} is an image store of decoded images, not F's outputs; "
+                       "make one with `ptg extract-outputs --manifest M --out OUTS`")
+    keys = list(keys) if keys is not None else imagestore.file_keys([s.input for s in samples])
+    by_path = dict(zip([s.input for s in samples], keys))
+    out = CachedOutputs(root, "store", meta, by_path, store=st)
+    missing, wrong = [], []
+    for s in samples:
+        key = output_key(by_path[s.input], out.fingerprint, "identity")
+        if key not in st:
+            missing.append(s.id)
+        elif st.entry(key).shape[:2] != image_size(s.input):
+            wrong.append(s.id)
+    _raise_if(missing, root, f"no output of F {out.f!r} for the current content of manifest id(s)",
+              f"run `ptg extract-outputs --manifest M --out {root}` with the same F on this manifest")
+    _raise_if(wrong, root, "output(s) whose size differs from the input's", "extract the outputs again")
+    return out
+
+
+def stand_in_for(f: Any, name: str, recorded_fingerprint: str | None, outs: CachedOutputs) -> Any:
+    """The `CachedF` that replaces a run's F by ``outs``, once they are known to be that F's outputs.
+
+    Args:
+        f: the run's F as loaded (a live network, or the `CachedF` of a run trained on a cache).
+        name: its registry name.
+        recorded_fingerprint: for a run trained on a cache, the fingerprint it recorded.
+        outs: the cached outputs (of an outputs store, which names its F; a folder names none).
+
+    Raises:
+        PtgError: outputs of another F (names both fingerprints and the fix).
+    """
+    from .models import create_model
+
+    expected = recorded_fingerprint if name == "f-outputs" else f_fingerprint(name, f)
+    if outs.kind == "store" and expected and outs.fingerprint != expected:
+        raise PtgError(f"--f-outputs {outs.source} holds outputs of F {outs.f!r} (fingerprint {outs.fingerprint[:16]}), "
+                       f"not of this run's F (fingerprint {expected[:16]}); extract them with the run's own F")
+    return create_model("f-outputs", **outs.record())
+
+
+def check_live(name: str, f: Any, recorded_fingerprint: str | None) -> None:
+    """A live F given for a run trained on a cache must be the F that made it (same fingerprint).
+
+    Raises:
+        PtgError: another F (or other weights) than the one whose outputs R was trained on.
+    """
+    fp = f_fingerprint(name, f)
+    if recorded_fingerprint and fp != recorded_fingerprint:
+        raise PtgError(f"--baseline {name} has fingerprint {fp[:16]}, but this run's R was trained on the outputs of an F "
+                       f"with fingerprint {recorded_fingerprint[:16]}; pass that F's own weights")

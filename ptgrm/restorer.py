@@ -57,7 +57,9 @@ class Restorer(nn.Module):
         # x: [B, 3, H, W]; priors: transformed, one [B, D_i] per store -> (Ihat, Ibar or None), [B, 3, H, W]
         if self.f_kind == "feature-refiner":
             return self.f(x, list(priors)), None
-        if self.train_f:
+        if getattr(self.f, "input_channels", 3) == 6 and x.shape[1] == 6:  # cached F: x = Id ⊕ Ihat
+            ihat, x = self.f(x), x[:, :3]
+        elif self.train_f:
             ihat = self.f(x)
         else:
             with torch.no_grad():  # refine mode: F is frozen, R learns on top of its output

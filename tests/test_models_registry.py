@@ -99,7 +99,7 @@ def test_ptg_models_json(capsys):
     assert r["config"]["prior_dims"] == [512] and r["config"]["width"] == 16
     assert rows["ffdnet"]["params"] == 852_108  # the KAIR colour model's size
     assert all(rows[n]["params"] > 0 and rows[n]["macs_512"] > 0 for n in rows if not rows[n]["external"])
-    assert {n for n in rows if rows[n]["external"]} == {"spandrel", "oidn", "zero-dce"}
+    assert {n for n in rows if rows[n]["external"]} == {"spandrel", "oidn", "zero-dce", "f-outputs"}
 
 
 def test_ptg_models_table(capsys):

@@ -2,7 +2,10 @@
 
 Layout of an export folder::
 
-    config.json              format "ptg-export/1"; mode; baseline/refiner {name, args, kind, file, sha256};
+    config.json              format "ptg-export/1"; mode; baseline/refiner {name, args, kind, file, sha256,
+                             network {kind: registry | spandrel | black-box | cached-outputs,
+                             weights_sha256, architecture (spandrel)}}; a black box and cached
+                             outputs have file null (built by name, weights from their package);
                              priors (one entry per store: path, dim, views, metadata with the encoder
                              spec and weights fingerprint); prior_transform {dims, normalize, control,
                              seed}; prior_stats {file, sha256} or null; source {checkpoint, sha256, step,
@@ -36,6 +39,7 @@ from .info import NetworkSpec, PriorStoreInfo, RunInfo
 from .student import student_priors
 
 EXPORT_FORMAT = "ptg-export/1"
+BY_NAME = ("black-box", "cached-outputs")  # network kinds exported without a weights file
 EXPORT_CONFIG = "config.json"
 MAX_PRIOR_DIM = 1 << 20  # a recorded prior dimension beyond this is no encoder's (a crafted config)
 
@@ -44,7 +48,9 @@ def _config_schema():
     """What a shared config.json must hold, checked before any field is read (`limits.check_schema`)."""
     from ptg.pipeline.limits import Optional_ as Opt
 
-    net = {"name": str, "args": dict, "file": str, "sha256": str, "kind": Opt(str)}
+    # file/sha256 null: a black box or cached outputs, exported by name (`_write_network`)
+    net = {"name": str, "args": dict, "file": Opt(str), "sha256": Opt(str), "kind": Opt(str),
+           "network": Opt({"kind": str, "weights_sha256": Opt(str), "architecture": Opt(str)})}
     return {"format": str, "mode": str, "step": int, "baseline": net, "refiner": Opt(net),
             "priors": Opt([{"path": str, "dim": int, "views": Opt([str]), "metadata": Opt(dict)}]),
             "prior_transform": {"dims": [int], "normalize": str, "control": str, "seed": int},
@@ -92,8 +98,8 @@ def export_run(source: str | Path, out: str | Path, prefer: str = "best", force:
         student_priors(students, info.priors)  # refuses a wrong count or another teacher's student
     out = fsio.claim_out_dir(out, "export", force)
     cfg: dict[str, Any] = {"format": EXPORT_FORMAT, "mode": info.mode, "step": info.step}
-    cfg["baseline"] = _write_network(out, "baseline", info.baseline.to_entry(True), f)
-    cfg["refiner"] = None if r is None else _write_network(out, "refiner", info.refiner.to_entry(False), r)
+    cfg["baseline"] = _write_network(out, "baseline", info.baseline, True, f)
+    cfg["refiner"] = None if r is None else _write_network(out, "refiner", info.refiner, False, r)
     cfg["priors"] = info.prior_entries()
     cfg["prior_transform"] = info.transform.settings()
     stats = info.transform.tensors()
@@ -111,9 +117,26 @@ def export_run(source: str | Path, out: str | Path, prefer: str = "best", force:
     return cfg
 
 
-def _write_network(out: Path, which: str, entry: dict[str, Any], net: nn.Module) -> dict[str, Any]:
+def _write_network(out: Path, which: str, spec: NetworkSpec, with_interface: bool, net: nn.Module) -> dict[str, Any]:
+    """One network's entry, its weights written as safetensors; a black box (a library's shipped
+    weights) and cached outputs (no network) are written by name only (``file`` null)."""
+    entry = spec.to_entry(with_interface)
+    entry["network"] = {"kind": spec.kind, "weights_sha256": spec.weights_sha256}
+    if spec.kind == "spandrel":  # the detected architecture and the original checkpoint's SHA-256
+        entry["network"]["architecture"] = spec.args.get("architecture")
+        entry["args"] = {k: v for k, v in entry["args"].items() if k != "weights"}  # the file is not needed any more
+    if spec.kind in BY_NAME and not spec.args.get("weights"):
+        return {**entry, "file": None, "sha256": None}
     name = f"{which}.safetensors"
     return {**entry, "file": name, "sha256": _write_tensors(out / name, net.state_dict())}
+
+
+def _read_network(folder: Path, entry: dict[str, Any], spec: NetworkSpec) -> nn.Module:
+    if entry.get("file") is None:
+        if spec.kind not in BY_NAME:
+            raise PtgError(f"the export {folder} names {spec.name!r} without its weights file; export the run again")
+        return build_network(spec.name, spec.args)  # built with the weights its package ships
+    return build_network(spec.name, spec.args, _read_tensors(folder, entry))
 
 
 def is_export(path: str | Path) -> bool:
@@ -156,7 +179,7 @@ def read_export(folder: str | Path) -> tuple[nn.Module, nn.Module | None, RunInf
                    transform=PriorTransform.from_settings(cfg["prior_transform"], stats),
                    config=src.get("config") or {}, exported_from=src.get("checkpoint"),
                    students=tuple(str(fsio.member_path(folder, d, "student folder")) for d in cfg.get("students") or []))
-    f = build_network(info.baseline.name, info.baseline.args, _read_tensors(folder, cfg["baseline"]))
+    f = _read_network(folder, cfg["baseline"], info.baseline)
     r = None
     if info.refiner is not None:
         r = build_network(info.refiner.name, info.refiner.args, _read_tensors(folder, cfg["refiner"]))

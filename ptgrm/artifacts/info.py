@@ -14,11 +14,26 @@ from typing import Any
 
 from ..priors import PriorTransform
 
-# How a network is built. Only "registry" exists today (a ptg model by registry name, weights
-# from the file). Later kinds (a spandrel architecture from a checkpoint file, a black-box
-# restorer, cached outputs of F) get their own values; `weights_sha256` is where a network
-# whose weights come from an outside file records them.
-NETWORK_KINDS = ("registry",)
+# How a network is built: "registry" (a ptg model by registry name, weights from the file);
+# "spandrel" (an architecture spandrel detects in the recorded weights; `weights_sha256` = the
+# original checkpoint's SHA-256); "black-box" (a library's shipped weights, built by name);
+# "cached-outputs" (no network: F's outputs were read from a cache; `weights_sha256` = the
+# fingerprint of the F that made them, `args["f"]` its name).
+NETWORK_KINDS = ("registry", "spandrel", "black-box", "cached-outputs")
+
+
+def network_kind(name: str) -> str:
+    """The `NETWORK_KINDS` entry of a recorded network name."""
+    if name == "spandrel":
+        return "spandrel"
+    if name == "f-outputs":
+        return "cached-outputs"
+    if ":" not in name:
+        from ..models import get_model_spec, list_models
+
+        if name in list_models() and get_model_spec(name).black_box:
+            return "black-box"
+    return "registry"
 
 
 @dataclass(frozen=True)
@@ -30,7 +45,8 @@ class NetworkSpec:
         args: the constructor overrides it was trained with.
         kind: how it is built (see `NETWORK_KINDS`).
         interface: for F, "restorer" (``F(x)``) or "feature-refiner" (``F(x, priors)``, a "-f" F).
-        weights_sha256: SHA-256 of an outside weights file, for kinds that load one; None here.
+        weights_sha256: spandrel: SHA-256 of the original weights file; cached-outputs: the
+            fingerprint of the F whose outputs were read; else None.
     """
 
     name: str
@@ -42,8 +58,11 @@ class NetworkSpec:
     @classmethod
     def from_entry(cls, entry: dict[str, Any], with_interface: bool) -> "NetworkSpec":
         """From a checkpoint's or export's ``baseline``/``refiner`` entry."""
-        return cls(str(entry["name"]), dict(entry["args"]),
-                   interface=str(entry.get("kind", "restorer")) if with_interface else "restorer")
+        name, args = str(entry["name"]), dict(entry["args"])
+        kind = network_kind(name)
+        sha = args.get("sha256") if kind == "spandrel" else args.get("fingerprint") if kind == "cached-outputs" else None
+        return cls(name, args, kind=kind, interface=str(entry.get("kind", "restorer")) if with_interface else "restorer",
+                   weights_sha256=str(sha) if sha else None)
 
     def to_entry(self, with_interface: bool) -> dict[str, Any]:
         """The ``{name, args[, kind]}`` entry the file formats hold."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 # Importing an architecture file registers its name(s); the order fixes nothing but readability.
 from . import (dncnn, feature_refine, ffdnet, nafnet, oidn, ptgrm, ptgrm_release, restormer, snr,  # noqa: F401
                spandrel_f, unet, zero_dce)
+from . import cached_f  # noqa: F401  (F's outputs read from a cache: ptg train --f-outputs)
 from .ffdnet import FFDNet, FFDNetConfig, load_pretrained_ffdnet
 from .lwconv import location_wise_conv
 from .ptgrm import PTGRM, PTGRMConfig, RefineOutput

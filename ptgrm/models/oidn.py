@@ -34,6 +34,7 @@ class OIDNDenoiser(nn.Module):
     """``forward(x[B,3,H,W] in [0,1]) -> [B,3,H,W]``: OIDN's RT filter, one LDR image at a time, on the CPU."""
 
     weights_loaded = True  # the trained weights are inside the library
+    black_box_library = "pyoidn"  # its weights are the library's: the version is part of its fingerprint
     runs_on_new_photos = True  # a live F: `ptg restore` can run it on any photo
     multiple = 1
 

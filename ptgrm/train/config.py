@@ -49,6 +49,7 @@ class DataConfig:
     cache_images: bool = False  # keep decoded training images in RAM (per worker): no PNG decoding per step (data.images=files)
     images: str = "auto"  # pixels from: store (the image store, every image must be in it) | files (decode per read) | auto (the store when it holds every image, else build it now when it fits half the free disk, else files; one line says which)
     image_store: str = ""  # the image store ("": $PTG_CACHE/images, where `ptg data cache` writes)
+    f_outputs: str = ""  # refine mode: F's cached outputs (a `ptg extract-outputs` store, or a folder of <id>.png): R trains with no F in memory
     priors_in_memory: bool | Literal["auto"] = "auto"  # priors in RAM (true), read lazily from a memory-mapped row cache (false), or auto: in RAM up to min(2 GiB, 1/8 of free memory)
     allow_missing_priors: bool = False  # drop manifest rows without a prior (with a warning) instead of failing
     val_max_images: int = 0  # validate on at most this many images (0: all)
@@ -186,6 +187,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise PtgError(f"run.ema={cfg.run.ema} must be in [0, 1) (0 turns EMA off)")
     if cfg.optim.lr <= 0:
         raise PtgError(f"optim.lr={cfg.optim.lr} must be > 0")
+    if cfg.data.f_outputs and cfg.mode != "refine":
+        raise PtgError(f"--f-outputs trains R on a frozen F's cached outputs: use --mode refine (not {cfg.mode})")
     return cfg
 
 

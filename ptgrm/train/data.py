@@ -351,8 +351,9 @@ class TrainDataset(Dataset):
     def __init__(self, samples: Sequence[Sample], tables: Sequence[PriorTable], cfg: DataConfig, prior_cfg: PriorConfig,
                  views: Sequence[str], seed: int, repeat: int = 1, need_target: bool = True,
                  transform: PriorTransform | None = None, guard: "InputGuard | None" = None,
-                 images: ImageSource | None = None, raw: bool = False):
+                 images: ImageSource | None = None, raw: bool = False, f_outputs: Any = None):
         self.samples = list(samples)
+        self.f_outputs = f_outputs  # `ptg.ptgrm.f_outputs.CachedOutputs`: Ihat cropped with Id, as "ihat"
         self.images = images if images is not None else ImageSource(keyed_guard=guard, cache=cfg.cache_images)
         # raw: crops leave as uint8 CHW (a quarter of the bytes to copy, pin and move); `to_float` on
         # the device gives the float32 bits. Only when every image is a stored uint8 block.
@@ -408,7 +409,11 @@ class TrainDataset(Dataset):
             y = torch.zeros(0)
         priors = _prior_vectors(self.tables, row, view, (h, w, top, left, c, c), self.prior_cfg, self.shuffle, rng,
                                 self.transform)
-        return {"x": self._tensor(x), "y": y, "priors": priors}
+        item = {"x": self._tensor(x), "y": y, "priors": priors}
+        if self.f_outputs is not None:  # F's output of this view, cut at the same box, in the same view
+            ihat = self.f_outputs.array(s, view)
+            item["ihat"] = _to_tensor(apply_view(ihat[top : top + c, left : left + c], view))
+        return item
 
     def _view(self, crop: np.ndarray, view: str) -> np.ndarray:
         # raw: the crop and its flip stay views of the memory map until `_tensor`'s one copy
@@ -428,8 +433,10 @@ class ValDataset(Dataset):
     """
 
     def __init__(self, samples: Sequence[Sample], tables: Sequence[PriorTable], order: np.ndarray | None = None,
-                 crop: int = 0, guard: "InputGuard | None" = None, images: ImageSource | None = None):
+                 crop: int = 0, guard: "InputGuard | None" = None, images: ImageSource | None = None,
+                 f_outputs: Any = None):
         self.samples = list(samples)
+        self.f_outputs = f_outputs  # cached Ihat: returned as channels 3..5 of "x" (see `ptg.ptgrm.models.cached_f`)
         self.guard = guard
         self.images = images if images is not None else ImageSource(keyed_guard=guard)
         self.tables = list(tables)
@@ -454,4 +461,7 @@ class ValDataset(Dataset):
         # The identity prior describes the whole image, which is what is restored here.
         j = int(self.order[index])
         priors = [torch.from_numpy(t.vectors["identity"][j].copy()) for t in self.tables]
-        return {"x": _to_tensor(x), "y": y, "priors": priors, "index": index}
+        xt = _to_tensor(x)
+        if self.f_outputs is not None:
+            xt = torch.cat([xt, _to_tensor(self._centre(self.f_outputs.array(s)))])
+        return {"x": xt, "y": y, "priors": priors, "index": index}

@@ -34,10 +34,17 @@ def read_samples(cfg: TrainConfig) -> tuple[list[Any], list[Any], str]:
     return train, val, vs
 
 
-def build_models(cfg: TrainConfig, dims: list[int]) -> tuple[nn.Module, nn.Module | None, str]:
-    """F (and R for joint/refine), with ``prior_dims`` from the stores; refine loads and freezes F."""
+def build_models(cfg: TrainConfig, dims: list[int], f_record: dict[str, Any] | None = None
+                 ) -> tuple[nn.Module, nn.Module | None, str]:
+    """F (and R for joint/refine), with ``prior_dims`` from the stores; refine loads and freezes F.
+
+    With ``data.f_outputs`` F is the `CachedF` of ``f_record`` (`CachedOutputs.record`).
+    """
     from ptg.ptgrm.models import create_model, model_kind
 
+    if cfg.data.f_outputs:  # F's outputs are read, not computed: no F in memory, only its record
+        cfg.model.baseline, cfg.model.baseline_weights = "f-outputs", None
+        cfg.model.baseline_args = dict(f_record or cfg.model.baseline_args)
     f_kind = model_kind(cfg.model.baseline)
     f_args = dict(cfg.model.baseline_args)
     if f_kind == "feature-refiner":

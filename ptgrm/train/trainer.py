@@ -162,7 +162,8 @@ class _Run:
                           "To give this run the same views as runs with priors, pass the same --priors (its views are "
                           "used, its priors are not read) or set data.augment=flips|d4", stacklevel=3)
         self.dims = [int(s.dim) for s in stores]
-        guard = InputGuard(train_samples + val_samples) if stores else None  # the keys, and a check on every read
+        # the keys (of priors and cached F outputs), and a check on every read
+        guard = InputGuard(train_samples + val_samples) if stores or cfg.data.f_outputs else None
         keys = guard.keys if guard else []
         train_keys, val_keys = keys[: len(train_samples)], keys[len(train_samples):]
         if stores:
@@ -188,19 +189,40 @@ class _Run:
         self.per_rank = cfg.data.batch_size // d.world
         repeat = max(1, math.ceil(cfg.data.batch_size / len(train_samples)))
         images = open_images(cfg.data, train_samples + val_samples, guard, main=d.main)  # data.images: store or files
+        outs = self.open_f_outputs(train_samples + val_samples, guard)
         self.train_ds = TrainDataset(train_samples, tables, cfg.data, cfg.priors, self.augment, cfg.seed, repeat,
                                      need_target=self.loss_fn.needs_target, transform=self.transform, guard=guard,
-                                     images=images, raw=True)
+                                     images=images, raw=True, f_outputs=outs)
         self.val_ds = (ValDataset(val_samples, val_tables, self.transform.order(len(val_samples)), cfg.data.val_crop, guard,
-                                  images) if val_samples else None)
+                                  images, f_outputs=outs) if val_samples else None)
         self.steps_per_epoch = len(self.train_ds) // cfg.data.batch_size
+
+    def open_f_outputs(self, samples: list[Any], guard: InputGuard | None) -> Any:
+        """``data.f_outputs``: F's cached outputs of every row (F itself is never built); None without."""
+        self.f_record = None
+        if not self.cfg.data.f_outputs:
+            return None
+        from ..f_outputs import open_cached_outputs
+
+        keys = [guard._key[s.input] for s in samples] if guard is not None else None
+        outs = open_cached_outputs(self.cfg.data.f_outputs, samples, keys)
+        lacking = outs.fallback_views(self.augment)
+        if lacking and self.d.main:
+            warnings.warn(f"--f-outputs {outs.source} holds F's outputs of the views {', '.join(outs.views)} only: crops "
+                          f"drawn in {', '.join(lacking)} get the view of F's identity output (extract with --views to "
+                          "match data.augment)", stacklevel=3)
+        if self.d.main and self.cfg.model.baseline not in ("f-outputs", outs.f, "unet"):  # unet: the default
+            warnings.warn(f"--f-outputs: F is not built, so --baseline {self.cfg.model.baseline} is not used (the outputs "
+                          f"were made by {outs.f or 'another tool'})", stacklevel=3)
+        self.f_record = outs.record()
+        return outs
 
     def setup_state(self) -> None:
         """Models, optimiser, schedule, scaler, EMA: the `TrainState`."""
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
-        f, r, f_kind = build_models(cfg, self.dims)
+        f, r, f_kind = build_models(cfg, self.dims, self.f_record)
         train_f = cfg.mode != "refine"
         nets = Restorer(f, r, self.transform, f_kind, train_f).to(self.device)
         opt = torch.optim.Adam(param_groups(cfg, f, r, train_f), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
@@ -259,8 +281,10 @@ class _Run:
         x = to_float(batch["x"].to(dev, non_blocking=True))  # uint8 from the image store: converted on the device
         y = to_float(batch["y"].to(dev, non_blocking=True)) if batch["y"].numel() else None
         priors = [p.to(dev, non_blocking=True) for p in batch["priors"]]
+        # cached F outputs: Id ⊕ Ihat into the network (its F returns the Ihat channels)
+        xin = torch.cat([x, batch["ihat"].to(dev, non_blocking=True)], 1) if "ihat" in batch else x
         with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            ihat, ibar = self.ddp(x, priors)
+            ihat, ibar = self.ddp(xin, priors)
             loss_f = loss_r = None
             if ibar is None:  # F alone (baseline mode, or a "-f" F with R inside)
                 loss = loss_f = self.loss_fn(ihat.float(), y, x)

@@ -1,0 +1,66 @@
+"""`ptg extract-outputs`: run a frozen F once over a manifest and cache its outputs ``Ihat``.
+
+R then trains with `ptg train --mode refine --f-outputs OUTS`, with neither F nor G in memory.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ptg.pipeline.errors import PtgError
+
+from .options import AllowOutside, DeviceOpt, ManifestArg, RootOpt
+
+
+def build_frozen_f(baseline: str, weights: Optional[Path]):
+    """F in eval mode: a spandrel checkpoint, a black box, or a registered F with its weights file or run."""
+    from ptg.ptgrm.models import create_model
+    from ptg.ptgrm.train.config import ModelConfig, TrainConfig
+    from ptg.ptgrm.train.setup import load_f_weights
+
+    model = ModelConfig(baseline=baseline, baseline_weights=str(weights) if weights else None)
+    f = create_model(model.baseline, **model.baseline_args)
+    if not getattr(f, "weights_loaded", False):
+        load_f_weights(TrainConfig(mode="refine", model=model), f)
+    return f.eval()
+
+
+def extract_outputs(
+    manifest: ManifestArg,
+    baseline: Annotated[str, typer.Option("--baseline", help="F: spandrel (with --baseline-weights FILE), oidn, zero-dce, or a registered F with --baseline-weights RUN_OR_STATE_DICT.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The outputs store to write (an image store; resumable).")],
+    baseline_weights: Annotated[Optional[Path], typer.Option("--baseline-weights", help="F's weights: a .pth/.ckpt/.safetensors (spandrel), or a `ptg train` run or state dict of a registered F.")] = None,
+    views: Annotated[str, typer.Option("--views", help="identity | flips | d4: the views of each input F runs on (match ptg train's data.augment).")] = "identity",
+    dtype: Annotated[str, typer.Option("--dtype", help="float16 (half the bytes) | float32 (exact).")] = "float16",
+    split: Annotated[Optional[str], typer.Option("--split", help="Only rows of this split (default: all).")] = None,
+    shard_mb: Annotated[float, typer.Option("--shard-mb", help="Target shard size in MiB of a new store (a crash loses at most one shard's work).")] = 32.0,
+    root: RootOpt = None,
+    device: DeviceOpt = "auto",
+    allow_outside: AllowOutside = False,
+) -> None:
+    """Compute F's outputs of every input (and view) once into a crash-safe, verified image store.
+
+    Re-running computes only the outputs not committed yet (also after a crash).
+    """
+    from ptg.pipeline.manifest import load_manifest
+    from ptg.pipeline.views import parse_views
+    from ptg.ptgrm.f_outputs import extract_outputs as run
+    from ptg.ptgrm.runtime import resolve_device
+
+    from .console import console, progress_bar
+
+    m = load_manifest(manifest, root=root, outside="allow" if allow_outside else "refuse")
+    samples = m.split(split) if split else list(m.samples)
+    if not samples:
+        raise PtgError(f"the manifest {manifest} has no rows{f' in split {split!r}' if split else ''}")
+    view_names = parse_views(views)
+    dev = str(resolve_device(device))
+    f = build_frozen_f(baseline, baseline_weights).to(dev)
+    n = len(dict.fromkeys(s.input for s in samples)) * len(view_names)
+    with progress_bar(n, f"outputs ({baseline})", unit="img") as advance:
+        res = run(f, baseline, samples, view_names, out, dtype=dtype, device=dev, shard_bytes=int(shard_mb * 2**20),
+                  on_progress=advance)
+    console.print(f"[bold green]done[/]: {res.written} computed, {res.reused} reused, verified; store {res.store} "
+                  f"({res.dtype}, F {baseline} fingerprint {res.fingerprint[:16]})", highlight=False)
