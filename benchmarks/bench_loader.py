@@ -192,8 +192,8 @@ def _train_arm(a: dict) -> dict:
             x, y = fixed
         else:
             batch = next(it)
-            x = to_float(batch["x"].to(dev, non_blocking=True))  # the trainer's path: uint8 -> float32 on the device
-            y = to_float(batch["y"].to(dev, non_blocking=True))
+            x = to_float(batch["x"].to(dev, non_blocking=True), batch.get("view"))  # the trainer's path: on the device
+            y = to_float(batch["y"].to(dev, non_blocking=True), batch.get("view"))
             fixed = (x, y) if a["source"] == "gpu" else None
         t_data = time.perf_counter() - t0
         ihat = f(x)

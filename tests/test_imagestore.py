@@ -190,3 +190,20 @@ def _cfg(resolve, manifest, priors, out, sets):
     overrides = {"out": str(out), "mode": "joint", "steps": 3,
                  "data": {"manifest": str(manifest), "priors": [str(priors)]}}
     return resolve(overrides=overrides, sets=list(sets))
+
+
+def test_views_turned_on_the_device_equal_the_numpy_views():
+    """A raw batch's crops are turned by `to_float` after the copy; each view equals the one
+    `ptg.pipeline.views` makes of the H×W×C array (non-square too), bit for bit."""
+    import torch
+
+    from ptg.pipeline.views import _DIHEDRAL, apply_view
+    from ptg.ptgrm.train.data import VIEW_CODES, _to_tensor, to_float
+
+    assert set(VIEW_CODES) == set(_DIHEDRAL)
+    rng = np.random.default_rng(0)
+    for h, w in ((6, 6), (5, 7)):
+        crop = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for code, view in enumerate(VIEW_CODES):
+            got = to_float(torch.from_numpy(crop)[None], torch.tensor([code]))[0]
+            assert torch.equal(got, _to_tensor(apply_view(crop, view))), view  # the files path's float CHW of the view

@@ -28,7 +28,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -40,7 +40,6 @@ from ptg.pipeline import imagestore
 from ptg.pipeline.imageio import image_size, read_image
 from ptg.pipeline.manifest import Sample
 from ptg.pipeline.priorcache import prior_vectors
-from ptg.pipeline.views import _DIHEDRAL  # the dihedral views as numpy views (apply_view copies them)
 from ptg.pipeline.views import VIEW_SETS, apply_view, parse_tile_view, tile_grid, tile_view_for
 
 from ..priors import PriorTransform, derangement  # noqa: F401  (derangement: re-exported for callers)
@@ -200,18 +199,42 @@ _LUT8 = np.arange(256, dtype=np.float32) / np.float32(255)  # read_image's value
 _LUT_ON: dict[torch.device, torch.Tensor] = {}
 
 
-def to_float(t: torch.Tensor) -> torch.Tensor:
-    """float32 of a batch: a uint8 batch (`TrainDataset` with ``raw``) through a lookup table of
-    `read_image`'s own values (so on any device the bits are those of decoding the file); a float
-    batch unchanged. Call it after the copy to the device: a uint8 batch is a quarter of the bytes."""
+# The dihedral views of a [C, H, W] tensor, each equal to `ptg.pipeline.views`'s numpy view of the
+# H×W×C array (torch.rot90 turns from the first dim towards the second, as numpy.rot90 does).
+_TORCH_VIEWS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "identity": lambda t: t,
+    "hflip": lambda t: t.flip(-1),
+    "vflip": lambda t: t.flip(-2),
+    "hvflip": lambda t: t.flip(-2, -1),
+    "rot90": lambda t: torch.rot90(t, 1, dims=(-2, -1)),
+    "rot180": lambda t: torch.rot90(t, 2, dims=(-2, -1)),
+    "rot270": lambda t: torch.rot90(t, 3, dims=(-2, -1)),
+    "transpose": lambda t: t.transpose(-2, -1),
+    "antitranspose": lambda t: torch.rot90(t, 2, dims=(-2, -1)).transpose(-2, -1),
+}
+VIEW_CODES = tuple(_TORCH_VIEWS)  # a raw batch names each crop's view by its index here
+
+
+def to_float(t: torch.Tensor, views: torch.Tensor | None = None) -> torch.Tensor:
+    """float32 [B, C, H, W] of a batch: a uint8 batch (`TrainDataset` with ``raw``: B×H×W×C crops, each
+    still to be turned into its drawn view, ``views`` = indices into `VIEW_CODES`) through a lookup
+    table of `read_image`'s own values (so on any device the bits are those of decoding the file);
+    a float batch unchanged. Call it after the copy to the device: a uint8 batch is a quarter of the
+    bytes, and the view and layout change cost nothing there (on the CPU, copying a flipped or
+    transposed uint8 crop costs 10x a plain one)."""
     if t.dtype != torch.uint8:
         return t
     if t.device.type == "cpu":
-        return torch.from_numpy(_LUT8[t.numpy()])
-    lut = _LUT_ON.get(t.device)
-    if lut is None:
-        lut = _LUT_ON[t.device] = torch.from_numpy(_LUT8).to(t.device)
-    return lut[t.long()]
+        f = torch.from_numpy(_LUT8[t.numpy()])
+    else:
+        lut = _LUT_ON.get(t.device)
+        if lut is None:
+            lut = _LUT_ON[t.device] = torch.from_numpy(_LUT8).to(t.device)
+        f = lut[t.long()]
+    f = f.permute(0, 3, 1, 2)  # B×H×W×C -> B×C×H×W
+    if views is not None:
+        f = torch.stack([_TORCH_VIEWS[VIEW_CODES[int(v)]](img) for img, v in zip(f, views.tolist())])
+    return f.contiguous()
 
 
 class InputGuard:
@@ -355,7 +378,7 @@ class TrainDataset(Dataset):
         self.samples = list(samples)
         self.f_outputs = f_outputs  # `ptg.ptgrm.f_outputs.CachedOutputs`: Ihat cropped with Id, as "ihat"
         self.images = images if images is not None else ImageSource(keyed_guard=guard, cache=cfg.cache_images)
-        # raw: crops leave as uint8 CHW (a quarter of the bytes to copy, pin and move); `to_float` on
+        # raw: crops leave as uint8 HWC, unturned (a quarter of the bytes to copy, pin and move); `to_float` on
         # the device gives the float32 bits. Only when every image is a stored uint8 block.
         self.raw = raw and self.images.uint8_only([p for s in self.samples for p in (s.input, s.target) if p is not None])
         self.tables = list(tables)
@@ -410,18 +433,20 @@ class TrainDataset(Dataset):
         priors = _prior_vectors(self.tables, row, view, (h, w, top, left, c, c), self.prior_cfg, self.shuffle, rng,
                                 self.transform)
         item = {"x": self._tensor(x), "y": y, "priors": priors}
+        if self.raw:  # the crops left unturned: `to_float` applies the view on the device
+            item["view"] = torch.tensor(VIEW_CODES.index(view))
         if self.f_outputs is not None:  # F's output of this view, cut at the same box, in the same view
             ihat = self.f_outputs.array(s, view)
             item["ihat"] = _to_tensor(apply_view(ihat[top : top + c, left : left + c], view))
         return item
 
     def _view(self, crop: np.ndarray, view: str) -> np.ndarray:
-        # raw: the crop and its flip stay views of the memory map until `_tensor`'s one copy
-        return _DIHEDRAL[view](crop) if self.raw and view in _DIHEDRAL else apply_view(crop, view)
+        # raw: the crop stays a view of the memory map until `_tensor`'s one copy; `to_float` turns it
+        return crop if self.raw else apply_view(crop, view)
 
     def _tensor(self, crop: np.ndarray) -> torch.Tensor:
         if self.raw:
-            return torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))  # uint8 CHW: the one copy
+            return torch.from_numpy(np.ascontiguousarray(crop))  # uint8 H×W×C: the one copy, whole rows
         return _to_tensor(crop)
 
 

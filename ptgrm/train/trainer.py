@@ -278,8 +278,9 @@ class _Run:
     def train_step(self, batch: dict[str, Any]) -> None:
         """One optimiser step (or a skipped one for a non-finite loss), EMA update, schedule."""
         cfg, s, dev, w = self.cfg, self.state, self.device, self.window
-        x = to_float(batch["x"].to(dev, non_blocking=True))  # uint8 from the image store: converted on the device
-        y = to_float(batch["y"].to(dev, non_blocking=True)) if batch["y"].numel() else None
+        views = batch.get("view")  # uint8 crops from the image store: turned and converted on the device
+        x = to_float(batch["x"].to(dev, non_blocking=True), views)
+        y = to_float(batch["y"].to(dev, non_blocking=True), views) if batch["y"].numel() else None
         priors = [p.to(dev, non_blocking=True) for p in batch["priors"]]
         # cached F outputs: Id ⊕ Ihat into the network (its F returns the Ihat channels)
         xin = torch.cat([x, batch["ihat"].to(dev, non_blocking=True)], 1) if "ihat" in batch else x
