@@ -170,6 +170,7 @@ class EvalSummary:
     n: int  # images scored
     settings: dict[str, Any] = field(default_factory=dict)  # metric settings
     source: Path | None = None  # the metrics file read
+    mode: str = ""  # the run's training mode (joint | refine | baseline), "" when not recorded
 
 
 def _plain(text: object) -> str:
@@ -233,6 +234,7 @@ def load_summary(path: str | Path) -> EvalSummary:
             n=int(data.get("n_scored", 0)),
             settings=data.get("settings") if isinstance(data.get("settings"), dict) else {},
             source=src,
+            mode=str(info.get("mode") or ""),
         )
     if isinstance(data.get("mean"), dict) and "psnr" in data["mean"] and isinstance(data.get("images"), (list, dict)):
         settings = data.get("settings") if isinstance(data.get("settings"), dict) else {}  # `ptg eval --pred`
@@ -246,7 +248,7 @@ def comparison_table(summaries: Sequence[EvalSummary]) -> str:
     one PSNR/SSIM column pair per prior, each cell with its delta against "Original".
 
     "Original" is F trained alone (an evaluation without R) when the group has one, as in the
-    paper; otherwise it is the F of the first run, trained jointly with its R.
+    paper; otherwise it is the F of the first run (trained jointly with its R, or frozen in refine mode).
     """
     if not summaries:
         raise PtgError("no evaluations to report")
@@ -267,7 +269,8 @@ def comparison_table(summaries: Sequence[EvalSummary]) -> str:
         alone = [s for s in runs if s.refined is None]
         first = alone[0] if alone else runs[0]
         if not alone:
-            notes.append(f"{md_text(dataset)}/{md_text(base_name)}: no F-only run; 'Original' is the F trained jointly "
+            how = "the frozen F refined" if first.mode == "refine" else "the F trained jointly"
+            notes.append(f"{md_text(dataset)}/{md_text(base_name)}: no F-only run; 'Original' is {how} "
                          f"in {md_text(first.label)}")
         row = [md_text(dataset), md_text(base_name), f"{first.base['psnr']:.2f}", f"{first.base['ssim']:.3f}"]
         for p in priors:

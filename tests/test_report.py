@@ -111,3 +111,13 @@ def test_pred_json_is_accepted(tmp_path) -> None:
     s = load_summary(p)
     assert s.refined is None and s.base["psnr"] == 30.0
     assert "| - | scores | 30.00 | 0.900 |" in comparison_table([s])
+
+
+def test_without_an_f_only_run_the_note_says_how_f_was_trained(tmp_path) -> None:
+    joint = _metrics(tmp_path, "joint", "samples", "imagenet", 24.14, 24.33)
+    refine = _metrics(tmp_path, "refine", "samples", "imagenet", 27.28, 27.05)
+    data = json.loads((refine / "metrics.json").read_text())
+    data["info"]["mode"] = "refine"
+    (refine / "metrics.json").write_text(json.dumps(data))
+    assert "'Original' is the F trained jointly in joint" in comparison_table([load_summary(joint)])
+    assert "'Original' is the frozen F refined in refine" in comparison_table([load_summary(refine)])
