@@ -14,7 +14,8 @@ Flow (one coordinator per store, holding its writer lock):
    DataLoader workers, which preprocess every view ahead of the encoder; the main thread only runs
    batched inference under ``torch.inference_mode``; a background thread writes and commits each
    shard. With ``workers=N`` (a local dask cluster) or ``dask_scheduler=ADDRESS`` (an existing
-   one) each dask task computes and commits one shard.
+   one) each dask task computes and commits one shard; into a bucket, each task uploads its shard
+   and the coordinator commits it under the bucket's lease (`ptg.pipeline.storecopy.bucket_writer`).
 4. Bad inputs: a file that cannot be decoded (or is too small for a tile grid) is found where it
    is decoded. A shard holding one is never committed, so it is never stored as zeros; the run
    goes on, commits every other shard (kept for the next run), then stops naming each bad file

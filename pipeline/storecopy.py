@@ -15,6 +15,9 @@ One transfer serves three uses:
 - `staged_writer` (``ptg extract-priors --out s3://...``): hold the bucket's lease, pull its
   committed state into ``$PTG_CACHE/stage/...``, let the one store engine write whole shards
   there, then push them.
+- `bucket_writer` (``ptg extract-priors --out s3://... --workers N | --dask-scheduler ADDR``): no
+  stage; the coordinator holds the lease and commits, the workers upload whole shards
+  (`BucketShards`), each built in the worker's own temporary folder.
 
 Order of a transfer, per shard: the shard object, then (after the lease check on a bucket) its
 commit record, created only if absent. A reader of DST therefore never sees a commit record whose
