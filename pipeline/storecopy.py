@@ -641,9 +641,14 @@ class BucketWriter:
         commits, wanted = shardstore.read_commits(self.skeleton), set(keys)
         rows = _rows_per_shard(_LocalSide(self.skeleton))  # the engine made or checked the skeleton's array
         self.remote.listing(refresh=True)
-        todo = [shard for shard, rec in sorted(commits.items()) if not wanted.isdisjoint(rec["keys"])]
+        memo = self._verified()  # shards verified by an earlier run, unchanged since: not downloaded again
+        todo = [shard for shard, rec in sorted(commits.items())
+                if not wanted.isdisjoint(rec["keys"]) and memo.get(str(shard)) != self._seen(shard, rec)]
         with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="ptg-verify") as pool:
             problems = list(pool.map(lambda shard: self._problem(shard, commits[shard], rows), todo))
+        good = {str(shard): self._seen(shard, commits[shard]) for shard, why in zip(todo, problems) if why is None}
+        if good:
+            atomic_write_json(self._memo_path(), {**memo, **good})
         for shard, why in zip(todo, problems):
             if why is not None:
                 self.remote.quarantine(shard, self._raw[shard])
@@ -652,6 +657,26 @@ class BucketWriter:
                               shardstore.DamagedShardWarning, stacklevel=3)
                 del commits[shard]
         return commits
+
+    def _memo_path(self) -> Path:
+        folder = _cache_folder("verified", self.store.location)
+        return folder.with_name(folder.name + ".json")
+
+    def _verified(self) -> dict[str, str]:
+        """shard -> `_seen` when this user's earlier run verified it (``$PTG_CACHE/verified/``)."""
+        try:
+            memo = json.loads(self._memo_path().read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return memo if isinstance(memo, dict) else {}
+
+    def _seen(self, shard: int, rec: dict[str, Any]) -> str:
+        """What the bucket holds for a shard now: its digest, its objects' sizes and e_tags (a rewrite changes them)."""
+        listing = self.remote.listing()
+        objects = [[k, listing[k]["size"], listing[k]["e_tag"]] for k in self.remote.keys(f"priors/c/{shard}")]
+        if not objects or any(e is None for _, _, e in objects):
+            return ""  # a service without e_tags: always verified
+        return json.dumps([rec["sha256"], objects])
 
     def _problem(self, shard: int, rec: dict[str, Any], rows: int) -> str | None:
         """Why a committed shard of the bucket cannot be reused: its objects are downloaded into a private

@@ -14,6 +14,7 @@ from ptg.pipeline.extract import extract_priors
 from ptg.pipeline.remote import RemoteStore
 from ptg.pipeline.shardstore import DamagedShardWarning
 from ptg.pipeline.store import COMMITS
+from ptg.pipeline.storecopy import BucketWriter
 
 from .test_extract import _all, _images, _manifest, _tiny_clip_spec
 
@@ -25,7 +26,7 @@ def _commits(url: str) -> list[str]:
     return sorted(k for k in RemoteStore(url).listing(f"{COMMITS}/") if "quarantine" not in k)
 
 
-def test_dask_scheduler_writes_the_bucket_equal_to_a_local_run(tmp_path, s3):
+def test_dask_scheduler_writes_the_bucket_equal_to_a_local_run(tmp_path, s3, monkeypatch):
     from dask.distributed import LocalCluster
 
     imgs = _images(tmp_path / "img", 40, side=40)
@@ -56,6 +57,12 @@ def test_dask_scheduler_writes_the_bucket_equal_to_a_local_run(tmp_path, s3):
     assert (again.computed, again.reused) == (16, 24)
     assert [k for k in bucket.listing() if k.startswith(f"{COMMITS}/quarantine/shard-000001.json.")]
     assert bucket.get("priors/c/1/0/0", limit=1 << 30) == (one.store / "priors/c/1/0/0").read_bytes()
+    # verified once, then reused without a download until the bucket's objects change
+    downloads = []
+    real = BucketWriter._problem
+    monkeypatch.setattr(BucketWriter, "_problem", lambda self, shard, *a: downloads.append(shard) or real(self, shard, *a))
+    assert extract_priors(m, spec, out=url, workers=1, **KW).reused == 40
+    assert downloads == [1]  # only the shard recomputed by the last run; 0 and 2 were verified before
 
 
 def test_worker_killed_mid_shard_then_rerun_completes_and_equals(tmp_path, s3):
