@@ -29,7 +29,7 @@ def extract_priors(
     batch_size: Annotated[int, typer.Option(help="Images per batch (and rows per forward pass).")] = 16,
     loader_workers: Annotated[Optional[int], typer.Option(help="DataLoader processes decoding images; 0 = one decode thread in this process (default: 0 on <= 2 CPUs, else min(4, CPUs-1)).")] = None,
     workers: Annotated[int, typer.Option(help="Run on a local dask cluster of N processes (0: this process).")] = 0,
-    dask_scheduler: Annotated[Optional[str], typer.Option(help="Address of an existing dask.distributed scheduler.")] = None,
+    dask_scheduler: Annotated[Optional[str], typer.Option(help="Address of an existing dask.distributed scheduler (workers read the manifest's image paths; a folder --out must be shared, an s3:// --out needs AWS_* on the workers).")] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Leave unreadable images out (recorded in the metadata) instead of stopping.")] = False,
     rows_per_shard: Annotated[Optional[int], typer.Option(help="Rows per shard of a new store (default: ~4 MiB shards).")] = None,
     device: Annotated[str, typer.Option(help="Torch device of the encoder: cpu | cuda | cuda:1 ...")] = "cpu",

@@ -14,7 +14,8 @@ Flow (one coordinator per store, holding its writer lock):
    DataLoader workers, which preprocess every view ahead of the encoder; the main thread only runs
    batched inference under ``torch.inference_mode``; a background thread writes and commits each
    shard. With ``workers=N`` (a local dask cluster) or ``dask_scheduler=ADDRESS`` (an existing
-   one) each dask task computes and commits one shard.
+   one) each dask task computes and commits one shard; into a bucket, each task uploads its shard
+   and the coordinator commits it under the bucket's lease (`ptg.pipeline.storecopy.bucket_writer`).
 4. Bad inputs: a file that cannot be decoded (or is too small for a tile grid) is found where it
    is decoded. A shard holding one is never committed, so it is never stored as zeros; the run
    goes on, commits every other shard (kept for the next run), then stops naming each bad file
@@ -369,16 +370,19 @@ def extract_priors(
         manifest: a `Manifest` or the path of a manifest file.
         encoder: an `EncoderSpec`, a built `Encoder`, a registry name (default weights), or another
             `RowSource`; ``"degradation"`` writes the manifest's recorded degradation (no pixels read).
-        out: the store directory or a bucket URL (``s3://bucket/prefix``: written through a local stage
-            under the bucket's lease, `ptg.pipeline.storecopy.staged_writer`); None = the per-user cache.
+        out: the store directory or a bucket URL (``s3://bucket/prefix``, under the bucket's lease: in
+            this process through a local stage, `ptg.pipeline.storecopy.staged_writer`; with ``workers``
+            or ``dask_scheduler`` the workers upload their shards straight into the bucket and this
+            process commits them, `ptg.pipeline.storecopy.bucket_writer`); None = the per-user cache.
         views: identity | flips | d4 | tiles:N (see `ptg.pipeline.views`).
         dtype: float16 (default) or float32 storage.
         batch_size: images per DataLoader batch, and rows per forward pass.
         loader_workers: DataLoader processes decoding images; 0 = one background thread of this
             process; None = min(4, CPUs - 1).
         workers: N > 0 runs on a local dask cluster of N processes; 0 runs in this process.
-        dask_scheduler: address of an existing dask.distributed scheduler (the store must be on a
-            filesystem its workers share).
+        dask_scheduler: address of an existing dask.distributed scheduler. A folder ``out`` must be
+            one its workers share; a bucket ``out`` needs none (workers read its credentials from their
+            own environment). Workers read the manifest's image paths themselves: they must reach them.
         skip_bad: leave unreadable images out (recorded in the metadata) instead of stopping.
         split: only rows of this split; None = all rows.
         root: dataset root for a manifest path (default: the manifest's folder).
@@ -396,8 +400,10 @@ def extract_priors(
     from .location import parse_location
     from .store import sample_keys
 
-    if out is not None and parse_location(out, "--out").remote:  # a bucket: the engine writes a local stage
-        return _extract_to_bucket(manifest, encoder, out, dask_scheduler, {k: v for k, v in locals().items() if k in _EXTRACT_ARGS})
+    bucket = parse_location(out, "--out") if out is not None and parse_location(out, "--out").remote else None
+    if bucket is not None and not ((workers or dask_scheduler) and _pixel_encoder(encoder)):
+        # in this process: the engine writes a local stage, pushed under the bucket's lease
+        return _extract_to_bucket(manifest, encoder, out, {k: v for k, v in locals().items() if k in _EXTRACT_ARGS})
     t0 = time.perf_counter()
     if batch_size < 1:
         raise PtgError(f"--batch-size must be at least 1, got {batch_size}")
@@ -412,30 +418,54 @@ def extract_priors(
                                loader_workers=loader_workers, workers=workers, dask_scheduler=dask_scheduler,
                                image_loader=image_loader)
     source.check(samples, keys, m.path)
+    if bucket is not None:  # a cluster: workers upload their shards, this process commits them under the lease
+        from .storecopy import bucket_writer
+
+        with bucket_writer(bucket, force=force) as writer:
+            return _write_rows(source, writer.skeleton, m, samples, keys, views, view_names, dtype, skip_bad,
+                               rows_per_shard, on_progress, on_plan, True, t0, bucket=writer)
     store = parse_location(out, "--out").path if out is not None else source.default_store(views, dtype)  # file:// too
     return _write_rows(source, store, m, samples, keys, views, view_names, dtype, skip_bad, rows_per_shard,
                        on_progress, on_plan, force, t0)
 
 
+def _pixel_encoder(encoder: Any) -> bool:
+    """``encoder`` computes rows from pixels (the dask path); the recorded degradation does not."""
+    from .encoders import Encoder, EncoderSpec
+    from .encoders.degradation import DegradationRows
+
+    name = encoder if isinstance(encoder, str) else getattr(encoder, "name", None)
+    return isinstance(encoder, (str, EncoderSpec, Encoder)) and name != DegradationRows.name
+
+
 def _write_rows(source: RowSource, store: Path, m: Manifest, samples: list[Sample], keys: list[str], views: str,
                 view_names: tuple[str, ...], dtype: str, skip_bad: bool, rows_per_shard: int | None,
                 on_progress: Callable[[int], None] | None, on_plan: Callable[[ExtractPlan], None] | None,
-                force: bool, t0: float) -> ExtractSummary:
-    """The one writer: plan, metadata, shards from ``source``, commits, the run record."""
+                force: bool, t0: float, bucket: Any = None) -> ExtractSummary:
+    """The one writer: plan, metadata, shards from ``source``, commits, the run record.
+
+    ``bucket``: a `ptg.pipeline.storecopy.BucketWriter` whose ``skeleton`` is ``store`` (a cluster
+    run straight into a bucket: metadata pushed before the workers start, each shard committed there).
+    """
+    from contextlib import nullcontext
+
     from .store import allocate_shards, create_or_open_store, store_nbytes, usable_commits, writer_lock
 
-    with writer_lock(store, force=force):
+    with writer_lock(store, force=force) if bucket is None else nullcontext():  # a bucket: its lease is held
         meta = create_or_open_store(store, _store_metadata(source, views, view_names, dtype), rows_per_shard)
         rows = int(meta["rows_per_shard"])
         # reused shards are verified first; a damaged one is quarantined and its rows computed again
-        todo, n_unique = _missing_rows(keys, samples, {k for rec in usable_commits(store, keys).values() for k in rec["keys"]})
+        usable = usable_commits(store, keys) if bucket is None else bucket.usable(keys)
+        todo, n_unique = _missing_rows(keys, samples, {k for rec in usable.values() for k in rec["keys"]})
         reused = n_unique - len(todo)
         groups = [todo[i : i + rows] for i in range(0, len(todo), rows)]
         shard_ids = allocate_shards(store, len(groups)) if groups else []
+        if bucket is not None:
+            bucket.push_metadata()
         if on_plan is not None:
-            on_plan(ExtractPlan(store, len(samples), n_unique, reused, len(todo), [], len(groups)))
+            on_plan(ExtractPlan(bucket.url if bucket else store, len(samples), n_unique, reused, len(todo), [], len(groups)))
         tasks = [(sid, [k for k, _ in g], [s.input for _, s in g]) for sid, g in zip(shard_ids, groups)]
-        bad = source.compute(store, tasks, view_names, skip_bad, on_progress) if tasks else []
+        bad = source.compute(bucket or store, tasks, view_names, skip_bad, on_progress) if tasks else []
         items = [(groups[t][j][1], err) for t, j, err in sorted(bad)]
         if items and not skip_bad:
             _refuse_bad_inputs(items, m.path, kept=len(tasks) - len({t for t, _, _ in bad}))
@@ -443,22 +473,22 @@ def _write_rows(source: RowSource, store: Path, m: Manifest, samples: list[Sampl
         computed = len(todo) - len(skipped)
         _record_run(store, meta, {"manifest": str(m.path), "samples": len(samples), "computed": computed, "reused": reused,
                                   "skipped": len(skipped), "seconds": round(time.perf_counter() - t0, 3)}, skipped)
-    return ExtractSummary(store, len(samples), n_unique, computed, reused, skipped, time.perf_counter() - t0,
-                          store_nbytes(store), source.fingerprint, source.random_init, source.name, view_names, source.dim)
+        if bucket is not None:
+            bucket.push_metadata()  # the run record
+    return ExtractSummary(bucket.url if bucket else store, len(samples), n_unique, computed, reused, skipped,
+                          time.perf_counter() - t0, bucket.nbytes() if bucket else store_nbytes(store),
+                          source.fingerprint, source.random_init, source.name, view_names, source.dim)
 
 
-def _extract_to_bucket(manifest: Any, encoder: Any, out: str | Path, dask_scheduler: str | None,
-                       kw: dict[str, Any]) -> ExtractSummary:
-    """`extract_priors` into a bucket: the same engine on a local stage, under the bucket's lease, then pushed."""
+def _extract_to_bucket(manifest: Any, encoder: Any, out: str | Path, kw: dict[str, Any]) -> ExtractSummary:
+    """`extract_priors` into a bucket in this process: the same engine on a local stage, under the
+    bucket's lease, then pushed (a cluster run writes straight into the bucket instead)."""
     from dataclasses import replace
 
     from .location import parse_location
     from .storecopy import staged_writer
 
     loc = parse_location(out, "--out")
-    if dask_scheduler:
-        raise PtgError(f"--out {loc.url} with --dask-scheduler: remote workers would need this machine's stage "
-                       "folder; use --workers N (a local cluster), or write to a shared folder and `ptg priors copy`")
     on_plan = kw["on_plan"]
     if on_plan is not None:  # the plan names the bucket, not the stage
         kw["on_plan"] = lambda plan: on_plan(replace(plan, store=loc.url))
@@ -566,11 +596,14 @@ def _run_local(store: Path, enc, tasks, views, batch_size: int, loader_workers: 
 _WORKER_ENCODERS: dict[Any, Any] = {}  # per worker process: spec -> built encoder (built once)
 
 
-def _dask_shard(store: str, spec, shard: int, keys: list[str], paths: list[str], views: tuple[str, ...],
+def _dask_shard(store: Any, spec, shard: int, keys: list[str], paths: list[str], views: tuple[str, ...],
                 batch_size: int, threads: int, image_loader: ImageLoader | None,
-                skip_bad: bool) -> tuple[int, list[tuple[int, str]]]:
+                skip_bad: bool) -> tuple[int, list[tuple[int, str]], bytes | None]:
     """One dask task: compute and commit one shard (the local path's batching and bad-input rule).
-    Returns (images processed, [(row in shard, error)])."""
+
+    ``store``: a folder every worker mounts (the shard is committed there), or a
+    `ptg.pipeline.storecopy.BucketShards` (the shard's objects are uploaded; the coordinator commits).
+    Returns (images processed, [(row in shard, error)], the commit record still to create or None)."""
     import torch
 
     from .encoders import build_encoder
@@ -587,14 +620,24 @@ def _dask_shard(store: str, spec, shard: int, keys: list[str], paths: list[str],
             out.append(_encode(enc, x, batch_size))
             good += ok
         bad += errors
-    if good and (skip_bad or not bad):
+    if not (good and (skip_bad or not bad)):
+        return len(keys), bad, None
+    if isinstance(store, str):
         write_shard(Path(store), shard, [keys[j] for j in good], np.concatenate(out))
-    return len(keys), bad
+        return len(keys), bad, None
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ptg-shard-") as tmp:  # the whole shard here, then uploaded
+        store.skeleton_into(Path(tmp))
+        write_shard(Path(tmp), shard, [keys[j] for j in good], np.concatenate(out))
+        return len(keys), bad, store.upload(Path(tmp), shard)
 
 
-def _run_dask(store: Path, spec, tasks, views, batch_size: int, workers: int, address: str | None,
+def _run_dask(store: Any, spec, tasks, views, batch_size: int, workers: int, address: str | None,
               image_loader: ImageLoader | None, skip_bad: bool,
               on_progress: Callable[[int], None] | None) -> list[tuple[int, int, str]]:
+    """Each shard one dask task. ``store``: a shared folder (workers commit) or a
+    `ptg.pipeline.storecopy.BucketWriter` (workers upload, this coordinator commits, fenced)."""
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError as exc:
@@ -612,8 +655,9 @@ def _run_dask(store: Path, spec, tasks, views, batch_size: int, workers: int, ad
             cluster = LocalCluster(n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=None)
             client = Client(cluster)
             threads = max(1, (os.cpu_count() or 1) // workers)
+        target = str(store.resolve()) if isinstance(store, Path) else store.shards()
         with client:
-            futs = [client.submit(_dask_shard, str(store.resolve()), spec, sid, keys, [str(p) for p in paths], views,
+            futs = [client.submit(_dask_shard, target, spec, sid, keys, [str(p) for p in paths], views,
                                   batch_size, threads, image_loader, skip_bad, pure=False,
                                   key=f"ptg-shard-{sid}-{os.getpid()}")
                     for sid, keys, paths in tasks]
@@ -621,7 +665,9 @@ def _run_dask(store: Path, spec, tasks, views, batch_size: int, workers: int, ad
             bad: list[tuple[int, int, str]] = []
             try:
                 for fut in as_completed(futs):
-                    n, errors = fut.result()  # re-raises a worker's exception here
+                    n, errors, record = fut.result()  # re-raises a worker's exception here
+                    if record is not None:
+                        store.commit(tasks[task_of[fut.key]][0], record)
                     bad += [(task_of[fut.key], j, err) for j, err in errors]
                     if on_progress is not None:
                         on_progress(n)

@@ -301,7 +301,7 @@ def test_two_workers_into_a_bucket_equal_the_local_run_and_a_damaged_bucket_shar
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         local = extract_priors(m, spec, out=tmp_path / "one.zarr", loader_workers=0, **kw)
-        two = extract_priors(m, spec, out=url, workers=2, **kw)  # a local dask cluster, written through the stage
+        two = extract_priors(m, spec, out=url, workers=2, **kw)  # a local dask cluster: workers upload, this process commits
     assert (local.computed, two.computed, two.store) == (24, 24, url)
     lk, lv = _values(tmp_path / "one.zarr")
     rk, rv = _values(url)
