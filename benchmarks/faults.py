@@ -754,6 +754,14 @@ def cases(w: Work, n: int, seed: int) -> dict[str, Callable[[], dict]]:
     return out
 
 
+def with_recorded(results: dict, only: str | None, recorded: Path) -> dict:
+    """The cases to write: with ``--only``, this run's cases over the recorded table's others (a
+    partial run refreshes its rows; it never drops the rest of the suite's results)."""
+    if not only or not recorded.is_file():
+        return results
+    return {**json.loads(recorded.read_text(encoding="utf-8")).get("cases", {}), **results}
+
+
 def write_tables(results: dict, meta: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "faults.json").write_text(json.dumps({"meta": meta, "cases": results}, indent=1) + "\n")
@@ -795,10 +803,12 @@ def main(argv: list[str] | None = None) -> int:
         saved.write_text(json.dumps(results, indent=1))
         r = results[name]
         print(f"{name}: {r['passed']}/{r['trials']} passed ({r['seconds']} s) — {r['outcome']}", flush=True)
-    meta = {"command": "python benchmarks/faults.py" + (f" --trials {a.trials}" if a.trials != 10 else ""),
+    meta = {"command": "python benchmarks/faults.py" + (f" --trials {a.trials}" if a.trials != 10 else "")
+            + (f" --only '{a.only}' (the other rows as recorded)" if a.only else ""),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "seconds": sum(r.get("seconds", 0) for r in results.values()),  # the cases, over resumed runs
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, 1 thread per process", "timing": w.timing}
+    results = with_recorded(results, a.only, RESULTS / "faults.json")
     results = {k: results[k] for k in [*todo, *results] if k in results}  # the suite's order
     write_tables(results, meta)
     failed = [k for k, r in results.items() if not r.get("pending") and r["passed"] < r["trials"]]

@@ -160,3 +160,16 @@ def test_priors_info_shows_health_and_fails_on_damage(ref, tmp_path, capsys):
     out = capsys.readouterr()
     assert "shard 0: 0 bytes on disk" in out.out and "extract-priors" in out.err
     assert json.loads((s / "settings.json").read_text())["rows_per_shard"] == 4
+
+
+def test_a_partial_fault_run_refreshes_its_rows_and_keeps_the_others(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("faults", Path(__file__).parents[1] / "benchmarks" / "faults.py")
+    faults = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(faults)
+    recorded = tmp_path / "faults.json"
+    recorded.write_text(json.dumps({"meta": {}, "cases": {"a": {"passed": 1}, "b": {"passed": 1}}}))
+    assert faults.with_recorded({"b": {"passed": 0}}, "b", recorded) == {"a": {"passed": 1}, "b": {"passed": 0}}
+    assert faults.with_recorded({"b": {"passed": 0}}, None, recorded) == {"b": {"passed": 0}}  # a full run: its own
