@@ -99,23 +99,17 @@ def _pss_kib(pid: int, under: str | None = None) -> int:
             if line.startswith("Pss:"):
                 return int(line.split()[1])
         return 0
+    return _smaps_kib(pid, "Pss:", under)
+
+
+def _smaps_kib(pid: int, field: str, under: str) -> int:
+    """The sum of one smaps field (``Pss:``, ``Rss:``; KiB) over a process's mappings of files under `under`."""
     total, inside = 0, False
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
         head = line.split()
         if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):
             inside = len(head) >= 6 and head[5].startswith(under)
-        elif inside and line.startswith("Pss:"):
-            total += int(head[1])
-    return total
-
-
-def _rss_under(pid: int, under: str) -> int:
-    total, inside = 0, False
-    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
-        head = line.split()
-        if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):
-            inside = len(head) >= 6 and head[5].startswith(under)
-        elif inside and line.startswith("Rss:"):
+        elif inside and line.startswith(field):
             total += int(head[1])
     return total
 
@@ -145,7 +139,7 @@ def _loader_arm(a: dict) -> dict:
         pids = [os.getpid()] + [w.pid for w in it._workers]  # the workers are alive until the iterator ends
         out["pss_growth_mib"] = (sum(_pss_kib(p) for p in pids) - base) / 1024
         out["store_pss_mib"] = sum(_pss_kib(p, str(Path(a["store"]).resolve())) for p in pids) / 1024
-        out["store_rss_per_worker_mib"] = [_rss_under(p, str(Path(a["store"]).resolve())) / 1024 for p in pids[1:]]
+        out["store_rss_per_worker_mib"] = [_smaps_kib(p, "Rss:", str(Path(a["store"]).resolve())) / 1024 for p in pids[1:]]
     return out
 
 

@@ -13,6 +13,7 @@ import pytest
 from ptg.pipeline.errors import PtgError
 from ptg.pipeline.location import local_only, parse_location
 from ptg.pipeline.store import allocate_shards, create_or_open_store, open_priors, write_shard, writer_lock
+from .test_extract import _all  # the store's keys and every view's values
 
 ROWS = 32  # rows per shard of the test stores
 
@@ -36,14 +37,6 @@ def _files(store: Path) -> dict[str, bytes]:
     skip = {"writer.lock", ".ptg-artifact.json", "mirror.json"}
     return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*"))
             if p.is_file() and p.name not in skip and "quarantine" not in p.parts}
-
-
-def _values(store) -> tuple[list[str], np.ndarray]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        r = open_priors(store)
-    keys = sorted(r.keys())
-    return keys, r.get_all_views(keys)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,18 +133,18 @@ def test_bucket_reads_equal_local_through_a_mirror_reused_until_commits_change(t
     a = tmp_path / "a.zarr"
     _store(a, 2 * ROWS + 1)
     copy_store(a, s3.url("p"))
-    assert _values(s3.url("p"))[0] == _values(a)[0]
-    np.testing.assert_array_equal(_values(s3.url("p"))[1], _values(a)[1])
+    assert _all(s3.url("p"))[0] == _all(a)[0]
+    np.testing.assert_array_equal(_all(s3.url("p"))[1], _all(a)[1])
     calls = []
     real = storecopy.transfer
     monkeypatch.setattr(storecopy, "transfer", lambda *a, **k: calls.append(1) or real(*a, **k))
-    _values(s3.url("p"))
+    _all(s3.url("p"))
     assert calls == []  # unchanged: the mirror is reused after one LIST
     _store_more(a)
     copy_store(a, s3.url("p"))
-    keys, vals = _values(s3.url("p"))
+    keys, vals = _all(s3.url("p"))
     assert len(calls) == 2 and len(keys) == 2 * ROWS + 4  # the copy, then one pull of the new shard
-    np.testing.assert_array_equal(vals, _values(a)[1])
+    np.testing.assert_array_equal(vals, _all(a)[1])
 
 
 def test_damaged_shard_in_the_bucket_is_never_served(tmp_path, s3):
@@ -275,8 +268,8 @@ def test_extract_to_a_bucket_equals_the_local_run(tmp_path, s3):
         remote = extract_priors(man, spec, out=s3.url("priors"), batch_size=2, rows_per_shard=32)
         again = extract_priors(man, spec, out=s3.url("priors"), batch_size=2, rows_per_shard=32)
     assert local.store == tmp_path / "local.zarr" and remote.store == s3.url("priors") and remote.computed == 5 and (again.computed, again.reused) == (0, 5)
-    lk, lv = _values(tmp_path / "local.zarr")
-    rk, rv = _values(s3.url("priors"))
+    lk, lv = _all(tmp_path / "local.zarr")
+    rk, rv = _all(s3.url("priors"))
     assert lk == rk
     np.testing.assert_array_equal(lv, rv)
     with warnings.catch_warnings():
@@ -303,8 +296,8 @@ def test_two_workers_into_a_bucket_equal_the_local_run_and_a_damaged_bucket_shar
         local = extract_priors(m, spec, out=tmp_path / "one.zarr", loader_workers=0, **kw)
         two = extract_priors(m, spec, out=url, workers=2, **kw)  # a local dask cluster: workers upload, this process commits
     assert (local.computed, two.computed, two.store) == (24, 24, url)
-    lk, lv = _values(tmp_path / "one.zarr")
-    rk, rv = _values(url)
+    lk, lv = _all(tmp_path / "one.zarr")
+    rk, rv = _all(url)
     assert lk == rk
     np.testing.assert_array_equal(lv, rv)
     # shard 1 damaged inside the bucket; another machine (fresh $PTG_CACHE) reads, then re-extracts
@@ -314,14 +307,14 @@ def test_two_workers_into_a_bucket_equal_the_local_run_and_a_damaged_bucket_shar
     remote.put("priors/c/1/0/0", bytes(data))
     monkeypatch.setenv("PTG_CACHE", str(tmp_path / "cache-2"))
     with pytest.raises(PtgError, match=rf"the priors store {url}: shard 1 \(rows 8..15\).*extract-priors` again with --out {url} "):
-        _values(url)
+        _all(url)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         again = extract_priors(m, spec, out=url, loader_workers=0, **kw)
     assert (again.computed, again.reused) == (8, 16) and any("shard 1" in str(w.message) for w in caught)
     assert [k for k in remote.listing() if k.startswith("commits/quarantine/shard-000001.json.")]  # kept for inspection
     monkeypatch.setenv("PTG_CACHE", str(tmp_path / "cache-3"))
-    rk, rv = _values(url)
+    rk, rv = _all(url)
     assert lk == rk
     np.testing.assert_array_equal(lv, rv)
 
