@@ -14,13 +14,18 @@ from ptg.pipeline.errors import PtgError
 from .options import AllowOutside, DeviceOpt, ManifestArg, RootOpt
 
 
-def build_frozen_f(baseline: str, weights: Optional[Path]):
-    """F in eval mode: a spandrel checkpoint, a black box, or a registered F with its weights file or run."""
+def build_frozen_f(baseline: str, weights: Optional[Path], args: Optional[list[str]] = None):
+    """F in eval mode: a spandrel checkpoint, a black box, or a registered F with its weights file or run;
+    ``args``: F's constructor arguments as ``key=value`` (YAML values, as `ptg train --set`)."""
     from ptg.ptgrm.models import create_model
-    from ptg.ptgrm.train.config import ModelConfig, TrainConfig
+    from ptg.ptgrm.train.config import ModelConfig, TrainConfig, parse_set
     from ptg.ptgrm.train.setup import load_f_weights
 
-    model = ModelConfig(baseline=baseline, baseline_weights=str(weights) if weights else None)
+    bad = [a for a in args or [] if "=" not in a or not a.partition("=")[0].strip()]
+    if bad:
+        raise PtgError(f"--baseline-arg {bad[0]!r} must look like key=value (e.g. --baseline-arg sigma=30)")
+    model = ModelConfig(baseline=baseline, baseline_weights=str(weights) if weights else None,
+                        baseline_args=parse_set(list(args or [])))
     f = create_model(model.baseline, **model.baseline_args)
     if not getattr(f, "weights_loaded", False):
         load_f_weights(TrainConfig(mode="refine", model=model), f)
@@ -32,6 +37,7 @@ def extract_outputs(
     baseline: Annotated[str, typer.Option("--baseline", help="F: spandrel (with --baseline-weights FILE), oidn, zero-dce, or a registered F with --baseline-weights RUN_OR_STATE_DICT.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The outputs store to write (an image store; resumable).")],
     baseline_weights: Annotated[Optional[Path], typer.Option("--baseline-weights", help="F's weights: a .pth/.ckpt/.safetensors (spandrel), or a `ptg train` run or state dict of a registered F.")] = None,
+    baseline_arg: Annotated[Optional[list[str]], typer.Option("--baseline-arg", help="One of F's constructor arguments, key=value (repeatable), as `ptg train --set model.baseline_args.KEY=VALUE`, e.g. --baseline-arg pretrained=true --baseline-arg sigma=30 for FFDNet.")] = None,
     views: Annotated[str, typer.Option("--views", help="identity | flips | d4: the views of each input F runs on (match ptg train's data.augment).")] = "identity",
     dtype: Annotated[str, typer.Option("--dtype", help="float16 (half the bytes) | float32 (exact).")] = "float16",
     split: Annotated[Optional[str], typer.Option("--split", help="Only rows of this split (default: all).")] = None,
@@ -57,7 +63,7 @@ def extract_outputs(
         raise PtgError(f"the manifest {manifest} has no rows{f' in split {split!r}' if split else ''}")
     view_names = parse_views(views)
     dev = str(resolve_device(device))
-    f = build_frozen_f(baseline, baseline_weights).to(dev)
+    f = build_frozen_f(baseline, baseline_weights, baseline_arg).to(dev)
     n = len(dict.fromkeys(s.input for s in samples)) * len(view_names)
     with progress_bar(n, f"outputs ({baseline})", unit="img") as advance:
         res = run(f, baseline, samples, view_names, out, dtype=dtype, device=dev, shard_bytes=int(shard_mb * 2**20),

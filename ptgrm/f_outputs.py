@@ -22,6 +22,7 @@ the decoded size again.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
@@ -131,7 +132,8 @@ _INVERSE = {"rot90": "rot270", "rot270": "rot90"}
 
 def f_fingerprint(name: str, f: Any) -> str:
     """SHA-256 of what F computes with: its registry name, its weights (every tensor of its state
-    dict: name, dtype, shape, bytes) and, for a black box, its options and library version.
+    dict: name, dtype, shape, bytes), the arguments that change its output besides the weights
+    (``output_args``, e.g. FFDNet's σ map) and, for a black box, its options and library version.
 
     The same F gives the same fingerprint whether it was built from its file, a run's checkpoint
     or an export, so a cache is matched to a run's F without the original weights file.
@@ -143,6 +145,9 @@ def f_fingerprint(name: str, f: Any) -> str:
         t = t.detach().cpu().contiguous()
         h.update(f"{key} {t.dtype} {tuple(t.shape)}\n".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    args = getattr(f, "output_args", None)
+    if args:  # absent for most Fs, so their fingerprints are those recorded before this line existed
+        h.update(f"args {json.dumps(args, sort_keys=True)}\n".encode())
     cfg = getattr(f, "config", None)
     if getattr(f, "black_box_library", None):  # a compiled library's weights are its version
         h.update(f"{f.black_box_library} {_version(f.black_box_library)} {cfg}\n".encode())

