@@ -515,8 +515,17 @@ def main() -> None:
     ap.add_argument("--arms", default="", help="comma-separated arm names: run only these (e.g. R:restoration+l2)")
     ap.add_argument("--report", action="store_true",
                     help="print the Markdown tables of --out, plot its validation curves beside it, and exit")
+    ap.add_argument("--study", choices=("v2", "v3"), default="v2", help="v3: boosting frozen pre-trained Fs (study_v3.py)")
+    ap.add_argument("--stage", choices=("budget", "main"), default="main", help="v3: stop after the budgets, or run the seeds too")
+    ap.add_argument("--fs", default="", help="v3: comma-separated Fs (default: ffdnet,oidn,zero-dce)")
     args = ap.parse_args()
-    if args.report:
+    if args.study == "v3":
+        import study_v3  # beside this script
+
+        if args.seeds == "0,1,2":  # v3's protocol: five seeds
+            args.seeds = "0,1,2,3,4"
+        study_v3.main(args)
+    elif args.report:
         from study_report import plot_curves, report  # beside this script
 
         out = Path(args.out)

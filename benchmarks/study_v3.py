@@ -1,0 +1,376 @@
+"""Study v3 (issue 24): do real priors boost real pre-trained restorers? Protocol: docs/RESULTS.md.
+
+    python benchmarks/reproduce.py --study v3 --dry-run          # every run, the stage it belongs to
+    python benchmarks/reproduce.py --study v3 --stage budget     # choose crop, lr, steps per F on val
+    python benchmarks/reproduce.py --study v3 --stage main       # the seeds, on the frozen budgets
+    python benchmarks/reproduce.py --study v3 --report           # the tables, paired by seed
+
+Only R trains: each frozen F (real weights) runs once over every input and view (`ptg
+extract-outputs`), and every run is `ptg train --mode refine --f-outputs` on that cache. The
+validation photos (`benchmarks/study_split_v3.json`) come from the training photos; they choose
+the budget; the test photos are scored once per run, on `last.pt`, with the same cached F.
+
+Resumable at every level: data, stores and caches compute only what is missing; a run with a
+final.json is kept, one with a last.pt resumes; a budget JSON, once written, is frozen; the
+results file is rewritten atomically after every run. Seed-major: a study stopped early has
+every arm at the seeds it reached.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import reproduce as v2  # beside this script: data synthesis, stores, wrong-prior stores, evaluation
+
+REPO = v2.REPO
+RESULTS = REPO / "benchmarks" / "results" / "reproduction_v3.json"
+SPLIT_V3 = REPO / "benchmarks" / "study_split_v3.json"
+VAL_SEED, N_VAL = 1234, 5  # the validation photos: random.Random(1234).sample(sorted(train), 5)
+BUDGET_SEED = 100  # the one seed the budget is chosen with (never a reported seed)
+LRS, CROPS, MAX_STEPS, VAL_EVERY = (3e-5, 1e-4, 3e-4), (48, 64, 96), 4000, 100
+BATCH = 8
+LARGE_R_WIDTH = 9  # ptgrm-large: 1,273,511 parameters, matched to R:both's 1,287,884 (imagenet 1280-d + restoration 192-d)
+
+
+@dataclass(frozen=True)
+class FrozenF:
+    data_task: str  # the v2 data it restores
+    extract: tuple[str, ...]  # `ptg extract-outputs` arguments that build it
+    main_prior: str  # the prior of the ptgrm-release arms and of the budget's real arm
+
+
+FS = {
+    # σ map fixed at 30 whatever the image's σ: the blind case (estimating σ would hand F the answer)
+    "ffdnet": FrozenF("blind", ("--baseline", "ffdnet", "--baseline-arg", "pretrained=true", "--baseline-arg", "sigma=30"),
+                      "restoration"),
+    "oidn": FrozenF("blind", ("--baseline", "oidn"), "restoration"),  # defaults, no auxiliary inputs
+    "zero-dce": FrozenF("lowlight", ("--baseline", "zero-dce"), "imagenet"),
+}
+REAL = {"imagenet": ("imagenet",), "restoration": ("restoration",), "both": ("imagenet", "restoration")}
+CONTROLS = {"constant": "constant", "shuffled": "shuffle", "zero": "zero"}
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    priors: tuple[str, ...]
+    control: str = "real"  # priors.control
+    refiner: str = "ptgrm"
+    refiner_args: tuple[tuple[str, object], ...] = ()
+
+
+def arms(f: str) -> tuple[Arm, ...]:
+    """Every trained arm of one F ("F alone" is every run's `test_f`: the same cached outputs)."""
+    main = FS[f].main_prior
+    out = [Arm(f"R:{name}", priors) for name, priors in REAL.items()]
+    # each real arm's controls use its own stores, so they have its mappings and parameter count
+    out += [Arm(f"R:{name}:{c}", priors, control) for name, priors in REAL.items() for c, control in CONTROLS.items()]
+    out += [Arm("LargeR", REAL["both"], refiner="ptgrm-large", refiner_args=(("width", LARGE_R_WIDTH),)),
+            Arm("R:degradation", ("degradation",)),
+            Arm(f"Rrel:{main}", (main,), refiner="ptgrm-release"),
+            Arm(f"Rrel:{main}:constant", (main,), "constant", refiner="ptgrm-release")]
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: the v2 manifests with the validation photos carved out, F's outputs cached once
+
+
+def val_split() -> dict[str, list[str]]:
+    """The v3 split (train photos minus the validation photos), written once and then only read."""
+    base = json.loads(v2.SPLIT_FILE.read_text())
+    train = sorted(p for p, s in base.items() if s == "train")
+    val = sorted(random.Random(VAL_SEED).sample(train, N_VAL))
+    split = {"val": val, "train": [p for p in train if p not in val], "test": sorted(p for p, s in base.items() if s == "test")}
+    if SPLIT_V3.is_file():
+        if json.loads(SPLIT_V3.read_text()) != split:
+            raise SystemExit(f"{SPLIT_V3} differs from the split the protocol draws; restore it from git")
+    else:
+        SPLIT_V3.write_text(json.dumps(split, indent=1) + "\n")
+    return split
+
+
+def v3_manifest(work: Path, data_task: str) -> Path:
+    """The v2 task manifest with the validation photos' rows in split ``val``."""
+    from ptg.pipeline.manifest import load_manifest, write_manifest
+
+    out = work / "data" / data_task / "manifest-v3.jsonl"  # beside the v2 manifest: its files lie under its folder
+    if out.is_file():
+        return out
+    val = set(val_split()["val"])
+    src = v2.build_data(work, v2.BUDGETS["cpu"], data_task)
+    rows = []
+    for s in load_manifest(src).samples:
+        extra = {k: v for k, v in s.extra.items() if k not in ("id", "input", "target", "split")}
+        rows.append({"id": s.id, "input": s.input, "target": s.target,
+                     "split": "val" if extra.get("photo") in val else s.split, **extra})
+    return write_manifest(out, rows)
+
+
+def prepare(work: Path, fs: list[str]) -> dict[str, dict]:
+    prep: dict[str, dict] = {}
+    for f in fs:
+        task = FS[f].data_task
+        if task not in {p["task"] for p in prep.values()}:
+            manifest = v3_manifest(work, task)
+            stores = v2.build_stores(work, task, manifest)
+            wrong = {kind: {p: v2.build_wrong_store(s, work / "priors" / "wrong-v3" / f"{task}-{p}-{kind}", m)
+                            for p, s in stores.items()} for kind, m in v2.wrong_maps(manifest).items()}
+            probes = {p: v2.cached_probe(work, s, manifest) for p, s in stores.items()}
+        else:
+            manifest, stores, wrong, probes = next((p["manifest"], p["stores"], p["wrong"], p["probes"])
+                                                   for p in prep.values() if p["task"] == task)
+        outs = work / "outputs" / f
+        v2.ptg("extract-outputs", *FS[f].extract, "--manifest", str(manifest), "--views", "flips", "--out", str(outs),
+               threads=2)  # a complete cache is verified and kept
+        prep[f] = {"task": task, "manifest": manifest, "stores": stores, "wrong": wrong, "probes": probes, "outputs": outs}
+    return prep
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+
+
+def train_args(prep: dict, arm: Arm, seed: int, out: Path, crop: int, lr: float, steps: int) -> list[str]:
+    args = ["train", "--manifest", str(prep["manifest"]), "--mode", "refine", "--f-outputs", str(prep["outputs"]),
+            "--steps", str(steps), "--seed", str(seed), "--out", str(out), "--crop", str(crop),
+            "--batch-size", str(BATCH), "--lr", str(lr), "--quiet", "--refiner", arm.refiner,
+            "--set", "run.device=cpu", "--set", "run.threads=1", "--set", "run.checkpoint_every=100",
+            "--set", "run.deterministic=false", "--set", f"run.val_every={VAL_EVERY}",
+            "--set", "data.val_crop=64", "--set", "data.augment=flips",
+            "--set", f"priors.control={arm.control}", "--set", "priors.normalize=standardize"]
+    args += [a for p in arm.priors for a in ("--priors", str(prep["stores"][p]))]
+    return args + [a for k, v in arm.refiner_args for a in ("--set", f"model.refiner_args.{k}={json.dumps(v)}")]
+
+
+def train(prep: dict, arm: Arm, seed: int, out: Path, crop: int, lr: float, steps: int) -> dict:
+    if not (out / "final.json").is_file():
+        args = train_args(prep, arm, seed, out, crop, lr, steps)
+        if (out / "checkpoints" / "last.pt").is_file():
+            args.append("--resume")
+        v2.ptg(*args)
+    final = json.loads((out / "final.json").read_text())
+    if final["step"] != steps:
+        raise SystemExit(f"{out} was trained for {final['step']} steps, not {steps}: use another --work")
+    return final
+
+
+def evaluate(prep: dict, run: Path, out: Path, priors: list[Path] | None = None) -> dict:
+    if not (out / "metrics.json").is_file():
+        args = ["eval", "--ckpt", str(run / "checkpoints" / "last.pt"), "--manifest", str(prep["manifest"]),
+                "--f-outputs", str(prep["outputs"]), "--split", "test", "--out", str(out), "--no-images", "--grids", "0",
+                "--device", "cpu"]
+        v2.ptg(*args, *[a for p in priors or [] for a in ("--priors", str(p))])
+    return json.loads((out / "metrics.json").read_text())
+
+
+def run_main(work: Path, prep: dict, f: str, arm: Arm, seed: int, budget: dict) -> dict:
+    from ptg.pipeline.manifest import load_manifest
+
+    name = f"{f}/{arm.name.replace(':', '-')}/s{seed}"
+    out = work / "runs-v3" / name
+    t0 = time.time()
+    final = train(prep, arm, seed, out, budget["crop"], budget["lr"], budget["steps"])
+    levels = {s.id: v2.level_of(s.extra) for s in load_manifest(prep["manifest"]).split("test")}
+    metrics = evaluate(prep, out, out / "eval")
+    wrong = {}
+    if arm.control == "real" and arm.refiner == "ptgrm" and arm.name != "LargeR":  # does R read g? give it the wrong one
+        for kind, stores in prep["wrong"].items():
+            m = evaluate(prep, out, out / f"eval-wrong-{kind}", [stores[p] for p in arm.priors])
+            wrong[kind] = v2.per_level(m, levels, "ptgrm")
+    print(f"done {name} in {time.time() - t0:.0f}s", flush=True)
+    return {"name": name, "f": f, "arm": arm.name, "seed": seed, "priors": list(arm.priors), "control": arm.control,
+            "refiner": arm.refiner, "budget": budget, "steps": final["step"], "seconds": final.get("seconds"),
+            "digest": final.get("digest"), "params": final.get("params"), "curve": curve(out),
+            "test": v2.per_level(metrics, levels, "ptgrm"), "test_f": v2.per_level(metrics, levels, "baseline"),
+            "wrong": wrong}
+
+
+def curve(run: Path) -> list[dict]:
+    """Validation PSNR of F + R and of F alone at every validation step."""
+    import csv
+
+    with open(run / "log.csv", newline="", encoding="utf-8") as fh:
+        return [{"step": int(r["step"]), "psnr": float(r["val_psnr"]), "psnr_f": float(r["val_psnr_f"] or "nan")}
+                for r in csv.DictReader(fh) if r.get("val_psnr")]
+
+
+# ---------------------------------------------------------------------------------------------
+# The budget, chosen on validation only
+
+
+def flat_step(points: list[dict], window: int = 5, per_500: float = 0.01) -> int:
+    """The first validation step after which the smoothed curve gains < ``per_500`` dB per 500 steps."""
+    steps = [p["step"] for p in points]
+    vals = [p["psnr"] for p in points]
+    smooth = [statistics.fmean(vals[max(0, i - window // 2): i + window // 2 + 1]) for i in range(len(vals))]
+    for i, s in enumerate(steps):
+        rest = steps[-1] - s
+        if rest == 0 or (smooth[-1] - smooth[i]) < per_500 * rest / 500:
+            return min(max(s, 500), steps[-1])
+    return steps[-1]
+
+
+def choose_budget(curves: dict[tuple[str, int, float], list[dict]]) -> dict:
+    """crop: the smallest at which R:constant (at that crop's best lr for R:main) does not end below
+    F on validation; lr: R:main's best final validation score at that crop; steps: `flat_step`."""
+    def final(arm, crop, lr):
+        return curves[(arm, crop, lr)][-1]
+
+    chosen = None
+    for crop in CROPS:
+        lr = max(LRS, key=lambda lr: final("main", crop, lr)["psnr"])
+        c = final("constant", crop, lr)
+        if c["psnr"] >= c["psnr_f"] or crop == CROPS[-1]:
+            chosen = {"crop": crop, "lr": lr, "constant_final": c["psnr"], "f_val": c["psnr_f"],
+                      "constant_below_f": c["psnr"] < c["psnr_f"]}
+            break
+    chosen["steps"] = flat_step(curves[("main", chosen["crop"], chosen["lr"])])
+    return chosen
+
+
+def budget_of(work: Path, prep: dict, f: str, jobs: int, max_steps: int = MAX_STEPS) -> dict:
+    path = work / "budgets-v3" / f"{f}.json"
+    if path.is_file():  # frozen once written
+        return json.loads(path.read_text())
+    from ptg.pipeline.fsio import atomic_write_json
+
+    main = FS[f].main_prior
+    grid = [(role, arm, crop, lr) for crop in CROPS for lr in LRS
+            for role, arm in (("main", Arm(f"R:{main}", (main,))), ("constant", Arm(f"R:{main}:constant", (main,), "constant")))]
+
+    def one(job):
+        role, arm, crop, lr = job
+        out = work / "budget-runs-v3" / f / f"{role}-c{crop}-lr{lr:g}"
+        train(prep, arm, BUDGET_SEED, out, crop, lr, max_steps)
+        return (role, crop, lr), curve(out)
+
+    with ThreadPoolExecutor(jobs) as pool:
+        curves = dict(pool.map(one, grid))
+    budget = {**choose_budget(curves), "f": f, "seed": BUDGET_SEED,
+              "curves": {f"{r}-c{c}-lr{lr:g}": v for (r, c, lr), v in curves.items()}}
+    atomic_write_json(path, budget)
+    return budget
+
+
+# ---------------------------------------------------------------------------------------------
+# Analysis
+
+
+def paired(a: dict[int, float], b: dict[int, float]) -> dict | None:
+    """Mean, sd, paired t and two-sided p of a − b over the seeds both have."""
+    from scipy import stats
+
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        return None
+    d = [a[s] - b[s] for s in seeds]
+    mean, sd = statistics.fmean(d), statistics.stdev(d)
+    t = mean / (sd / math.sqrt(len(d))) if sd > 0 else math.copysign(math.inf, mean)
+    return {"n": len(d), "mean": mean, "sd": sd, "t": t, "p": float(2 * stats.t.sf(abs(t), len(d) - 1))}
+
+
+def verdicts(runs: list[dict], level: str = "all") -> list[dict]:
+    """Per F and real arm: R+real − F alone, − its best control, − Large R (PSNR, paired by seed)."""
+    by: dict[tuple[str, str], dict[int, float]] = {}
+    f_alone: dict[str, dict[int, float]] = {}
+    for r in runs:
+        if level in r["test"]:
+            by.setdefault((r["f"], r["arm"]), {})[r["seed"]] = r["test"][level]["psnr"]
+            f_alone.setdefault(r["f"], {})[r["seed"]] = r["test_f"][level]["psnr"]
+    rows = []
+    for f in FS:
+        for name in REAL:
+            real = by.get((f, f"R:{name}"))
+            if not real:
+                continue
+            ctrl = {c: by.get((f, f"R:{name}:{c}"), {}) for c in CONTROLS}
+            best = max((c for c in ctrl if ctrl[c]), key=lambda c: statistics.fmean(ctrl[c].values()), default=None)
+            rows.append({"f": f, "arm": f"R:{name}", "level": level, "seeds": sorted(real),
+                         "vs_f": paired(real, f_alone[f]), "best_control": best,
+                         "vs_best_control": paired(real, ctrl[best]) if best else None,
+                         "vs_large_r": paired(real, by.get((f, "LargeR"), {}))})
+    return rows
+
+
+def report(path: Path) -> str:
+    data = json.loads(path.read_text())
+    runs = data.get("runs", [])
+
+    def cell(d):
+        return "–" if not d else f"{d['mean']:+.3f} ± {d['sd']:.3f} (t={d['t']:.2f}, p={d['p']:.3f}, n={d['n']})"
+
+    lines = ["| F | arm | level | R+real − F alone | R+real − best control | best control | R+real − Large R |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    levels = sorted({lv for r in runs for lv in r["test"]}, key=lambda lv: (lv != "all", lv))
+    for lv in levels:
+        for v in verdicts(runs, lv):
+            lines.append(f"| {v['f']} | {v['arm']} | {lv} | {cell(v['vs_f'])} | {cell(v['vs_best_control'])} | "
+                         f"{v['best_control'] or '–'} | {cell(v['vs_large_r'])} |")
+    means: dict[tuple[str, str], list[float]] = {}
+    for r in runs:
+        means.setdefault((r["f"], r["arm"]), []).append(r["test"]["all"]["psnr"])
+        means.setdefault((r["f"], "F alone"), []).append(r["test_f"]["all"]["psnr"])
+    lines += ["", "| F | arm | test PSNR (mean ± sd over seeds) | seeds |", "| --- | --- | --- | --- |"]
+    for (f, arm), v in sorted(means.items()):
+        sd = statistics.stdev(v) if len(v) > 1 else 0.0
+        lines.append(f"| {f} | {arm} | {statistics.fmean(v):.3f} ± {sd:.3f} | {len(v)} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(args) -> None:
+    from ptg.pipeline.fsio import atomic_write_json
+
+    out = Path(args.out) if args.out != str(v2.RESULTS) else RESULTS
+    if args.report:
+        print(report(out))
+        return
+    work = Path(args.work).resolve()
+    fs = args.fs.split(",") if args.fs else list(FS)
+    bad = [f for f in fs if f not in FS]
+    if bad:
+        raise SystemExit(f"unknown F(s) {bad}; choose from {', '.join(FS)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    jobs = [(s, f, a) for s in seeds for f in fs for a in arms(f)]  # seed-major
+    if args.dry_run:
+        for f in fs:
+            print(f"budget {f}: {len(CROPS) * len(LRS) * 2} runs of ≤{MAX_STEPS} steps (seed {BUDGET_SEED}, "
+                  f"R:{FS[f].main_prior} and its constant control; crop {CROPS} × lr {LRS})")
+        for s, f, a in jobs:
+            print(f"{f}/{a.name}/s{s}: priors {','.join(a.priors)}, control {a.control}, refiner {a.refiner}")
+        print(f"{len(jobs)} main runs")
+        return
+    val_split()
+    prep = prepare(work, fs)
+    budgets = {f: budget_of(work, prep[f], f, args.jobs, args.steps or MAX_STEPS) for f in fs}
+    if args.stage == "budget":
+        print(json.dumps({f: {k: b[k] for k in ("crop", "lr", "steps")} for f, b in budgets.items()}))
+        return
+    data = json.loads(out.read_text()) if out.is_file() else {"version": 3}
+    data.update({"budgets": {f: {k: v for k, v in b.items() if k != "curves"} for f, b in budgets.items()},
+                 "probes": {f: p["probes"] for f, p in prep.items()}, "environment": v2.environment("cpu")})
+    runs = {r["name"]: r for r in data.get("runs", [])}
+    lock, t0 = threading.Lock(), time.time()
+
+    def one(job):
+        seed, f, arm = job
+        rec = run_main(work, prep[f], f, arm, seed, budgets[f])
+        with lock:  # the file always holds every finished run
+            runs[rec["name"]] = rec
+            data["runs"] = list(runs.values())
+            data["wall_seconds"] = round(time.time() - t0, 1)
+            atomic_write_json(out, data)
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(one, jobs))
+    print(f"wrote {out} ({len(runs)} runs)")
