@@ -104,8 +104,7 @@ def test_the_ring_gives_the_stacked_items_bit_for_bit_with_0_1_2_workers(tiny, k
     assert plain[0]["y"].shape == ((3, 32, 32, 3) if kind == "store" else (3, 3, 32, 32)) if targets else (3, 0)
     for workers in (0, 1, 2):
         ring = BatchRing(ds, 3, ring_slots(workers, 2))
-        got = [{k: [p.clone() for p in v] if k == "priors" else v.clone() for k, v in b.items()}
-               for b in ring_batches(ring, keys, 3, workers, 2)]
+        got = [_copy(b) for b in ring_batches(ring, keys, 3, workers, 2)]
         assert len(got) == len(plain)
         for a, b in zip(got, plain):
             _same(a, b)
@@ -124,7 +123,7 @@ def test_a_held_batch_is_not_overwritten_while_the_next_is_fetched(tiny):
         time.sleep(0.02)  # the workers run ahead as far as the DataLoader lets them
         if held is not None:
             _same(held[0], held[1])  # batch i, still in its slot, unchanged after batch i+1 was fetched
-        held = (b, {k: [p.clone() for p in v] if k == "priors" else v.clone() for k, v in b.items()})
+        held = (b, _copy(b))
 
 
 @pytest.mark.parametrize("workers", [0, 1])
@@ -147,3 +146,20 @@ def test_errors_in_the_workers_surface_with_their_message(tiny, tmp_path, worker
     train[0].input.write_bytes(train[1].input.read_bytes())
     with pytest.raises(PtgError, match=r"changed on disk after training started"):
         list(ring_batches(ring, [(0, i) for i in range(len(ds))], 2, workers, 2))
+
+
+def _copy(batch):
+    return {k: [p.clone() for p in v] if k == "priors" else v.clone() for k, v in batch.items()}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="page-locked memory needs CUDA")
+def test_pinned_batches_are_page_locked_copies_of_the_slots(tiny):
+    from ptg.ptgrm.train.ring import BatchRing, ring_batches, ring_slots
+
+    ds = _dataset(tiny, "store")
+    ring = BatchRing(ds, 2, ring_slots(1, 2))
+    keys = [(0, i) for i in range(len(ds))]
+    plain = [_copy(b) for b in ring_batches(ring, keys, 2, 1, 2)]
+    for b, p in zip(ring_batches(ring, keys, 2, 1, 2, pin=True), plain):
+        assert b["x"].is_pinned() and all(g.is_pinned() for g in b["priors"])
+        _same({k: v.to("cuda", non_blocking=True).cpu() if k != "priors" else v for k, v in b.items()}, p)

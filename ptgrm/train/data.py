@@ -18,8 +18,10 @@ can be drawn: lookups during training are array indexing.
 Pixels come from an `ImageSource` (``data.images``): decoded from the files, or served from the
 image store (`ptg.pipeline.imagestore`) as read-only views of its memory map, shared by every
 DataLoader worker through the page cache. A crop and its flips are views of the map; the only copy
-is the float32 CHW tensor, computed with the very cast and division of `read_image`, so both
-sources give the same bits.
+is the one into the sample's row of a batch (`TrainDataset.fill`; the trainer's batches live in the
+shared slots of `ptg.ptgrm.train.ring`): the uint8 crop as stored (turned later by `to_float`), or
+the float32 CHW values computed with the very cast and division of `read_image`, so both sources
+give the same bits.
 """
 from __future__ import annotations
 
