@@ -41,6 +41,7 @@ class BatchRing(Dataset):
     Indexed by ``(b, keys)``: fills slot ``b % slots`` with the samples ``keys`` and returns ``b``.
     `batch(b)` is then the trainer's batch dict of views of that slot: valid until ``slots - 1``
     further batches have been asked for (`ring_slots` sizes it for the DataLoader's prefetch).
+    Memory: ``slots`` batches, two more than torch's own batching keeps in flight with workers.
     """
 
     def __init__(self, dataset: TrainDataset, batch_size: int, slots: int):
