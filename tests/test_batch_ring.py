@@ -41,7 +41,6 @@ def test_training_digest_is_one_for_0_1_2_workers_store_and_files_and_a_resume_m
     for images, workers in (("files", 0), ("store", 0), ("store", 1), ("store", 2), ("files", 2)):
         final = _train(tiny, tmp_path / f"{images}{workers}", [f"data.images={images}", f"data.num_workers={workers}"])
         runs[images, workers] = (final["digest"], final["val"])
-    print(json.dumps({f"{k[0]}{k[1]}": v[0] for k, v in runs.items()}))
     assert len(set(json.dumps(v) for v in runs.values())) == 1, runs
     # resume from step 4 (epoch 1, its second batch): the epoch's first batch is skipped, not drawn again
     run = tmp_path / "resumed"
