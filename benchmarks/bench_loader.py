@@ -5,7 +5,10 @@ Datasets: ``2k`` = 2040×1356 photos (the shipped sample photos upscaled with La
 `ptg data synth --task denoise` σ=25, so each PNG costs what a DIV2K photo costs to decode) and
 ``samples`` = the shipped sample photos (`ptg data samples`, ≤512 px). Arms: ``files`` (decode the
 PNGs of every crop: data.images=files) and ``store`` (crops are views of the store's memory map:
-data.images=store), each with 0, 1 and 2 DataLoader workers. Each arm runs in a fresh process;
+data.images=store), each with 0, 1 and 2 DataLoader workers, batches made as `ptg train` makes them
+(`ptg.ptgrm.train.ring`: workers write into preallocated shared slots); ``store-collate`` is the
+store read through torch's own batching (each batch collated into fresh shared memory and sent
+through a queue), the path before the ring, for comparison. Each arm runs in a fresh process;
 the first pass over the images (the store's once-per-reader digest check) is warm-up, reported
 apart. Reported: median ms per batch and the 10th–90th percentile.
 
@@ -81,15 +84,31 @@ def _dataset(manifest: Path, source: str, store: Path, crop: int, batch: int, ba
     from ptg.ptgrm.train.data import ImageSource, InputGuard, TrainDataset
 
     samples = load_manifest(manifest).samples
+    raw = source in ("store", "store-collate")  # uint8 batches, as the trainer loads them (float32 on the device)
     if source.startswith("store"):
         guard = InputGuard(paths=imagestore.manifest_paths(samples))
         images = ImageSource(imagestore.ImageStore(store), guard)
     else:
         images = ImageSource(cache=source == "files+cache")
     repeat = max(1, -(-batch * batches // len(samples)))
-    # "store": uint8 batches, as the trainer loads them (float32 on the device); "store-f32": float32 on the CPU
+    # "store-f32": the store's crops as float32 batches on the CPU
     return TrainDataset(samples, [], DataConfig(crop=crop), PriorConfig(), ("identity", "hflip", "vflip", "hvflip"),
-                        seed=0, repeat=repeat, images=images, raw=source == "store"), len(samples)
+                        seed=0, repeat=repeat, images=images, raw=raw), len(samples)
+
+
+def _batches(ds, a: dict, prefetch: int = 2, pin: bool = False):
+    """The arm's batches of `ds` in order: as `ptg train` makes them (`ring_batches`), or, for
+    ``store-collate``, by torch's DataLoader collating each batch (the path before the ring)."""
+    import torch
+
+    from ptg.ptgrm.train.ring import BatchRing, ring_batches, ring_slots
+
+    keys = [(0, i) for i in range(len(ds))]
+    if a["source"] == "store-collate":
+        return iter(torch.utils.data.DataLoader(ds, batch_size=a["batch"], sampler=keys, num_workers=a["workers"],
+                                                drop_last=True, prefetch_factor=prefetch if a["workers"] else None))
+    ring = BatchRing(ds, a["batch"], ring_slots(a["workers"], prefetch))
+    return ring_batches(ring, keys, a["batch"], a["workers"], prefetch, pin=pin)
 
 
 def _pss_kib(pid: int, under: str | None = None) -> int:
@@ -116,6 +135,8 @@ def _smaps_kib(pid: int, field: str, under: str) -> int:
 
 def _loader_arm(a: dict) -> dict:
     """Time `batches` batches (after one warm-up pass over the images), or measure PSS growth."""
+    import multiprocessing
+
     import torch
 
     from ptg.pipeline.manifest import load_manifest
@@ -125,10 +146,8 @@ def _loader_arm(a: dict) -> dict:
     # warm-up: one pass over the images per worker (each reader checks an image's digest once)
     warm = -(-n // a["batch"]) * max(1, a["workers"]) + a["warm"]
     ds, _ = _dataset(Path(a["manifest"]), a["source"], Path(a["store"]), a["crop"], a["batch"], a["batches"] + warm + 2)
-    loader = torch.utils.data.DataLoader(ds, batch_size=a["batch"], sampler=[(0, i) for i in range(len(ds))],
-                                         num_workers=a["workers"], drop_last=True, prefetch_factor=2 if a["workers"] else None)
     base = _pss_kib(os.getpid())
-    it = iter(loader)
+    it = _batches(ds, a)
     times, first = [], []
     for b in range(warm + a["batches"]):
         t0 = time.perf_counter()
@@ -136,7 +155,7 @@ def _loader_arm(a: dict) -> dict:
         (first if b < warm else times).append(time.perf_counter() - t0)
     out = {"warm": _stats(first), "batch": _stats(times)}
     if a["workers"]:
-        pids = [os.getpid()] + [w.pid for w in it._workers]  # the workers are alive until the iterator ends
+        pids = [os.getpid()] + [w.pid for w in multiprocessing.active_children()]  # the loader's workers, alive
         out["pss_growth_mib"] = (sum(_pss_kib(p) for p in pids) - base) / 1024
         out["store_pss_mib"] = sum(_pss_kib(p, str(Path(a["store"]).resolve())) for p in pids) / 1024
         out["store_rss_per_worker_mib"] = [_smaps_kib(p, "Rss:", str(Path(a["store"]).resolve())) / 1024 for p in pids[1:]]
@@ -170,13 +189,13 @@ def _train_arm(a: dict) -> dict:
     dev = torch.device(a["device"])
     ds, _ = _dataset(Path(a["manifest"]), "store" if a["source"] == "gpu" else a["source"], Path(a["store"]), a["crop"],
                      a["batch"], a["steps"] + a["warm"])
-    loader = torch.utils.data.DataLoader(ds, batch_size=a["batch"], sampler=[(0, i) for i in range(len(ds))],
-                                         num_workers=1, pin_memory=dev.type == "cuda", drop_last=True, prefetch_factor=4)
+    it = _batches(ds, {**a, "source": "store" if a["source"] == "gpu" else a["source"], "workers": 1}, prefetch=4,
+                  pin=dev.type == "cuda")  # the trainer's path: the ring, pinned copies on CUDA
     torch.manual_seed(0)
     f, r = create_model("unet", width=16).to(dev), create_model("ptgrm", prior_dims=(512,)).to(dev)
     opt = torch.optim.Adam(list(f.parameters()) + list(r.parameters()), lr=1e-4)
     loss_fn, g = build_loss(LossConfig()), torch.full((a["batch"], 512), 512 ** -0.5, device=dev)
-    it, fixed = iter(loader), None
+    fixed = None
     steps, waits = [], []
     for step in range(a["warm"] + a["steps"]):
         sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -242,8 +261,8 @@ def _report(args: argparse.Namespace, work: Path, manifests: dict[str, Path], pr
     lines = [f"# Batch loading: files vs the image store (batch {args.batch}, {args.crop}² crops)", "",
              f"{platform.platform()}, {os.cpu_count()} CPUs; datasets made and cached in {prep_s:.0f} s. "
              "Median ms per batch (10th–90th percentile), after a warm-up pass.", "",
-             "| dataset | workers | files (ms/batch) | store, uint8 batches (ms/batch) | speed-up | store, float32 batches (ms/batch) | store first pass (ms/batch) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| dataset | workers | files (ms/batch) | store, uint8 batches (ms/batch) | speed-up | store, float32 batches (ms/batch) | store first pass (ms/batch) | store, uint8, torch collate (before the ring) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in args.datasets.split(","):
         m = str(manifests[name])
         for w in (int(v) for v in args.workers.split(",")):
@@ -251,8 +270,11 @@ def _report(args: argparse.Namespace, work: Path, manifests: dict[str, Path], pr
             s = _run({**common, "manifest": m, "source": "store", "workers": w, "batches": args.store_batches, "warm": 0})
             s32 = _run({**common, "manifest": m, "source": "store-f32", "workers": w, "batches": args.store_batches // 2,
                         "warm": 0})
+            old = _run({**common, "manifest": m, "source": "store-collate", "workers": w, "batches": args.store_batches,
+                        "warm": 0})
             lines.append(f"| {name} | {w} | {_fmt(f['batch'])} | {_fmt(s['batch'])} | "
-                         f"{f['batch']['median'] / s['batch']['median']:.0f}× | {_fmt(s32['batch'])} | {_fmt(s['warm'])} |")
+                         f"{f['batch']['median'] / s['batch']['median']:.0f}× | {_fmt(s32['batch'])} | {_fmt(s['warm'])} | "
+                         f"{_fmt(old['batch'])} |")
     lines += ["", "Memory, 2 workers, every image touched by both workers. PSS growth of the loader's processes "
               "(main + workers; includes the workers' own interpreters and prefetched batches), and of the store's "
               "mapped pages alone (RSS of those pages in each worker in brackets: both map every page, the kernel "

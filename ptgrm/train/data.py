@@ -18,8 +18,10 @@ can be drawn: lookups during training are array indexing.
 Pixels come from an `ImageSource` (``data.images``): decoded from the files, or served from the
 image store (`ptg.pipeline.imagestore`) as read-only views of its memory map, shared by every
 DataLoader worker through the page cache. A crop and its flips are views of the map; the only copy
-is the float32 CHW tensor, computed with the very cast and division of `read_image`, so both
-sources give the same bits.
+is the one into the sample's row of a batch (`TrainDataset.fill`; the trainer's batches live in the
+shared slots of `ptg.ptgrm.train.ring`): the uint8 crop as stored (turned later by `to_float`), or
+the float32 CHW values computed with the very cast and division of `read_image`, so both sources
+give the same bits.
 """
 from __future__ import annotations
 
@@ -186,13 +188,21 @@ def _prior_vectors(tables: Sequence[PriorTable], row: int, view: str, crop_box: 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
     """float32 CHW of an HWC block: a float32 decoded image, or a stored integer block (or view of one)."""
-    scale = imagestore.SCALE.get(img.dtype.name)
-    if scale is None:
-        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32))  # HWC -> CHW
     out = np.empty((img.shape[2], img.shape[0], img.shape[1]), np.float32)
-    # integers cast to float32 (exact), then read_image's own float32 division: the bits of decoding the file
-    np.divide(img.transpose(2, 0, 1), np.float32(scale), out=out, dtype=np.float32)
+    _write_float(out, img)
     return torch.from_numpy(out)
+
+
+def _write_float(out: np.ndarray, img: np.ndarray) -> None:
+    """Write `_to_tensor`'s float32 C×H×W values of the H×W×C block `img` into `out` (a batch slot's row).
+
+    A 1-channel stored block (a gray file) fills every channel of a 3-channel `out`, as `read_image`
+    replicates gray."""
+    scale = imagestore.SCALE.get(img.dtype.name)
+    if scale is None:  # a float decoded image (or float16 F output): the values, cast exactly
+        np.copyto(out, img.transpose(2, 0, 1))
+    else:  # integers cast to float32 (exact), then read_image's own float32 division: the bits of decoding the file
+        np.divide(img.transpose(2, 0, 1), np.float32(scale), out=out, dtype=np.float32)
 
 
 _LUT8 = np.arange(256, dtype=np.float32) / np.float32(255)  # read_image's values of the 256 uint8 levels
@@ -412,7 +422,29 @@ class TrainDataset(Dataset):
         view = self.views[int(rng.integers(0, len(self.views)))]
         return top, left, view, rng
 
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+    def fields(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """The shape and dtype of each of one sample's tensors (every crop has the size ``data.crop``,
+        every prior its store's dim): the layout of a batch slot of `ptg.ptgrm.train.ring.BatchRing`.
+
+        ``x``, ``y``: uint8 H×W×C crops still to be turned (raw), else float32 C×H×W; ``y`` is empty
+        (0 values) when some sample has no target and the loss needs none. ``prior<i>``: store i's
+        vector. ``view``: the crop's index into `VIEW_CODES` (raw only). ``ihat``: F's cached output.
+        """
+        c = self.crop
+        image = ((c, c, 3), torch.uint8) if self.raw else ((3, c, c), torch.float32)
+        with_y = self.need_target or all(s.target is not None for s in self.samples)
+        out = {"x": image, "y": image if with_y else ((0,), torch.float32)}
+        out.update({f"prior{i}": ((t.dim,), torch.float32) for i, t in enumerate(self.tables)})
+        if self.raw:
+            out["view"] = ((), torch.int64)
+        if self.f_outputs is not None:
+            out["ihat"] = ((3, c, c), torch.float32)
+        return out
+
+    def fill(self, key: tuple[int, int], out: dict[str, np.ndarray]) -> None:
+        """Write sample ``key`` = (epoch, index) into `out`: one sample's rows of a batch (numpy views,
+        shaped as `fields` says). A crop is copied once, straight from the image (a view of the store's
+        memory map, or the decoded file) into its row."""
         epoch, index = key
         row = index % len(self.samples)
         s = self.samples[row]
@@ -420,34 +452,37 @@ class TrainDataset(Dataset):
         h, w = x.shape[:2]
         c = self.crop
         top, left, view, rng = self.draw(epoch, index, h, w)
-        x = self._view(x[top : top + c, left : left + c], view)
+        self._put(out["x"], x[top : top + c, left : left + c], view)
         if s.target is not None:
             y = self.images.array(s.target)
             if y.shape != (h, w, 3):
                 raise PtgError(f"sample {s.id!r}: target {s.target} is {y.shape[1]}x{y.shape[0]} but the input is {w}x{h}")
-            y = self._tensor(self._view(y[top : top + c, left : left + c], view))
+            if out["y"].size:  # empty when some other sample has no target (and the loss needs none)
+                self._put(out["y"], y[top : top + c, left : left + c], view)
         elif self.need_target:
             raise PtgError(f"sample {s.id!r} (line {s.line}) has no target; supervised losses need one (or use loss.kind=zero-dce)")
-        else:
-            y = torch.zeros(0)
         priors = _prior_vectors(self.tables, row, view, (h, w, top, left, c, c), self.prior_cfg, self.shuffle, rng,
                                 self.transform)
-        item = {"x": self._tensor(x), "y": y, "priors": priors}
+        for i, g in enumerate(priors):
+            out[f"prior{i}"][...] = g.numpy()
         if self.raw:  # the crops left unturned: `to_float` applies the view on the device
-            item["view"] = torch.tensor(VIEW_CODES.index(view))
+            out["view"][...] = VIEW_CODES.index(view)
         if self.f_outputs is not None:  # F's output of this view, cut at the same box, in the same view
             ihat = self.f_outputs.array(s, view)
-            item["ihat"] = _to_tensor(apply_view(ihat[top : top + c, left : left + c], view))
+            _write_float(out["ihat"], apply_view(ihat[top : top + c, left : left + c], view))
+
+    def _put(self, out: np.ndarray, crop: np.ndarray, view: str) -> None:
+        if self.raw:  # uint8 H×W×C, unturned (`to_float` turns it): the one copy, whole rows of the map
+            np.copyto(out, crop)
+        else:
+            _write_float(out, apply_view(crop, view))
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        """One sample as a dict: ``x``, ``y``, ``priors`` (a list, one per store), ``view`` (raw), ``ihat``."""
+        item = {name: torch.empty(shape, dtype=dtype) for name, (shape, dtype) in self.fields().items()}
+        self.fill(key, {name: t.numpy() for name, t in item.items()})
+        item["priors"] = [item.pop(f"prior{i}") for i in range(len(self.tables))]
         return item
-
-    def _view(self, crop: np.ndarray, view: str) -> np.ndarray:
-        # raw: the crop stays a view of the memory map until `_tensor`'s one copy; `to_float` turns it
-        return crop if self.raw else apply_view(crop, view)
-
-    def _tensor(self, crop: np.ndarray) -> torch.Tensor:
-        if self.raw:
-            return torch.from_numpy(np.ascontiguousarray(crop))  # uint8 H×W×C: the one copy, whole rows
-        return _to_tensor(crop)
 
 
 class ValDataset(Dataset):

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DistributedSampler
 
 from ptg.pipeline import fsio
 from ptg.pipeline.errors import Interrupted, PtgError
@@ -44,6 +44,7 @@ from .data import (InputGuard, TrainDataset, ValDataset, augment_views, check_mi
                    open_images, to_float)
 from .logs import Logs, loss_trend, plot_curves
 from .losses import build_loss
+from .ring import BatchRing, ring_batches, ring_slots
 from .run_utils import (Dist, StopSignals, all_sum, check_resume_config, device_of, init_dist, is_legacy_run,
                         progress_caller, update_best, validate, worker_init)
 from .setup import build_models, make_ema, param_groups, read_samples
@@ -196,6 +197,8 @@ class _Run:
         self.val_ds = (ValDataset(val_samples, val_tables, self.transform.order(len(val_samples)), cfg.data.val_crop, guard,
                                   images, f_outputs=outs) if val_samples else None)
         self.steps_per_epoch = len(self.train_ds) // cfg.data.batch_size
+        # the batch buffers, allocated once, before any worker starts (`ring_slots`: why that many)
+        self.ring = BatchRing(self.train_ds, self.per_rank, ring_slots(cfg.data.num_workers, cfg.data.prefetch))
 
     def open_f_outputs(self, samples: list[Any], guard: InputGuard | None) -> Any:
         """``data.f_outputs``: F's cached outputs of every row (F itself is never built); None without."""
@@ -271,9 +274,9 @@ class _Run:
                                      drop_last=True)
         sampler.set_epoch(self.epoch)
         indices = list(sampler)[offset * self.per_rank:]
-        return DataLoader(self.train_ds, batch_size=self.per_rank, sampler=[(self.epoch, i) for i in indices],
-                          drop_last=True, num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda",
-                          worker_init_fn=worker_init, prefetch_factor=cfg.data.prefetch if cfg.data.num_workers else None)
+        # written by the workers into the ring's shared slots (no batch crosses a queue); whole batches only
+        return ring_batches(self.ring, [(self.epoch, i) for i in indices], self.per_rank, cfg.data.num_workers,
+                            cfg.data.prefetch, worker_init, pin=self.device.type == "cuda")
 
     def train_step(self, batch: dict[str, Any]) -> None:
         """One optimiser step (or a skipped one for a non-finite loss), EMA update, schedule."""
