@@ -21,11 +21,8 @@ def build_frozen_f(baseline: str, weights: Optional[Path], args: Optional[list[s
     from ptg.ptgrm.train.config import ModelConfig, TrainConfig, parse_set
     from ptg.ptgrm.train.setup import load_f_weights
 
-    bad = [a for a in args or [] if "=" not in a or not a.partition("=")[0].strip()]
-    if bad:
-        raise PtgError(f"--baseline-arg {bad[0]!r} must look like key=value (e.g. --baseline-arg sigma=30)")
-    model = ModelConfig(baseline=baseline, baseline_weights=str(weights) if weights else None,
-                        baseline_args=parse_set(list(args or [])))
+    f_args = parse_set(list(args or []), "--baseline-arg", "key=value (e.g. --baseline-arg sigma=30)")
+    model = ModelConfig(baseline=baseline, baseline_weights=str(weights) if weights else None, baseline_args=f_args)
     f = create_model(model.baseline, **model.baseline_args)
     if not getattr(f, "weights_loaded", False):
         load_f_weights(TrainConfig(mode="refine", model=model), f)

@@ -358,11 +358,12 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def parse_set(items: list[str]) -> dict[str, Any]:
+def parse_set(items: list[str], flag: str = "--set", form: str = "section.key=value (e.g. optim.lr=2e-4)") -> dict[str, Any]:
     """``["optim.lr=2e-4", "model.refiner_args.use_sve=false"]`` as a nested mapping.
 
     Values are parsed as YAML scalars/flow collections, so ``true``, ``1e-4``, ``[0.9, 0.99]`` and
-    ``{width: 8}`` work; keys under ``baseline_args``/``refiner_args`` are free-form.
+    ``{width: 8}`` work; keys under ``baseline_args``/``refiner_args`` are free-form. ``flag`` and
+    ``form``: the option and the shape its errors name (another command's ``key=value`` option).
     """
     import yaml
 
@@ -371,17 +372,17 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise PtgError(f"--set {item!r} must look like section.key=value (e.g. optim.lr=2e-4)")
+            raise PtgError(f"{flag} {item!r} must look like {form}")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
-            raise PtgError(f"--set {item!r}: cannot parse the value {raw!r}: {exc}") from exc
+            raise PtgError(f"{flag} {item!r}: cannot parse the value {raw!r}: {exc}") from exc
         node = out
         parts = key.split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise PtgError(f"--set {item!r} conflicts with another --set of {p!r}")
+                raise PtgError(f"{flag} {item!r} conflicts with another {flag} of {p!r}")
         node[parts[-1]] = value
     return out
 
