@@ -376,8 +376,10 @@ def per_level(metrics: dict, levels: dict[str, str], which: str) -> dict:
 
 
 def _curve(run: Path) -> list[dict]:
+    """Validation PSNR/SSIM at every validation step, and F alone's PSNR where the log has it (refine)."""
     with open(run / "log.csv", newline="", encoding="utf-8") as f:
-        return [{"step": int(r["step"]), "psnr": float(r["val_psnr"]), "ssim": float(r["val_ssim"])}
+        return [{"step": int(r["step"]), "psnr": float(r["val_psnr"]), "ssim": float(r["val_ssim"]),
+                 **({"psnr_f": float(r["val_psnr_f"])} if r.get("val_psnr_f") else {})}
                 for r in csv.DictReader(f) if r.get("val_psnr")]
 
 

@@ -85,6 +85,8 @@ def arms(f: str) -> tuple[Arm, ...]:
 
 def val_split() -> dict[str, list[str]]:
     """The v3 split (train photos minus the validation photos), written once and then only read."""
+    from ptg.pipeline.fsio import atomic_write_text
+
     base = json.loads(v2.SPLIT_FILE.read_text())
     train = sorted(p for p, s in base.items() if s == "train")
     val = sorted(random.Random(VAL_SEED).sample(train, N_VAL))
@@ -93,7 +95,7 @@ def val_split() -> dict[str, list[str]]:
         if json.loads(SPLIT_V3.read_text()) != split:
             raise SystemExit(f"{SPLIT_V3} differs from the split the protocol draws; restore it from git")
     else:
-        SPLIT_V3.write_text(json.dumps(split, indent=1) + "\n")
+        atomic_write_text(SPLIT_V3, json.dumps(split, indent=1) + "\n")  # never through a link planted there
     return split
 
 
@@ -114,23 +116,26 @@ def v3_manifest(work: Path, data_task: str) -> Path:
     return write_manifest(out, rows)
 
 
+def prepare_task(work: Path, task: str) -> dict:
+    """A data task's v3 manifest, priors stores, wrong-prior stores and probes."""
+    manifest = v3_manifest(work, task)
+    stores = v2.build_stores(work, task, manifest)
+    wrong = {kind: {p: v2.build_wrong_store(s, work / "priors" / "wrong-v3" / f"{task}-{p}-{kind}", m)
+                    for p, s in stores.items()} for kind, m in v2.wrong_maps(manifest).items()}
+    probes = {p: v2.cached_probe(work, s, manifest) for p, s in stores.items()}
+    return {"task": task, "manifest": manifest, "stores": stores, "wrong": wrong, "probes": probes}
+
+
 def prepare(work: Path, fs: list[str]) -> dict[str, dict]:
-    prep: dict[str, dict] = {}
+    """Per F: its data task's preparation (shared by the Fs of one task) and its cached outputs."""
+    tasks = {t: prepare_task(work, t) for t in dict.fromkeys(FS[f].data_task for f in fs)}
+    prep = {}
     for f in fs:
-        task = FS[f].data_task
-        if task not in {p["task"] for p in prep.values()}:
-            manifest = v3_manifest(work, task)
-            stores = v2.build_stores(work, task, manifest)
-            wrong = {kind: {p: v2.build_wrong_store(s, work / "priors" / "wrong-v3" / f"{task}-{p}-{kind}", m)
-                            for p, s in stores.items()} for kind, m in v2.wrong_maps(manifest).items()}
-            probes = {p: v2.cached_probe(work, s, manifest) for p, s in stores.items()}
-        else:
-            manifest, stores, wrong, probes = next((p["manifest"], p["stores"], p["wrong"], p["probes"])
-                                                   for p in prep.values() if p["task"] == task)
         outs = work / "outputs" / f
-        v2.ptg("extract-outputs", *FS[f].extract, "--manifest", str(manifest), "--views", "flips", "--out", str(outs),
-               threads=2)  # a complete cache is verified and kept
-        prep[f] = {"task": task, "manifest": manifest, "stores": stores, "wrong": wrong, "probes": probes, "outputs": outs}
+        task = tasks[FS[f].data_task]
+        v2.ptg("extract-outputs", *FS[f].extract, "--manifest", str(task["manifest"]), "--views", "flips",
+               "--out", str(outs), threads=2)  # a complete cache is verified and kept
+        prep[f] = {**task, "outputs": outs}
     return prep
 
 
@@ -181,25 +186,16 @@ def run_main(work: Path, prep: dict, f: str, arm: Arm, seed: int, budget: dict) 
     levels = {s.id: v2.level_of(s.extra) for s in load_manifest(prep["manifest"]).split("test")}
     metrics = evaluate(prep, out, out / "eval")
     wrong = {}
-    if arm.control == "real" and arm.refiner == "ptgrm" and arm.name != "LargeR":  # does R read g? give it the wrong one
+    if arm.control == "real" and arm.refiner == "ptgrm":  # does R read g? give it the wrong one
         for kind, stores in prep["wrong"].items():
             m = evaluate(prep, out, out / f"eval-wrong-{kind}", [stores[p] for p in arm.priors])
             wrong[kind] = v2.per_level(m, levels, "ptgrm")
     print(f"done {name} in {time.time() - t0:.0f}s", flush=True)
     return {"name": name, "f": f, "arm": arm.name, "seed": seed, "priors": list(arm.priors), "control": arm.control,
             "refiner": arm.refiner, "budget": budget, "steps": final["step"], "seconds": final.get("seconds"),
-            "digest": final.get("digest"), "params": final.get("params"), "curve": curve(out),
+            "digest": final.get("digest"), "params": final.get("params"), "curve": v2._curve(out),
             "test": v2.per_level(metrics, levels, "ptgrm"), "test_f": v2.per_level(metrics, levels, "baseline"),
             "wrong": wrong}
-
-
-def curve(run: Path) -> list[dict]:
-    """Validation PSNR of F + R and of F alone at every validation step."""
-    import csv
-
-    with open(run / "log.csv", newline="", encoding="utf-8") as fh:
-        return [{"step": int(r["step"]), "psnr": float(r["val_psnr"]), "psnr_f": float(r["val_psnr_f"] or "nan")}
-                for r in csv.DictReader(fh) if r.get("val_psnr")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,7 +246,7 @@ def budget_of(work: Path, prep: dict, f: str, jobs: int, max_steps: int = MAX_ST
         role, arm, crop, lr = job
         out = work / "budget-runs-v3" / f / f"{role}-c{crop}-lr{lr:g}"
         train(prep, arm, BUDGET_SEED, out, crop, lr, max_steps)
-        return (role, crop, lr), curve(out)
+        return (role, crop, lr), v2._curve(out)
 
     with ThreadPoolExecutor(jobs) as pool:
         curves = dict(pool.map(one, grid))
