@@ -183,7 +183,7 @@ def _train_arm(a: dict) -> dict:
 
     from ptg.ptgrm.models import create_model
     from ptg.ptgrm.train.config import LossConfig
-    from ptg.ptgrm.train.data import to_float
+    from ptg.ptgrm.train.pixels import to_float
     from ptg.ptgrm.train.losses import build_loss
 
     dev = torch.device(a["device"])

@@ -198,7 +198,7 @@ def test_views_turned_on_the_device_equal_the_numpy_views():
     import torch
 
     from ptg.pipeline.views import _DIHEDRAL, apply_view
-    from ptg.ptgrm.train.data import VIEW_CODES, _to_tensor, to_float
+    from ptg.ptgrm.train.pixels import VIEW_CODES, to_float, to_tensor
 
     assert set(VIEW_CODES) == set(_DIHEDRAL)
     rng = np.random.default_rng(0)
@@ -206,4 +206,4 @@ def test_views_turned_on_the_device_equal_the_numpy_views():
         crop = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         for code, view in enumerate(VIEW_CODES):
             got = to_float(torch.from_numpy(crop)[None], torch.tensor([code]))[0]
-            assert torch.equal(got, _to_tensor(apply_view(crop, view))), view  # the files path's float CHW of the view
+            assert torch.equal(got, to_tensor(apply_view(crop, view))), view  # the files path's float CHW of the view

@@ -30,7 +30,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ from ptg.pipeline.views import VIEW_SETS, apply_view, parse_tile_view, tile_grid
 
 from ..priors import PriorTransform, derangement  # noqa: F401  (derangement: re-exported for callers)
 from .config import DataConfig, PriorConfig
+from .pixels import VIEW_CODES, to_tensor, write_float
 
 
 class PriorFallbackWarning(UserWarning):
@@ -186,67 +187,6 @@ def _prior_vectors(tables: Sequence[PriorTable], row: int, view: str, crop_box: 
     return out
 
 
-def _to_tensor(img: np.ndarray) -> torch.Tensor:
-    """float32 CHW of an HWC block: a float32 decoded image, or a stored integer block (or view of one)."""
-    out = np.empty((img.shape[2], img.shape[0], img.shape[1]), np.float32)
-    _write_float(out, img)
-    return torch.from_numpy(out)
-
-
-def _write_float(out: np.ndarray, img: np.ndarray) -> None:
-    """Write `_to_tensor`'s float32 C×H×W values of the H×W×C block `img` into `out` (a batch slot's row).
-
-    A 1-channel stored block (a gray file) fills every channel of a 3-channel `out`, as `read_image`
-    replicates gray."""
-    scale = imagestore.SCALE.get(img.dtype.name)
-    if scale is None:  # a float decoded image (or float16 F output): the values, cast exactly
-        np.copyto(out, img.transpose(2, 0, 1))
-    else:  # integers cast to float32 (exact), then read_image's own float32 division: the bits of decoding the file
-        np.divide(img.transpose(2, 0, 1), np.float32(scale), out=out, dtype=np.float32)
-
-
-_LUT8 = np.arange(256, dtype=np.float32) / np.float32(255)  # read_image's values of the 256 uint8 levels
-_LUT_ON: dict[torch.device, torch.Tensor] = {}
-
-
-# The dihedral views of a [C, H, W] tensor, each equal to `ptg.pipeline.views`'s numpy view of the
-# H×W×C array (torch.rot90 turns from the first dim towards the second, as numpy.rot90 does).
-_TORCH_VIEWS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "identity": lambda t: t,
-    "hflip": lambda t: t.flip(-1),
-    "vflip": lambda t: t.flip(-2),
-    "hvflip": lambda t: t.flip(-2, -1),
-    "rot90": lambda t: torch.rot90(t, 1, dims=(-2, -1)),
-    "rot180": lambda t: torch.rot90(t, 2, dims=(-2, -1)),
-    "rot270": lambda t: torch.rot90(t, 3, dims=(-2, -1)),
-    "transpose": lambda t: t.transpose(-2, -1),
-    "antitranspose": lambda t: torch.rot90(t, 2, dims=(-2, -1)).transpose(-2, -1),
-}
-VIEW_CODES = tuple(_TORCH_VIEWS)  # a raw batch names each crop's view by its index here
-
-
-def to_float(t: torch.Tensor, views: torch.Tensor | None = None) -> torch.Tensor:
-    """float32 [B, C, H, W] of a batch: a uint8 batch (`TrainDataset` with ``raw``: B×H×W×C crops, each
-    still to be turned into its drawn view, ``views`` = indices into `VIEW_CODES`) through a lookup
-    table of `read_image`'s own values (so on any device the bits are those of decoding the file);
-    a float batch unchanged. Call it after the copy to the device: a uint8 batch is a quarter of the
-    bytes, and the view and layout change cost nothing there (on the CPU, copying a flipped or
-    transposed uint8 crop costs 10x a plain one)."""
-    if t.dtype != torch.uint8:
-        return t
-    if t.device.type == "cpu":
-        f = torch.from_numpy(_LUT8[t.numpy()])
-    else:
-        lut = _LUT_ON.get(t.device)
-        if lut is None:
-            lut = _LUT_ON[t.device] = torch.from_numpy(_LUT8).to(t.device)
-        f = lut[t.long()]
-    f = f.permute(0, 3, 1, 2)  # B×H×W×C -> B×C×H×W
-    if views is not None:
-        f = torch.stack([_TORCH_VIEWS[VIEW_CODES[int(v)]](img) for img, v in zip(f, views.tolist())])
-    return f.contiguous()
-
-
 class InputGuard:
     """Stops training on an input image whose bytes changed after its prior's key was taken.
 
@@ -291,7 +231,7 @@ class ImageSource:
     """Where a dataset's pixels come from: decoded files, or the image store's memory map.
 
     `array(path)` returns an H×W×3 block: a float32 decoded image (files) or the stored integer
-    block, a read-only view of the map (store); `_to_tensor` turns either into the same float32.
+    block, a read-only view of the map (store); `to_tensor` turns either into the same float32.
     """
 
     def __init__(self, store: "imagestore.ImageStore | None" = None, guard: "InputGuard | None" = None,
@@ -469,13 +409,13 @@ class TrainDataset(Dataset):
             out["view"][...] = VIEW_CODES.index(view)
         if self.f_outputs is not None:  # F's output of this view, cut at the same box, in the same view
             ihat = self.f_outputs.array(s, view)
-            _write_float(out["ihat"], apply_view(ihat[top : top + c, left : left + c], view))
+            write_float(out["ihat"], apply_view(ihat[top : top + c, left : left + c], view))
 
     def _put(self, out: np.ndarray, crop: np.ndarray, view: str) -> None:
         if self.raw:  # uint8 H×W×C, unturned (`to_float` turns it): the one copy, whole rows of the map
             np.copyto(out, crop)
         else:
-            _write_float(out, apply_view(crop, view))
+            write_float(out, apply_view(crop, view))
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         """One sample as a dict: ``x``, ``y``, ``priors`` (a list, one per store), ``view`` (raw), ``ihat``."""
@@ -517,11 +457,11 @@ class ValDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.samples[index]
         x = self._centre(self.images.array(s.input, keyed=True))
-        y = _to_tensor(self._centre(self.images.array(s.target))) if s.target is not None else torch.zeros(0)
+        y = to_tensor(self._centre(self.images.array(s.target))) if s.target is not None else torch.zeros(0)
         # The identity prior describes the whole image, which is what is restored here.
         j = int(self.order[index])
         priors = [torch.from_numpy(t.vectors["identity"][j].copy()) for t in self.tables]
-        xt = _to_tensor(x)
+        xt = to_tensor(x)
         if self.f_outputs is not None:
-            xt = torch.cat([xt, _to_tensor(self._centre(self.f_outputs.array(s)))])
+            xt = torch.cat([xt, to_tensor(self._centre(self.f_outputs.array(s)))])
         return {"x": xt, "y": y, "priors": priors, "index": index}

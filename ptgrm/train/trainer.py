@@ -41,9 +41,10 @@ from ..restorer import Restorer
 from . import checkpoint as ckpt_mod
 from .config import TrainConfig, save_yaml, to_dict
 from .data import (InputGuard, TrainDataset, ValDataset, augment_views, check_missing, fit_transform, load_tables,
-                   open_images, to_float)
+                   open_images)
 from .logs import Logs, loss_trend, plot_curves
 from .losses import build_loss
+from .pixels import to_float
 from .ring import BatchRing, ring_batches, ring_slots
 from .run_utils import (Dist, StopSignals, all_sum, check_resume_config, device_of, init_dist, is_legacy_run,
                         progress_caller, update_best, validate, worker_init)
