@@ -214,43 +214,44 @@ def flat_step(points: list[dict], window: int = 5, per_500: float = 0.01) -> int
     return steps[-1]
 
 
-def choose_budget(curves: dict[tuple[str, int, float], list[dict]]) -> dict:
-    """crop: the smallest at which R:constant (at that crop's best lr for R:main) does not end below
-    F on validation; lr: R:main's best final validation score at that crop; steps: `flat_step`."""
-    def final(arm, crop, lr):
-        return curves[(arm, crop, lr)][-1]
-
-    chosen = None
-    for crop in CROPS:
-        lr = max(LRS, key=lambda lr: final("main", crop, lr)["psnr"])
-        c = final("constant", crop, lr)
-        if c["psnr"] >= c["psnr_f"] or crop == CROPS[-1]:
-            chosen = {"crop": crop, "lr": lr, "constant_final": c["psnr"], "f_val": c["psnr_f"],
-                      "constant_below_f": c["psnr"] < c["psnr_f"]}
-            break
-    chosen["steps"] = flat_step(curves[("main", chosen["crop"], chosen["lr"])])
-    return chosen
+def choose_crop(curves: dict[tuple[str, int, float], list[dict]], crop: int) -> dict | None:
+    """At one crop: R:main's best lr (final validation score) and whether R:constant at that lr ends
+    at or above F on validation; None while it ends below F (try the next crop)."""
+    lr = max(LRS, key=lambda lr: curves[("main", crop, lr)][-1]["psnr"])
+    c = curves[("constant", crop, lr)][-1]
+    if c["psnr"] < c["psnr_f"] and crop != CROPS[-1]:
+        return None
+    return {"crop": crop, "lr": lr, "constant_final": c["psnr"], "f_val": c["psnr_f"],
+            "constant_below_f": c["psnr"] < c["psnr_f"]}
 
 
 def budget_of(work: Path, prep: dict, f: str, jobs: int, max_steps: int = MAX_STEPS) -> dict:
+    """crop: the smallest at which R:constant does not end below F on validation (crops are tried in
+    ascending order, so larger ones are trained only when needed); lr: R:main's best there; steps:
+    `flat_step` of that curve. Frozen once written."""
     path = work / "budgets-v3" / f"{f}.json"
-    if path.is_file():  # frozen once written
+    if path.is_file():
         return json.loads(path.read_text())
     from ptg.pipeline.fsio import atomic_write_json
 
     main = FS[f].main_prior
-    grid = [(role, arm, crop, lr) for crop in CROPS for lr in LRS
-            for role, arm in (("main", Arm(f"R:{main}", (main,))), ("constant", Arm(f"R:{main}:constant", (main,), "constant")))]
+    roles = {"main": Arm(f"R:{main}", (main,)), "constant": Arm(f"R:{main}:constant", (main,), "constant")}
 
     def one(job):
-        role, arm, crop, lr = job
+        role, crop, lr = job
         out = work / "budget-runs-v3" / f / f"{role}-c{crop}-lr{lr:g}"
-        train(prep, arm, BUDGET_SEED, out, crop, lr, max_steps)
+        train(prep, roles[role], BUDGET_SEED, out, crop, lr, max_steps)
         return (role, crop, lr), v2._curve(out)
 
+    curves: dict[tuple[str, int, float], list[dict]] = {}
     with ThreadPoolExecutor(jobs) as pool:
-        curves = dict(pool.map(one, grid))
-    budget = {**choose_budget(curves), "f": f, "seed": BUDGET_SEED,
+        for crop in CROPS:
+            curves.update(pool.map(one, [(role, crop, lr) for lr in LRS for role in roles]))
+            chosen = choose_crop(curves, crop)
+            if chosen:
+                break
+    chosen["steps"] = flat_step(curves[("main", chosen["crop"], chosen["lr"])])
+    budget = {**chosen, "f": f, "seed": BUDGET_SEED, "max_steps": max_steps,
               "curves": {f"{r}-c{c}-lr{lr:g}": v for (r, c, lr), v in curves.items()}}
     atomic_write_json(path, budget)
     return budget
@@ -340,8 +341,9 @@ def main(args) -> None:
     jobs = [(s, f, a) for s in seeds for f in fs for a in arms(f)]  # seed-major
     if args.dry_run:
         for f in fs:
-            print(f"budget {f}: {len(CROPS) * len(LRS) * 2} runs of ≤{MAX_STEPS} steps (seed {BUDGET_SEED}, "
-                  f"R:{FS[f].main_prior} and its constant control; crop {CROPS} × lr {LRS})")
+            print(f"budget {f}: {len(LRS) * 2} runs of {args.steps or MAX_STEPS} steps per crop, crops {CROPS} in turn "
+                  f"until R:constant does not end below F (seed {BUDGET_SEED}, R:{FS[f].main_prior} and its constant "
+                  f"control; lr {LRS})")
         for s, f, a in jobs:
             print(f"{f}/{a.name}/s{s}: priors {','.join(a.priors)}, control {a.control}, refiner {a.refiner}")
         print(f"{len(jobs)} main runs")
@@ -353,8 +355,10 @@ def main(args) -> None:
         print(json.dumps({f: {k: b[k] for k in ("crop", "lr", "steps")} for f, b in budgets.items()}))
         return
     data = json.loads(out.read_text()) if out.is_file() else {"version": 3}
-    data.update({"budgets": {f: {k: v for k, v in b.items() if k != "curves"} for f, b in budgets.items()},
-                 "probes": {f: p["probes"] for f, p in prep.items()}, "environment": v2.environment("cpu")})
+    # merged, not replaced: the Fs may be run one invocation at a time (--fs ffdnet, then --fs oidn)
+    data.setdefault("budgets", {}).update({f: {k: v for k, v in b.items() if k != "curves"} for f, b in budgets.items()})
+    data.setdefault("probes", {}).update({f: p["probes"] for f, p in prep.items()})
+    data["environment"] = v2.environment("cpu")
     runs = {r["name"]: r for r in data.get("runs", [])}
     lock, t0 = threading.Lock(), time.time()
 
