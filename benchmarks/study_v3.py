@@ -322,6 +322,58 @@ def report(path: Path) -> str:
     return "\n".join(lines)
 
 
+def plot_curves(path: Path, work: Path, out: Path) -> Path:
+    """Validation PSNR against steps. Top row, per F: every budget run (seed 100; solid R:main,
+    dashed R:constant, one colour per crop and lr) with F alone. Bottom row: each arm's mean over
+    its seeds on the frozen budget, F alone in black."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = json.loads(path.read_text()).get("runs", [])
+    fs = [f for f in FS if any(r["f"] == f for r in runs) or (work / "budgets-v3" / f"{f}.json").is_file()]
+    fig, axes = plt.subplots(2, max(1, len(fs)), figsize=(5.2 * max(1, len(fs)) + 2.2, 7.0), squeeze=False)
+    arm_names = list(dict.fromkeys(r["arm"] for r in runs))
+    cmap = plt.get_cmap("tab20")
+    colour = {a: cmap(i % 20) for i, a in enumerate(arm_names)}
+    for col, f in enumerate(fs):
+        top, bottom = axes[0][col], axes[1][col]
+        bpath = work / "budgets-v3" / f"{f}.json"
+        if bpath.is_file():
+            b = json.loads(bpath.read_text())
+            for i, (key, curve) in enumerate(sorted(b["curves"].items(), key=lambda kv: kv[0].split("-", 1)[1])):
+                role, setting = key.split("-", 1)
+                top.plot([c["step"] for c in curve], [c["psnr"] for c in curve], color=cmap(i // 2 % 20),
+                         linestyle="-" if role == "main" else "--", linewidth=1.0, label=key)
+                top.plot([c["step"] for c in curve], [c["psnr_f"] for c in curve], color="black", linewidth=0.8)
+            top.set_title(f"{f}: budget runs (chosen crop {b['crop']}, lr {b['lr']:g}, {b['steps']} steps)", fontsize=8)
+            top.legend(fontsize=6, ncol=2)
+        rows = [r for r in runs if r["f"] == f]
+        for arm in dict.fromkeys(r["arm"] for r in rows):
+            by_step: dict[int, list[float]] = {}
+            for r in rows:
+                if r["arm"] == arm:
+                    for c in r["curve"]:
+                        by_step.setdefault(c["step"], []).append(c["psnr"])
+            steps = sorted(by_step)
+            bottom.plot(steps, [statistics.fmean(by_step[s]) for s in steps], color=colour[arm], label=arm,
+                        linewidth=2.0 if arm in (f"R:{FS[f].main_prior}", "R:degradation", "LargeR") else 0.9)
+        if rows:
+            curve = rows[0]["curve"]
+            bottom.plot([c["step"] for c in curve], [c["psnr_f"] for c in curve], color="black", linewidth=2.0, label="F alone")
+            bottom.set_title(f"{f}: mean over seeds", fontsize=8)
+            bottom.legend(fontsize=5, ncol=2)
+        for ax in (top, bottom):
+            ax.set_xlabel("step")
+            ax.set_ylabel("val PSNR (dB)", fontsize=8)
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -329,10 +381,11 @@ def main(args) -> None:
     from ptg.pipeline.fsio import atomic_write_json
 
     out = Path(args.out) if args.out != str(v2.RESULTS) else RESULTS
+    work = Path(args.work).resolve()
     if args.report:
         print(report(out))
+        print(f"curves: {plot_curves(out, work, out.with_name(out.stem + '_curves.png'))}")
         return
-    work = Path(args.work).resolve()
     fs = args.fs.split(",") if args.fs else list(FS)
     bad = [f for f in fs if f not in FS]
     if bad:
