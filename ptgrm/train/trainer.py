@@ -120,6 +120,11 @@ class _Run:
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         self.device = device_of(cfg, d)
+        if self.device.type == "cpu":
+            # Subnormal floats take the CPU's slow path: R at lr 3e-4 ran 2.5x slower per step once its
+            # activations and gradients reached them (0.146 vs 0.061 s, the same run with this on). Flushing
+            # them to zero changes values below 1.2e-38 only.
+            torch.set_flush_denormal(True)
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=self.device.type == "cuda")
         self.amp_dtype = None
