@@ -176,6 +176,14 @@ def evaluate(prep: dict, run: Path, out: Path, priors: list[Path] | None = None)
     return json.loads((out / "metrics.json").read_text())
 
 
+def refiner_params(run: Path) -> int:
+    """R's trained values (parameters and buffers of its state dict) in the run's last checkpoint."""
+    import torch
+
+    ckpt = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    return sum(v.numel() for v in ckpt["refiner"]["state_dict"].values() if v.is_floating_point())
+
+
 def run_main(work: Path, prep: dict, f: str, arm: Arm, seed: int, budget: dict) -> dict:
     from ptg.pipeline.manifest import load_manifest
 
@@ -193,7 +201,7 @@ def run_main(work: Path, prep: dict, f: str, arm: Arm, seed: int, budget: dict) 
     print(f"done {name} in {time.time() - t0:.0f}s", flush=True)
     return {"name": name, "f": f, "arm": arm.name, "seed": seed, "priors": list(arm.priors), "control": arm.control,
             "refiner": arm.refiner, "budget": budget, "steps": final["step"], "seconds": final.get("seconds"),
-            "digest": final.get("digest"), "params": final.get("params"), "curve": v2._curve(out),
+            "digest": final.get("digest"), "params": refiner_params(out), "curve": v2._curve(out),
             "test": v2.per_level(metrics, levels, "ptgrm"), "test_f": v2.per_level(metrics, levels, "baseline"),
             "wrong": wrong}
 
@@ -297,9 +305,13 @@ def verdicts(runs: list[dict], level: str = "all") -> list[dict]:
     return rows
 
 
-def report(path: Path) -> str:
+def report(path: Path, work: Path) -> str:
     data = json.loads(path.read_text())
     runs = data.get("runs", [])
+    params = {}
+    for r in runs:  # records written before R's size was kept: read it from the checkpoint
+        run = work / "runs-v3" / r["name"]
+        params.setdefault((r["f"], r["arm"]), r.get("params") or (refiner_params(run) if run.is_dir() else None))
 
     def cell(d):
         return "–" if not d else f"{d['mean']:+.3f} ± {d['sd']:.3f} (t={d['t']:.2f}, p={d['p']:.3f}, n={d['n']})"
@@ -312,13 +324,17 @@ def report(path: Path) -> str:
             lines.append(f"| {v['f']} | {v['arm']} | {lv} | {cell(v['vs_f'])} | {cell(v['vs_best_control'])} | "
                          f"{v['best_control'] or '–'} | {cell(v['vs_large_r'])} |")
     means: dict[tuple[str, str], list[float]] = {}
+    f_alone: dict[str, dict[int, float]] = {}
     for r in runs:
         means.setdefault((r["f"], r["arm"]), []).append(r["test"]["all"]["psnr"])
-        means.setdefault((r["f"], "F alone"), []).append(r["test_f"]["all"]["psnr"])
-    lines += ["", "| F | arm | test PSNR (mean ± sd over seeds) | seeds |", "| --- | --- | --- | --- |"]
+        f_alone.setdefault(r["f"], {})[r["seed"]] = r["test_f"]["all"]["psnr"]  # the same cached F in every arm
+    for f, by_seed in f_alone.items():
+        means[(f, "F alone")] = list(by_seed.values())
+    lines += ["", "| F | arm | R's parameters | test PSNR (mean ± sd over seeds) | seeds |", "| --- | --- | ---: | --- | --- |"]
     for (f, arm), v in sorted(means.items()):
         sd = statistics.stdev(v) if len(v) > 1 else 0.0
-        lines.append(f"| {f} | {arm} | {statistics.fmean(v):.3f} ± {sd:.3f} | {len(v)} |")
+        n = params.get((f, arm))
+        lines.append(f"| {f} | {arm} | {'–' if n is None else f'{n:,}'} | {statistics.fmean(v):.3f} ± {sd:.3f} | {len(v)} |")
     return "\n".join(lines)
 
 
@@ -383,7 +399,7 @@ def main(args) -> None:
     out = Path(args.out) if args.out != str(v2.RESULTS) else RESULTS
     work = Path(args.work).resolve()
     if args.report:
-        print(report(out))
+        print(report(out, work))
         print(f"curves: {plot_curves(out, work, out.with_name(out.stem + '_curves.png'))}")
         return
     fs = args.fs.split(",") if args.fs else list(FS)
