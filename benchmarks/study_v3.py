@@ -233,11 +233,16 @@ def choose_crop(curves: dict[tuple[str, int, float], list[dict]], crop: int) -> 
             "constant_below_f": c["psnr"] < c["psnr_f"]}
 
 
-def budget_of(work: Path, prep: dict, f: str, jobs: int, max_steps: int = MAX_STEPS) -> dict:
+def budget_dir(results: Path) -> Path:
+    """Beside the results file, so that both are committed and a fresh checkout resumes the study."""
+    return results.with_name(results.stem + "_budgets")
+
+
+def budget_of(work: Path, results: Path, prep: dict, f: str, jobs: int, max_steps: int = MAX_STEPS) -> dict:
     """crop: the smallest at which R:constant does not end below F on validation (crops are tried in
     ascending order, so larger ones are trained only when needed); lr: R:main's best there; steps:
     `flat_step` of that curve. Frozen once written."""
-    path = work / "budgets-v3" / f"{f}.json"
+    path = budget_dir(results) / f"{f}.json"
     if path.is_file():
         return json.loads(path.read_text())
     from ptg.pipeline.fsio import atomic_write_json
@@ -338,7 +343,7 @@ def report(path: Path, work: Path) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(path: Path, work: Path, out: Path) -> Path:
+def plot_curves(path: Path, out: Path) -> Path:
     """Validation PSNR against steps. Top row, per F: every budget run (seed 100; solid R:main,
     dashed R:constant, one colour per crop and lr) with F alone. Bottom row: each arm's mean over
     its seeds on the frozen budget, F alone in black."""
@@ -348,14 +353,14 @@ def plot_curves(path: Path, work: Path, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     runs = json.loads(path.read_text()).get("runs", [])
-    fs = [f for f in FS if any(r["f"] == f for r in runs) or (work / "budgets-v3" / f"{f}.json").is_file()]
+    fs = [f for f in FS if any(r["f"] == f for r in runs) or (budget_dir(path) / f"{f}.json").is_file()]
     fig, axes = plt.subplots(2, max(1, len(fs)), figsize=(5.2 * max(1, len(fs)) + 2.2, 7.0), squeeze=False)
     arm_names = list(dict.fromkeys(r["arm"] for r in runs))
     cmap = plt.get_cmap("tab20")
     colour = {a: cmap(i % 20) for i, a in enumerate(arm_names)}
     for col, f in enumerate(fs):
         top, bottom = axes[0][col], axes[1][col]
-        bpath = work / "budgets-v3" / f"{f}.json"
+        bpath = budget_dir(path) / f"{f}.json"
         if bpath.is_file():
             b = json.loads(bpath.read_text())
             for i, (key, curve) in enumerate(sorted(b["curves"].items(), key=lambda kv: kv[0].split("-", 1)[1])):
@@ -400,7 +405,7 @@ def main(args) -> None:
     work = Path(args.work).resolve()
     if args.report:
         print(report(out, work))
-        print(f"curves: {plot_curves(out, work, out.with_name(out.stem + '_curves.png'))}")
+        print(f"curves: {plot_curves(out, out.with_name(out.stem + '_curves.png'))}")
         return
     fs = args.fs.split(",") if args.fs else list(FS)
     bad = [f for f in fs if f not in FS]
@@ -419,7 +424,7 @@ def main(args) -> None:
         return
     val_split()
     prep = prepare(work, fs)
-    budgets = {f: budget_of(work, prep[f], f, args.jobs, args.steps or MAX_STEPS) for f in fs}
+    budgets = {f: budget_of(work, out, prep[f], f, args.jobs, args.steps or MAX_STEPS) for f in fs}
     if args.stage == "budget":
         print(json.dumps({f: {k: b[k] for k in ("crop", "lr", "steps")} for f, b in budgets.items()}))
         return
@@ -433,7 +438,11 @@ def main(args) -> None:
 
     def one(job):
         seed, f, arm = job
-        rec = run_main(work, prep[f], f, arm, seed, budgets[f])
+        done = runs.get(f"{f}/{arm.name.replace(':', '-')}/s{seed}")
+        budget = data["budgets"][f]  # without the curves
+        if done and all(done["budget"][k] == budget[k] for k in ("crop", "lr", "steps")):
+            return  # recorded by an earlier session (its run folder may be gone with its checkout)
+        rec = run_main(work, prep[f], f, arm, seed, budget)
         with lock:  # the file always holds every finished run
             runs[rec["name"]] = rec
             data["runs"] = list(runs.values())
