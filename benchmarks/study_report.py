@@ -88,10 +88,17 @@ def report(path: Path) -> str:
                     lv = min(d, key=d.get)
                     worst = f"{lv}: {d[lv]:.2f}"
                 out.append(f"| {arm} | " + " | ".join(cells) + f" | {worst} |")
+    out += probe_table(data.get("probes", {}))
+    return "\n".join(out) + "\n"
+
+
+def probe_table(probes_by_data: dict) -> list[str]:
+    """The probe scores of each data set's stores (`ptg priors probe`), one row per field."""
+    out: list[str] = []
     out.append("\n### Probes (`ptg priors probe`, train photos -> test photos)\n")
     out.append("| data | prior | field | none | l2 | standardize | chance | between-group var (l2) |")
     out.append("|---|---|---|---:|---:|---:|---:|---:|")
-    for dtask, probes in data.get("probes", {}).items():
+    for dtask, probes in probes_by_data.items():
         for prior, rep in probes.items():
             for field in dict.fromkeys(r["field"] for r in rep["rows"]):
                 by = {r["normalize"]: r for r in rep["rows"] if r["field"] == field}
@@ -106,7 +113,7 @@ def report(path: Path) -> str:
             cos = rep["mean_cosine"]
             out.append(f"| {dtask} | {prior} | mean pairwise cosine | {cos.get('none', float('nan')):.2f} | "
                        f"{cos.get('l2', float('nan')):.2f} | {cos.get('standardize', float('nan')):.2f} | — | — |")
-    return "\n".join(out) + "\n"
+    return out
 
 
 def plot_curves(path: Path, out: Path) -> Path:

@@ -340,7 +340,16 @@ def report(path: Path, work: Path) -> str:
         sd = statistics.stdev(v) if len(v) > 1 else 0.0
         n = params.get((f, arm))
         lines.append(f"| {f} | {arm} | {'–' if n is None else f'{n:,}'} | {statistics.fmean(v):.3f} ± {sd:.3f} | {len(v)} |")
-    return "\n".join(lines)
+    lines += ["", "Wrong-prior test: test PSNR with another level's / another image's prior minus with its own, "
+              "paired by seed:", "", "| F | arm | other-level | other-image |", "| --- | --- | --- | --- |"]
+    for f, arm in dict.fromkeys((r["f"], r["arm"]) for r in runs if r["wrong"]):
+        rs = [r for r in runs if r["f"] == f and r["arm"] == arm]
+        cells = [cell(paired({r["seed"]: r["wrong"][k]["all"]["psnr"] for r in rs},
+                             {r["seed"]: r["test"]["all"]["psnr"] for r in rs})) for k in ("other-level", "other-image")]
+        lines.append(f"| {f} | {arm} | " + " | ".join(cells) + " |")
+    from study_report import probe_table  # beside this script
+
+    return "\n".join(lines + probe_table(data.get("probes", {})))
 
 
 def plot_curves(path: Path, out: Path) -> Path:
