@@ -283,7 +283,10 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict | None:
         return None
     d = [a[s] - b[s] for s in seeds]
     mean, sd = statistics.fmean(d), statistics.stdev(d)
-    t = mean / (sd / math.sqrt(len(d))) if sd > 0 else math.copysign(math.inf, mean)
+    if sd > 0:
+        t = mean / (sd / math.sqrt(len(d)))
+    else:  # every seed the same difference: none (e.g. another image's oracle prior at the same level) or a sure one
+        t = 0.0 if mean == 0 else math.copysign(math.inf, mean)
     return {"n": len(d), "mean": mean, "sd": sd, "t": t, "p": float(2 * stats.t.sf(abs(t), len(d) - 1))}
 
 

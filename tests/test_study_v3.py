@@ -47,6 +47,8 @@ def test_paired_matches_scipy_and_needs_two_seeds():
     ref = stats.ttest_rel([a[s] for s in range(4)], [b[s] for s in range(4)])
     assert d["n"] == 4 and d["t"] == pytest.approx(ref.statistic) and d["p"] == pytest.approx(ref.pvalue)
     assert study.paired({0: 1.0}, {0: 2.0}) is None
+    same = study.paired({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0})
+    assert same["t"] == 0.0 and same["p"] == 1.0  # no difference at all is not a significant one
 
 
 def test_every_control_uses_the_stores_of_the_arm_it_controls():
