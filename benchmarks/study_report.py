@@ -116,6 +116,15 @@ def probe_table(probes_by_data: dict) -> list[str]:
     return out
 
 
+def mean_curves(runs: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
+    """Per arm, in the runs' order: the validation steps and the mean PSNR over the arm's runs at each."""
+    by: dict[str, dict[int, list[float]]] = {}
+    for r in runs:
+        for c in r["curve"]:
+            by.setdefault(r["arm"], {}).setdefault(c["step"], []).append(c["psnr"])
+    return {arm: (sorted(v), [statistics.fmean(v[s]) for s in sorted(v)]) for arm, v in by.items()}
+
+
 def plot_curves(path: Path, out: Path) -> Path:
     """Validation PSNR against steps, mean over seeds, one panel per task and one line per arm
     (each arm in the same colour in every panel)."""
@@ -132,15 +141,8 @@ def plot_curves(path: Path, out: Path) -> Path:
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks) + 1.8, 3.4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         rows = [r for r in runs if r["task"] == task]
-        for arm in dict.fromkeys(r["arm"] for r in rows):
-            by_step: dict[int, list[float]] = {}
-            for r in rows:
-                if r["arm"] == arm:
-                    for c in r["curve"]:
-                        by_step.setdefault(c["step"], []).append(c["psnr"])
-            steps = sorted(by_step)
-            ax.plot(steps, [statistics.fmean(by_step[s]) for s in steps], color=colour[arm],
-                    linewidth=2.2 if arm in ("F", "R:constant", "R:degradation") else 1.0)
+        for arm, (steps, means) in mean_curves(rows).items():
+            ax.plot(steps, means, color=colour[arm], linewidth=2.2 if arm in ("F", "R:constant", "R:degradation") else 1.0)
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylabel("validation PSNR (dB), 64-px centre crops", fontsize=8)

@@ -363,6 +363,7 @@ def plot_curves(path: Path, out: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from study_report import mean_curves  # beside this script
 
     runs = json.loads(path.read_text()).get("runs", [])
     fs = [f for f in FS if any(r["f"] == f for r in runs) or (budget_dir(path) / f"{f}.json").is_file()]
@@ -376,21 +377,15 @@ def plot_curves(path: Path, out: Path) -> Path:
         if bpath.is_file():
             b = json.loads(bpath.read_text())
             for i, (key, curve) in enumerate(sorted(b["curves"].items(), key=lambda kv: kv[0].split("-", 1)[1])):
-                role, setting = key.split("-", 1)
+                role = key.split("-", 1)[0]
                 top.plot([c["step"] for c in curve], [c["psnr"] for c in curve], color=cmap(i // 2 % 20),
                          linestyle="-" if role == "main" else "--", linewidth=1.0, label=key)
                 top.plot([c["step"] for c in curve], [c["psnr_f"] for c in curve], color="black", linewidth=0.8)
             top.set_title(f"{f}: budget runs (chosen crop {b['crop']}, lr {b['lr']:g}, {b['steps']} steps)", fontsize=8)
             top.legend(fontsize=6, ncol=2)
         rows = [r for r in runs if r["f"] == f]
-        for arm in dict.fromkeys(r["arm"] for r in rows):
-            by_step: dict[int, list[float]] = {}
-            for r in rows:
-                if r["arm"] == arm:
-                    for c in r["curve"]:
-                        by_step.setdefault(c["step"], []).append(c["psnr"])
-            steps = sorted(by_step)
-            bottom.plot(steps, [statistics.fmean(by_step[s]) for s in steps], color=colour[arm], label=arm,
+        for arm, (steps, means) in mean_curves(rows).items():
+            bottom.plot(steps, means, color=colour[arm], label=arm,
                         linewidth=2.0 if arm in (f"R:{FS[f].main_prior}", "R:degradation", "LargeR") else 0.9)
         if rows:
             curve = rows[0]["curve"]
