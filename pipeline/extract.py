@@ -15,7 +15,7 @@ Flow (one coordinator per store, holding its writer lock):
    batched inference under ``torch.inference_mode``; a background thread writes and commits each
    shard. With ``workers=N`` (a local dask cluster) or ``dask_scheduler=ADDRESS`` (an existing
    one) each dask task computes and commits one shard; into a bucket, each task uploads its shard
-   and the coordinator commits it under the bucket's lease (`ptg.pipeline.storecopy.bucket_writer`).
+   and the coordinator commits it under the bucket's lease (`ptg.pipeline.bucketwriter.bucket_writer`).
 4. Bad inputs: a file that cannot be decoded (or is too small for a tile grid) is found where it
    is decoded. A shard holding one is never committed, so it is never stored as zeros; the run
    goes on, commits every other shard (kept for the next run), then stops naming each bad file
@@ -373,7 +373,7 @@ def extract_priors(
         out: the store directory or a bucket URL (``s3://bucket/prefix``, under the bucket's lease: in
             this process through a local stage, `ptg.pipeline.storecopy.staged_writer`; with ``workers``
             or ``dask_scheduler`` the workers upload their shards straight into the bucket and this
-            process commits them, `ptg.pipeline.storecopy.bucket_writer`); None = the per-user cache.
+            process commits them, `ptg.pipeline.bucketwriter.bucket_writer`); None = the per-user cache.
         views: identity | flips | d4 | tiles:N (see `ptg.pipeline.views`).
         dtype: float16 (default) or float32 storage.
         batch_size: images per DataLoader batch, and rows per forward pass.
@@ -419,7 +419,7 @@ def extract_priors(
                                image_loader=image_loader)
     source.check(samples, keys, m.path)
     if bucket is not None:  # a cluster: workers upload their shards, this process commits them under the lease
-        from .storecopy import bucket_writer
+        from .bucketwriter import bucket_writer
 
         with bucket_writer(bucket, force=force) as writer:
             return _write_rows(source, writer.skeleton, m, samples, keys, views, view_names, dtype, skip_bad,
@@ -444,7 +444,7 @@ def _write_rows(source: RowSource, store: Path, m: Manifest, samples: list[Sampl
                 force: bool, t0: float, bucket: Any = None) -> ExtractSummary:
     """The one writer: plan, metadata, shards from ``source``, commits, the run record.
 
-    ``bucket``: a `ptg.pipeline.storecopy.BucketWriter` whose ``skeleton`` is ``store`` (a cluster
+    ``bucket``: a `ptg.pipeline.bucketwriter.BucketWriter` whose ``skeleton`` is ``store`` (a cluster
     run straight into a bucket: metadata pushed before the workers start, each shard committed there).
     """
     from contextlib import nullcontext
@@ -602,7 +602,7 @@ def _dask_shard(store: Any, spec, shard: int, keys: list[str], paths: list[str],
     """One dask task: compute and commit one shard (the local path's batching and bad-input rule).
 
     ``store``: a folder every worker mounts (the shard is committed there), or a
-    `ptg.pipeline.storecopy.BucketShards` (the shard's objects are uploaded; the coordinator commits).
+    `ptg.pipeline.bucketwriter.BucketShards` (the shard's objects are uploaded; the coordinator commits).
     Returns (images processed, [(row in shard, error)], the commit record still to create or None)."""
     import torch
 
@@ -637,7 +637,7 @@ def _run_dask(store: Any, spec, tasks, views, batch_size: int, workers: int, add
               image_loader: ImageLoader | None, skip_bad: bool,
               on_progress: Callable[[int], None] | None) -> list[tuple[int, int, str]]:
     """Each shard one dask task. ``store``: a shared folder (workers commit) or a
-    `ptg.pipeline.storecopy.BucketWriter` (workers upload, this coordinator commits, fenced)."""
+    `ptg.pipeline.bucketwriter.BucketWriter` (workers upload, this coordinator commits, fenced)."""
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError as exc:

@@ -14,7 +14,7 @@ from ptg.pipeline.extract import extract_priors
 from ptg.pipeline.remote import RemoteStore
 from ptg.pipeline.shardstore import DamagedShardWarning
 from ptg.pipeline.store import COMMITS
-from ptg.pipeline.storecopy import BucketWriter
+from ptg.pipeline.bucketwriter import BucketWriter
 
 from .test_extract import _all, _images, _manifest, _tiny_clip_spec
 
