@@ -547,9 +547,6 @@ def train_signal(w: Work, sig: int, n: int, seed: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------
 # Stores in a bucket: an S3 API on 127.0.0.1 (moto's threaded server, started by this process)
 
 _S3: dict = {}
