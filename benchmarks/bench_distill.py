@@ -42,7 +42,7 @@ def _photos(side: int) -> list:
     import numpy as np
     from PIL import Image
 
-    from ptg.pipeline.samples import SKIMAGE_PHOTOS, _skimage_photo
+    from ptg.pipeline.datasets.samples import SKIMAGE_PHOTOS, _skimage_photo
 
     rng = np.random.default_rng(0)
     out = []

@@ -30,8 +30,8 @@ import numpy as np
 def _images(folder: Path, n: int, side: int) -> tuple[Path, dict[Path, np.ndarray]]:
     from skimage import data, transform
 
-    from ptg.pipeline.imageio import read_image, write_image
-    from ptg.pipeline.manifest import write_manifest
+    from ptg.pipeline.core.imageio import read_image, write_image
+    from ptg.pipeline.datasets.manifest import write_manifest
 
     rng = np.random.default_rng(0)
     names = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
@@ -64,7 +64,7 @@ def bench_encoder(spec, n: int, side: int, batch: int, loader_workers: list[int]
     import torch
 
     from ptg.pipeline.encoders import apply_preprocess, build_encoder
-    from ptg.pipeline.extract import extract_priors
+    from ptg.pipeline.priors.extract import extract_priors
 
     import dataclasses
 
@@ -114,7 +114,7 @@ def bench_dask(n: int, side: int, batch: int, workers: list[int], rows_per_shard
     values) compared with the first N's."""
     import subprocess
 
-    from ptg.pipeline.store import read_commits
+    from ptg.pipeline.storage.store import read_commits
 
     walls: dict[int, list[float]] = {w: [] for w in workers}
     commits_of: dict[int, list[dict]] = {w: [] for w in workers}

@@ -1,4 +1,4 @@
-"""Batch loading from image files against the image store (`ptg.pipeline.imagestore`): the same
+"""Batch loading from image files against the image store (`ptg.pipeline.storage.imagestore`): the same
 seeded crops (batch 8, 256², the trainer's `TrainDataset`), side by side in one run.
 
 Datasets: ``2k`` = 2040×1356 photos (the shipped sample photos upscaled with Lanczos, then
@@ -60,10 +60,10 @@ def prepare(work: Path, n2k: int) -> dict[str, Path]:
     """The two datasets' manifests, and the image store of both."""
     from PIL import Image
 
-    from ptg.pipeline import imagestore
-    from ptg.pipeline.manifest import load_manifest
-    from ptg.pipeline.samples import build_samples
-    from ptg.pipeline.synth import NoiseParams, synthesize
+    from ptg.pipeline.storage import imagestore
+    from ptg.pipeline.datasets.manifest import load_manifest
+    from ptg.pipeline.datasets.samples import build_samples
+    from ptg.pipeline.datasets.synth import NoiseParams, synthesize
 
     small = build_samples(work / "samples", task="denoise", sigma=25.0, seed=0, use_opencv=False)
     clean = work / "clean2k"
@@ -78,8 +78,8 @@ def prepare(work: Path, n2k: int) -> dict[str, Path]:
 
 
 def _dataset(manifest: Path, source: str, store: Path, crop: int, batch: int, batches: int):
-    from ptg.pipeline import imagestore
-    from ptg.pipeline.manifest import load_manifest
+    from ptg.pipeline.storage import imagestore
+    from ptg.pipeline.datasets.manifest import load_manifest
     from ptg.ptgrm.train.config import DataConfig, PriorConfig
     from ptg.ptgrm.train.data import ImageSource, InputGuard, TrainDataset
 
@@ -139,7 +139,7 @@ def _loader_arm(a: dict) -> dict:
 
     import torch
 
-    from ptg.pipeline.manifest import load_manifest
+    from ptg.pipeline.datasets.manifest import load_manifest
 
     torch.set_num_threads(1)
     n = len(load_manifest(a["manifest"]).samples)
@@ -171,8 +171,8 @@ def _run(a: dict) -> dict:
 
 
 def _decoded_mib(manifest: Path) -> float:
-    from ptg.pipeline import imagestore
-    from ptg.pipeline.manifest import load_manifest
+    from ptg.pipeline.storage import imagestore
+    from ptg.pipeline.datasets.manifest import load_manifest
 
     return imagestore.decoded_bytes(imagestore.manifest_paths(load_manifest(manifest).samples)) / 2**20
 

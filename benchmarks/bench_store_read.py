@@ -1,5 +1,5 @@
 """Random batches of priors from a store too big for the in-memory path: the Zarr store read as the
-trainer would (`PriorsReader.get`, in_memory=False) against the row cache (`ptg.pipeline.priorcache`),
+trainer would (`PriorsReader.get`, in_memory=False) against the row cache (`ptg.pipeline.storage.priorcache`),
 warm (the files in the OS page cache) and cold (evicted), side by side in one process.
 
 Part 1 (the main figure) builds a store of ``--rows`` x ``--views`` x ``--dim`` float16 (default
@@ -75,7 +75,7 @@ def _fmt(s: dict) -> str:
 
 
 def build_store(path: Path, rows: int, views: int, dim: int, seed: int = 0) -> tuple[list[str], float, int]:
-    from ptg.pipeline.store import allocate_shards, create_or_open_store, write_shard, writer_lock
+    from ptg.pipeline.storage.store import allocate_shards, create_or_open_store, write_shard, writer_lock
 
     rng = np.random.default_rng(seed)
     keys = [f"{i:064x}" for i in range(rows)]
@@ -164,9 +164,9 @@ def bucket_vs_local(work: Path, rows: int, views: int, dim: int, batch: int, n_w
     import boto3
     from moto.server import ThreadedMotoServer
 
-    from ptg.pipeline.priorcache import LazyPriorRows, open_row_cache
-    from ptg.pipeline.store import open_priors
-    from ptg.pipeline.storecopy import copy_store
+    from ptg.pipeline.storage.priorcache import LazyPriorRows, open_row_cache
+    from ptg.pipeline.storage.store import open_priors
+    from ptg.pipeline.storage.storecopy import copy_store
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the server logs every request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -226,8 +226,8 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     work = Path(tempfile.mkdtemp(prefix="bench_store_", dir=args.work))
     os.environ["PTG_CACHE"] = str(work / "cache")
-    from ptg.pipeline.priorcache import LazyPriorRows, open_row_cache
-    from ptg.pipeline.store import open_priors, store_nbytes
+    from ptg.pipeline.storage.priorcache import LazyPriorRows, open_row_cache
+    from ptg.pipeline.storage.store import open_priors, store_nbytes
 
     try:
         path = work / "big.zarr"
@@ -286,7 +286,7 @@ def main() -> None:
             f"Command: `{cmd}`", "",
             f"Store: {args.rows:,} rows x {args.views} views x {args.dim}-d float16 = {nbytes / 2**30:.2f} GiB on disk, written "
             f"by `write_shard` (default layout: {per}-row shards, 32-row zstd inner chunks) in "
-            f"{write_s:.0f} s. Row cache (`ptg.pipeline.priorcache`, one uncompressed `.npy` per view + sorted key index) "
+            f"{write_s:.0f} s. Row cache (`ptg.pipeline.storage.priorcache`, one uncompressed `.npy` per view + sorted key index) "
             f"built in {build_s:.0f} s, {cache_bytes / 2**30:.2f} GiB; its key index opened for all {args.rows:,} keys in "
             f"{index_s:.2f} s.", "",
             f"Batch of {args.batch} random keys of one view, float32 out; ms, median (p10–p90). Warm = the arm's files "

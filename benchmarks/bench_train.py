@@ -112,10 +112,10 @@ def _peak_rss_mib() -> float:
 def _worker(arm: str, args: argparse.Namespace) -> dict:
     import torch
 
-    from ptg.pipeline.manifest import load_manifest
+    from ptg.pipeline.datasets.manifest import load_manifest
     from ptg.ptgrm.models import create_model
     from ptg.ptgrm.train.config import DataConfig, LossConfig, PriorConfig
-    from ptg.pipeline.store import sample_keys
+    from ptg.pipeline.storage.store import sample_keys
     from ptg.ptgrm.train.data import TrainDataset, load_tables
     from ptg.ptgrm.train.losses import build_loss
 
@@ -128,13 +128,13 @@ def _worker(arm: str, args: argparse.Namespace) -> dict:
     if arm.startswith("cached"):
         import warnings
 
-        from ptg.pipeline.store import open_priors
+        from ptg.pipeline.storage.store import open_priors
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # random-init stores; identity-only stores fall back for flips
             tables = load_tables([open_priors(store)], sample_keys(samples), VIEWS)
         if arm == "cached-lazy":  # data.priors_in_memory=false: the row cache, read per sample
-            from ptg.pipeline.priorcache import prior_vectors
+            from ptg.pipeline.storage.priorcache import prior_vectors
 
             for t in tables:
                 t.vectors = prior_vectors(store, sample_keys(samples), list(t.vectors), setting="false")
@@ -282,7 +282,7 @@ def _refine_prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path, l
     """The refine arms' photos (``--refine-side``), a degradation-prior store and, per F,
     `ptg extract-outputs` of the training split (timed: that is the one-off cost caching pays)."""
     from ptg.cli.app import main as ptg
-    from ptg.pipeline.samples import build_samples
+    from ptg.pipeline.datasets.samples import build_samples
 
     manifest = build_samples(work / "refine_samples", task="denoise", sigma=25.0, seed=0, max_side=args.refine_side,
                              use_opencv=True)
@@ -311,8 +311,8 @@ def _prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path, list[dic
     import torch
 
     from ptg.pipeline.encoders import EncoderSpec, build_encoder
-    from ptg.pipeline.extract import extract_priors
-    from ptg.pipeline.samples import build_samples
+    from ptg.pipeline.priors.extract import extract_priors
+    from ptg.pipeline.datasets.samples import build_samples
 
     torch.set_num_threads(args.threads)
     manifest = build_samples(work / "samples", task="denoise", sigma=25.0, seed=0, max_side=512, use_opencv=True)

@@ -80,10 +80,10 @@ def prepare(work: Path, a: argparse.Namespace) -> dict:
 
 def evaluate(paths: dict, seeds: list[int]) -> dict:
     """Step d: PSNR per (prior, seed, arm, test image)."""
-    from ptg.pipeline.imageio import read_image
-    from ptg.pipeline.manifest import load_manifest
-    from ptg.pipeline.metrics import psnr
-    from ptg.pipeline.store import open_priors, sample_keys
+    from ptg.pipeline.core.imageio import read_image
+    from ptg.pipeline.datasets.manifest import load_manifest
+    from ptg.pipeline.core.metrics import psnr
+    from ptg.pipeline.storage.store import open_priors, sample_keys
     from ptg.ptgrm.artifacts import load_student
     from ptg.ptgrm.infer import image_to_tensor, tensor_to_image
 

@@ -53,9 +53,9 @@ INJECT = textwrap.dedent("""
     point = os.environ["PTG_FAULT"]
     die = lambda: os.kill(os.getpid(), signal.SIGKILL)
     import zarr
-    import ptg.pipeline.store as st
+    import ptg.pipeline.storage.store as st
     if point == "after shard data, before its commit":
-        import ptg.pipeline.shardstore as engine  # the storage engine's commit step, shared by every store
+        import ptg.pipeline.storage.shardstore as engine  # the storage engine's commit step, shared by every store
         orig = engine.write_commit
         engine.write_commit = lambda store, i, rec: die() if i == 2 else orig(store, i, rec)
     elif point == "between commit temp file and rename":
@@ -212,7 +212,7 @@ def store_rows(path: Path, in_memory: bool = False) -> tuple[list[str], np.ndarr
     """Every committed row of a store, sorted by key (raises PtgError for a damaged store)."""
     import warnings
 
-    from ptg.pipeline.store import open_priors
+    from ptg.pipeline.storage.store import open_priors
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -223,8 +223,8 @@ def store_rows(path: Path, in_memory: bool = False) -> tuple[list[str], np.ndarr
 
 def same_as_reference(w: Work, store: Path) -> str | None:
     """None when `store` holds exactly the reference rows, verified and with no leftovers; else why not."""
-    from ptg.pipeline.errors import PtgError
-    from ptg.pipeline.store import open_priors, quick_health
+    from ptg.pipeline.core.errors import PtgError
+    from ptg.pipeline.storage.store import open_priors, quick_health
 
     try:
         keys, vals = store_rows(store)
@@ -322,7 +322,7 @@ CORRUPTIONS: dict[str, Callable[[Path], None]] = {
 def corruption(w: Work, name: str) -> dict:
     """Damage a copy of the reference store; every reader gets a named error or exact values; a
     re-extraction repairs it to the reference."""
-    from ptg.pipeline.errors import PtgError
+    from ptg.pipeline.core.errors import PtgError
 
     d = w.trial("corrupt-" + name.replace(" ", "-").replace(".", ""))
     store = d / "s.zarr"
@@ -352,7 +352,7 @@ def corruption(w: Work, name: str) -> dict:
 
 
 def _image_bytes(store: Path) -> dict[str, bytes]:
-    from ptg.pipeline.imagestore import ImageStore
+    from ptg.pipeline.storage.imagestore import ImageStore
 
     st = ImageStore(store)
     return {k: st.array(k).tobytes() for k in sorted(st._index)}
@@ -459,7 +459,7 @@ def path_ids(w: Work) -> dict:
 def bad_inputs(w: Work) -> dict:
     from PIL import Image
 
-    from ptg.pipeline.imageio import read_image
+    from ptg.pipeline.core.imageio import read_image
 
     d = w.trial("inputs")
     details = []
@@ -578,8 +578,8 @@ def _bucket(d: Path) -> str:
 
 def _bucket_same(w: Work, url: str, d: Path) -> str | None:
     """None when the bucket store holds exactly the reference rows (pulled, verified, into a new folder)."""
-    from ptg.pipeline.errors import PtgError
-    from ptg.pipeline.storecopy import copy_store
+    from ptg.pipeline.core.errors import PtgError
+    from ptg.pipeline.storage.storecopy import copy_store
 
     pulled = d / f"pulled-{time.time_ns()}.zarr"
     try:
@@ -590,7 +590,7 @@ def _bucket_same(w: Work, url: str, d: Path) -> str | None:
 
 
 def _commits_in(url: str) -> Callable[[], int]:
-    from ptg.pipeline.remote import RemoteStore
+    from ptg.pipeline.storage.remote import RemoteStore
 
     remote = RemoteStore(url)
     return lambda: len(remote.listing("commits/"))
@@ -598,7 +598,7 @@ def _commits_in(url: str) -> Callable[[], int]:
 
 def bucket_signal(w: Work, n: int, seed: int) -> dict:
     """SIGKILL of `extract-priors --out s3://...` at random moments (stage or upload), then the same command."""
-    from ptg.pipeline.storecopy import _cache_folder, parse_location
+    from ptg.pipeline.storage.storecopy import _cache_folder, parse_location
 
     rng = random.Random(seed)
     cal = w.trial("bucket-kill-calibration")
@@ -666,10 +666,10 @@ def bucket_two_writers(w: Work, n: int, seed: int) -> dict:
 
 def bucket_expired_lease(w: Work) -> dict:
     """A writer that stalls past its lease: the next writer takes over, the stale one cannot commit."""
-    from ptg.pipeline.errors import PtgError
-    from ptg.pipeline.lease import Lease
-    from ptg.pipeline.remote import RemoteStore
-    from ptg.pipeline.storecopy import _LocalSide, _RemoteSide, transfer
+    from ptg.pipeline.core.errors import PtgError
+    from ptg.pipeline.storage.lease import Lease
+    from ptg.pipeline.storage.remote import RemoteStore
+    from ptg.pipeline.storage.storecopy import _LocalSide, _RemoteSide, transfer
 
     d = w.trial("bucket-expired-lease")
     url = _bucket(d)
@@ -691,9 +691,9 @@ def bucket_expired_lease(w: Work) -> dict:
 def bucket_damaged_shard(w: Work) -> dict:
     """4 bytes flipped in a shard object inside the bucket: every reader (another machine: a fresh
     ``$PTG_CACHE``) gets a named error, `ptg train` stops, re-extraction repairs the bucket in place."""
-    from ptg.pipeline.errors import PtgError
-    from ptg.pipeline.remote import RemoteStore
-    from ptg.pipeline.storecopy import copy_store
+    from ptg.pipeline.core.errors import PtgError
+    from ptg.pipeline.storage.remote import RemoteStore
+    from ptg.pipeline.storage.storecopy import copy_store
 
     d = w.trial("bucket-damaged-shard")
     url = _bucket(d)

@@ -127,7 +127,7 @@ def _arms(mode: str) -> tuple[Arm, ...]:
 
 # task -> (manifest task, F, arms, components: (prefix, synth task, params factory))
 def _components():
-    from ptg.pipeline.synth import BlurParams, JpegParams, LowLightParams, NoiseParams
+    from ptg.pipeline.datasets.synth import BlurParams, JpegParams, LowLightParams, NoiseParams
 
     noise = lambda s: (f"s{s:g}", "denoise", NoiseParams(float(s)))  # noqa: E731
     return {
@@ -186,9 +186,9 @@ def ptg(*args: str, threads: int = 1) -> None:
 
 def build_data(work: Path, budget: Budget, task: str) -> Path:
     """The task's manifest: every component degradation of every photo, ids ``<component>/<photo>``."""
-    from ptg.pipeline.manifest import id_from_parts, load_manifest, write_manifest
-    from ptg.pipeline.samples import collect_photos
-    from ptg.pipeline.synth import synthesize
+    from ptg.pipeline.datasets.manifest import id_from_parts, load_manifest, write_manifest
+    from ptg.pipeline.datasets.samples import collect_photos
+    from ptg.pipeline.datasets.synth import synthesize
 
     manifest = work / "data" / task / "manifest.jsonl"
     if manifest.is_file():
@@ -214,8 +214,8 @@ def build_data(work: Path, budget: Budget, task: str) -> Path:
 
 
 def _store_complete(store: Path, manifest: Path) -> bool:
-    from ptg.pipeline.manifest import load_manifest
-    from ptg.pipeline.store import open_priors, sample_keys
+    from ptg.pipeline.datasets.manifest import load_manifest
+    from ptg.pipeline.storage.store import open_priors, sample_keys
 
     return store.exists() and not open_priors(store).missing(sample_keys(load_manifest(manifest).samples))
 
@@ -233,8 +233,8 @@ def build_stores(work: Path, data_task: str, manifest: Path) -> dict[str, Path]:
 def wrong_maps(manifest: Path) -> dict[str, dict[str, str]]:
     """Test-row key -> the key whose prior it gets: ``other-level`` (same photo, the next level in a
     fixed cycle) and ``other-image`` (the next photo, same level); deterministic."""
-    from ptg.pipeline.manifest import load_manifest
-    from ptg.pipeline.store import sample_keys
+    from ptg.pipeline.datasets.manifest import load_manifest
+    from ptg.pipeline.storage.store import sample_keys
 
     test = load_manifest(manifest).split("test")
     keys = dict(zip((s.id for s in test), sample_keys(test)))
@@ -259,7 +259,7 @@ def build_wrong_store(src: Path, out: Path, mapping: dict[str, str]) -> Path:
     source store's metadata (same fingerprint, so `ptg eval --priors` accepts it)."""
     import numpy as np
 
-    from ptg.pipeline.store import allocate_shards, create_or_open_store, open_priors, read_commits, write_shard, writer_lock
+    from ptg.pipeline.storage.store import allocate_shards, create_or_open_store, open_priors, read_commits, write_shard, writer_lock
 
     if out.exists() and read_commits(out):
         return out
@@ -281,9 +281,9 @@ def cached_probe(work: Path, store: Path, manifest: Path) -> dict:
     minimums, so new rows or another minimum re-probe)."""
     import hashlib
 
-    from ptg.pipeline.fsio import atomic_write_json, file_sha256
-    from ptg.pipeline.probe import MIN_TEST_ROWS, MIN_TRAIN_ROWS, probe_store
-    from ptg.pipeline.store import read_commits
+    from ptg.pipeline.core.fsio import atomic_write_json, file_sha256
+    from ptg.pipeline.priors.probe import MIN_TEST_ROWS, MIN_TRAIN_ROWS, probe_store
+    from ptg.pipeline.storage.store import read_commits
 
     settings = [MIN_TRAIN_ROWS, MIN_TEST_ROWS]  # a probe with other row minimums is another probe
     key = hashlib.sha256(json.dumps([file_sha256(manifest), read_commits(store), settings], sort_keys=True, default=str)
@@ -386,7 +386,7 @@ def _curve(run: Path) -> list[dict]:
 def run_one(work: Path, budget: Budget, task: str, arm: Arm, seed: int, prep: dict) -> dict:
     import yaml
 
-    from ptg.pipeline.manifest import load_manifest
+    from ptg.pipeline.datasets.manifest import load_manifest
 
     name = f"{task}/{arm.name.replace(':', '-')}/s{seed}"
     out = work / "runs" / name
@@ -448,7 +448,7 @@ def environment(config: str) -> dict:
 
 
 def study(args: argparse.Namespace) -> None:
-    from ptg.pipeline.fsio import atomic_write_json
+    from ptg.pipeline.core.fsio import atomic_write_json
 
     budget = BUDGETS[args.config]
     if args.steps:  # smoke runs of the script itself

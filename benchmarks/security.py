@@ -42,31 +42,31 @@ CASES: dict[str, tuple[str, str, str]] = {
     "png 144 Mpx": (
         "PNG of 12000x12000 (1-bit, a few KB)",
         "from PIL import Image; Image.new('1', (12000, 12000)).save(W / 'big.png', optimize=True)",
-        "from ptg.pipeline.imageio import read_image; read_image(W / 'big.png')"),
+        "from ptg.pipeline.core.imageio import read_image; read_image(W / 'big.png')"),
     "tiff 2000 pages": (
         "TIFF of 2000 zlib pages of 1000x1000 (2 Gpx)",
         "import numpy as np, tifffile\n"
         "page = np.zeros((1000, 1000), np.uint8)\n"
         "tifffile.imwrite(W / 'pages.tif', (page for _ in range(2000)), shape=(2000, 1000, 1000), dtype=np.uint8,"
         " compression='zlib', photometric='minisblack')",
-        "from ptg.pipeline.imageio import read_image; read_image(W / 'pages.tif')"),
+        "from ptg.pipeline.core.imageio import read_image; read_image(W / 'pages.tif')"),
     "npy header 120 GB": (
         "NPY header declaring 100000x100000x3 float32",
         "import numpy as np\n"
         "f = open(W / 'bomb.npy', 'wb')\n"
         "np.lib.format.write_array_header_1_0(f, {'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000, 3)})\n"
         "f.close()",
-        "from ptg.pipeline.imageio import read_image; read_image(W / 'bomb.npy')"),
+        "from ptg.pipeline.core.imageio import read_image; read_image(W / 'bomb.npy')"),
     "commit n 1e9": (
         "zarr store whose commit record says n = 10^9",
         "STORE\nimport json\np = W / 's.zarr' / 'commits' / 'shard-000001.json'\nr = json.loads(p.read_text())\n"
         "r['n'] = 10 ** 9\np.write_text(json.dumps(r))",
-        "from ptg.pipeline.store import open_priors; open_priors(W / 's.zarr', in_memory=True).get_all_views(KEYS)"),
+        "from ptg.pipeline.storage.store import open_priors; open_priors(W / 's.zarr', in_memory=True).get_all_views(KEYS)"),
     "store dim 2^27": (
         "zarr store (a few KB) declaring dim 2^27 (21 GB)",
         "STORE\nimport json\np = W / 's.zarr' / 'priors' / 'zarr.json'\nm = json.loads(p.read_text())\n"
         "m['shape'][-1] = 2 ** 27\np.write_text(json.dumps(m))",
-        "from ptg.pipeline.store import open_priors; open_priors(W / 's.zarr', in_memory=True).get_all_views(KEYS)"),
+        "from ptg.pipeline.storage.store import open_priors; open_priors(W / 's.zarr', in_memory=True).get_all_views(KEYS)"),
     "hdf5 8 GB declared": (
         "HDF5 export of a few KB declaring 2^31 x 1 x 2 float16 (gzip)",
         "import h5py, json, numpy as np\n"
@@ -74,7 +74,7 @@ CASES: dict[str, tuple[str, str, str]] = {
         "    f.create_dataset('keys', data=np.array([b'k'], dtype='S64'))\n"
         "    f.create_dataset('priors', shape=(2 ** 31, 1, 2), dtype='f2', chunks=(2 ** 16, 1, 2), compression='gzip')\n"
         "    f.attrs['metadata'] = json.dumps({'fingerprint': 'f', 'views': ['identity'], 'dim': 2})",
-        "from ptg.pipeline.store import open_priors; open_priors(W / 'bomb.h5')"),
+        "from ptg.pipeline.storage.store import open_priors; open_priors(W / 'bomb.h5')"),
     "unet width 4000": (
         "network recorded as unet with width 4000 (42 G parameters, 168 GB)",
         "pass",
@@ -85,14 +85,14 @@ CASES: dict[str, tuple[str, str, str]] = {
         "from ptg.ptgrm.train.checkpoint import build_network; build_network('unet', {'width': 10 ** 9})"),
     "image store 60000^2": (
         "image store whose commit record claims a 60000x60000x3 image (sparse 10.8 GB shard file)",
-        "import json, numpy as np\nfrom PIL import Image\nfrom ptg.pipeline import imagestore\n"
+        "import json, numpy as np\nfrom PIL import Image\nfrom ptg.pipeline.storage import imagestore\n"
         "Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(W / 'a.png')\n"
         "imagestore.cache_images([W / 'a.png'], W / 'images')\n"
         "p = W / 'images' / 'commits' / 'shard-000000.json'\nr = json.loads(p.read_text())\n"
         "r['items'][0][1] = [60000, 60000, 3]\nr['bytes'] = 60000 * 60000 * 3 + (1 << 20)\np.write_text(json.dumps(r))\n"
         "open(imagestore.shard_path(W / 'images', 0), 'r+b').truncate(r['bytes'])\n"
         "(W / 'keys.json').write_text(json.dumps(imagestore.file_keys([W / 'a.png'])))",
-        "from ptg.pipeline.imagestore import ImageStore; ImageStore(W / 'images').image(KEYS[0])"),
+        "from ptg.pipeline.storage.imagestore import ImageStore; ImageStore(W / 'images').image(KEYS[0])"),
     "checkpoint deflate 2 GiB": (
         "checkpoint whose data.pkl entry is 2 GiB of deflated zeros",
         "import zipfile\n"
@@ -106,7 +106,7 @@ CASES: dict[str, tuple[str, str, str]] = {
     "json depth 1e5": (
         "metadata JSON nested 100000 levels",
         "(W / 'deep.json').write_text('[' * 100000 + ']' * 100000)",
-        "from ptg.pipeline.limits import read_json; read_json(W / 'deep.json', 'store metadata')"),
+        "from ptg.pipeline.core.limits import read_json; read_json(W / 'deep.json', 'store metadata')"),
     "yaml alias bomb": (
         "config YAML of 9 alias levels (10^9 values if expanded)",
         "lines = ['a0: &a0 [x, x, x, x, x, x, x, x, x, x]']\n"
@@ -117,7 +117,7 @@ CASES: dict[str, tuple[str, str, str]] = {
 
 STORE_SETUP = textwrap.dedent("""
     import hashlib, numpy as np
-    from ptg.pipeline.store import allocate_shards, create_or_open_store, write_shard, writer_lock
+    from ptg.pipeline.storage.store import allocate_shards, create_or_open_store, write_shard, writer_lock
     meta = {"encoder": {"name": "toy", "preprocessing": {"size": 32}, "pooling": "mean", "details": {}},
             "fingerprint": "f" * 64, "random_init": False, "dim": 8, "views": ["identity", "hflip"],
             "views_spec": "custom", "dtype": "float16"}
@@ -135,7 +135,7 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     W = Path(sys.argv[1])
     KEYS = json.loads((W / "keys.json").read_text()) if (W / "keys.json").exists() else []
-    from ptg.pipeline.errors import PtgError
+    from ptg.pipeline.core.errors import PtgError
 
     def peak_kib():  # VmHWM: this process's peak resident set since exec (ru_maxrss would include the parent's)
         for line in open("/proc/self/status"):

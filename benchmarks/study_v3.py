@@ -85,7 +85,7 @@ def arms(f: str) -> tuple[Arm, ...]:
 
 def val_split() -> dict[str, list[str]]:
     """The v3 split (train photos minus the validation photos), written once and then only read."""
-    from ptg.pipeline.fsio import atomic_write_text
+    from ptg.pipeline.core.fsio import atomic_write_text
 
     base = json.loads(v2.SPLIT_FILE.read_text())
     train = sorted(p for p, s in base.items() if s == "train")
@@ -101,7 +101,7 @@ def val_split() -> dict[str, list[str]]:
 
 def v3_manifest(work: Path, data_task: str) -> Path:
     """The v2 task manifest with the validation photos' rows in split ``val``."""
-    from ptg.pipeline.manifest import load_manifest, write_manifest
+    from ptg.pipeline.datasets.manifest import load_manifest, write_manifest
 
     out = work / "data" / data_task / "manifest-v3.jsonl"  # beside the v2 manifest: its files lie under its folder
     if out.is_file():
@@ -185,7 +185,7 @@ def refiner_params(run: Path) -> int:
 
 
 def run_main(work: Path, prep: dict, f: str, arm: Arm, seed: int, budget: dict) -> dict:
-    from ptg.pipeline.manifest import load_manifest
+    from ptg.pipeline.datasets.manifest import load_manifest
 
     name = f"{f}/{arm.name.replace(':', '-')}/s{seed}"
     out = work / "runs-v3" / name
@@ -245,7 +245,7 @@ def budget_of(work: Path, results: Path, prep: dict, f: str, jobs: int, max_step
     path = budget_dir(results) / f"{f}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    from ptg.pipeline.fsio import atomic_write_json
+    from ptg.pipeline.core.fsio import atomic_write_json
 
     main = FS[f].main_prior
     roles = {"main": Arm(f"R:{main}", (main,)), "constant": Arm(f"R:{main}:constant", (main,), "constant")}
@@ -406,7 +406,7 @@ def plot_curves(path: Path, out: Path) -> Path:
 
 
 def main(args) -> None:
-    from ptg.pipeline.fsio import atomic_write_json
+    from ptg.pipeline.core.fsio import atomic_write_json
 
     out = Path(args.out) if args.out != str(v2.RESULTS) else RESULTS
     work = Path(args.work).resolve()

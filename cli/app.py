@@ -17,7 +17,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 
 from . import (data_cmd, demo_cmd, distill_cmd, encoders_cmd, eval_cmd, export_cmd, extract_cmd, manifest_cmd, models_cmd,
                priors_cmd, report_cmd, restore_cmd, train_cmd)

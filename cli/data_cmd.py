@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 
 from .console import console, progress_bar
 from .options import ManifestArg, OutDir, RootOpt, SeedOpt
@@ -32,8 +32,8 @@ def samples(
     force: ForceOpt = False,
 ) -> None:
     """Build a paired dataset from real photos shipped in installed packages (no network)."""
-    from ptg.pipeline.manifest import load_manifest
-    from ptg.pipeline.samples import build_samples, count_photos
+    from ptg.pipeline.datasets.manifest import load_manifest
+    from ptg.pipeline.datasets.samples import build_samples, count_photos
 
     with progress_bar(count_photos(opencv), f"samples ({task})", unit="img") as advance:
         path = build_samples(out, task=task, sigma=sigma, seed=seed, max_side=max_side, use_opencv=opencv,
@@ -65,8 +65,8 @@ def synth(
     force: ForceOpt = False,
 ) -> None:
     """Degrade every image of a folder deterministically and write a paired manifest."""
-    from ptg.pipeline.samples import claim_dataset_dir
-    from ptg.pipeline.synth import (AllInOneParams, BlurParams, JpegParams, LowLightParams, NoiseParams, list_images,
+    from ptg.pipeline.datasets.samples import claim_dataset_dir
+    from ptg.pipeline.datasets.synth import (AllInOneParams, BlurParams, JpegParams, LowLightParams, NoiseParams, list_images,
                                     synthesize)
 
     def rng(text: str, name: str, cast=float) -> tuple:
@@ -130,8 +130,8 @@ def cache(
     decoded again. Training (data.images=auto|store), validation and `ptg eval` then read pixels
     from memory maps instead of decoding files.
     """
-    from ptg.pipeline import imagestore
-    from ptg.pipeline.manifest import load_manifest
+    from ptg.pipeline.storage import imagestore
+    from ptg.pipeline.datasets.manifest import load_manifest
 
     if not 0.01 <= shard_mb <= 65536:
         raise PtgError(f"--shard-mb {shard_mb} must lie in 0.01..65536 (MiB)")
@@ -150,7 +150,7 @@ def info(
     verify: Annotated[bool, typer.Option(help="Re-hash every shard against its commit record.")] = False,
 ) -> None:
     """Size and health of an image store (fast: file sizes; --verify re-hashes every shard)."""
-    from ptg.pipeline import imagestore
+    from ptg.pipeline.storage import imagestore
 
     rep = imagestore.store_info(imagestore.store_arg(store), verify=verify)
     dtypes = ", ".join(f"{n} {d}" for d, n in sorted(rep["dtypes"].items())) or "-"

@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 
 from .console import console
 
@@ -109,7 +109,7 @@ def blind_manifest(data: Path, levels: list[float], manifest: Path, seed: int, v
     A quarter of the training photos (at least one) becomes ``val`` at every level, so training
     chooses its best checkpoint on photos it never trains on and the test photos are scored once.
     """
-    from ptg.pipeline.manifest import id_from_parts, load_manifest, write_manifest
+    from ptg.pipeline.datasets.manifest import id_from_parts, load_manifest, write_manifest
 
     parts = {s: load_manifest(data / f"s{s:g}" / "manifest.jsonl").samples for s in levels}
     train_photos = sorted({x.id for x in parts[levels[0]] if x.split == "train"})

@@ -36,7 +36,7 @@ def distill_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Distil the teacher's cached priors into a small student (no foundation model is loaded)."""
-    from ptg.pipeline.errors import PtgError
+    from ptg.pipeline.core.errors import PtgError
     from ptg.ptgrm.distill import DistillConfig, distill
 
     from .console import console, err_console, progress_bar

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Optional, Sequence
 
 import typer
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 
 from .options import AllowOutside, DeviceOpt, MaxMemoryOpt, RootOpt, TrustOpt, TrustRecordedOpt
 
@@ -81,8 +81,8 @@ def eval_command(
 
 def _score_pred(pred: Path, manifest: Path | None, root: Path | None, out: Path | None, split: str, settings,
                 outside: str = "refuse") -> None:
-    from ptg.pipeline.fsio import atomic_write_json
-    from ptg.pipeline.manifest import load_manifest
+    from ptg.pipeline.core.fsio import atomic_write_json
+    from ptg.pipeline.datasets.manifest import load_manifest
     from ptg.ptgrm.evaluate import score_predictions
 
     from .console import console, progress_bar
@@ -118,8 +118,8 @@ def _eval_model(source: Path, is_run: bool, manifest: Path | None, root: Path | 
                 dataset: str | None, name: str | None, device: str, console, max_memory: str = "auto",
                 prior_from: list[Path] | None = None, trusted: Sequence[str] = (), access: dict | None = None,
                 f_source: tuple[Any, Any, Any] = (None, None, None)) -> None:
-    from ptg.pipeline import fsio
-    from ptg.pipeline.manifest import load_manifest
+    from ptg.pipeline.core import fsio
+    from ptg.pipeline.datasets.manifest import load_manifest
     from ptg.ptgrm.artifacts import load
     from ptg.ptgrm.evaluate import EvalOptions
     from ptg.ptgrm.infer import check_tiling
@@ -176,7 +176,7 @@ def _f_and_pixels(restorer, run, samples, f_outputs: Path | None, live: tuple[st
                   image_store: Path | None, dev: str, console) -> dict[str, Any]:
     """Where F's outputs come from (the run's F, a live F for a cached run, or cached outputs) and
     where pixels come from (the image store when it holds a file's bytes: `image_loader`)."""
-    from ptg.pipeline.imagestore import image_loader
+    from ptg.pipeline.storage.imagestore import image_loader
     from ptg.ptgrm import f_outputs as fo
 
     recorded = run.baseline.weights_sha256 if run.baseline.kind == "cached-outputs" else None
@@ -234,7 +234,7 @@ def _run_evals(restorer, run, samples, out: Path, settings, options, info: dict[
     """F + R with the teacher's cached priors, or with students' priors and then (when the stores
     are readable) the teacher's beside them in ``out/teacher``. ``check_stores`` refuses recorded
     store paths ptg may not follow (`fsio.check_recorded_paths`)."""
-    from ptg.pipeline.fsio import atomic_write_text
+    from ptg.pipeline.core.fsio import atomic_write_text
     from ptg.ptgrm.evaluate import evaluate
     from ptg.ptgrm.infer import StorePriors, chosen_students, prior_source
 

@@ -40,7 +40,7 @@ def extract_priors(
     Re-running computes only images whose bytes are not in the store yet (also after a crash).
     """
     from ptg.pipeline.encoders import EncoderSpec
-    from ptg.pipeline.extract import extract_priors as run
+    from ptg.pipeline.priors.extract import extract_priors as run
 
     from .priors_cmd import _human
 

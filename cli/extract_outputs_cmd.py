@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 
 from .options import AllowOutside, DeviceOpt, ManifestArg, RootOpt
 
@@ -47,8 +47,8 @@ def extract_outputs(
 
     Re-running computes only the outputs not committed yet (also after a crash).
     """
-    from ptg.pipeline.manifest import load_manifest
-    from ptg.pipeline.views import parse_views
+    from ptg.pipeline.datasets.manifest import load_manifest
+    from ptg.pipeline.datasets.views import parse_views
     from ptg.ptgrm.f_outputs import extract_outputs as run
     from ptg.ptgrm.runtime import resolve_device
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 
 from .console import console, err_console
 from .options import RootOpt
@@ -33,7 +33,7 @@ def check(
 ) -> None:
     """Check every row: ids are safe file names and unique, splits known, files exist and decode,
     paths stay inside the root, input and target sizes agree."""
-    from ptg.pipeline.manifest import check_manifest
+    from ptg.pipeline.datasets.manifest import check_manifest
 
     from .console import progress_bar
 
@@ -78,8 +78,8 @@ def build(
 
     Splits come from the folder names (root/train/input + root/train/target, root/test/...); a flat root/input + root/target is split by --test-fraction.
     """
-    from ptg.pipeline.manifest import write_manifest
-    from ptg.pipeline.pairing import build_from_template, pair_tree
+    from ptg.pipeline.datasets.manifest import write_manifest
+    from ptg.pipeline.datasets.pairing import build_from_template, pair_tree
 
     path = out / "manifest.jsonl" if out.suffix != ".jsonl" else out
     if dataset:
@@ -112,7 +112,7 @@ def build(
 @app.command("datasets")
 def datasets() -> None:
     """List the benchmark templates and the folder layout each expects."""
-    from ptg.pipeline.pairing import list_datasets, load_template
+    from ptg.pipeline.datasets.pairing import list_datasets, load_template
 
     for name in list_datasets():
         t = load_template(name)

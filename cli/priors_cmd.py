@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 
 from .console import console, err_console
 from .options import AllowOutside, RootOpt
@@ -20,7 +20,7 @@ StoreArg = Annotated[str, typer.Argument(help="A priors store (.zarr directory o
 
 def open_store_loudly(path: Path):
     """Open a store, showing its warnings (e.g. random-init weights) on stderr."""
-    from ptg.pipeline.store import open_priors
+    from ptg.pipeline.storage.store import open_priors
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -49,7 +49,7 @@ def info(
     Health is a fast check (every committed shard's file has its recorded size); --verify also
     re-hashes every shard's rows against its commit digest.
     """
-    from ptg.pipeline.store import quick_health, store_nbytes
+    from ptg.pipeline.storage.store import quick_health, store_nbytes
 
     reader = open_store_loudly(store)
     meta = reader.metadata
@@ -98,7 +98,7 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="Export format: h5.")] = "h5",
 ) -> None:
     """Export every committed row to HDF5 (datasets keys, priors; metadata as a JSON attribute)."""
-    from ptg.pipeline.store import export_hdf5
+    from ptg.pipeline.storage.store import export_hdf5
 
     if fmt not in ("h5", "hdf5"):
         raise PtgError(f"--format {fmt!r} is not supported; use h5")
@@ -119,8 +119,8 @@ def probe(
     allow_outside: AllowOutside = False,
 ) -> None:
     """Does a prior carry the degradation? Linear probes train -> test (R², accuracy vs chance), cosines, variance split."""
-    from ptg.pipeline.fsio import atomic_write_json, atomic_write_text
-    from ptg.pipeline.probe import plot_report, probe_store
+    from ptg.pipeline.core.fsio import atomic_write_json, atomic_write_text
+    from ptg.pipeline.priors.probe import plot_report, probe_store
 
     open_store_loudly(store)  # shows the random-init warning once
     report = probe_store(store, manifest, train_split=train_split, test_split=test_split, view=view, root=root,

@@ -20,7 +20,7 @@ def copy(
     readable and the same command finishes it. Credentials and endpoints come from the service's
     environment (for S3: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION).
     """
-    from ptg.pipeline.storecopy import copy_store
+    from ptg.pipeline.storage.storecopy import copy_store
 
     with ExitStack() as stack:
         state: dict = {}

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 
 from .options import DeviceOpt, MaxMemoryOpt, TrustOpt
 
@@ -32,8 +32,8 @@ def restore_command(
     (--prior-from, or those inside an export folder), or else are computed with the encoder
     recorded in the checkpoint (its weights must be available here).
     """
-    from ptg.pipeline import fsio
-    from ptg.pipeline.imageio import is_image_file, write_image
+    from ptg.pipeline.core import fsio
+    from ptg.pipeline.core.imageio import is_image_file, write_image
     from ptg.ptgrm.artifacts import load
     from ptg.ptgrm.infer import check_tiling, memory_budget, prior_source, restore_files, tensor_to_image
     from ptg.ptgrm.runtime import resolve_device

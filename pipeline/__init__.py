@@ -1,4 +1,9 @@
-"""ptg.pipeline: data, manifests, priors extraction, the priors store and metrics.
+"""ptg.pipeline: everything before and around training that needs no model of ptgrm, in rooms.
+
+`core` (errors, safe file I/O, limits, image I/O, metrics), `storage` (the storage engine and
+its stores), `datasets` (manifests, synthesis, sample photos, views), `encoders` (the frozen
+foundation models G), `priors` (extraction into stores, normalisation, probes). Rooms import
+`core` and point one way: see docs/architecture.md.
 
 Nothing here imports a foundation-model library at import time; encoders import theirs inside
 their factories (see `ptg.pipeline.encoders`).

@@ -44,14 +44,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ptg.pipeline import fsio
+from ptg.pipeline.core import fsio
 from ptg.pipeline.encoders.preprocess import Preprocess, apply_preprocess
-from ptg.pipeline.errors import Interrupted, PtgError
-from ptg.pipeline.imageio import read_image
-from ptg.pipeline.manifest import load_manifest
-from ptg.pipeline.normalize import DEFAULT_NORMALIZE, NORMALIZE
-from ptg.pipeline.store import open_priors, sample_keys
-from ptg.pipeline.views import apply_view
+from ptg.pipeline.core.errors import Interrupted, PtgError
+from ptg.pipeline.core.imageio import read_image
+from ptg.pipeline.datasets.manifest import load_manifest
+from ptg.pipeline.priors.normalize import DEFAULT_NORMALIZE, NORMALIZE
+from ptg.pipeline.storage.store import open_priors, sample_keys
+from ptg.pipeline.datasets.views import apply_view
 
 from .artifacts.student import Normalizer, write_student
 from .distill_agreement import agreement, probe_report
@@ -79,7 +79,7 @@ class DistillConfig:
     batch_size: int = 16  # images per step
     lr: float = 1e-3  # AdamW learning rate, cosine-decayed to 0
     weight_decay: float = 1e-4  # AdamW weight decay
-    normalize: str = DEFAULT_NORMALIZE  # training-target normalisation, one of NORMALIZE (ptg.pipeline.normalize)
+    normalize: str = DEFAULT_NORMALIZE  # training-target normalisation, one of NORMALIZE (ptg.pipeline.priors.normalize)
     head_init: str = "ridge"  # ridge: head starts at the ridge read-out of the initial features; random: as built
     size: int | None = None  # side of the student's input; None = the teacher's pinned size
     val_every: int = 100  # validate on the test split (and save state.pt) every K steps

@@ -4,7 +4,7 @@
 train-mean prior (a student must beat it to carry per-image information). `probe_report` reads
 each numeric degradation field of the manifest (``degradation: {sigma: ...}``) linearly from the
 teacher's and from the student's priors with the shared ridge read-out
-(`ptg.pipeline.normalize.ridge_r2`: fitted on the train rows, R² on the test rows).
+(`ptg.pipeline.priors.normalize.ridge_r2`: fitted on the train rows, R² on the test rows).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ptg.pipeline.normalize import ridge_r2
+from ptg.pipeline.priors.normalize import ridge_r2
 
 if TYPE_CHECKING:
     from .artifacts.student import Normalizer

@@ -1,6 +1,6 @@
 """The evaluation engine: per-image metrics of F and F + R, restored images, CSV, JSON, tables.
 
-Conventions are BasicSR's (see `ptg.pipeline.metrics`): every output is rounded to uint8 first,
+Conventions are BasicSR's (see `ptg.pipeline.core.metrics`): every output is rounded to uint8 first,
 so a number is that of the saved PNG; ``crop_border`` and ``y_channel`` as in BasicSR; the
 dataset score is the mean of per-image scores. LPIPS, when asked, is computed on RGB (after the
 border crop) whatever ``y_channel`` says, as restoration papers report it.
@@ -26,11 +26,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.fsio import atomic_write_json, atomic_write_text
-from ptg.pipeline.imageio import read_image, to_uint8, write_image
-from ptg.pipeline.manifest import Sample
-from ptg.pipeline.metrics import psnr, ssim
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.core.fsio import atomic_write_json, atomic_write_text
+from ptg.pipeline.core.imageio import read_image, to_uint8, write_image
+from ptg.pipeline.datasets.manifest import Sample
+from ptg.pipeline.core.metrics import psnr, ssim
 
 ProgressFn = Callable[[int], None]
 METHODS = ("baseline", "ptgrm")  # F alone, F + R

@@ -8,7 +8,7 @@ recorded). ``ptg train --f-outputs`` trains R on either with no F in memory
 
 ``--f-outputs DIR`` is the bluntest black-box F: a folder where some other program (a released
 model's own test script, a commercial denoiser, a MATLAB pipeline) wrote its restoration of every
-input, as ``DIR/<id>.<ext>`` (any suffix of `ptg.pipeline.imageio`; 16-bit TIFF keeps the
+input, as ``DIR/<id>.<ext>`` (any suffix of `ptg.pipeline.core.imageio`; 16-bit TIFF keeps the
 most). A folder of outputs has no network to run: it cannot restore a new photo
 (``runs_on_new_photos`` is False), and R is trained on it in refine mode only.
 
@@ -16,7 +16,7 @@ Validation happens once, at `open_f_outputs`, before any training: every request
 one file, no file resolves outside ``DIR`` (a link out of the folder is refused), and every
 file's header says the same height and width as its input — so decoding one later allocates
 exactly an input's worth of pixels, and an output of another size (a crop, an upscale) is never
-cropped against ``Id``. `FOutputs.read` decodes through `ptg.pipeline.imageio.read_image` and checks
+cropped against ``Id``. `FOutputs.read` decodes through `ptg.pipeline.core.imageio.read_image` and checks
 the decoded size again.
 """
 from __future__ import annotations
@@ -29,10 +29,10 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.fsio import file_sha256
-from ptg.pipeline.imageio import IMAGE_SUFFIXES, image_size, read_image
-from ptg.pipeline.manifest import Sample
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.core.fsio import file_sha256
+from ptg.pipeline.core.imageio import IMAGE_SUFFIXES, image_size, read_image
+from ptg.pipeline.datasets.manifest import Sample
 
 _SHOWN = 5  # ids named in an error
 
@@ -181,7 +181,7 @@ class ExtractResult:
 
 def _check_settings(out: Path, meta: dict[str, Any]) -> None:
     """Refuse to mix two Fs (or dtypes) in one outputs store."""
-    from ptg.pipeline import imagestore
+    from ptg.pipeline.storage import imagestore
 
     if not (out / imagestore.SETTINGS).is_file():
         return
@@ -217,8 +217,8 @@ def extract_outputs(f: Any, name: str, samples: Sequence[Sample], views: Sequenc
     Raises:
         PtgError: a bad dtype or view, a store of another F, an output of another size.
     """
-    from ptg.pipeline import imagestore
-    from ptg.pipeline.views import _DIHEDRAL
+    from ptg.pipeline.storage import imagestore
+    from ptg.pipeline.datasets.views import _DIHEDRAL
 
     if dtype not in OUTPUT_DTYPES:
         raise PtgError(f"--dtype {dtype!r}: choose one of {', '.join(OUTPUT_DTYPES)}")
@@ -246,7 +246,7 @@ def _output_maker(f: Any, name: str, jobs: dict[str, tuple[Path, str, str]], dev
     """``make(key)``: F's output of the job's input in its view, stored in the input's orientation."""
     import torch
 
-    from ptg.pipeline.views import apply_view
+    from ptg.pipeline.datasets.views import apply_view
 
     def make(key: str) -> np.ndarray:
         path, sha, view = jobs[key]
@@ -268,7 +268,7 @@ def _output_maker(f: Any, name: str, jobs: dict[str, tuple[Path, str, str]], dev
 
 def verify_outputs(out: Path, keys: Sequence[str]) -> None:
     """Every key committed, every shard's bytes its committed SHA-256 (a store that lost data is an error)."""
-    from ptg.pipeline import imagestore
+    from ptg.pipeline.storage import imagestore
 
     st = imagestore.ImageStore(out)
     missing = st.missing(keys)
@@ -329,7 +329,7 @@ def open_cached_outputs(source: str | Path, samples: Sequence[Sample], keys: Seq
         PtgError: rows without an output (count, first ids, the command that makes them), an output
             whose size is not its input's.
     """
-    from ptg.pipeline import imagestore
+    from ptg.pipeline.storage import imagestore
 
     root = Path(source).expanduser()
     if not (root / imagestore.SETTINGS).is_file():

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 
 from .artifacts import PriorStoreInfo, RunInfo, student_priors
 from .restorer import Restorer  # noqa: F401 (re-exported: the model inference runs)
@@ -123,7 +123,7 @@ class StorePriors:
         Raises:
             PtgError: wrong number of overrides, a missing store, another encoder's store.
         """
-        from ptg.pipeline.store import open_priors
+        from ptg.pipeline.storage.store import open_priors
 
         entries = _store_entries(entries)
         paths = [e.path for e in entries] if not overrides else list(overrides)
@@ -139,7 +139,7 @@ class StorePriors:
 
     def __call__(self, path: Path, img=None) -> list[Tensor]:
         """Priors ``[1, D_i]`` of the image file ``path`` (its pixels are not needed)."""
-        from ptg.pipeline.fsio import file_sha256
+        from ptg.pipeline.core.fsio import file_sha256
 
         key = file_sha256(path)
         out = []
@@ -157,8 +157,8 @@ def _recorded_spec(spec_d: Any, store: str, device: str):
     from dataclasses import replace
 
     from ptg.pipeline.encoders import EncoderSpec
-    from ptg.pipeline.limits import Optional_ as Opt
-    from ptg.pipeline.limits import check_schema
+    from ptg.pipeline.core.limits import Optional_ as Opt
+    from ptg.pipeline.core.limits import check_schema
 
     check_schema(spec_d, {"name": str, "arch": Opt(str), "pretrained": Opt(str), "random_init": Opt(bool), "seed": Opt(int),
                           "timestep": Opt(int), "size": Opt(int), "device": Opt(str)}, f"the encoder spec of the store {store}")
@@ -182,7 +182,7 @@ class EncoderPriors:
         """``recorded_in``: the file the entries were read from; only when it is yours (`fsio.written_by_you`)
         are local weight or architecture files it names opened."""
         from ptg.pipeline.encoders import build_encoder
-        from ptg.pipeline.fsio import refuse_recorded_path, written_by_you
+        from ptg.pipeline.core.fsio import refuse_recorded_path, written_by_you
 
         self.encoders = []
         for e in _store_entries(entries):
@@ -282,7 +282,7 @@ def restore_files(model: Restorer | Callable[[Tensor, Any], Any], paths: Sequenc
     Yields:
         (the degraded image H×W×3 float, F's output ``[1, 3, H, W]``, R's output or None, seconds).
     """
-    from ptg.pipeline.imageio import read_image
+    from ptg.pipeline.core.imageio import read_image
 
     read = read or read_image
     if isinstance(model, Restorer):

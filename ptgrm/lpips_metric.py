@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 
 # net -> (torchvision weights enum name, attribute of torchvision.models.*_Weights)
 _BACKBONES = {"alex": ("AlexNet_Weights", "alexnet"), "vgg": ("VGG16_Weights", "vgg16")}

@@ -5,7 +5,7 @@ Two settings (``priors.normalize``, ``priors.control``) and statistics fitted on
 rows (identity view) travel with the run (checkpoint, export), so inference applies exactly what
 training applied:
 
-- normalize (`ptg.pipeline.normalize`, shared with `ptg distill` and `ptg priors probe`):
+- normalize (`ptg.pipeline.priors.normalize`, shared with `ptg distill` and `ptg priors probe`):
   ``standardize`` (the default): per-dimension ``(g - mean) / std`` over the training rows;
   ``l2``: each vector divided by its L2 norm (the authors L2-normalise CLIP); ``none``.
 - control ``real``: the image's own prior; ``shuffle``: the prior of another image of the same
@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.normalize import DEFAULT_NORMALIZE, NORMALIZE, check_normalize, floor_std, row_norms  # noqa: F401 (NORMALIZE re-exported)
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.priors.normalize import DEFAULT_NORMALIZE, NORMALIZE, check_normalize, floor_std, row_norms  # noqa: F401 (NORMALIZE re-exported)
 
 CONTROLS = ("real", "shuffle", "constant", "zero")
 
@@ -48,7 +48,7 @@ def derangement(n: int, seed: int) -> np.ndarray:
 
 
 def _l2(g: Tensor) -> Tensor:
-    """Each row divided by its L2 norm (`ptg.pipeline.normalize.row_norms`, float32)."""
+    """Each row divided by its L2 norm (`ptg.pipeline.priors.normalize.row_norms`, float32)."""
     return g / torch.from_numpy(row_norms(g.detach().to("cpu", torch.float32).numpy())).to(g.device)
 
 
@@ -58,7 +58,7 @@ class PriorTransform:
 
     Attributes:
         dims: prior dimension of each store.
-        normalize: one of `ptg.pipeline.normalize.NORMALIZE` (default standardize).
+        normalize: one of `ptg.pipeline.priors.normalize.NORMALIZE` (default standardize).
         control: real | shuffle | constant | zero.
         seed: the run's seed; training shuffles with `derangement(n, seed)`, validation, eval and
             restore with `derangement(n, seed + 1)` over the set they score.

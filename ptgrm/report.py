@@ -20,10 +20,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.fsio import atomic_write, atomic_write_text, claim_out_dir
-from ptg.pipeline.imageio import to_uint8
-from ptg.pipeline.limits import read_json
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.core.fsio import atomic_write, atomic_write_text, claim_out_dir
+from ptg.pipeline.core.imageio import to_uint8
+from ptg.pipeline.core.limits import read_json
 
 MAX_LABEL = 120  # characters of a name shown in a report
 _MD_SPECIAL = set("\\`*_{}[]()<>#+!|~$")
@@ -78,7 +78,7 @@ def _zoom(img: np.ndarray, crop: tuple[int, int, int], width: int) -> np.ndarray
 def _psnr_label(pred: np.ndarray, target: np.ndarray | None) -> str:
     if target is None:
         return ""
-    from ptg.pipeline.metrics import psnr
+    from ptg.pipeline.core.metrics import psnr
 
     v = psnr(pred, target)
     return " inf dB" if math.isinf(v) else f" {v:.2f} dB"

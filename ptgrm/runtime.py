@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 
 
 def resolve_device(want: str, local_rank: int = 0) -> torch.device:

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 
 RestoreFn = Callable[[Tensor], "Tensor | Sequence[Tensor | None]"]
 

@@ -146,8 +146,8 @@ class Where:
     @contextmanager
     def writer(self, force: bool = False):
         """The folder the store engine writes (the store itself, or the bucket's stage under its lease)."""
-        from ptg.pipeline.store import writer_lock
-        from ptg.pipeline.storecopy import staged_writer
+        from ptg.pipeline.storage.store import writer_lock
+        from ptg.pipeline.storage.storecopy import staged_writer
 
         if not self.remote:
             with writer_lock(self.url, force=force):
@@ -165,7 +165,7 @@ class Where:
         if not self.remote:
             edit(self.url)
             return
-        from ptg.pipeline.remote import RemoteStore
+        from ptg.pipeline.storage.remote import RemoteStore
 
         store = RemoteStore(self.url)
         raw = self.tmp_path / f"raw-{next(_N)}"

@@ -4,7 +4,9 @@ dependencies that point one way, and no long functions.
 Rules (README "Layout and imports"):
 - no import cycle between `ptg` modules, counting imports inside functions too (a lazy import
   hides a cycle, it does not remove it); only an ``if TYPE_CHECKING:`` import is exempt;
-- `ptg.pipeline` never imports `ptg.ptgrm`;
+- `ptg.pipeline` never imports `ptg.ptgrm`; its modules live in rooms (`core`, `storage`,
+  `datasets`, `encoders`, `priors`) that import only the rooms `PIPELINE_ROOMS` lists: storage never
+  imports encoders, datasets or models, core imports nothing of ptg;
 - nothing under `ptg.ptgrm` outside `ptg.ptgrm.train` imports `ptg.ptgrm.train` (inference and
   evaluation never climb into training);
 - no function in `pipeline/` or `ptgrm/` longer than 60 lines (its docstring not counted), none
@@ -158,6 +160,33 @@ def test_no_import_cycles_inside_ptg():
 def test_pipeline_never_imports_ptgrm_or_cli():
     bad = sorted(f"{m} -> {t}" for m, ts in _graph().items() if m.startswith("ptg.pipeline")
                  for t in ts if not t.startswith("ptg.pipeline"))
+    assert bad == []
+
+
+# pipeline's rooms, and the other rooms each may import (docs/architecture.md). "" is the package
+# itself (`ptg.pipeline.__version__`).
+PIPELINE_ROOMS = {
+    "core": set(),
+    "storage": {"core"},
+    "datasets": {"core"},
+    "encoders": {"core", "storage"},
+    "priors": {"", "core", "storage", "datasets", "encoders"},
+}
+
+
+def _room(mod: str) -> str:
+    parts = mod.split(".")
+    return parts[2] if len(parts) > 2 else ""
+
+
+def test_every_pipeline_module_lives_in_a_room():
+    assert sorted(m for m in MODULES if m.startswith("ptg.pipeline") and _room(m) not in PIPELINE_ROOMS and m != "ptg.pipeline") == []
+
+
+def test_pipeline_rooms_import_one_way():
+    bad = sorted(f"{m} -> {t}" for m, ts in _graph().items() if m.startswith("ptg.pipeline.")
+                 for t in ts if t.startswith("ptg.pipeline") and _room(t) != _room(m)
+                 and _room(t) not in PIPELINE_ROOMS[_room(m)])
     assert bad == []
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 from ptg.ptgrm.artifacts import NETWORK_KINDS, NetworkSpec, PriorStoreInfo, RunInfo, load, pick_weights
 from ptg.ptgrm.restorer import Restorer
 

@@ -19,8 +19,8 @@ from .test_train_units import make_samples, make_store
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from ptg.pipeline import imagestore
-    from ptg.pipeline.manifest import load_manifest
+    from ptg.pipeline.storage import imagestore
+    from ptg.pipeline.datasets.manifest import load_manifest
 
     root = tmp_path_factory.mktemp("ring")
     m = make_samples(root / "samples")
@@ -55,7 +55,7 @@ class _Outputs:
     """A stand-in for cached F outputs (`CachedOutputs.array`): the input photo as float32."""
 
     def array(self, sample, view="identity"):
-        from ptg.pipeline.imageio import read_image
+        from ptg.pipeline.core.imageio import read_image
 
         return read_image(sample.input)
 
@@ -63,9 +63,9 @@ class _Outputs:
 def _dataset(tiny, kind, targets=True, f_outputs=None, train=None):
     from dataclasses import replace
 
-    from ptg.pipeline import imagestore
-    from ptg.pipeline.manifest import load_manifest
-    from ptg.pipeline.store import open_priors
+    from ptg.pipeline.storage import imagestore
+    from ptg.pipeline.datasets.manifest import load_manifest
+    from ptg.pipeline.storage.store import open_priors
     from ptg.ptgrm.train.config import DataConfig, PriorConfig
     from ptg.ptgrm.train.data import ImageSource, InputGuard, TrainDataset, load_tables
 
@@ -127,8 +127,8 @@ def test_a_held_batch_is_not_overwritten_while_the_next_is_fetched(tiny):
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_errors_in_the_workers_surface_with_their_message(tiny, tmp_path, workers):
-    from ptg.pipeline.errors import PtgError
-    from ptg.pipeline.manifest import load_manifest
+    from ptg.pipeline.core.errors import PtgError
+    from ptg.pipeline.datasets.manifest import load_manifest
     from ptg.ptgrm.train.ring import BatchRing, ring_batches, ring_slots
 
     ds = _dataset(tiny, "store", targets=False)

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from ptg.cli.app import main
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.imageio import read_image
-from ptg.pipeline.manifest import load_manifest
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.core.imageio import read_image
+from ptg.pipeline.datasets.manifest import load_manifest
 from ptg.ptgrm.models import create_model, get_model_spec
 from ptg.ptgrm.train.checkpoint import load_checkpoint
 

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from ptg.cli import app as app_module
 from ptg.cli.app import main
-from ptg.pipeline.errors import Interrupted, PtgError
+from ptg.pipeline.core.errors import Interrupted, PtgError
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ from ptg.cli.app import main
 from ptg.pipeline.encoders import EncoderSpec, build_encoder, list_encoders
 from ptg.pipeline.encoders.degradation import (DIM, LAYOUT, DegradationRows, degradation_vector, fields_of,
                                                 layout_fingerprint)
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.extract import extract_priors
-from ptg.pipeline.manifest import load_manifest
-from ptg.pipeline.store import open_priors, sample_keys
-from ptg.pipeline.synth import AllInOneParams, BlurParams, NoiseParams, synthesize
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.priors.extract import extract_priors
+from ptg.pipeline.datasets.manifest import load_manifest
+from ptg.pipeline.storage.store import open_priors, sample_keys
+from ptg.pipeline.datasets.synth import AllInOneParams, BlurParams, NoiseParams, synthesize
 
 
 def _at(v, name):

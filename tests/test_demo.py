@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ptg.cli.demo_cmd import _parse_sigmas, blind_manifest
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.manifest import load_manifest
-from ptg.pipeline.samples import build_samples
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.datasets.manifest import load_manifest
+from ptg.pipeline.datasets.samples import build_samples
 
 
 def test_blind_manifest_carves_val_photos_from_train(tmp_path):

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from ptg.cli.app import main
-from ptg.pipeline.errors import Interrupted, PtgError
-from ptg.pipeline.imageio import read_image
-from ptg.pipeline.manifest import load_manifest
+from ptg.pipeline.core.errors import Interrupted, PtgError
+from ptg.pipeline.core.imageio import read_image
+from ptg.pipeline.datasets.manifest import load_manifest
 from ptg.ptgrm import students as S
 from ptg.ptgrm.artifacts import PriorStoreInfo, load_student, student_priors
 from ptg.ptgrm.distill import DistillConfig, distill
@@ -109,7 +109,7 @@ def test_loaded_student_gives_priors_in_the_store_space(data, tmp_path):
     assert torch.equal(g, load_student(tmp_path / "d")(x))  # reload: bit-identical
     assert torch.allclose(student.priors_for(None, read_image(test[0].input))[0], g[:1], atol=1e-6)  # batch of 1
     # the same agreement the run reported, recomputed through the loader
-    from ptg.pipeline.store import open_priors, sample_keys
+    from ptg.pipeline.storage.store import open_priors, sample_keys
 
     teacher = torch.from_numpy(open_priors(data["store"]).get(sample_keys(test)))
     cos = torch.nn.functional.cosine_similarity(g, teacher, dim=1).mean().item()
@@ -170,7 +170,7 @@ def test_a_factorised_head_takes_the_best_low_rank_read_out():
 
 
 def test_probe_report_reads_numeric_degradation_fields_from_teacher_and_student():
-    from ptg.pipeline.manifest import Sample
+    from ptg.pipeline.datasets.manifest import Sample
 
     rng = np.random.default_rng(1)
     sig = rng.uniform(5, 50, 30)

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from ptg.pipeline.encoders import EncoderSpec, Preprocess, apply_preprocess, build_encoder, list_encoders, register_encoder
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.views import VIEW_SETS, apply_view, parse_views, tile_bounds, tile_view_for
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.datasets.views import VIEW_SETS, apply_view, parse_views, tile_bounds, tile_view_for
 
 torch.set_num_threads(1)
 

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.manifest import load_manifest, write_manifest
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.datasets.manifest import load_manifest, write_manifest
 from ptg.ptgrm.evaluate import EvalOptions, MetricSettings, evaluate, paper_table, score_predictions
 from tests.conftest import small_photo
 

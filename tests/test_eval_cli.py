@@ -13,7 +13,7 @@ from PIL import Image
 from ptg.cli.app import main
 from tests.test_restore import PHOTOS, build_run
 
-pytestmark = pytest.mark.filterwarnings("ignore::ptg.pipeline.store.RandomInitWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::ptg.pipeline.storage.store.RandomInitWarning")
 torch.set_num_threads(1)
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 from ptg.ptgrm.infer import required_multiple, run_padded_tiled, tile_starts
 
 

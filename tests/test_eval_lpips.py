@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 from ptg.ptgrm.lpips_metric import LPIPS, backbone_cache_path
 
 

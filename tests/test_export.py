@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from ptg.cli.app import main
-from ptg.pipeline.imageio import read_image, to_uint8
-from ptg.pipeline.manifest import load_manifest
-from ptg.pipeline.store import open_priors, sample_keys
+from ptg.pipeline.core.imageio import read_image, to_uint8
+from ptg.pipeline.datasets.manifest import load_manifest
+from ptg.pipeline.storage.store import open_priors, sample_keys
 from ptg.ptgrm.artifacts import load
 from ptg.ptgrm.infer import run_padded_tiled
 from ptg.ptgrm.train.data import ValDataset, load_tables

@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("spandrel")
 
 from ptg.cli.app import main
-from ptg.pipeline.imageio import read_image
-from ptg.pipeline.manifest import load_manifest
+from ptg.pipeline.core.imageio import read_image
+from ptg.pipeline.datasets.manifest import load_manifest
 from ptg.ptgrm.artifacts import load
 from ptg.ptgrm.models.spandrel_f import file_sha256
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from ptg.pipeline.encoders import EncoderSpec, apply_preprocess, build_encoder
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.extract import extract_priors
-from ptg.pipeline.imageio import file_sha256, read_image, write_image
-from ptg.pipeline.manifest import write_manifest
-from ptg.pipeline.store import COMMITS, open_priors
-from ptg.pipeline.views import apply_view
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.priors.extract import extract_priors
+from ptg.pipeline.core.imageio import file_sha256, read_image, write_image
+from ptg.pipeline.datasets.manifest import write_manifest
+from ptg.pipeline.storage.store import COMMITS, open_priors
+from ptg.pipeline.datasets.views import apply_view
 
 torch.set_num_threads(1)
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.extract import extract_priors
-from ptg.pipeline.remote import RemoteStore
-from ptg.pipeline.shardstore import DamagedShardWarning
-from ptg.pipeline.store import COMMITS
-from ptg.pipeline.bucketwriter import BucketWriter
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.priors.extract import extract_priors
+from ptg.pipeline.storage.remote import RemoteStore
+from ptg.pipeline.storage.shardstore import DamagedShardWarning
+from ptg.pipeline.storage.store import COMMITS
+from ptg.pipeline.storage.bucketwriter import BucketWriter
 
 from .test_extract import _all, _images, _manifest, _tiny_clip_spec
 
@@ -69,7 +69,7 @@ def test_worker_killed_mid_shard_then_rerun_completes_and_equals(tmp_path, s3):
     import dask
     import distributed  # noqa: F401  (its config defaults loaded before the override below, not erased by it)
 
-    from ptg.pipeline.imageio import read_image
+    from ptg.pipeline.core.imageio import read_image
 
     imgs = _images(tmp_path / "img", 40, side=40)
     m = _manifest(tmp_path / "m.jsonl", imgs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ptg.pipeline.extract import extract_priors
+from ptg.pipeline.priors.extract import extract_priors
 
 from .test_extract import _all, _images, _manifest, _tiny_clip_spec
 
@@ -30,8 +30,8 @@ def test_two_dask_workers_equal_one_process(tmp_path):
 def test_dask_bad_input_withholds_only_its_shard(tmp_path):
     import pytest
 
-    from ptg.pipeline.errors import PtgError
-    from ptg.pipeline.store import COMMITS
+    from ptg.pipeline.core.errors import PtgError
+    from ptg.pipeline.storage.store import COMMITS
 
     imgs = _images(tmp_path / "img", 12, side=40)
     bad = tmp_path / "img" / "broken.png"

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from ptg.pipeline.encoders import EncoderSpec
-from ptg.pipeline.extract import extract_priors
-from ptg.pipeline.store import COMMITS, open_priors
+from ptg.pipeline.priors.extract import extract_priors
+from ptg.pipeline.storage.store import COMMITS, open_priors
 
 from .test_extract import _all, _images, _manifest
 
@@ -23,7 +23,7 @@ KILL_SCRIPT = textwrap.dedent("""
     import sys, torch
     torch.set_num_threads(1)
     from ptg.pipeline.encoders import EncoderSpec
-    from ptg.pipeline.extract import extract_priors
+    from ptg.pipeline.priors.extract import extract_priors
     extract_priors(sys.argv[1], EncoderSpec("imagenet", size=96), out=sys.argv[2], rows_per_shard=16, batch_size=8,
                    loader_workers=0, views="flips")
 """)

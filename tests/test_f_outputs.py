@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.imageio import read_image, write_image
-from ptg.pipeline.manifest import load_manifest
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.core.imageio import read_image, write_image
+from ptg.pipeline.datasets.manifest import load_manifest
 from ptg.ptgrm.f_outputs import open_f_outputs
 
 from .test_train_units import make_samples

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from ptg.cli.extract_outputs_cmd import build_frozen_f
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 from ptg.ptgrm.f_outputs import f_fingerprint
 
 

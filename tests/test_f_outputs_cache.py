@@ -18,9 +18,9 @@ import torch
 pytest.importorskip("spandrel")
 
 from ptg.cli.app import main
-from ptg.pipeline.imagestore import ImageStore
-from ptg.pipeline.imageio import read_image
-from ptg.pipeline.manifest import load_manifest
+from ptg.pipeline.storage.imagestore import ImageStore
+from ptg.pipeline.core.imageio import read_image
+from ptg.pipeline.datasets.manifest import load_manifest
 from ptg.ptgrm.artifacts import load
 from ptg.ptgrm.f_outputs import SETTINGS_KEY, f_fingerprint, open_cached_outputs, output_key
 from ptg.ptgrm.models import create_model
@@ -66,8 +66,8 @@ def test_killed_mid_extraction_then_rerun_equals_an_uninterrupted_run(data, tmp_
         import time
         import torch
         torch.set_num_threads({torch.get_num_threads()})
-        from ptg.pipeline.manifest import load_manifest
-        from ptg.pipeline.views import parse_views
+        from ptg.pipeline.datasets.manifest import load_manifest
+        from ptg.pipeline.datasets.views import parse_views
         from ptg.ptgrm.f_outputs import extract_outputs
         from ptg.ptgrm.models import create_model
         f = create_model("spandrel", weights={str(data["weights"])!r}).eval()
@@ -99,7 +99,7 @@ def test_outputs_are_f_of_each_view_in_the_input_orientation(data, tmp_path):
     assert meta["fingerprint"] == f_fingerprint("spandrel", f) and meta["dtype"] == "float32"
     s = load_manifest(data["manifest"]).samples[0]
     img = read_image(s.input)
-    from ptg.pipeline.fsio import file_sha256
+    from ptg.pipeline.core.fsio import file_sha256
 
     with torch.no_grad():
         for view, back in (("identity", lambda a: a), ("hflip", lambda a: a[:, ::-1]), ("vflip", lambda a: a[::-1])):
@@ -173,7 +173,7 @@ def test_refine_trains_with_f_and_g_packages_blocked(data, tmp_path):
 
 
 def test_a_folder_of_outputs_from_another_tool_trains_too(data, tmp_path):
-    from ptg.pipeline.imageio import write_image
+    from ptg.pipeline.core.imageio import write_image
 
     folder = tmp_path / "folder"
     f = create_model("spandrel", weights=str(data["weights"])).eval()

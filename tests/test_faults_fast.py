@@ -16,9 +16,9 @@ import torch
 
 from ptg.cli.app import main
 from ptg.pipeline.encoders import EncoderSpec
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.extract import extract_priors
-from ptg.pipeline.store import ARRAY, COMMITS, DamagedShardWarning, open_priors, quick_health
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.priors.extract import extract_priors
+from ptg.pipeline.storage.store import ARRAY, COMMITS, DamagedShardWarning, open_priors, quick_health
 
 from .test_extract import _all, _images, _manifest
 
@@ -72,9 +72,9 @@ def test_kill_after_shard_data_before_commit_then_rerun_is_identical(ref, tmp_pa
     script = textwrap.dedent(f"""
         import os, signal, sys, torch
         torch.set_num_threads(1)
-        import ptg.pipeline.shardstore as engine
+        import ptg.pipeline.storage.shardstore as engine
         from ptg.pipeline.encoders import EncoderSpec
-        from ptg.pipeline.extract import extract_priors
+        from ptg.pipeline.priors.extract import extract_priors
         orig = engine.write_commit  # the storage engine's commit step, shared by every store
         engine.write_commit = lambda st, i, rec: os.kill(os.getpid(), signal.SIGKILL) if i == 1 else orig(st, i, rec)
         extract_priors(sys.argv[1], EncoderSpec("imagenet", size=64), out=sys.argv[2], **{KW!r})
@@ -95,7 +95,7 @@ def test_second_writer_refused_while_the_first_holds_the_lock(ref, tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from ptg.pipeline.store import writer_lock
+        from ptg.pipeline.storage.store import writer_lock
         with writer_lock(Path({str(s)!r})):
             print("held", flush=True)
             sys.stdin.read()

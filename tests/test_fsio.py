@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from ptg.pipeline import fsio
-from ptg.pipeline.errors import Interrupted, PtgError
+from ptg.pipeline.core import fsio
+from ptg.pipeline.core.errors import Interrupted, PtgError
 
 
 def test_atomic_write_replaces_and_leaves_no_tmp(tmp_path):

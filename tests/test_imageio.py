@@ -3,8 +3,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.imageio import file_sha256, image_size, read_image, to_uint8, write_image
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.core.imageio import file_sha256, image_size, read_image, to_uint8, write_image
 
 
 def test_png8_roundtrip_exact(tmp_path):

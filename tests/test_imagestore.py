@@ -15,10 +15,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from ptg.cli.app import app
-from ptg.pipeline import imagestore
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.imageio import read_image
-from ptg.pipeline.shardstore import COMMITS, DamagedShardWarning, read_commits
+from ptg.pipeline.storage import imagestore
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.core.imageio import read_image
+from ptg.pipeline.storage.shardstore import COMMITS, DamagedShardWarning, read_commits
 
 from .conftest import small_photo
 
@@ -108,8 +108,8 @@ def test_sigkill_mid_build_then_rerun_equals_an_uninterrupted_build(photos, tmp_
     script = textwrap.dedent("""
         import os, signal, sys
         from pathlib import Path
-        import ptg.pipeline.shardstore as engine
-        from ptg.pipeline import imagestore
+        import ptg.pipeline.storage.shardstore as engine
+        from ptg.pipeline.storage import imagestore
         orig = engine.write_file
         def write_file(path, write):  # killed halfway through shard 2's data
             if path.name == "shard-000002.bin":
@@ -143,7 +143,7 @@ def test_image_loader_serves_stored_pixels_and_decodes_the_rest(photos, tmp_path
 
 
 def test_cli_cache_writes_under_ptg_cache_and_info_reports_health(tmp_path, monkeypatch):
-    from ptg.pipeline.samples import build_samples
+    from ptg.pipeline.datasets.samples import build_samples
 
     monkeypatch.setenv("PTG_CACHE", str(tmp_path / "cache"))
     m = build_samples(tmp_path / "ds", task="denoise", sigma=25.0, seed=0, max_side=64, use_opencv=False)
@@ -177,7 +177,7 @@ def test_training_from_the_store_gives_the_same_digest_as_from_files(tmp_path):
     for kind in ("files", "store"):
         sets = TINY + ["data.augment=flips", f"data.images={kind}", f"data.image_store={store}"]
         if kind == "store":
-            from ptg.pipeline.manifest import load_manifest
+            from ptg.pipeline.datasets.manifest import load_manifest
 
             imagestore.cache_images(imagestore.manifest_paths(load_manifest(m).samples), store)
         final = train(_cfg(resolve, m, priors, tmp_path / kind, sets))
@@ -195,10 +195,10 @@ def _cfg(resolve, manifest, priors, out, sets):
 
 def test_views_turned_on_the_device_equal_the_numpy_views():
     """A raw batch's crops are turned by `to_float` after the copy; each view equals the one
-    `ptg.pipeline.views` makes of the H×W×C array (non-square too), bit for bit."""
+    `ptg.pipeline.datasets.views` makes of the H×W×C array (non-square too), bit for bit."""
     import torch
 
-    from ptg.pipeline.views import _DIHEDRAL, apply_view
+    from ptg.pipeline.datasets.views import _DIHEDRAL, apply_view
     from ptg.ptgrm.train.pixels import VIEW_CODES, to_float, to_tensor
 
     assert set(VIEW_CODES) == set(_DIHEDRAL)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from ptg.pipeline.imageio import read_image
+from ptg.pipeline.core.imageio import read_image
 from ptg.ptgrm.artifacts import load, load_student
 from ptg.ptgrm.infer import image_to_tensor, run_padded_tiled
 

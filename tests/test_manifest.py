@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from ptg.cli.app import main
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.manifest import ManifestError, check_manifest, load_manifest, write_manifest
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.datasets.manifest import ManifestError, check_manifest, load_manifest, write_manifest
 
 
 def _img(path, size=(8, 8)):
@@ -107,7 +107,7 @@ def test_unsafe_ids_are_refused_on_load_with_line_and_fix(tmp_path, bad, why):
 
 
 def test_id_from_parts_is_flat_and_safe():
-    from ptg.pipeline.manifest import id_from_parts, id_problem
+    from ptg.pipeline.datasets.manifest import id_from_parts, id_problem
 
     assert id_from_parts("test/Rain100H", "1") == "test__Rain100H__1"
     assert id_from_parts("", "a") == "a" and id_problem(id_from_parts("../x")) is None

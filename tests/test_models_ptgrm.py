@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 from ptg.ptgrm.models import create_model, location_wise_conv
 from ptg.ptgrm.models.layers import snr_map
 from ptg.ptgrm.models.ptgrm import combine_paper

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 from ptg.ptgrm.models import create_model
 from ptg.ptgrm.models.ptgrm_release import release_grid, release_state_dict
 from ptg.ptgrm.train.config import resolve

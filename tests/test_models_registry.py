@@ -8,7 +8,7 @@ import pytest
 from torch import nn
 
 from ptg.cli.app import main
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 from ptg.ptgrm.models import (
     PTGRMConfig,
     create_model,

@@ -1,4 +1,4 @@
-"""`ptg.pipeline.normalize`: one list of normalisations, one default, one floor, one ridge read-out,
+"""`ptg.pipeline.priors.normalize`: one list of normalisations, one default, one floor, one ridge read-out,
 shared by the trainer's prior transform, `ptg distill` and `ptg priors probe`."""
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.normalize import (DEFAULT_NORMALIZE, NORMALIZE, check_normalize, floor_std, normalize_rows, ridge_r2,
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.priors.normalize import (DEFAULT_NORMALIZE, NORMALIZE, check_normalize, floor_std, normalize_rows, ridge_r2,
                                     row_norms, standardize_stats)
-from ptg.pipeline.probe import NORMALIZATIONS
+from ptg.pipeline.priors.probe import NORMALIZATIONS
 from ptg.ptgrm.artifacts.student import Normalizer
 from ptg.ptgrm.distill import DistillConfig
 from ptg.ptgrm.priors import PriorTransform

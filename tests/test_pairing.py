@@ -3,9 +3,9 @@ import pytest
 from PIL import Image
 
 from ptg.cli.app import main
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.manifest import load_manifest
-from ptg.pipeline.pairing import build_from_template, list_datasets, load_template, pair_tree
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.datasets.manifest import load_manifest
+from ptg.pipeline.datasets.pairing import build_from_template, list_datasets, load_template, pair_tree
 
 
 def _img(path, v=0):

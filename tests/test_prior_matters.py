@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ptg.pipeline.extract import extract_priors
-from ptg.pipeline.manifest import write_manifest
+from ptg.pipeline.priors.extract import extract_priors
+from ptg.pipeline.datasets.manifest import write_manifest
 from ptg.ptgrm.train.config import resolve
 from ptg.ptgrm.train.trainer import train
 

@@ -1,4 +1,4 @@
-"""The row cache (`ptg.pipeline.priorcache`): lazy reads give the in-memory path's exact arrays,
+"""The row cache (`ptg.pipeline.storage.priorcache`): lazy reads give the in-memory path's exact arrays,
 stale copies are never read, and the in-memory/lazy decision follows `data.priors_in_memory`."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pickle
 import numpy as np
 import pytest
 
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.priorcache import (LazyPriorRows, cache_dir_for, decide_in_memory, open_row_cache, prior_vectors)
-from ptg.pipeline.store import allocate_shards, create_or_open_store, open_priors, write_shard, writer_lock
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.storage.priorcache import (LazyPriorRows, cache_dir_for, decide_in_memory, open_row_cache, prior_vectors)
+from ptg.pipeline.storage.store import allocate_shards, create_or_open_store, open_priors, write_shard, writer_lock
 
 VIEWS = ["identity", "hflip", "vflip"]
 

@@ -6,11 +6,11 @@ import pytest
 from PIL import Image
 
 from ptg.cli.app import main
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.manifest import load_manifest, write_manifest
-from ptg.pipeline.normalize import normalize_rows as normalize
-from ptg.pipeline.probe import between_fraction, mean_cosine, probe_arrays, probe_store
-from ptg.pipeline.store import allocate_shards, create_or_open_store, sample_keys, write_shard, writer_lock
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.datasets.manifest import load_manifest, write_manifest
+from ptg.pipeline.priors.normalize import normalize_rows as normalize
+from ptg.pipeline.priors.probe import between_fraction, mean_cosine, probe_arrays, probe_store
+from ptg.pipeline.storage.store import allocate_shards, create_or_open_store, sample_keys, write_shard, writer_lock
 
 LEVELS = (10.0, 30.0, 50.0)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.location import local_only, parse_location
-from ptg.pipeline.store import allocate_shards, create_or_open_store, open_priors, write_shard, writer_lock
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.storage.location import local_only, parse_location
+from ptg.pipeline.storage.store import allocate_shards, create_or_open_store, open_priors, write_shard, writer_lock
 from .test_extract import _all  # the store's keys and every view's values
 
 ROWS = 32  # rows per shard of the test stores
@@ -76,7 +76,7 @@ def test_extract_cli_refuses_a_collapsed_url_and_writes_no_folder(tmp_path, monk
 
 
 def test_copy_round_trip_is_bit_identical_and_sends_only_missing_shards(tmp_path, s3):
-    from ptg.pipeline.storecopy import copy_store
+    from ptg.pipeline.storage.storecopy import copy_store
 
     a = tmp_path / "a.zarr"
     _store(a, 3 * ROWS + 5)
@@ -102,8 +102,8 @@ def _store_more(path: Path) -> None:
 
 
 def test_interrupted_copy_resumes_and_refuses_a_diverged_dst(tmp_path, s3, monkeypatch):
-    from ptg.pipeline import storecopy
-    from ptg.pipeline.storecopy import copy_store
+    from ptg.pipeline.storage import storecopy
+    from ptg.pipeline.storage.storecopy import copy_store
 
     a = tmp_path / "a.zarr"
     _store(a, 3 * ROWS)
@@ -127,8 +127,8 @@ def test_interrupted_copy_resumes_and_refuses_a_diverged_dst(tmp_path, s3, monke
 
 
 def test_bucket_reads_equal_local_through_a_mirror_reused_until_commits_change(tmp_path, s3, monkeypatch):
-    from ptg.pipeline import storecopy
-    from ptg.pipeline.storecopy import copy_store
+    from ptg.pipeline.storage import storecopy
+    from ptg.pipeline.storage.storecopy import copy_store
 
     a = tmp_path / "a.zarr"
     _store(a, 2 * ROWS + 1)
@@ -148,8 +148,8 @@ def test_bucket_reads_equal_local_through_a_mirror_reused_until_commits_change(t
 
 
 def test_damaged_shard_in_the_bucket_is_never_served(tmp_path, s3):
-    from ptg.pipeline.remote import RemoteStore
-    from ptg.pipeline.storecopy import copy_store
+    from ptg.pipeline.storage.remote import RemoteStore
+    from ptg.pipeline.storage.storecopy import copy_store
 
     a = tmp_path / "a.zarr"
     _store(a, 2 * ROWS)
@@ -169,8 +169,8 @@ def test_damaged_shard_in_the_bucket_is_never_served(tmp_path, s3):
 
 
 def test_second_writer_refused_naming_the_holder(s3):
-    from ptg.pipeline.lease import Lease
-    from ptg.pipeline.remote import RemoteStore
+    from ptg.pipeline.storage.lease import Lease
+    from ptg.pipeline.storage.remote import RemoteStore
 
     store = RemoteStore(s3.url("p"))
     with Lease(store, ttl=30):
@@ -181,9 +181,9 @@ def test_second_writer_refused_naming_the_holder(s3):
 
 
 def test_expired_lease_taken_over_and_the_stale_writer_cannot_commit(tmp_path, s3):
-    from ptg.pipeline.lease import Lease
-    from ptg.pipeline.remote import RemoteStore
-    from ptg.pipeline.storecopy import _LocalSide, _RemoteSide, transfer
+    from ptg.pipeline.storage.lease import Lease
+    from ptg.pipeline.storage.remote import RemoteStore
+    from ptg.pipeline.storage.storecopy import _LocalSide, _RemoteSide, transfer
 
     a = tmp_path / "a.zarr"
     _store(a, 2 * ROWS)
@@ -211,8 +211,8 @@ def test_expired_lease_taken_over_and_the_stale_writer_cannot_commit(tmp_path, s
 
 
 def test_lease_renewal_keeps_a_slow_writer_alive(s3):
-    from ptg.pipeline.lease import Lease
-    from ptg.pipeline.remote import RemoteStore
+    from ptg.pipeline.storage.lease import Lease
+    from ptg.pipeline.storage.remote import RemoteStore
 
     store = RemoteStore(s3.url("p"))
     with Lease(store, ttl=0.9) as lease:
@@ -225,7 +225,7 @@ def test_lease_renewal_keeps_a_slow_writer_alive(s3):
 def test_create_only_put_has_one_winner(s3):
     from concurrent.futures import ThreadPoolExecutor
 
-    from ptg.pipeline.remote import RemoteStore
+    from ptg.pipeline.storage.remote import RemoteStore
 
     store = RemoteStore(s3.url("p"))
     with ThreadPoolExecutor(4) as pool:
@@ -238,7 +238,7 @@ def test_create_only_put_has_one_winner(s3):
 
 
 def test_dropped_connection_mid_upload_is_a_named_error_and_rerun_completes(tmp_path, s3, cut_proxy):
-    from ptg.pipeline.storecopy import copy_store
+    from ptg.pipeline.storage.storecopy import copy_store
 
     a = tmp_path / "a.zarr"
     _store(a, 3 * ROWS)
@@ -257,7 +257,7 @@ def test_dropped_connection_mid_upload_is_a_named_error_and_rerun_completes(tmp_
 
 
 def test_extract_to_a_bucket_equals_the_local_run(tmp_path, s3):
-    from ptg.pipeline.extract import extract_priors
+    from ptg.pipeline.priors.extract import extract_priors
     from tests.test_extract import _images, _manifest, _tiny_clip_spec
 
     man = _manifest(tmp_path / "m.jsonl", _images(tmp_path / "img", 5))
@@ -282,8 +282,8 @@ def test_extract_to_a_bucket_equals_the_local_run(tmp_path, s3):
 def test_two_workers_into_a_bucket_equal_the_local_run_and_a_damaged_bucket_shard_is_recomputed(tmp_path, s3, monkeypatch):
     import torch
 
-    from ptg.pipeline.extract import extract_priors
-    from ptg.pipeline.remote import RemoteStore
+    from ptg.pipeline.priors.extract import extract_priors
+    from ptg.pipeline.storage.remote import RemoteStore
     from tests.test_extract import _images, _manifest, _tiny_clip_spec
 
     torch.set_num_threads(1)
@@ -321,7 +321,7 @@ def test_two_workers_into_a_bucket_equal_the_local_run_and_a_damaged_bucket_shar
 
 def test_train_reads_priors_and_decoded_images_from_a_bucket(tmp_path, s3, capsys):
     from ptg.cli.app import main
-    from ptg.pipeline.storecopy import copy_store
+    from ptg.pipeline.storage.storecopy import copy_store
     from ptg.ptgrm.train.config import resolve
     from ptg.ptgrm.train.trainer import train
     from tests.test_train import TINY
@@ -342,10 +342,10 @@ def test_train_reads_priors_and_decoded_images_from_a_bucket(tmp_path, s3, capsy
 
 def test_image_store_in_a_bucket_equals_the_local_one_and_a_damaged_shard_is_decoded_again(tmp_path, s3, monkeypatch, capsys):
     from ptg.cli.app import main
-    from ptg.pipeline import imagestore
-    from ptg.pipeline.imageio import read_image
-    from ptg.pipeline.manifest import load_manifest
-    from ptg.pipeline.remote import RemoteStore
+    from ptg.pipeline.storage import imagestore
+    from ptg.pipeline.core.imageio import read_image
+    from ptg.pipeline.datasets.manifest import load_manifest
+    from ptg.pipeline.storage.remote import RemoteStore
     from tests.test_train_units import make_samples
 
     manifest = make_samples(tmp_path / "samples")
@@ -410,7 +410,7 @@ def test_cli_copy_info_and_a_path_only_option_refusing_the_url(tmp_path, s3, cap
 
 def test_distill_reads_the_teacher_store_from_a_bucket_as_from_its_folder(tmp_path, s3, capsys):
     from ptg.cli.app import main
-    from ptg.pipeline.storecopy import copy_store
+    from ptg.pipeline.storage.storecopy import copy_store
     from tests.test_train_units import make_samples, make_store
 
     manifest = make_samples(tmp_path / "samples")
@@ -431,8 +431,8 @@ def test_sigkill_during_an_upload_then_rerun_equals_the_source(tmp_path, s3):
     import subprocess
     import sys
 
-    from ptg.pipeline.remote import RemoteStore
-    from ptg.pipeline.storecopy import copy_store
+    from ptg.pipeline.storage.remote import RemoteStore
+    from ptg.pipeline.storage.storecopy import copy_store
 
     a = tmp_path / "a.zarr"
     _store(a, 40 * ROWS)
@@ -458,7 +458,7 @@ def test_sigkill_during_an_upload_then_rerun_equals_the_source(tmp_path, s3):
 def test_concurrent_readers_pull_the_mirror_once(tmp_path, s3, monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
-    from ptg.pipeline import storecopy
+    from ptg.pipeline.storage import storecopy
 
     a = tmp_path / "a.zarr"
     _store(a, 2 * ROWS)
@@ -472,9 +472,9 @@ def test_concurrent_readers_pull_the_mirror_once(tmp_path, s3, monkeypatch):
 
 
 def test_a_prefix_holding_only_a_dead_writers_lease_is_ours_but_foreign_objects_are_refused(tmp_path, s3):
-    from ptg.pipeline.lease import Lease
-    from ptg.pipeline.remote import RemoteStore
-    from ptg.pipeline.storecopy import copy_store
+    from ptg.pipeline.storage.lease import Lease
+    from ptg.pipeline.storage.remote import RemoteStore
+    from ptg.pipeline.storage.storecopy import copy_store
 
     a = tmp_path / "a.zarr"
     _store(a, ROWS)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 from ptg.ptgrm.report import comparison_table, error_map, load_summary, make_grid, pick_crop, write_report
 from tests.conftest import small_photo
 

@@ -13,12 +13,12 @@ import torch
 
 from ptg.cli.app import main
 from ptg.pipeline.encoders import EncoderSpec
-from ptg.pipeline.extract import extract_priors
-from ptg.pipeline.imageio import read_image, write_image
-from ptg.pipeline.manifest import write_manifest
-from ptg.pipeline.store import RandomInitWarning
+from ptg.pipeline.priors.extract import extract_priors
+from ptg.pipeline.core.imageio import read_image, write_image
+from ptg.pipeline.datasets.manifest import write_manifest
+from ptg.pipeline.storage.store import RandomInitWarning
 from ptg.ptgrm.models import create_model
-from ptg.pipeline.fsio import atomic_save as save_atomic
+from ptg.pipeline.core.fsio import atomic_save as save_atomic
 from ptg.ptgrm.train.checkpoint import FORMAT, load_checkpoint
 
 torch.set_num_threads(1)
@@ -50,7 +50,7 @@ def build_run(root: Path, side: int = 40) -> dict[str, Path]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomInitWarning)
         extract_priors(manifest, spec, out=store, loader_workers=0)
-    from ptg.pipeline.store import open_priors
+    from ptg.pipeline.storage.store import open_priors
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomInitWarning)
@@ -91,7 +91,7 @@ def _inputs(built: dict[str, Path], tmp_path: Path) -> Path:
     return d
 
 
-@pytest.mark.filterwarnings("ignore::ptg.pipeline.store.RandomInitWarning")
+@pytest.mark.filterwarnings("ignore::ptg.pipeline.storage.store.RandomInitWarning")
 def test_restore_with_store_and_with_recorded_encoder_agree(built, tmp_path) -> None:
     inp = _inputs(built, tmp_path)
     a, b = tmp_path / "a", tmp_path / "b"
@@ -106,7 +106,7 @@ def test_restore_with_store_and_with_recorded_encoder_agree(built, tmp_path) -> 
         assert np.abs(ra - fa).max() > 2 / 255  # R changed F's output: F + R was written, not F
 
 
-@pytest.mark.filterwarnings("ignore::ptg.pipeline.store.RandomInitWarning")
+@pytest.mark.filterwarnings("ignore::ptg.pipeline.storage.store.RandomInitWarning")
 def test_restore_tiled_single_file(built, tmp_path) -> None:
     inp = _inputs(built, tmp_path)
     whole, tiled = tmp_path / "w", tmp_path / "t"
@@ -128,7 +128,7 @@ def test_restore_without_extract_libraries_says_how_to_fix(built, tmp_path, monk
     assert "open_clip" in err and "extract extra" in err and "--priors" in err
 
 
-@pytest.mark.filterwarnings("ignore::ptg.pipeline.store.RandomInitWarning")
+@pytest.mark.filterwarnings("ignore::ptg.pipeline.storage.store.RandomInitWarning")
 def test_restore_image_missing_from_store(built, tmp_path, capsys) -> None:
     other = tmp_path / "new"
     other.mkdir()
@@ -140,7 +140,7 @@ def test_restore_image_missing_from_store(built, tmp_path, capsys) -> None:
     assert "flipped.png" in err and "ptg extract-priors" in err
 
 
-@pytest.mark.filterwarnings("ignore::ptg.pipeline.store.RandomInitWarning")
+@pytest.mark.filterwarnings("ignore::ptg.pipeline.storage.store.RandomInitWarning")
 def test_restore_refuses_priors_of_other_weights(built, tmp_path, capsys) -> None:
     ckpt = load_checkpoint(built["run"] / "checkpoints" / "best.pt")
     ckpt["priors"][0]["metadata"] = {**ckpt["priors"][0]["metadata"], "fingerprint": "0" * 64}

@@ -1,7 +1,7 @@
 from ptg.cli.app import main
-from ptg.pipeline.imageio import read_image
-from ptg.pipeline.manifest import load_manifest
-from ptg.pipeline.samples import SKIMAGE_PHOTOS, SKIMAGE_TEST
+from ptg.pipeline.core.imageio import read_image
+from ptg.pipeline.datasets.manifest import load_manifest
+from ptg.pipeline.datasets.samples import SKIMAGE_PHOTOS, SKIMAGE_TEST
 
 
 def test_samples_real_photos_split_by_image(tmp_path):

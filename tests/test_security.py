@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ptg.pipeline import fsio, limits
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.imageio import image_size, read_image
+from ptg.pipeline.core import fsio, limits
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.core.imageio import image_size, read_image
 
 SECRET = "victim's data\n"
 
@@ -190,7 +190,7 @@ def _png(path: Path, size=(8, 8)) -> Path:
 
 
 def test_shared_manifest_cannot_read_outside_its_root(tmp_path):
-    from ptg.pipeline.manifest import ManifestError, load_manifest
+    from ptg.pipeline.datasets.manifest import ManifestError, load_manifest
 
     secret = _png(tmp_path / "home" / "private.png")
     root = tmp_path / "shared"
@@ -236,7 +236,7 @@ def test_manifest_build_leaves_out_links_leading_outside_the_root(tmp_path):
 
 
 def test_ids_longer_than_a_file_name_are_refused():
-    from ptg.pipeline.manifest import id_problem
+    from ptg.pipeline.datasets.manifest import id_problem
 
     assert "bytes long" in id_problem("x" * 300)
     assert id_problem("x" * limits.MAX_ID_BYTES) is None
@@ -496,7 +496,7 @@ def test_network_from_recorded_args_is_sized_before_allocation():
 
 
 def test_written_images_replace_a_planted_symlink_never_follow_it(tmp_path, victim):
-    from ptg.pipeline.imageio import write_image
+    from ptg.pipeline.core.imageio import write_image
 
     out = tmp_path / "eval" / "images"
     out.mkdir(parents=True)

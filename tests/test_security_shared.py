@@ -14,12 +14,12 @@ import torch
 from PIL import Image
 
 from ptg.cli.app import main
-from ptg.pipeline import fsio
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core import fsio
+from ptg.pipeline.core.errors import PtgError
 from tests.test_restore import build_run
 from tests.test_security import opened_files
 
-pytestmark = pytest.mark.filterwarnings("ignore::ptg.pipeline.store.RandomInitWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::ptg.pipeline.storage.store.RandomInitWarning")
 torch.set_num_threads(1)
 
 

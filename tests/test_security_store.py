@@ -11,9 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.priorcache import prior_vectors
-from ptg.pipeline.store import ARRAY, COMMITS, LOCK, export_hdf5, open_priors, writer_lock
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.storage.priorcache import prior_vectors
+from ptg.pipeline.storage.store import ARRAY, COMMITS, LOCK, export_hdf5, open_priors, writer_lock
 
 from .test_security import SECRET, opened_files
 from .test_store import VIEWS, _store
@@ -177,7 +177,7 @@ def test_hdf5_declaring_more_than_it_holds_is_refused_unread(tmp_path):
 
 def test_writer_never_deletes_through_a_link_planted_after_the_claim(tmp_path, victim_dir):
     """Defence in depth: a link planted while a writer holds the lock is still not followed."""
-    from ptg.pipeline.store import _remove_leftovers, allocate_shards, write_shard
+    from ptg.pipeline.storage.store import _remove_leftovers, allocate_shards, write_shard
 
     path, keys, values = _store(tmp_path, 20)
     with writer_lock(path):
@@ -213,8 +213,8 @@ def test_hdf5_with_fewer_priors_than_keys_is_a_named_error(tmp_path):
                                     b'{"expires": 1e300, "token": "t"}', b'{"expires": 1e999}',
                                     b'{"expires": 0, "ttl": 1e12}', b'{"expires": 9e9, "ttl": 30}'])
 def test_crafted_lease_record_neither_crashes_nor_locks_the_store_forever(s3, record):
-    from ptg.pipeline.lease import Lease
-    from ptg.pipeline.remote import RemoteStore
+    from ptg.pipeline.storage.lease import Lease
+    from ptg.pipeline.storage.remote import RemoteStore
 
     store = RemoteStore(s3.url("p"))
     store.put("lease/00000003.json", record)
@@ -224,8 +224,8 @@ def test_crafted_lease_record_neither_crashes_nor_locks_the_store_forever(s3, re
 
 
 def test_lease_keys_that_are_not_ptg_generations_are_ignored(s3):
-    from ptg.pipeline.lease import Lease
-    from ptg.pipeline.remote import RemoteStore
+    from ptg.pipeline.storage.lease import Lease
+    from ptg.pipeline.storage.remote import RemoteStore
 
     import obstore
 
@@ -244,7 +244,7 @@ def test_lease_keys_that_are_not_ptg_generations_are_ignored(s3):
 def image_store(tmp_path):
     from PIL import Image
 
-    from ptg.pipeline import imagestore
+    from ptg.pipeline.storage import imagestore
 
     rng = np.random.default_rng(0)
     paths = []
@@ -262,7 +262,7 @@ def image_store(tmp_path):
 def test_image_store_with_a_symlinked_folder_or_settings_is_refused(image_store, tmp_path, entry):
     import shutil
 
-    from ptg.pipeline import imagestore
+    from ptg.pipeline.storage import imagestore
 
     store, paths = image_store
     moved = tmp_path / "elsewhere" / entry
@@ -277,7 +277,7 @@ def test_image_store_with_a_symlinked_folder_or_settings_is_refused(image_store,
 
 @pytest.mark.parametrize("settings", ["[1, 2]", '"image-store"', "{" * 5000])
 def test_image_store_settings_of_the_wrong_shape_are_a_named_error(image_store, settings):
-    from ptg.pipeline import imagestore
+    from ptg.pipeline.storage import imagestore
 
     store, _ = image_store
     (store / "settings.json").write_text(settings)
@@ -288,8 +288,8 @@ def test_image_store_settings_of_the_wrong_shape_are_a_named_error(image_store, 
 def test_image_store_record_claiming_a_huge_image_is_refused_before_mapping(image_store):
     import resource
 
-    from ptg.pipeline import imagestore
-    from ptg.pipeline.shardstore import commit_path
+    from ptg.pipeline.storage import imagestore
+    from ptg.pipeline.storage.shardstore import commit_path
 
     store, paths = image_store
     rec_path = commit_path(store, 0)

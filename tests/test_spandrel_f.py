@@ -11,7 +11,7 @@ import torch
 pytest.importorskip("spandrel")
 
 from ptg.cli.app import main
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 from ptg.ptgrm.models import create_model
 from ptg.ptgrm.models.spandrel_f import file_sha256, read_state_dict
 from ptg.ptgrm.train.checkpoint import load_checkpoint

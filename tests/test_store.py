@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import zarr
 
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.store import (
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.storage.store import (
     ARRAY,
     LOCK,
     RandomInitWarning,

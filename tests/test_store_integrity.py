@@ -15,8 +15,8 @@ import warnings
 import numpy as np
 import pytest
 
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.store import (ARRAY, COMMITS, DamagedShardWarning, allocate_shards, create_or_open_store,
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.storage.store import (ARRAY, COMMITS, DamagedShardWarning, allocate_shards, create_or_open_store,
                                 open_priors, quick_health, read_commits, usable_commits, write_shard, writer_lock)
 
 from .s3_fixtures import Where, where  # noqa: F401  (`where`: a local folder and a bucket on the loopback server)
@@ -100,7 +100,7 @@ def test_writer_repairs_every_corruption(where, name):
     np.testing.assert_array_equal(r.get_all_views(keys), ref)
     assert r.verify() == [] and quick_health(r.path)["problems"] == []
     if where.remote and damaged:  # the bucket keeps the damaged shard's old record for inspection, as a folder does
-        from ptg.pipeline.remote import RemoteStore
+        from ptg.pipeline.storage.remote import RemoteStore
 
         assert [k for k in RemoteStore(path).listing() if k.startswith("commits/quarantine/shard-000001.json.")]
 
@@ -129,7 +129,7 @@ def test_lost_metadata_without_saved_settings_is_refused_with_a_repair_command(w
         with where.writer() as folder:
             create_or_open_store(folder, _meta(), rows_per_shard=16)
     if where.remote:
-        from ptg.pipeline.remote import RemoteStore
+        from ptg.pipeline.storage.remote import RemoteStore
 
         left = RemoteStore(path).listing()
         assert {"commits/shard-000000.json", "commits/shard-000001.json", "priors/c/0/0/0"} <= set(left)  # nothing deleted

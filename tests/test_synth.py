@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from ptg.cli.app import main
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.imageio import read_image
-from ptg.pipeline.manifest import load_manifest
-from ptg.pipeline.synth import (AllInOneParams, BlurParams, JpegParams, LowLightParams, NoiseParams, disk_kernel,
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.core.imageio import read_image
+from ptg.pipeline.datasets.manifest import load_manifest
+from ptg.pipeline.datasets.synth import (AllInOneParams, BlurParams, JpegParams, LowLightParams, NoiseParams, disk_kernel,
                                 motion_kernel, synthesize)
 
 
@@ -85,7 +85,7 @@ def test_cli_synth(photo_dir, tmp_path, capsys):
 
 
 def test_jpeg_records_quality_and_lower_quality_is_worse(photo_dir, tmp_path):
-    from ptg.pipeline.metrics import psnr
+    from ptg.pipeline.core.metrics import psnr
 
     def mean_psnr(q: int) -> float:
         m = load_manifest(synthesize(photo_dir, tmp_path / f"j{q}", "jpeg", JpegParams((q, q)), seed=0))

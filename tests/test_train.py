@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ptg.cli.app import main
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 from ptg.ptgrm.train import losses as L
 from ptg.ptgrm.artifacts import load
 from ptg.ptgrm.train.checkpoint import load_checkpoint

@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.imageio import read_image, write_image
-from ptg.pipeline.manifest import load_manifest
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.core.imageio import read_image, write_image
+from ptg.pipeline.datasets.manifest import load_manifest
 from ptg.ptgrm.train.config import resolve
 from ptg.ptgrm.train.trainer import train
 

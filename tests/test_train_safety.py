@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ptg.cli.app import main
-from ptg.pipeline.fsio import atomic_save, file_sha256
+from ptg.pipeline.core.fsio import atomic_save, file_sha256
 from ptg.ptgrm.train.config import resolve, save_yaml
 from ptg.ptgrm.train.trainer import train
 
@@ -139,7 +139,7 @@ def test_sigint_saves_exits_130_and_resumes_to_the_same_digest(data, tmp_path):
 
 
 def test_second_trainer_is_refused_while_one_holds_the_folder(data, tmp_path, capsys):
-    from ptg.pipeline.fsio import exclusive_lock
+    from ptg.pipeline.core.fsio import exclusive_lock
 
     run = tmp_path / "run"
     with exclusive_lock(run / "train.lock", "test"):  # as a live trainer holds it
@@ -176,14 +176,14 @@ def test_config_merge_is_deep_and_old_l2_key_is_read(tmp_path):
     (tmp_path / "c.yaml").write_text("priors: {l2_normalize: false}\nmodel: {baseline_args: {depth: 2}}\n")
     cfg = resolve(tmp_path / "c.yaml", preset_name="samples")
     assert cfg.priors.normalize == "none" and cfg.model.baseline_args == {"width": 12, "depth": 2}
-    from ptg.pipeline.errors import PtgError
+    from ptg.pipeline.core.errors import PtgError
 
     with pytest.raises(PtgError, match="contradicts"):
         resolve(sets=["priors.l2_normalize=true", "priors.normalize=standardize"])
 
 
 def test_resume_from_run_config_never_imports_a_named_user_network(tmp_path):
-    from ptg.pipeline.errors import PtgError
+    from ptg.pipeline.core.errors import PtgError
     from ptg.ptgrm.models import uses_priors
 
     run = tmp_path / "run"

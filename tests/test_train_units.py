@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.imageio import file_sha256, read_image
-from ptg.pipeline.manifest import load_manifest
-from ptg.pipeline.views import apply_view, parse_views, tile_view_for
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.core.imageio import file_sha256, read_image
+from ptg.pipeline.datasets.manifest import load_manifest
+from ptg.pipeline.datasets.views import apply_view, parse_views, tile_view_for
 from ptg.ptgrm.train import config as C
 from ptg.ptgrm.train import losses as L
 from ptg.ptgrm.train.data import TrainDataset, ValDataset, augment_views, check_missing, derangement, load_tables
@@ -28,7 +28,7 @@ from ptg.ptgrm.train.data import TrainDataset, ValDataset, augment_views, check_
 
 def make_samples(out: Path) -> Path:
     """9 real photo pairs at 128 px (7 train, 2 test); returns the manifest."""
-    from ptg.pipeline.samples import build_samples
+    from ptg.pipeline.datasets.samples import build_samples
 
     return build_samples(out, task="denoise", sigma=25.0, seed=0, max_side=128, use_opencv=False)
 
@@ -43,7 +43,7 @@ def view_feature(img: np.ndarray, dim: int) -> np.ndarray:
 
 def make_store(path: Path, manifest: Path, dim: int = 16, views: str = "identity", drop_ids: tuple[str, ...] = ()) -> Path:
     """A real Zarr priors store for the manifest's inputs (minus ``drop_ids``)."""
-    from ptg.pipeline.store import allocate_shards, create_or_open_store, write_shard, writer_lock
+    from ptg.pipeline.storage.store import allocate_shards, create_or_open_store, write_shard, writer_lock
 
     names = parse_views(views)
     samples = [s for s in load_manifest(manifest).samples if s.id not in drop_ids]
@@ -155,7 +155,7 @@ def test_perceptual_loss_needs_local_weights_offline(tmp_path, monkeypatch):
 
 
 def test_dataset_crops_views_and_priors(samples, tmp_path):
-    from ptg.pipeline.store import open_priors
+    from ptg.pipeline.storage.store import open_priors
 
     store = open_priors(make_store(tmp_path / "s", samples, dim=16, views="d4"))
     train = load_manifest(samples).split("train")
@@ -198,7 +198,7 @@ def test_cached_images_give_the_same_items_and_decode_once(samples, tmp_path, mo
 
 
 def test_tile_priors_and_identity_fallback_warns(samples, tmp_path):
-    from ptg.pipeline.store import open_priors
+    from ptg.pipeline.storage.store import open_priors
 
     train = load_manifest(samples).split("train")
     keys = [file_sha256(s.input) for s in train]
@@ -218,7 +218,7 @@ def test_tile_priors_and_identity_fallback_warns(samples, tmp_path):
 
 
 def test_prior_controls(samples, tmp_path):
-    from ptg.pipeline.store import open_priors
+    from ptg.pipeline.storage.store import open_priors
 
     store = open_priors(make_store(tmp_path / "s", samples, dim=16))
     val = load_manifest(samples).samples
@@ -260,7 +260,7 @@ def test_prior_controls(samples, tmp_path):
 
 
 def test_missing_priors_error_names_count_and_ids(samples, tmp_path):
-    from ptg.pipeline.store import open_priors
+    from ptg.pipeline.storage.store import open_priors
 
     train = load_manifest(samples).split("train")
     store = open_priors(make_store(tmp_path / "s", samples, dim=8, drop_ids=(train[0].id, train[2].id)))

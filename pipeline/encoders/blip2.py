@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import PtgError
+from ..core.errors import PtgError
 from . import hub
 from .preprocess import Preprocess
 from .registry import (Encoder, EncoderSpec, fingerprint_dir, random_fingerprint, register_encoder)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from pathlib import Path
 
-from ..errors import PtgError
+from ..core.errors import PtgError
 from . import hub
 from .preprocess import Preprocess
 from .hub import cannot_fetch

@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import PtgError
+from ..core.errors import PtgError
 
 LAYOUT_VERSION = 1
 TASKS = ("denoise", "lowlight", "blur", "jpeg")  # task one-hot, in this order
@@ -135,7 +135,7 @@ def encoder_metadata() -> dict[str, Any]:
 
 
 def default_degradation_store(views: str, dtype: str) -> Path:
-    from ..store import cache_root
+    from ..storage.store import cache_root
 
     return cache_root() / "priors" / f"degradation-{layout_fingerprint()[12:28]}-{views.replace(':', '')}-{dtype}.zarr"
 
@@ -190,7 +190,7 @@ class DegradationRows:
 
     def compute(self, store: Path, tasks: list, views: tuple[str, ...], skip_bad: bool,
                 on_progress: Callable[[int], None] | None) -> list:
-        from ..store import write_shard
+        from ..storage.store import write_shard
 
         for sid, keys, _ in tasks:
             block = np.stack([self.vectors[k] for k in keys])[:, None, :].repeat(len(views), axis=1)  # [n, V, D]

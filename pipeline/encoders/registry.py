@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import PtgError
+from ..core.errors import PtgError
 from .preprocess import Preprocess
 
 
@@ -135,8 +135,8 @@ def random_fingerprint(seed: int) -> str:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a weights file (`ptg.pipeline.fsio.file_sha256`)."""
-    from ..fsio import file_sha256
+    """Hex SHA-256 of a weights file (`ptg.pipeline.core.fsio.file_sha256`)."""
+    from ..core.fsio import file_sha256
 
     return file_sha256(path)
 

@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import PtgError
+from ..core.errors import PtgError
 from . import hub
 from .preprocess import Preprocess
 from .registry import Encoder, EncoderSpec, fingerprint_dir, random_fingerprint, register_encoder

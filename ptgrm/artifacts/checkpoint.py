@@ -16,7 +16,7 @@ from typing import Any, Sequence, TypeVar
 import torch
 from torch import nn
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 
 from ..priors import PriorTransform
 from .info import NetworkSpec, PriorStoreInfo, RunInfo
@@ -31,7 +31,7 @@ def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
         PtgError: missing file, or a file holding Python objects other than tensors and plain
             values (refused without running them: a shared file is never trusted with code).
     """
-    from ptg.pipeline.limits import check_torch_zip, check_tree
+    from ptg.pipeline.core.limits import check_torch_zip, check_tree
 
     path = Path(path)
     if not path.is_file():
@@ -77,8 +77,8 @@ def load_checkpoint(path: str | Path, for_resume: bool = False) -> dict[str, Any
 def _check_fields(ckpt: dict[str, Any], path: str | Path) -> None:
     """Types of every field the loaders read, checked first: a shared run's checkpoint is input, and
     a wrong type is one named error, not a KeyError or TypeError deep inside `read_checkpoint`."""
-    from ptg.pipeline.limits import Optional_ as Opt
-    from ptg.pipeline.limits import check_schema
+    from ptg.pipeline.core.limits import Optional_ as Opt
+    from ptg.pipeline.core.limits import check_schema
 
     net = {"name": str, "args": dict, "state_dict": dict, "kind": Opt(str)}
     check_schema(ckpt, {
@@ -120,7 +120,7 @@ def build_network(name: str, args: dict[str, Any], state_dict: dict[str, Any] | 
     Raises:
         PtgError: an untrusted user-network name, an unknown name, weights that do not fit.
     """
-    from ptg.pipeline.limits import check_param_count
+    from ptg.pipeline.core.limits import check_param_count
     from ptg.ptgrm.models import create_model
 
     if ":" in name and name not in trusted:

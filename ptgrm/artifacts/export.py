@@ -30,8 +30,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ptg.pipeline import fsio
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core import fsio
+from ptg.pipeline.core.errors import PtgError
 
 from ..priors import PriorTransform
 from .checkpoint import build_network, read_checkpoint
@@ -46,7 +46,7 @@ MAX_PRIOR_DIM = 1 << 20  # a recorded prior dimension beyond this is no encoder'
 
 def _config_schema():
     """What a shared config.json must hold, checked before any field is read (`limits.check_schema`)."""
-    from ptg.pipeline.limits import Optional_ as Opt
+    from ptg.pipeline.core.limits import Optional_ as Opt
 
     # file/sha256 null: a black box or cached outputs, exported by name (`_write_network`)
     net = {"name": str, "args": dict, "file": Opt(str), "sha256": Opt(str), "kind": Opt(str),
@@ -147,7 +147,7 @@ def is_export(path: str | Path) -> bool:
 
 def _check_config(cfg: dict[str, Any], where: Path) -> None:
     """Types and ranges of every field `read_export` reads, as one named error each."""
-    from ptg.pipeline.limits import check_schema
+    from ptg.pipeline.core.limits import check_schema
 
     check_schema(cfg, _config_schema(), str(where))
     if cfg["mode"] not in ("joint", "baseline", "refine"):
@@ -160,7 +160,7 @@ def _check_config(cfg: dict[str, Any], where: Path) -> None:
 
 def read_export(folder: str | Path) -> tuple[nn.Module, nn.Module | None, RunInfo]:
     """F, R and their `RunInfo` from an export folder (see the module docstring)."""
-    from ptg.pipeline.limits import read_json
+    from ptg.pipeline.core.limits import read_json
 
     folder = Path(folder)
     try:

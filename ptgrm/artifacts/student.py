@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ptg.pipeline import fsio
+from ptg.pipeline.core import fsio
 from ptg.pipeline.encoders.preprocess import Preprocess, apply_preprocess
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.normalize import row_norms, standardize_stats
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.priors.normalize import row_norms, standardize_stats
 
 from ..students import create_student
 from .info import PriorStoreInfo
@@ -49,7 +49,7 @@ class Normalizer:
 
     @classmethod
     def fit(cls, kind: str, rows: np.ndarray) -> "Normalizer":
-        """Statistics of the training rows ``[N, (V,) D]`` (`ptg.pipeline.normalize`: the trainer's floor)."""
+        """Statistics of the training rows ``[N, (V,) D]`` (`ptg.pipeline.priors.normalize`: the trainer's floor)."""
         flat = np.asarray(rows, dtype=np.float64).reshape(-1, rows.shape[-1])
         mean, std = standardize_stats(flat)
         norm = float(row_norms(flat).mean())
@@ -130,7 +130,7 @@ def load_student(dist: str | Path, device: str | torch.device = "cpu") -> PriorS
     """
     from safetensors.torch import load_file
 
-    from ptg.pipeline.limits import check_param_count, check_preprocess_size, read_json
+    from ptg.pipeline.core.limits import check_param_count, check_preprocess_size, read_json
 
     dist = Path(dist)
     meta_path, weights = (fsio.no_symlink(dist / n, "the student file") for n in ("student.json", "student.safetensors"))

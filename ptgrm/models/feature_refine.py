@@ -21,7 +21,7 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 
 from .nafnet import NAFNet, NAFNetConfig
 from .ptgrm import ChannelSpatialAttention, PriorMapping, SpatialVaryingEnhancement

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 
 from .layers import ResBlock, RestormerBlock, coordinate_grid, crop_to, pad_to_multiple, snr_map
 from .lwconv import location_wise_conv

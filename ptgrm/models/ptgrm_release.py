@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 
 from .layers import ResBlock, RestormerBlock, crop_to, pad_to_multiple
 from .lwconv import location_wise_conv

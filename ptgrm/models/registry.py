@@ -17,7 +17,7 @@ from typing import Any, Callable, Literal
 
 from torch import nn
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 
 # What a model's forward takes, so a trainer can call every registered model uniformly:
 #   "restorer":         forward(x[B,3,H,W]) -> [B,3,H,W]                     (a baseline F)

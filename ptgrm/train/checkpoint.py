@@ -1,7 +1,7 @@
 """Checkpoint files of `ptg train`: RNG states as plain values, the parameter digest (reading is in `ptg.ptgrm.artifacts`).
 
 The schema itself has one definition: `ptg.ptgrm.train.state.TrainState.state_dict`. Every file
-is written with `ptg.pipeline.fsio.atomic_save`; RNG states are stored as tensors and plain values
+is written with `ptg.pipeline.core.fsio.atomic_save`; RNG states are stored as tensors and plain values
 so that ``torch.load(weights_only=True)`` reads them back.
 """
 from __future__ import annotations

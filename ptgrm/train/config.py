@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.normalize import DEFAULT_NORMALIZE, NORMALIZE
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.priors.normalize import DEFAULT_NORMALIZE, NORMALIZE
 
 MODES = ("baseline", "joint", "refine")
 PRIOR_CONTROLS = ("real", "shuffle", "constant", "zero")
-PRIOR_NORMALIZE = NORMALIZE  # the one list (ptg.pipeline.normalize)
+PRIOR_NORMALIZE = NORMALIZE  # the one list (ptg.pipeline.priors.normalize)
 AMP_MODES = ("none", "bf16", "fp16")
 LOSS_KINDS = ("charbonnier", "l1", "mse", "zero-dce")
 AUGMENTS = ("store", "none", "flips", "d4")
@@ -319,7 +319,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """The mapping stored in a YAML file (not yet checked against the dataclasses)."""
     import yaml
 
-    from ptg.pipeline.limits import check_file_size, check_tree
+    from ptg.pipeline.core.limits import check_file_size, check_tree
 
     path = Path(path)
     if not path.is_file():
@@ -341,7 +341,7 @@ def save_yaml(cfg: TrainConfig, path: str | Path) -> None:
     """Write ``cfg`` as YAML (atomically: a reader never sees half a file)."""
     import yaml
 
-    from ptg.pipeline.fsio import atomic_write_text
+    from ptg.pipeline.core.fsio import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 

@@ -6,7 +6,7 @@ is drawn from ``numpy.random.default_rng((seed, epoch, index))``: the same sampl
 crop whichever DataLoader worker loads it and whether or not the run was resumed. The sampler
 yields ``(epoch, index)`` pairs so the dataset never needs to be told the epoch.
 
-Views. A store may cache priors of several views of each image (`ptg.pipeline.views`). A crop is
+Views. A store may cache priors of several views of each image (`ptg.pipeline.datasets.views`). A crop is
 cut from the image as stored, then the drawn dihedral view is applied to the crop with
 `apply_view`, the same function the extractor used, and the prior of that view is read; for a
 ``tiles:N`` store the prior is that of the tile under the crop's centre. When the store lacks the
@@ -16,7 +16,7 @@ Prior vectors of the images in use are read from the stores once, at start, for 
 can be drawn: lookups during training are array indexing.
 
 Pixels come from an `ImageSource` (``data.images``): decoded from the files, or served from the
-image store (`ptg.pipeline.imagestore`) as read-only views of its memory map, shared by every
+image store (`ptg.pipeline.storage.imagestore`) as read-only views of its memory map, shared by every
 DataLoader worker through the page cache. A crop and its flips are views of the map; the only copy
 is the one into the sample's row of a batch (`TrainDataset.fill`; the trainer's batches live in the
 shared slots of `ptg.ptgrm.train.ring`): the uint8 crop as stored (turned later by `to_float`), or
@@ -36,13 +36,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.fsio import file_sha256
-from ptg.pipeline import imagestore
-from ptg.pipeline.imageio import image_size, read_image
-from ptg.pipeline.manifest import Sample
-from ptg.pipeline.priorcache import prior_vectors
-from ptg.pipeline.views import VIEW_SETS, apply_view, parse_tile_view, tile_grid, tile_view_for
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.core.fsio import file_sha256
+from ptg.pipeline.storage import imagestore
+from ptg.pipeline.core.imageio import image_size, read_image
+from ptg.pipeline.datasets.manifest import Sample
+from ptg.pipeline.storage.priorcache import prior_vectors
+from ptg.pipeline.datasets.views import VIEW_SETS, apply_view, parse_tile_view, tile_grid, tile_view_for
 
 from ..priors import PriorTransform, derangement  # noqa: F401  (derangement: re-exported for callers)
 from .config import DataConfig, PriorConfig
@@ -79,7 +79,7 @@ class PriorTable:
 
 
 def store_tiles(views: Sequence[str]) -> int:
-    """N of a ``tiles:N`` view set (0 when the store holds no tiles): `ptg.pipeline.views.tile_grid`."""
+    """N of a ``tiles:N`` view set (0 when the store holds no tiles): `ptg.pipeline.datasets.views.tile_grid`."""
     return tile_grid(views)
 
 

@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ptg.pipeline.fsio import no_symlink, open_nofollow
+from ptg.pipeline.core.fsio import no_symlink, open_nofollow
 
 LOG_FIELDS = ("step", "epoch", "loss", "loss_f", "loss_r", "lr", "grad_norm", "skipped", "sec_per_step",
               "val_psnr", "val_ssim", "val_psnr_f", "val_ssim_f")
@@ -93,7 +93,7 @@ def plot_curves(log_csv: Path, out_png: Path) -> None:
     if axes[1].lines:
         axes[1].legend()
     fig.tight_layout()
-    from ptg.pipeline.fsio import atomic_write
+    from ptg.pipeline.core.fsio import atomic_write
 
     try:
         atomic_write(out_png, lambda f: fig.savefig(f, dpi=100, format="png"))

@@ -1,7 +1,7 @@
 """Pixels of a training batch: the float32 values `read_image` gives, from any stored block.
 
 `to_tensor`/`write_float` turn a decoded or stored H×W×C block into float32 C×H×W with the very
-cast and division of `ptg.pipeline.imageio.read_image`, so the image store and the files give the
+cast and division of `ptg.pipeline.core.imageio.read_image`, so the image store and the files give the
 same bits. `to_float` does the same on the device for a raw uint8 batch, turning each crop into its
 drawn dihedral view there (`VIEW_CODES`).
 """
@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ptg.pipeline import imagestore
+from ptg.pipeline.storage import imagestore
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -38,7 +38,7 @@ _LUT8 = np.arange(256, dtype=np.float32) / np.float32(255)  # read_image's value
 _LUT_ON: dict[torch.device, torch.Tensor] = {}
 
 
-# The dihedral views of a [C, H, W] tensor, each equal to `ptg.pipeline.views`'s numpy view of the
+# The dihedral views of a [C, H, W] tensor, each equal to `ptg.pipeline.datasets.views`'s numpy view of the
 # H×W×C array (torch.rot90 turns from the first dim towards the second, as numpy.rot90 does).
 _TORCH_VIEWS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "identity": lambda t: t,

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.distributed as dist
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 
 from ..restorer import Restorer
 from ..runtime import StopSignals as _StopSignals
@@ -124,13 +124,13 @@ def check_resume_config(cfg: TrainConfig, out: Path) -> None:
 @torch.no_grad()
 def validate(nets: Restorer, ds: ValDataset, d: Dist, device: torch.device, amp_dtype: torch.dtype | None
              ) -> dict[str, float]:
-    """Mean PSNR/SSIM (the same `ptg.pipeline.metrics` as `ptg eval`) of the final output and of F.
+    """Mean PSNR/SSIM (the same `ptg.pipeline.core.metrics` as `ptg eval`) of the final output and of F.
 
     The forward is the restore loop of `ptg eval` (`ptg.ptgrm.infer.restore_each`: `Restorer.restore`
     on the raw priors, padded to the models' multiple): the same numbers as `ptg eval` before its
     uint8 rounding.
     """
-    from ptg.pipeline.metrics import psnr, ssim
+    from ptg.pipeline.core.metrics import psnr, ssim
 
     from ..infer import restore_each
 

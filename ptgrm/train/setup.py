@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ptg.pipeline.errors import PtgError
+from ptg.pipeline.core.errors import PtgError
 
 from ..artifacts.checkpoint import pick_weights
 from . import checkpoint as ckpt_mod
@@ -16,7 +16,7 @@ from .config import TrainConfig
 
 def read_samples(cfg: TrainConfig) -> tuple[list[Any], list[Any], str]:
     """Training rows, validation rows (with targets) and the name of the validated split."""
-    from ptg.pipeline.manifest import load_manifest
+    from ptg.pipeline.datasets.manifest import load_manifest
 
     if not cfg.data.manifest:
         raise PtgError("no manifest: pass --manifest M (or data.manifest in the config file)")

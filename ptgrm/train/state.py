@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ptg.pipeline.errors import PtgError
-from ptg.pipeline.fsio import atomic_save
+from ptg.pipeline.core.errors import PtgError
+from ptg.pipeline.core.fsio import atomic_save
 
 from ..artifacts.checkpoint import pick_weights
 from ..restorer import Restorer

@@ -34,8 +34,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from ptg.pipeline import fsio
-from ptg.pipeline.errors import Interrupted, PtgError
+from ptg.pipeline.core import fsio
+from ptg.pipeline.core.errors import Interrupted, PtgError
 
 from ..restorer import Restorer
 from . import checkpoint as ckpt_mod
@@ -150,7 +150,7 @@ class _Run:
         """Samples, priors stores (read only when a network takes priors), datasets, transform."""
         cfg, d = self.cfg, self.d
         train_samples, val_samples, self.val_split = read_samples(cfg)
-        from ptg.pipeline.store import open_priors
+        from ptg.pipeline.storage.store import open_priors
         from ptg.ptgrm.models import uses_priors
 
         # asked once, of the models' configs: does F (a "-f" network) or R take priors?

@@ -1,6 +1,6 @@
 """The one storage engine under ptg's stores: whole shards, commit records, verified reads, one writer.
 
-The priors store (`ptg.pipeline.store`, Zarr shards) and the image store (`ptg.pipeline.imagestore`,
+The priors store (`ptg.pipeline.storage.store`, Zarr shards) and the image store (`ptg.pipeline.storage.imagestore`,
 raw memory-mappable shards) both sit on this module; neither has its own commit, lock, verify or
 repair code. What a store format supplies is only how to find a shard's files and how to tell
 whether a committed shard is intact (a ``problem(shard, record) -> str | None`` function).
@@ -31,9 +31,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
-from .errors import PtgError
-from .fsio import atomic_write, claim_out_dir, exclusive_lock, remove_stale_tmp
-from .limits import read_json
+from ..core.errors import PtgError
+from ..core.fsio import atomic_write, claim_out_dir, exclusive_lock, remove_stale_tmp
+from ..core.limits import read_json
 
 COMMITS = "commits"
 QUARANTINE = "quarantine"  # in COMMITS: records of damaged shards

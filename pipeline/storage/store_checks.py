@@ -19,8 +19,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .errors import PtgError
-from .fsio import find_symlink
+from ..core.errors import PtgError
+from ..core.fsio import find_symlink
 
 MAX_KEY_CHARS = 128  # row keys are SHA-256 hex digests (64) or short ids
 MAX_RATIO = 1000  # declared bytes per stored byte: even one-hot degradation priors stay far below

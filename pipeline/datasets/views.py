@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import PtgError
+from ..core.errors import PtgError
 
 # Every dihedral view as a function of an H×W×C array. hvflip and rot180 are the same pixels;
 # both names are accepted so that "flips" reads naturally.

@@ -1,7 +1,7 @@
 """Verified copies between stores anywhere (local folder, bucket), mirrors, and staged bucket writers.
 
-Every store kind on the one storage engine (`ptg.pipeline.shardstore`) is served: the priors store
-(`PRIORS`) and the image store (its `Layout` comes from `ptg.pipeline.imagestore`). A `Layout` says
+Every store kind on the one storage engine (`ptg.pipeline.storage.shardstore`) is served: the priors store
+(`PRIORS`) and the image store (its `Layout` comes from `ptg.pipeline.storage.imagestore`). A `Layout` says
 what differs between kinds: the metadata objects, the objects of one shard, how a shard is
 verified and named when damaged, and the engine's writer lock of that kind.
 
@@ -15,7 +15,7 @@ One transfer serves three uses:
 - `staged_writer` (``ptg extract-priors --out s3://...``): hold the bucket's lease, pull its
   committed state into ``$PTG_CACHE/stage/...``, let the one store engine write whole shards
   there, then push them.
-- `ptg.pipeline.bucketwriter` (``ptg extract-priors --out s3://... --workers N``) builds on the
+- `ptg.pipeline.storage.bucketwriter` (``ptg extract-priors --out s3://... --workers N``) builds on the
   same sides with no stage: the coordinator holds the lease and commits, the workers upload.
 
 Order of a transfer, per shard: the shard object, then (after the lease check on a bucket) its
@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import shardstore
-from .errors import PtgError
-from .fsio import ARTIFACT_FILE, atomic_write_bytes, atomic_write_json
+from ..core.errors import PtgError
+from ..core.fsio import ARTIFACT_FILE, atomic_write_bytes, atomic_write_json
 from .lease import Lease
 from .location import Location, parse_location
 from .remote import MAX_META_BYTES, RemoteStore, check_key
@@ -433,7 +433,7 @@ def mirror(location: Location | str, store: RemoteStore | None = None, layout: L
     shard it touches (a damaged one is a named error; the others are served).
 
     Args:
-        layout: the kind of store (`PRIORS`, or the image store's, `ptg.pipeline.imagestore`).
+        layout: the kind of store (`PRIORS`, or the image store's, `ptg.pipeline.storage.imagestore`).
 
     Returns:
         A local store folder under ``$PTG_CACHE/remote/``.
@@ -497,7 +497,7 @@ def copy_store(src: str | Path, dst: str | Path, *, force: bool = False, on_plan
     """A verified copy of every committed shard of SRC that DST lacks (`ptg priors copy`).
 
     Args:
-        src, dst: local folders or bucket URLs (`ptg.pipeline.location`).
+        src, dst: local folders or bucket URLs (`ptg.pipeline.storage.location`).
         force: write into a DST that holds other files/objects (nothing of theirs is deleted).
 
     Raises:

@@ -12,9 +12,9 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from .errors import PtgError
-from .fsio import claim_out_dir
-from .imageio import is_image_file, read_image, to_uint8
+from ..core.errors import PtgError
+from ..core.fsio import claim_out_dir
+from ..core.imageio import is_image_file, read_image, to_uint8
 from .synth import AllInOneParams, BlurParams, LowLightParams, NoiseParams, synthesize
 
 # scikit-image RGB photos: name -> loader attribute (None for the stereo pair).

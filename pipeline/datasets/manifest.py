@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
-from .errors import PtgError
-from .fsio import atomic_write_text
-from .imageio import image_size, read_image
-from .limits import MAX_ID_BYTES
+from ..core.errors import PtgError
+from ..core.fsio import atomic_write_text
+from ..core.imageio import image_size, read_image
+from ..core.limits import MAX_ID_BYTES
 
 SPLITS = ("train", "val", "test")
 _REQUIRED = ("id", "input", "split")

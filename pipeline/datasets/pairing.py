@@ -3,7 +3,7 @@
 Pairs are matched by a key: the file stem by default, or the first group of a regular expression
 (LOL-real names its pairs ``low00001.png`` / ``normal00001.png``). Files without a partner are
 reported, never silently dropped. Ids are flat file names: folder levels are joined with ``__``
-(`ptg.pipeline.manifest.id_from_parts`).
+(`ptg.pipeline.datasets.manifest.id_from_parts`).
 
 A pair whose path names no split (a flat ``input/`` + ``target/`` folder) is drawn into train or
 test by a seeded, image-level ratio (`assign_splits`), so a flat folder never becomes all-test.
@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from .errors import PtgError
-from .imageio import is_image_file
+from ..core.errors import PtgError
+from ..core.imageio import is_image_file
 from .manifest import SPLITS, id_from_parts, load_manifest
 from .synth import NoiseParams, synthesize
 

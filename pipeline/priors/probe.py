@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import PtgError
+from ..core.errors import PtgError
 from .normalize import NORMALIZE, check_normalize, normalize_rows, r2, ridge_fit
 
 NORMALIZATIONS = NORMALIZE  # every normalisation the trainer knows, each probed
@@ -215,9 +215,9 @@ def probe_store(store: str | Path, manifest: str | Path, *, train_split: str = "
     Raises:
         PtgError: a split without rows, rows without a prior in the store, no recorded fields.
     """
-    from .encoders.degradation import fields_of
-    from .manifest import load_manifest
-    from .store import open_priors, sample_keys
+    from ..encoders.degradation import fields_of
+    from ..datasets.manifest import load_manifest
+    from ..storage.store import open_priors, sample_keys
 
     for how in normalizations:
         check_normalize(how, "normalize")  # rejects an unknown name before any work
@@ -243,7 +243,7 @@ def plot_report(report: ProbeReport, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .fsio import atomic_write
+    from ..core.fsio import atomic_write
 
     fields = list(dict.fromkeys(r.field for r in report.rows))
     norms = list(dict.fromkeys(r.normalize for r in report.rows))

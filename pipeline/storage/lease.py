@@ -34,7 +34,7 @@ import time
 import uuid
 from typing import Any
 
-from .errors import PtgError
+from ..core.errors import PtgError
 from .remote import RemoteStore
 
 PREFIX = "lease/"
@@ -71,7 +71,7 @@ def _describe(rec: dict[str, Any]) -> str:
 
 def _dead_here(rec: dict[str, Any]) -> bool:
     """The holder ran on this host and its process is gone (killed): its lease need not be waited out."""
-    from .fsio import pid_alive
+    from ..core.fsio import pid_alive
 
     pid = rec.get("pid")
     return rec.get("host") == socket.gethostname() and isinstance(pid, int) and pid != os.getpid() and not pid_alive(pid)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from .errors import PtgError
+from ..core.errors import PtgError
 
 REMOTE_SCHEMES = ("s3", "gs", "az")  # served by obstore through zarr.storage.ObjectStore
 _ALIASES = {"s3a": "s3", "gcs": "gs", "azure": "az", "abfs": "az", "abfss": "az"}

@@ -15,7 +15,7 @@ Flow (one coordinator per store, holding its writer lock):
    batched inference under ``torch.inference_mode``; a background thread writes and commits each
    shard. With ``workers=N`` (a local dask cluster) or ``dask_scheduler=ADDRESS`` (an existing
    one) each dask task computes and commits one shard; into a bucket, each task uploads its shard
-   and the coordinator commits it under the bucket's lease (`ptg.pipeline.bucketwriter.bucket_writer`).
+   and the coordinator commits it under the bucket's lease (`ptg.pipeline.storage.bucketwriter.bucket_writer`).
 4. Bad inputs: a file that cannot be decoded (or is too small for a tile grid) is found where it
    is decoded. A shard holding one is never committed, so it is never stored as zeros; the run
    goes on, commits every other shard (kept for the next run), then stops naming each bad file
@@ -41,11 +41,11 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from . import __version__
-from .errors import PtgError
-from .imageio import read_image
-from .manifest import Manifest, Sample, load_manifest
-from .views import parse_views
+from .. import __version__
+from ..core.errors import PtgError
+from ..core.imageio import read_image
+from ..datasets.manifest import Manifest, Sample, load_manifest
+from ..datasets.views import parse_views
 
 ImageLoader = Callable[[Path], np.ndarray]  # path -> float32 H×W×3 in [0, 1]
 
@@ -99,8 +99,8 @@ class ExtractSummary:
 def _views_tensor(img: np.ndarray, views: Sequence[str], pp) -> Any:
     import torch
 
-    from .encoders.preprocess import apply_preprocess
-    from .views import apply_view
+    from ..encoders.preprocess import apply_preprocess
+    from ..datasets.views import apply_view
 
     return torch.stack([apply_preprocess(apply_view(img, v), pp) for v in views])  # [V, 3, S, S]
 
@@ -211,7 +211,7 @@ def default_store_path(enc, views_spec: str, dtype: str) -> Path:
     if enc.spec is not None and enc.spec.timestep is not None:
         tag += f"-t{enc.spec.timestep}"
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{tag}-{enc.fingerprint[:16]}-{views_spec.replace(':', '')}-{dtype}")
-    from .store import cache_root
+    from ..storage.store import cache_root
 
     return cache_root() / "priors" / f"{safe}.zarr"
 
@@ -304,8 +304,8 @@ def _row_source(encoder: Any, keys_of: Callable[[], list[str]], **options: Any) 
     ``encoder``: a `RowSource`, a built `Encoder`, an `EncoderSpec` or a name; the name
     ``degradation`` (also as a spec's) is the recorded-degradation source.
     """
-    from .encoders import Encoder, EncoderSpec, build_encoder
-    from .encoders.degradation import DegradationRows
+    from ..encoders import Encoder, EncoderSpec, build_encoder
+    from ..encoders.degradation import DegradationRows
 
     name = encoder if isinstance(encoder, str) else getattr(encoder, "name", None)
     if not isinstance(encoder, Encoder) and name == DegradationRows.name:
@@ -371,10 +371,10 @@ def extract_priors(
         encoder: an `EncoderSpec`, a built `Encoder`, a registry name (default weights), or another
             `RowSource`; ``"degradation"`` writes the manifest's recorded degradation (no pixels read).
         out: the store directory or a bucket URL (``s3://bucket/prefix``, under the bucket's lease: in
-            this process through a local stage, `ptg.pipeline.storecopy.staged_writer`; with ``workers``
+            this process through a local stage, `ptg.pipeline.storage.storecopy.staged_writer`; with ``workers``
             or ``dask_scheduler`` the workers upload their shards straight into the bucket and this
-            process commits them, `ptg.pipeline.bucketwriter.bucket_writer`); None = the per-user cache.
-        views: identity | flips | d4 | tiles:N (see `ptg.pipeline.views`).
+            process commits them, `ptg.pipeline.storage.bucketwriter.bucket_writer`); None = the per-user cache.
+        views: identity | flips | d4 | tiles:N (see `ptg.pipeline.datasets.views`).
         dtype: float16 (default) or float32 storage.
         batch_size: images per DataLoader batch, and rows per forward pass.
         loader_workers: DataLoader processes decoding images; 0 = one background thread of this
@@ -397,8 +397,8 @@ def extract_priors(
         PtgError: bad input (naming file and manifest line), incompatible or locked store, weights
             that cannot be loaded.
     """
-    from .location import parse_location
-    from .store import sample_keys
+    from ..storage.location import parse_location
+    from ..storage.store import sample_keys
 
     bucket = parse_location(out, "--out") if out is not None and parse_location(out, "--out").remote else None
     if bucket is not None and not ((workers or dask_scheduler) and _pixel_encoder(encoder)):
@@ -419,7 +419,7 @@ def extract_priors(
                                image_loader=image_loader)
     source.check(samples, keys, m.path)
     if bucket is not None:  # a cluster: workers upload their shards, this process commits them under the lease
-        from .bucketwriter import bucket_writer
+        from ..storage.bucketwriter import bucket_writer
 
         with bucket_writer(bucket, force=force) as writer:
             return _write_rows(source, writer.skeleton, m, samples, keys, views, view_names, dtype, skip_bad,
@@ -431,8 +431,8 @@ def extract_priors(
 
 def _pixel_encoder(encoder: Any) -> bool:
     """``encoder`` computes rows from pixels (the dask path); the recorded degradation does not."""
-    from .encoders import Encoder, EncoderSpec
-    from .encoders.degradation import DegradationRows
+    from ..encoders import Encoder, EncoderSpec
+    from ..encoders.degradation import DegradationRows
 
     name = encoder if isinstance(encoder, str) else getattr(encoder, "name", None)
     return isinstance(encoder, (str, EncoderSpec, Encoder)) and name != DegradationRows.name
@@ -444,12 +444,12 @@ def _write_rows(source: RowSource, store: Path, m: Manifest, samples: list[Sampl
                 force: bool, t0: float, bucket: Any = None) -> ExtractSummary:
     """The one writer: plan, metadata, shards from ``source``, commits, the run record.
 
-    ``bucket``: a `ptg.pipeline.bucketwriter.BucketWriter` whose ``skeleton`` is ``store`` (a cluster
+    ``bucket``: a `ptg.pipeline.storage.bucketwriter.BucketWriter` whose ``skeleton`` is ``store`` (a cluster
     run straight into a bucket: metadata pushed before the workers start, each shard committed there).
     """
     from contextlib import nullcontext
 
-    from .store import allocate_shards, create_or_open_store, store_nbytes, usable_commits, writer_lock
+    from ..storage.store import allocate_shards, create_or_open_store, store_nbytes, usable_commits, writer_lock
 
     with writer_lock(store, force=force) if bucket is None else nullcontext():  # a bucket: its lease is held
         meta = create_or_open_store(store, _store_metadata(source, views, view_names, dtype), rows_per_shard)
@@ -485,8 +485,8 @@ def _extract_to_bucket(manifest: Any, encoder: Any, out: str | Path, kw: dict[st
     bucket's lease, then pushed (a cluster run writes straight into the bucket instead)."""
     from dataclasses import replace
 
-    from .location import parse_location
-    from .storecopy import staged_writer
+    from ..storage.location import parse_location
+    from ..storage.storecopy import staged_writer
 
     loc = parse_location(out, "--out")
     on_plan = kw["on_plan"]
@@ -523,7 +523,7 @@ def _refuse_bad_inputs(items: list[tuple[Sample, str]], manifest: Path, kept: in
 
 def _record_run(store: Path, meta: dict[str, Any], counts: dict[str, Any], skipped: list[SkippedImage]) -> None:
     """Append this run (and its newly skipped images) to the store's metadata; the last 100 runs are kept."""
-    from .store import update_metadata
+    from ..storage.store import update_metadata
 
     old = {(d["path"], d["id"]) for d in meta.get("skipped", [])}
     run = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **counts, "host": socket.gethostname(), "package_version": __version__}
@@ -537,7 +537,7 @@ def _run_local(store: Path, enc, tasks, views, batch_size: int, loader_workers: 
     shards. Returns the bad inputs as (task, row in task, error)."""
     import zarr
 
-    from .store import ARRAY, write_shard
+    from ..storage.store import ARRAY, write_shard
 
     paths = [p for _, _, ps in tasks for p in ps]
     starts = np.cumsum([0] + [len(ps) for _, _, ps in tasks])
@@ -602,12 +602,12 @@ def _dask_shard(store: Any, spec, shard: int, keys: list[str], paths: list[str],
     """One dask task: compute and commit one shard (the local path's batching and bad-input rule).
 
     ``store``: a folder every worker mounts (the shard is committed there), or a
-    `ptg.pipeline.bucketwriter.BucketShards` (the shard's objects are uploaded; the coordinator commits).
+    `ptg.pipeline.storage.bucketwriter.BucketShards` (the shard's objects are uploaded; the coordinator commits).
     Returns (images processed, [(row in shard, error)], the commit record still to create or None)."""
     import torch
 
-    from .encoders import build_encoder
-    from .store import write_shard
+    from ..encoders import build_encoder
+    from ..storage.store import write_shard
 
     torch.set_num_threads(threads)
     enc = _WORKER_ENCODERS.get(spec)
@@ -637,7 +637,7 @@ def _run_dask(store: Any, spec, tasks, views, batch_size: int, workers: int, add
               image_loader: ImageLoader | None, skip_bad: bool,
               on_progress: Callable[[int], None] | None) -> list[tuple[int, int, str]]:
     """Each shard one dask task. ``store``: a shared folder (workers commit) or a
-    `ptg.pipeline.bucketwriter.BucketWriter` (workers upload, this coordinator commits, fenced)."""
+    `ptg.pipeline.storage.bucketwriter.BucketWriter` (workers upload, this coordinator commits, fenced)."""
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError as exc:

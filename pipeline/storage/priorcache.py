@@ -19,7 +19,7 @@ Layout (one folder per store *state*)::
 views/dim/dtype/fingerprint, so a store that gained (or re-wrote) shards gets a new copy and a
 stale copy is never read. Every shard is checked against its commit digest as it is copied
 (`store_integrity.verified_shard`): a deleted or damaged shard is the same named error as on the
-in-memory path, never rows of zeros. Files are written with `ptg.pipeline.fsio.atomic_write`; ``ready.json``
+in-memory path, never rows of zeros. Files are written with `ptg.pipeline.core.fsio.atomic_write`; ``ready.json``
 last, so a half-built copy is never used (and is rebuilt under an flock).
 
 Usage (the trainer's ``data.priors_in_memory = auto | true | false``)::
@@ -41,8 +41,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import PtgError
-from .fsio import atomic_write, atomic_write_json, exclusive_lock
+from ..core.errors import PtgError
+from ..core.fsio import atomic_write, atomic_write_json, exclusive_lock
 from .store_integrity import verified_shard
 
 CACHE_DIR = "rowcache"

@@ -37,7 +37,7 @@ Nothing ptg did not make is deleted: an existing folder is used only if it is a 
 is rebuilt from ``settings.json``.
 
 The commit records, writer lock, quarantine and leftover removal are the storage engine's
-(`ptg.pipeline.shardstore`), shared with the image store (`ptg.pipeline.imagestore`); this module
+(`ptg.pipeline.storage.shardstore`), shared with the image store (`ptg.pipeline.storage.imagestore`); this module
 adds the Zarr array, its metadata and the prior-vector reader.
 
 HDF5 (``.h5``) is an export format: ``keys`` (S64), ``priors`` [N, views, dim] and a ``metadata``
@@ -57,8 +57,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from . import shardstore
-from .errors import PtgError
-from .fsio import atomic_write_json, file_sha256
+from ..core.errors import PtgError
+from ..core.fsio import atomic_write_json, file_sha256
 from .store_checks import check_hdf5_priors, check_store_metadata, check_zarr_commits, refuse_links
 from .store_integrity import (  # noqa: F401  (re-exported: the store's public API)
     ARRAY, COMMITS, KIND, QUARANTINE, SAVED_META, DamagedShardWarning, _commit_path, _compat, _digest, _is_legacy_store,

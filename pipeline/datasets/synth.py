@@ -14,8 +14,8 @@ from typing import Callable, Literal
 import numpy as np
 from scipy import ndimage
 
-from .errors import PtgError
-from .imageio import is_image_file, read_image, to_uint8, write_image
+from ..core.errors import PtgError
+from ..core.imageio import is_image_file, read_image, to_uint8, write_image
 from .manifest import SPLITS, id_from_parts, write_manifest
 
 Task = Literal["denoise", "lowlight", "blur", "jpeg", "allinone"]

@@ -6,12 +6,12 @@ that ecosystem's environment: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS
 ``AWS_REGION``, ``AWS_ALLOW_HTTP`` for S3; ``GOOGLE_*`` / ``AZURE_*`` for the others). The create-only
 put calls ``obstore.put(mode="create")`` on the store zarr wraps, because
 ``ObjectStore.set_if_not_exists`` hides whether this call or another one created the object, and the
-lease (`ptg.pipeline.lease`) must know.
+lease (`ptg.pipeline.storage.lease`) must know.
 
 Why whole objects and not zarr writing to the bucket: a remote store holds exactly a local store's
 layout (shard objects, commit records, settings), and writers build whole shards locally with the
 one store engine, then upload the shard object and, only after it is stored, its commit record
-(`ptg.pipeline.storecopy`). An object store has no partial writes, so an upload cut halfway leaves
+(`ptg.pipeline.storage.storecopy`). An object store has no partial writes, so an upload cut halfway leaves
 either no object or the previous one — never half a shard under a commit record.
 
 Every failure of the service (connection dropped, timeout, denied) is a `PtgError` naming the
@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, TypeVar
 
-from .errors import PtgError
+from ..core.errors import PtgError
 from .location import Location, parse_location
 
 T = TypeVar("T")

@@ -21,10 +21,10 @@ float32) and shape, so derived images (e.g. a frozen restorer's outputs, keyed b
 SHA-256, the restorer's weights fingerprint and the view) fit the same store.
 
 Values. uint8/uint16 images hold exactly the integers the file decoded to; `as_float` turns them
-into the float32 values `ptg.pipeline.imageio.read_image` returns, bit for bit (same cast, same
+into the float32 values `ptg.pipeline.core.imageio.read_image` returns, bit for bit (same cast, same
 division). An image whose float values are not such integers (e.g. float TIFF) is stored float32.
 
-Guarantees are the storage engine's (`ptg.pipeline.shardstore`): a shard file is written whole
+Guarantees are the storage engine's (`ptg.pipeline.storage.shardstore`): a shard file is written whole
 (temp + fsync + rename), then committed; one writer holds the lock; a writer re-hashes the shards
 it reuses and quarantines damaged ones, whose images are then decoded again. A reader checks a
 shard's file size when it first maps it and an image's SHA-256 the first time it touches that
@@ -45,9 +45,9 @@ from typing import IO, Any, Callable, Iterable, Sequence
 import numpy as np
 
 from . import shardstore
-from .errors import PtgError
-from .fsio import atomic_write_json, file_sha256
-from .limits import max_pixels
+from ..core.errors import PtgError
+from ..core.fsio import atomic_write_json, file_sha256
+from ..core.limits import max_pixels
 
 KIND = "image-store"
 SCHEMA_VERSION = 1
@@ -79,7 +79,7 @@ def store_arg(value: str | Path | None) -> str | Path:
 
 
 def _layout() -> Any:
-    """The image store's kind for `ptg.pipeline.storecopy` (its mirror and stage): what a shard's
+    """The image store's kind for `ptg.pipeline.storage.storecopy` (its mirror and stage): what a shard's
     object is, how it is verified, and which lock and command belong to it."""
     from .storecopy import Layout
 
@@ -276,8 +276,8 @@ def shard_problem(store: Path, shard: int, rec: dict[str, Any]) -> str | None:
 def _read_settings(store: Path) -> dict[str, Any]:
     """settings.json of a store a teammate may share: its own folders are no links out (the shard
     files and records are read through them), the file bounded JSON holding an object."""
-    from .fsio import no_symlink
-    from .limits import read_json
+    from ..core.fsio import no_symlink
+    from ..core.limits import read_json
 
     for name in (SETTINGS, SHARDS, shardstore.COMMITS):
         no_symlink(store / name, f"the image store's {name}")
@@ -339,7 +339,7 @@ def _write_shard(store: Path, shard: int, keys: list[str], blocks: list[np.ndarr
 
 
 def _decode(path: Path, key: str) -> np.ndarray:
-    from .imageio import read_image
+    from ..core.imageio import read_image
 
     img = encode(read_image(path))
     if file_sha256(path) != key:  # changed between hashing and decoding: its key would name other pixels
@@ -484,7 +484,7 @@ def store_info(path: str | Path, verify: bool = False) -> dict[str, Any]:
 
 def decoded_bytes(paths: Sequence[Path]) -> int:
     """The store size `paths` need as uint8 RGB (from their headers: nothing decoded)."""
-    from .imageio import image_size
+    from ..core.imageio import image_size
 
     return sum(_padded(h * w * 3) for h, w in (image_size(p) for p in paths))
 
@@ -503,7 +503,7 @@ def image_loader(store: str | Path | None = None) -> Callable[[str | Path], np.n
 
     For `ptg eval`, validation and the study: ``load = image_loader(); img = load(path)``.
     """
-    from .imageio import read_image
+    from ..core.imageio import read_image
 
     try:
         st: ImageStore | None = ImageStore(store or default_store())

@@ -6,7 +6,7 @@ skeleton folder (metadata and commit records only) and creates each commit recor
 lease; each worker builds one whole shard in its own temporary folder and uploads its objects
 (`BucketShards`). A worker killed mid-upload leaves no record, so a rerun computes that shard again.
 
-It reads and writes the bucket through `ptg.pipeline.storecopy`'s sides, so the same checks hold
+It reads and writes the bucket through `ptg.pipeline.storage.storecopy`'s sides, so the same checks hold
 as for a copy: keys from ptg's own layout, commit records validated before use, object sizes
 bounded, no local write through a symlink.
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import shardstore
-from .errors import PtgError
-from .fsio import atomic_write_json
+from ..core.errors import PtgError
+from ..core.fsio import atomic_write_json
 from .lease import Lease
 from .location import Location, parse_location
 from .remote import RemoteStore

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import PtgError
+from ..core.errors import PtgError
 
 # Every normalisation, in the order reports list them (from the raw store to the default).
 NORMALIZE = ("none", "l2", "standardize")

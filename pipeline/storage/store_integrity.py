@@ -1,8 +1,8 @@
 """Integrity of a priors store: its layout, per-shard verification and health.
 
-The lower layer of `ptg.pipeline.store` (which re-exports everything here). Commit records, the
+The lower layer of `ptg.pipeline.storage.store` (which re-exports everything here). Commit records, the
 writer lock, quarantine and leftover removal are the shared storage engine's
-(`ptg.pipeline.shardstore`, also under the image store); this module says only where a priors
+(`ptg.pipeline.storage.shardstore`, also under the image store); this module says only where a priors
 shard's files are and how to verify its rows. A commit record
 (``commits/shard-NNNNNN.json``) holds a shard's keys, the SHA-256 of its rows in the store's dtype
 and, since verified reads, the size of the shard's file: `quick_health` compares sizes without
@@ -18,8 +18,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import shardstore
-from .errors import PtgError
-from .fsio import no_symlink
+from ..core.errors import PtgError
+from ..core.fsio import no_symlink
 from .shardstore import COMMITS, QUARANTINE, DamagedShardWarning  # noqa: F401  (re-exported)
 from .shardstore import commit_path as _commit_path  # noqa: F401  (re-exported)
 from .store_checks import check_commit_record
@@ -77,7 +77,7 @@ def _shown_diff(a: dict[str, Any], b: dict[str, Any]) -> str:
 
 
 def priors_lock(store: Path, force: bool = False) -> Any:
-    """The engine's writer lock on a local priors store folder (`ptg.pipeline.store.writer_lock` also
+    """The engine's writer lock on a local priors store folder (`ptg.pipeline.storage.store.writer_lock` also
     refuses a bucket URL by name first)."""
     return shardstore.writer_lock(store, KIND, f"the priors store {store}", force, _is_legacy_store, _remove_leftovers)
 
