@@ -188,13 +188,9 @@ def _f_and_pixels(restorer, run, samples, f_outputs: Path | None, live: tuple[st
         restorer.f = fo.stand_in_for(restorer.f, run.baseline.name, recorded, outs).to(dev)
         io.update(f_outputs=outs, f_source=f"cached {outs.kind} {outs.source}")
     elif live is not None:
-        if run.baseline.kind != "cached-outputs":
-            raise PtgError(f"--baseline replaces the F of a run trained on cached outputs; {run.source} has its own F")
-        from .extract_outputs_cmd import build_frozen_f
+        from ptg.ptgrm.frozen_f import use_live_f
 
-        f = build_frozen_f(*live)
-        fo.check_live(live[0], f, recorded)
-        restorer.f = f.to(dev)
+        use_live_f(restorer, run, *live, dev)
         io["f_source"] = f"live {live[0]}"
     elif run.baseline.kind == "cached-outputs":
         raise PtgError(f"{run.source} was trained on F's cached outputs ({run.baseline.args.get('f') or 'a folder'}): pass "

@@ -14,21 +14,6 @@ from ptg.pipeline.core.errors import PtgError
 from .options import AllowOutside, DeviceOpt, ManifestArg, RootOpt
 
 
-def build_frozen_f(baseline: str, weights: Optional[Path], args: Optional[list[str]] = None):
-    """F in eval mode: a spandrel checkpoint, a black box, or a registered F with its weights file or run;
-    ``args``: F's constructor arguments as ``key=value`` (YAML values, as `ptg train --set`)."""
-    from ptg.ptgrm.models import create_model
-    from ptg.ptgrm.train.config import ModelConfig, TrainConfig, parse_set
-    from ptg.ptgrm.train.setup import load_f_weights
-
-    f_args = parse_set(list(args or []), "--baseline-arg", "key=value (e.g. --baseline-arg sigma=30)")
-    model = ModelConfig(baseline=baseline, baseline_weights=str(weights) if weights else None, baseline_args=f_args)
-    f = create_model(model.baseline, **model.baseline_args)
-    if not getattr(f, "weights_loaded", False):
-        load_f_weights(TrainConfig(mode="refine", model=model), f)
-    return f.eval()
-
-
 def extract_outputs(
     manifest: ManifestArg,
     baseline: Annotated[str, typer.Option("--baseline", help="F: spandrel (with --baseline-weights FILE), oidn, zero-dce, or a registered F with --baseline-weights RUN_OR_STATE_DICT.")],
@@ -50,6 +35,8 @@ def extract_outputs(
     from ptg.pipeline.datasets.manifest import load_manifest
     from ptg.pipeline.datasets.views import parse_views
     from ptg.ptgrm.f_outputs import extract_outputs as run
+    from ptg.ptgrm.frozen_f import build_frozen_f
+    from ptg.ptgrm.train.config import parse_set
     from ptg.ptgrm.runtime import resolve_device
 
     from .console import console, progress_bar
@@ -60,7 +47,8 @@ def extract_outputs(
         raise PtgError(f"the manifest {manifest} has no rows{f' in split {split!r}' if split else ''}")
     view_names = parse_views(views)
     dev = str(resolve_device(device))
-    f = build_frozen_f(baseline, baseline_weights, baseline_arg).to(dev)
+    f_args = parse_set(list(baseline_arg or []), "--baseline-arg", "key=value (e.g. --baseline-arg sigma=30)")
+    f = build_frozen_f(baseline, baseline_weights, f_args).to(dev)
     n = len(dict.fromkeys(s.input for s in samples)) * len(view_names)
     with progress_bar(n, f"outputs ({baseline})", unit="img") as advance:
         res = run(f, baseline, samples, view_names, out, dtype=dtype, device=dev, shard_bytes=int(shard_mb * 2**20),

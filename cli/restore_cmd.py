@@ -35,6 +35,7 @@ def restore_command(
     from ptg.pipeline.core import fsio
     from ptg.pipeline.core.imageio import is_image_file, write_image
     from ptg.ptgrm.artifacts import load
+    from ptg.ptgrm.frozen_f import use_live_f
     from ptg.ptgrm.infer import check_tiling, memory_budget, prior_source, restore_files, tensor_to_image
     from ptg.ptgrm.runtime import resolve_device
 
@@ -58,7 +59,7 @@ def restore_command(
     dev = str(resolve_device(device))
     restorer, run = load(ckpt, device=dev, trusted=trust_network or ())
     if baseline is not None:
-        _live_f(restorer, run, baseline, baseline_weights, dev)
+        use_live_f(restorer, run, baseline, baseline_weights, dev)
     if not getattr(restorer.f, "runs_on_new_photos", True):  # e.g. a run trained on F's cached outputs
         describe = getattr(restorer.f, "describe", lambda: f"F {run.baseline.name!r}")
         raise PtgError(f"{ckpt} cannot restore new photos: its F is {describe()}, with no network to run. Pass that F "
@@ -80,16 +81,3 @@ def restore_command(
             advance(1)
     what = "F + PTG-RM" if restorer.r is not None else "F"
     console.print(f"restored {len(files)} image(s) with {what} -> {output}", highlight=False)
-
-
-def _live_f(restorer, run, baseline: str, weights: Optional[Path], dev: str) -> None:
-    """Put the live F that made a cached run's outputs in place of its stand-in (fingerprint checked)."""
-    from ptg.ptgrm.f_outputs import check_live
-
-    from .extract_outputs_cmd import build_frozen_f
-
-    if run.baseline.kind != "cached-outputs":
-        raise PtgError(f"--baseline replaces the F of a run trained on cached outputs; {run.source} has its own F")
-    f = build_frozen_f(baseline, weights)
-    check_live(baseline, f, run.baseline.weights_sha256)
-    restorer.f = f.to(dev)

@@ -9,7 +9,7 @@ from torch import nn
 
 from ptg.pipeline.core.errors import PtgError
 
-from ..artifacts.checkpoint import pick_weights
+from ..frozen_f import load_f_weights
 from . import checkpoint as ckpt_mod
 from .config import TrainConfig
 
@@ -70,7 +70,7 @@ def build_models(cfg: TrainConfig, dims: list[int], f_record: dict[str, Any] | N
         raise PtgError("model.refiner_weights is set but this run trains no R (mode baseline, or a '-f' F); drop it")
     if cfg.mode == "refine":
         if not getattr(f, "weights_loaded", False):  # spandrel / oidn / zero-dce were built with their weights
-            load_f_weights(cfg, f)
+            load_f_weights(f, cfg.model.baseline, cfg.model.baseline_args, cfg.model.baseline_weights)
         f.eval()
         for p in f.parameters():
             p.requires_grad_(False)
@@ -90,39 +90,6 @@ def _check_dims(args: dict[str, Any], dims: list[int], where: str) -> None:
     if "prior_dims" in args and tuple(args["prior_dims"]) != tuple(dims):
         raise PtgError(f"{where}.prior_dims={tuple(args['prior_dims'])} but the priors stores hold dims {tuple(dims)}; "
                        "drop prior_dims (it is read from the stores) or pass matching stores")
-
-
-def load_f_weights(cfg: TrainConfig, f: nn.Module) -> None:
-    """refine mode: F's weights from a run folder, a checkpoint or a plain state-dict file.
-
-    The file is loaded once, safely (weights_only); whether it is a checkpoint or a plain state
-    dict is decided from what was loaded.
-    """
-    src = cfg.model.baseline_weights
-    if src is None:
-        if cfg.model.baseline_args.get("pretrained") or cfg.model.baseline_args.get("weights"):
-            return  # the model loaded its own real weights when it was built
-        raise PtgError("mode refine trains R on a frozen, trained F: pass --baseline-weights RUN_OR_CKPT "
-                       "(a `ptg train --mode baseline` run) or a pretrained F (e.g. --set model.baseline_args.pretrained=true)")
-    p = Path(src)
-    if not p.exists():
-        raise PtgError(f"--baseline-weights {src}: no such file or run folder")
-    path = ckpt_mod.resolve_checkpoint(p, prefer="best")
-    obj = ckpt_mod.safe_load(path, "--baseline-weights file")
-    if ckpt_mod.is_checkpoint(obj):
-        if obj["baseline"]["name"] != cfg.model.baseline:
-            raise PtgError(f"--baseline-weights {src} holds F {obj['baseline']['name']!r}, not {cfg.model.baseline!r}")
-        ema = obj.get("ema") or {}
-        state, _, _ = pick_weights(obj["baseline"]["state_dict"], None, ema.get("baseline"), None, frozen_f=False)
-    elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        state = obj
-    else:
-        raise PtgError(f"--baseline-weights {src} is neither a `ptg train` checkpoint nor a state dict of tensors")
-    try:
-        f.load_state_dict(state)
-    except RuntimeError as exc:
-        raise PtgError(f"--baseline-weights {src} does not fit F {cfg.model.baseline!r} with args "
-                       f"{cfg.model.baseline_args}: {exc}") from exc
 
 
 def load_r_weights(cfg: TrainConfig, r: nn.Module) -> None:
