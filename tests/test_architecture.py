@@ -1,7 +1,7 @@
 """The shape of the code, read with `ast` (nothing is imported): no import cycles inside `ptg`,
 dependencies that point one way, and no long functions.
 
-Rules (README "Layout and imports"):
+Rules (docs/architecture.md):
 - no import cycle between `ptg` modules, counting imports inside functions too (a lazy import
   hides a cycle, it does not remove it); only an ``if TYPE_CHECKING:`` import is exempt;
 - `ptg.pipeline` never imports `ptg.ptgrm`; its modules live in rooms (`core`, `storage`,
