@@ -14,8 +14,24 @@ def export_command(
     no_ema: Annotated[bool, typer.Option("--no-ema", help="Export the raw weights instead of the EMA weights.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Write into an existing folder that is not a ptg export.")] = False,
     student: Annotated[Optional[list[Path]], typer.Option("--student", help="A `ptg distill` folder per priors store (repeatable, in order): the export then restores without the foundation model.")] = None,
+    format: Annotated[str, typer.Option("--format", help="safetensors (F and R + config.json) or onnx (OUT/model.onnx: one graph with F, R and the prior's source; docs/onnx.md).")] = "safetensors",
+    prior: Annotated[str, typer.Option("--prior", help="onnx: where the graph's prior comes from: auto, encoder, student (--student) or input (a second graph input).")] = "auto",
+    metrics: Annotated[Optional[Path], typer.Option("--metrics", help="onnx: a `ptg eval` metrics.json of this run; its test PSNR goes into the model's metadata.")] = None,
 ) -> None:
     """Write F and R as safetensors plus config.json: what `ptg eval --ckpt` and `ptg restore --ckpt` load."""
+    if format == "onnx":
+        from ptg.ptgrm.onnx_export import export_onnx
+
+        from .console import console
+
+        done = export_onnx(run, out, prior=prior, students=student, prefer="last" if last else "best", use_ema=not no_ema,
+                           force=force, metrics=metrics)
+        console.print(f"exported {run} as ONNX ({done.metadata['ptg.prior']}) -> {done.path}", highlight=False)
+        return
+    if format != "safetensors":
+        from ptg.pipeline.core.errors import PtgError
+
+        raise PtgError(f"--format {format!r} is not safetensors or onnx")
     from ptg.ptgrm.artifacts import export_run
 
     from .console import console

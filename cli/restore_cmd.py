@@ -12,9 +12,10 @@ from .options import DeviceOpt, MaxMemoryOpt, TrustOpt
 
 
 def restore_command(
-    ckpt: Annotated[Path, typer.Option("--ckpt", help="Checkpoint file or run folder of `ptg train`, or a `ptg export` folder.")],
     input: Annotated[Path, typer.Option("--input", "-i", help="An image file or a folder of images.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the restored images (<name>.png).")],
+    ckpt: Annotated[Optional[Path], typer.Option("--ckpt", help="Checkpoint file or run folder of `ptg train`, or a `ptg export` folder.")] = None,
+    onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Instead of --ckpt: a `ptg export --format onnx` model.onnx, run with onnxruntime.")] = None,
     priors: Annotated[Optional[list[str]], typer.Option("--priors", help="Priors store(s) (folders or s3:// URLs) holding these images; default: compute the priors with the checkpoint's encoder (needs the extract extra).")] = None,
     prior_from: Annotated[Optional[list[Path]], typer.Option("--prior-from", help="`ptg distill` folder(s), one per store: compute the priors with the distilled student, no foundation model.")] = None,
     tile: Annotated[Optional[int], typer.Option("--tile", help="Tiled inference with this tile side, for large images.")] = None,
@@ -56,6 +57,16 @@ def restore_command(
     if input.is_dir() and output.resolve() == input.resolve():
         raise PtgError("--output must differ from --input, so that no input is overwritten")
 
+    if (ckpt is None) == (onnx is None):
+        raise PtgError("give either --ckpt (a run, checkpoint or export folder) or --onnx FILE")
+    if onnx is not None:
+        from ptg.ptgrm.onnx_run import restore_files_onnx
+
+        fsio.claim_out_dir(output, "restored", flag="--output", legacy=lambda f: all(p.is_dir() or is_image_file(p) for p in f.iterdir()))
+        for path, img in restore_files_onnx(onnx, files, tile=tile, overlap=overlap, max_memory=max_memory):
+            write_image(output / f"{path.stem}.png", img)
+        console.print(f"restored {len(files)} image(s) with {onnx} (onnxruntime) -> {output}", highlight=False)
+        return
     dev = str(resolve_device(device))
     restorer, run = load(ckpt, device=dev, trusted=trust_network or ())
     if baseline is not None:
