@@ -37,6 +37,11 @@ def _dim(x: Tensor, i: int) -> Tensor:
     return torch._shape_as_tensor(x)[i]
 
 
+def _on(t: Tensor, like: Tensor) -> Tensor:
+    """``t`` on ``like``'s device (shape arithmetic lives on the CPU; a no-op, so not traced, on the CPU)."""
+    return t if t.device == like.device else t.to(like.device)
+
+
 def _crop_index(length: Tensor, size: int, reflect: Tensor) -> Tensor:
     """Source rows of a centre ``size`` crop of ``length`` rows, padded when shorter (reflect or replicate),
     exactly `apply_preprocess`'s ``center_crop``: ``[size]`` int64."""
@@ -99,7 +104,7 @@ class GraphPreprocess(nn.Module):
         h, w = _dim(x, 2), _dim(x, 3)
         if pp.resize == "center_crop":
             reflect = (torch.clamp(s - h, min=0) < h) & (torch.clamp(s - w, min=0) < w)
-            t = x.index_select(2, _crop_index(h, s, reflect)).index_select(3, _crop_index(w, s, reflect))
+            t = x.index_select(2, _on(_crop_index(h, s, reflect), x)).index_select(3, _on(_crop_index(w, s, reflect), x))
         else:
             if pp.resize == "squash":
                 nh, nw = torch.full_like(h, s), torch.full_like(w, s)
@@ -116,7 +121,7 @@ class GraphPreprocess(nn.Module):
             cols = torch.arange(s, dtype=torch.int64) + left
             wh = _aa_weights(h, nh, rows, pp.interpolation)  # [S, H]
             ww = _aa_weights(w, nw, cols, pp.interpolation)  # [S, W]
-            t = torch.clamp(torch.matmul(torch.matmul(wh, x), ww.transpose(0, 1)), 0.0, 1.0)
+            t = torch.clamp(torch.matmul(torch.matmul(_on(wh, x), x), _on(ww, x).transpose(0, 1)), 0.0, 1.0)
         return (t - self.mean) / self.std
 
 
@@ -166,9 +171,12 @@ class GraphTransform(nn.Module):
             for i, v in enumerate(getattr(t, name)):
                 self.register_buffer(f"{name}{i}", torch.as_tensor(v, dtype=torch.float32).clone()[None])  # [1, D]
 
+    def device_of(self) -> torch.device:
+        return next(iter(self.buffers()), torch.zeros(0)).device
+
     def forward(self, raw: Sequence[Tensor]) -> list[Tensor]:
         if self.control == "zero":
-            return [torch.zeros(1, d) for d in self.dims]
+            return [torch.zeros(1, d, device=self.device_of()) for d in self.dims]
         if self.control == "constant":
             return [getattr(self, f"constant{i}") for i in range(len(self.dims))]
         out = []
@@ -210,7 +218,7 @@ class ShippedRestorer(nn.Module):
     def forward(self, x: Tensor, *raw: Tensor) -> Tensor:
         g = self.priors(x, raw)
         h, w = _dim(x, 2), _dim(x, 3)
-        xp = x.index_select(2, _pad_index(h, self.multiple)).index_select(3, _pad_index(w, self.multiple))
+        xp = x.index_select(2, _on(_pad_index(h, self.multiple), x)).index_select(3, _on(_pad_index(w, self.multiple), x))
         if self.f_kind == "feature-refiner":
             out = self.f(xp, g)
         else:

@@ -148,8 +148,11 @@ def test_joint_runs_with_the_prior_as_input_match_restore(name, f_args, data, tm
 
 @pytest.mark.filterwarnings("ignore::ptg.pipeline.storage.store.RandomInitWarning")
 def test_ffdnet_and_r_on_the_restoration_prior_ship_the_encoder(data, tmp_path):
+    # l2, not standardize: the store rounds priors to float16, and onnxruntime's FFDNet features differ from torch's
+    # by ~1e-7, so now and then one lands on the other side of a float16 rounding step (seen here on one photo of 9
+    # under standardize: 3.8e-3 at the output); standardising with the std of 7 training photos magnifies that step (docs/onnx.md)
     run = _train(data, tmp_path / "run", data["ffd"], "--mode", "joint", "--baseline", "ffdnet",
-                 "--set", "model.baseline_args.width=8", "--set", "model.baseline_args.depth=3")
+                 "--set", "model.baseline_args.width=8", "--set", "model.baseline_args.depth=3", "--set", "priors.normalize=l2")
     model = _export(run, tmp_path / "onnx")  # auto: the 852k-parameter FFDNet encoder goes inside
     refs, _ = _reference(run, data["photos"])  # priors computed with the recorded encoder, as `ptg restore`
     out = _torch_free_check(model, data["photos"], refs, None, tmp_path)
