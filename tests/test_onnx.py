@@ -119,6 +119,7 @@ def _torch_free_check(model: Path, photos: list[Path], refs: list[np.ndarray], r
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert not out["torch"] and len(out["worst"]) == len(photos)
+    print(f"onnx parity {model.parent.parent.name}: max |diff| {max(out['worst']):.2e} over {len(photos)} photos")
     return out
 
 
