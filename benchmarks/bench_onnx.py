@@ -155,6 +155,8 @@ def _measure(label: str, kind: str, make, reps: int, threads: int, side: int, de
         else:  # the warm-up pair is also the parity check at full size
             worst = max(worst, float(np.abs(y_ort - y_torch.numpy()).max()))
     row["max_abs_diff"] = worst
+    if not reps:  # --reps 0: which export and their parity only
+        return row
     for key, ts in (("torch", t_torch), ("ort", t_ort)):
         row[f"{key}_s"] = round(statistics.median(ts), 4)
         row[f"{key}_spread"] = [round(min(ts), 4), round(max(ts), 4)]
@@ -168,6 +170,9 @@ def _table(rows: list[dict], threads: int, reps: int, side: int) -> str:
     for r in rows:
         if not r["exports"]:
             lines.append(f"| {r['name']} | {r['kind']} | no: {r['reason']} | | | | | |")
+            continue
+        if "torch_s" not in r:
+            lines.append(f"| {r['name']} | {r['kind']} | yes | {r['mb']:.2f} | {r['max_abs_diff']:.1e} | not timed | not timed | |")
             continue
         sp = lambda k: f"{r[k + '_s']:.3f} ({r[k + '_spread'][0]:.3f}-{r[k + '_spread'][1]:.3f})"  # noqa: E731
         lines.append(f"| {r['name']} | {r['kind']} | yes | {r['mb']:.2f} | {r['max_abs_diff']:.1e} | {sp('torch')} | {sp('ort')} | {r['ratio']:.2f} |")
