@@ -6,14 +6,16 @@ from typing import Annotated, Optional
 
 import typer
 
+from ptg.pipeline.core.errors import PtgError
 
 from .options import DeviceOpt, MaxMemoryOpt, TrustOpt
 
 
 def restore_command(
-    ckpt: Annotated[Path, typer.Option("--ckpt", help="Checkpoint file or run folder of `ptg train`, or a `ptg export` folder.")],
     input: Annotated[Path, typer.Option("--input", "-i", help="An image file or a folder of images.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the restored images (<name>.png).")],
+    ckpt: Annotated[Optional[Path], typer.Option("--ckpt", help="Checkpoint file or run folder of `ptg train`, or a `ptg export` folder.")] = None,
+    onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Instead of --ckpt: a `ptg export --format onnx` model.onnx, run with onnxruntime.")] = None,
     priors: Annotated[Optional[list[str]], typer.Option("--priors", help="Priors store(s) (folders or s3:// URLs) holding these images; default: compute the priors with the checkpoint's encoder (needs the extract extra).")] = None,
     prior_from: Annotated[Optional[list[Path]], typer.Option("--prior-from", help="`ptg distill` folder(s), one per store: compute the priors with the distilled student, no foundation model.")] = None,
     tile: Annotated[Optional[int], typer.Option("--tile", help="Tiled inference with this tile side, for large images.")] = None,
@@ -35,6 +37,12 @@ def restore_command(
 
     from .console import cli_reporter, console
 
+    if (ckpt is None) == (onnx is None):
+        raise PtgError("give either --ckpt (a run, checkpoint or export folder) or --onnx FILE")
+    if onnx is not None:
+        res = api.restore_onnx(onnx, input, output, tile=tile, overlap=overlap, max_memory=max_memory)
+        console.print(f"restored {len(res.written)} image(s) with {onnx} (onnxruntime) -> {res.output}", highlight=False)
+        return
     req = api.RestoreRequest(model=ckpt, input=input, output=output, priors=priors, prior_from=prior_from, tile=tile,
                              overlap=overlap, max_memory=max_memory, save_baseline=save_baseline, device=device,
                              trusted_networks=tuple(trust_network or ()), baseline=baseline, baseline_weights=baseline_weights)

@@ -113,10 +113,34 @@ def input_files(input: str | Path, output: str | Path) -> list[Path]:
     return files
 
 
+def _claim_output(output: Path) -> None:
+    from ptg.pipeline.core import fsio
+    from ptg.pipeline.core.imageio import is_image_file
+
+    fsio.claim_out_dir(output, "restored", flag="--output", legacy=lambda f: all(p.is_dir() or is_image_file(p) for p in f.iterdir()))
+
+
+def restore_onnx(model: str | Path, input: str | Path, output: str | Path, *, tile: int | None = None, overlap: int = 32,
+                 max_memory: str = "auto", reporter: Reporter = QUIET) -> RestoreResult:
+    """Restore image files with a `ptg export --format onnx` model through onnxruntime (ptg's tiling)."""
+    from ptg.pipeline.core.imageio import write_image
+
+    from ..onnx_run import restore_files_onnx
+
+    files, output = input_files(input, output), Path(output)
+    _claim_output(output)
+    result = RestoreResult(output, refined=True, priors="inside the ONNX graph")
+    with reporter.progress(len(files), "restore (onnx)", "img") as advance:
+        for path, img in restore_files_onnx(model, files, tile=tile, overlap=overlap, max_memory=max_memory):
+            write_image(output / f"{path.stem}.png", img)
+            result.written.append(output / f"{path.stem}.png")
+            advance(1)
+    return result
+
+
 def restore(req: RestoreRequest, reporter: Reporter = QUIET) -> RestoreResult:
     """Restore image files with F + R (see `RestoreRequest`); writes OUTPUT/<name>.png."""
-    from ptg.pipeline.core import fsio
-    from ptg.pipeline.core.imageio import is_image_file, write_image
+    from ptg.pipeline.core.imageio import write_image
 
     from ..infer import check_tiling, memory_budget, prior_source, restore_files, tensor_to_image
 
@@ -130,7 +154,7 @@ def restore(req: RestoreRequest, reporter: Reporter = QUIET) -> RestoreResult:
     priors = f"{how} ({restorer.transform.describe()})" if source is not None else ""
     if priors:
         reporter.log(f"priors {priors}")
-    fsio.claim_out_dir(output, "restored", flag="--output", legacy=lambda f: all(p.is_dir() or is_image_file(p) for p in f.iterdir()))
+    _claim_output(output)
     outputs = restore_files(restorer, files, source, tile=req.tile, overlap=req.overlap, device=model.device,
                             max_memory=req.max_memory)
     result = RestoreResult(output, refined=restorer.r is not None, priors=priors)
