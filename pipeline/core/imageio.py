@@ -229,3 +229,30 @@ def image_size(path: str | Path) -> tuple[int, int]:
         return (hw[1], hw[0]) if orientation in (5, 6, 7, 8) else hw  # as `read_image` returns it
     except Exception as exc:
         raise PtgError(f"cannot read image header of {path}: {exc}") from exc
+
+
+_GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def image_header(path: str | Path) -> tuple[int, int, int]:
+    """(height, width, channels) as `read_image(path, channels=None)` would return them, from the header
+    only (Pillow's lazy open, tifffile's first page, the NPY header): channels is 1 for gray files
+    (alpha dropped), else 3."""
+    path = Path(path)
+    h, w = image_size(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            shape = _npy_shape(path)
+            c = shape[2] if len(shape) == 3 else 1
+        elif suffix in _TIFF:
+            import tifffile
+
+            with tifffile.TiffFile(path, **_TIFF_SINGLE) as tf:
+                c = max(1, int(tf.pages[0].samplesperpixel))
+        else:
+            with Image.open(path) as im:
+                c = 1 if im.mode in _GRAY_MODES else 3
+    except Exception as exc:
+        raise PtgError(f"cannot read image header of {path}: {exc}") from exc
+    return h, w, 1 if c in (1, 2) else 3
