@@ -78,7 +78,7 @@ def test_teammates_store_is_decoded_once_then_remembered(shared, monkeypatch):
     calls = []
     real = imageio.read_image
     monkeypatch.setattr(imageio, "read_image", lambda p, *a, **k: calls.append(p) or real(p, *a, **k))
-    assert imagestore.ImageStore(store).vouch(paths, keys, workers=1) == 3 and len(calls) == 3  # first use: each once
+    assert imagestore.ImageStore(store).vouch(paths, keys) == 3 and len(calls) == 3  # first use: each once (threads)
     calls.clear()
     st = imagestore.ImageStore(store)  # second use (a new process would see the same ledger on disk)
     assert st.vouch(paths, keys) == 0 and calls == []
@@ -447,3 +447,17 @@ def test_a_dotdot_key_in_the_bucket_is_named_not_blamed_on_credentials(tmp_path,
     assert main(["data", "info", url]) == 1
     out = capsys.readouterr().err
     assert "evil.bin" in out and "credentials" not in out and "Traceback" not in out
+
+
+def test_priors_store_key_committed_twice_is_refused(tmp_path):
+    from ptg.pipeline.storage.store import COMMITS, open_priors
+
+    from .test_store import _store
+
+    path, keys, _ = _store(tmp_path, 40)
+    p = path / COMMITS / "shard-000001.json"
+    rec = json.loads(p.read_text())
+    rec["keys"][3] = keys[0]  # shard 1 also claims shard 0's first key, with its own row
+    p.write_text(json.dumps(rec))
+    with pytest.raises(PtgError, match=r"committed in shard 0 and again in shard 1.*neither row is served"):
+        open_priors(path)

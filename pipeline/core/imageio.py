@@ -225,10 +225,40 @@ def image_size(path: str | Path) -> tuple[int, int]:
             hw = (shape[1], shape[2]) if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4) else (shape[0], shape[1])
         else:
             with Image.open(path) as im:
-                hw, orientation = (im.height, im.width), im.getexif().get(ORIENTATION_TAG, 1)
+                # Pillow's PNG getexif decodes the whole image to reach metadata stored after the pixels;
+                # when there is none (`_png_meta_after_pixels`), the header's own metadata is all of it
+                cheap = im.format == "PNG" and not _png_meta_after_pixels(path)
+                exif = Image.Image.getexif(im) if cheap else im.getexif()
+                hw, orientation = (im.height, im.width), exif.get(ORIENTATION_TAG, 1)
         return (hw[1], hw[0]) if orientation in (5, 6, 7, 8) else hw  # as `read_image` returns it
     except Exception as exc:
         raise PtgError(f"cannot read image header of {path}: {exc}") from exc
+
+
+_PNG_META = (b"eXIf", b"tEXt", b"zTXt", b"iTXt")  # chunks that can carry an orientation (EXIF, XMP)
+
+
+def _png_meta_after_pixels(path: Path, max_chunks: int = 100_000) -> bool:
+    """Whether a PNG holds an EXIF or text chunk after its first IDAT (read by chunk headers only,
+    seeking over the pixel data). True when unsure (a damaged file: the exact, slower path decides)."""
+    import struct
+
+    with open(path, "rb") as f:
+        if f.read(8) != b"\x89PNG\r\n\x1a\n":
+            return True
+        seen_pixels = False
+        for _ in range(max_chunks):
+            head = f.read(8)
+            if len(head) < 8:
+                return True
+            n, kind = struct.unpack(">I4s", head)
+            if kind == b"IEND":
+                return False
+            seen_pixels = seen_pixels or kind == b"IDAT"
+            if seen_pixels and kind in _PNG_META:
+                return True
+            f.seek(n + 4, 1)  # the chunk's data and CRC
+    return True
 
 
 _GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")

@@ -353,13 +353,19 @@ class ImageStore:
                     todo.append((Path(path), key))
         if not todo:
             return 0
-        with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-            for _ in pool.map(lambda pk: self.vouch_decoded(*pk), todo):
-                pass
+        by_record: dict[str, list[str]] = {}
+        try:
+            with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+                for _, (_, key) in zip(pool.map(lambda pk: self.vouch_decoded(*pk, remember=False), todo), todo):
+                    by_record.setdefault(self.digests[self.entry(key).shard], []).append(key)
+        finally:  # one ledger write per record, from this thread (what was shown true stays shown, even on an error)
+            for digest, shown in by_record.items():
+                provenance.remember(KIND, digest, shown)
         return len(todo)
 
-    def vouch_decoded(self, path: Path, key: str, img: np.ndarray | None = None) -> np.ndarray:
-        """Compare `key`'s record with the decoded `path` (`img`, if already decoded) and remember it.
+    def vouch_decoded(self, path: Path, key: str, img: np.ndarray | None = None, remember: bool = True) -> np.ndarray:
+        """Compare `key`'s record with the decoded `path` (`img`, if already decoded) and remember it
+        (``remember``; `vouch` writes the ledger once per record instead).
 
         Returns the decoded float32 image (what `image` will serve)."""
         from ..core.imageio import read_image
@@ -373,7 +379,8 @@ class ImageStore:
         if got != (e.shape, e.dtype, e.sha256):
             why = "other pixels" if got[:2] == (e.shape, e.dtype) else f"a {got[1]} {got[0]} block, not {e.dtype} {e.shape}"
             raise self._not_source(path, key, f"holds {why} than the file decodes to here")
-        provenance.remember(KIND, self.digests[e.shard], [key])
+        if remember:
+            provenance.remember(KIND, self.digests[e.shard], [key])
         self._vouched.add(key)
         return img
 

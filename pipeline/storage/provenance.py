@@ -11,7 +11,7 @@ A claim is shown true in one of two ways, and then remembered here, outside ever
 - a reader decoded the file once and found exactly the recorded digest, shape and dtype
   (`ptg.pipeline.storage.imagestore.ImageStore.vouch`).
 
-Layout: ``$PTG_CACHE/verified/images/<ab>/<record digest>.json`` holding ``{"keys": [...]}``: the
+Layout: ``$PTG_CACHE/verified/image-store/<ab>/<record digest>.json`` holding ``{"keys": [...]}``: the
 keys of that commit record shown true. A record digest is the SHA-256 of the record's canonical
 JSON, so it covers every claim the record makes (keys, offsets, shapes, dtypes, digests): an edited
 record has another digest and is verified again; two stores holding the same record share the
