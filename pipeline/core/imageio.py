@@ -261,7 +261,7 @@ def _png_meta_after_pixels(path: Path, max_chunks: int = 100_000) -> bool:
     return True
 
 
-_GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+_GRAY_MODES = ("1", "L", "LA", "La", "PA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 def image_header(path: str | Path) -> tuple[int, int, int]:

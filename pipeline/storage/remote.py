@@ -115,8 +115,9 @@ class RemoteStore:
         if size is None:
             return None
         if size > limit:
-            raise PtgError(f"{self.url}/{key} is {size} bytes, more than the {limit} this object may hold; "
-                           "it is not an object ptg wrote")
+            raise PtgError(f"{self.url}/{key} is {size} bytes, more than the {limit} this object may hold; it is not "
+                           f"an object ptg wrote: remove it (e.g. `aws s3 rm {self.url}/{key}`) or use a prefix only "
+                           "ptg writes to")
         buf = self._call("reading", key, lambda: self._sync(self.zarr_store.get(key, default_buffer_prototype())))
         return None if buf is None else buf.to_bytes()
 
