@@ -314,7 +314,7 @@ def _verify_report(args: argparse.Namespace, work: Path, manifests: dict[str, Pa
     from ptg.pipeline.datasets.manifest import load_manifest
     from ptg.pipeline.storage import imagestore
 
-    lines = [f"# Using an image store someone else wrote: verification cost (`ImageStore.vouch`)", "",
+    lines = ["# Using an image store someone else wrote: verification cost (`ImageStore.vouch`)", "",
              f"{platform.platform()}, {os.cpu_count()} CPUs. Seconds for the whole dataset.", "",
              "| dataset | images | hash files (every run) | decode every file once | store written here | "
              "teammate's store, first use (decoded) | second use (decoded) |", "| --- | --- | --- | --- | --- | --- | --- |"]
