@@ -66,6 +66,7 @@ DTYPES = ("uint8", "uint16", "float16", "float32")
 SCALE = {"uint8": 255.0, "uint16": 65535.0}
 SHARD_BYTES = 256 << 20  # target shard size: ~30 2K photos; one hash pass per reused shard
 MAX_SIDE = 1 << 16  # bounds what a commit record can ask a reader to map
+VOUCH_BYTES = 2 << 30  # memory the decodes of `ImageStore.vouch` may hold at once (threads bounded by it)
 MAX_KEY = 512  # characters of a key (a file digest, or an F output's three-part key)
 MAX_SHARD_BYTES = 1 << 40  # a settings.json asking for larger shards is not one ptg wrote
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -353,9 +354,12 @@ class ImageStore:
                     todo.append((Path(path), key))
         if not todo:
             return 0
+        if workers is None:  # decodes in flight: each holds float32 pixels and their encoded copy
+            largest = max(3 * 6 * int(np.prod(self.entry(k).shape[:2])) for _, k in todo)
+            workers = max(1, min(8, os.cpu_count() or 1, VOUCH_BYTES // largest))
         by_record: dict[str, list[str]] = {}
         try:
-            with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
                 for _, (_, key) in zip(pool.map(lambda pk: self.vouch_decoded(*pk, remember=False), todo), todo):
                     by_record.setdefault(self.digests[self.entry(key).shard], []).append(key)
         finally:  # one ledger write per record, from this thread (what was shown true stays shown, even on an error)
