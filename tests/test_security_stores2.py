@@ -461,3 +461,21 @@ def test_priors_store_key_committed_twice_is_refused(tmp_path):
     p.write_text(json.dumps(rec))
     with pytest.raises(PtgError, match=r"committed in shard 0 and again in shard 1.*neither row is served"):
         open_priors(path)
+
+
+def test_training_crops_of_cached_outputs_are_the_crops_of_their_input(tmp_path):
+    """The trainer's path end to end (`TrainDataset.fill`): an identity F's float16 outputs give
+    back each crop of Id in its drawn view, in [0, 1] (not 255x or 1/255x)."""
+    from ptg.ptgrm.f_outputs import open_cached_outputs
+    from ptg.ptgrm.train.config import DataConfig, PriorConfig
+    from ptg.ptgrm.train.data import TrainDataset
+
+    samples = _samples(tmp_path)
+    views = ("identity", "hflip", "rot90")
+    out = _outputs_store(tmp_path, samples, lambda s: read_image(s.input).astype(np.float16), views=("identity",))
+    outs = open_cached_outputs(out, samples)
+    ds = TrainDataset(samples, [], DataConfig(crop=16), PriorConfig(), views, seed=0, f_outputs=outs)
+    for i in range(len(samples)):
+        item = ds[(0, i)]
+        assert item["ihat"].dtype == item["x"].dtype and item["ihat"].shape == item["x"].shape == (3, 16, 16)
+        np.testing.assert_allclose(item["ihat"].numpy(), item["x"].numpy(), atol=2e-3)
