@@ -479,3 +479,15 @@ def test_training_crops_of_cached_outputs_are_the_crops_of_their_input(tmp_path)
         item = ds[(0, i)]
         assert item["ihat"].dtype == item["x"].dtype and item["ihat"].shape == item["x"].shape == (3, 16, 16)
         np.testing.assert_allclose(item["ihat"].numpy(), item["x"].numpy(), atol=2e-3)
+
+
+def test_data_info_with_a_manifest_checks_records_against_their_files(shared, capsys):
+    store, paths, keys = shared
+    m = store.parent / "m.jsonl"
+    m.write_text("".join(json.dumps({"id": p.stem, "input": str(p), "split": "train"}) + "\n" for p in paths))
+    assert main(["data", "info", str(store), "--manifest", str(m)]) == 0
+    assert "3 of 3 manifest image(s) held, each matching its file (3 decoded" in " ".join(capsys.readouterr().out.split())
+    _swap_keys(store)
+    assert main(["data", "info", str(store), "--manifest", str(m)]) == 1
+    err = capsys.readouterr().err
+    assert "other pixels" in err and "Traceback" not in err
