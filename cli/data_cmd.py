@@ -158,11 +158,23 @@ def cache(
 def info(
     store: Annotated[Optional[str], typer.Argument(help="The image store, a folder or s3://bucket/prefix (default: $PTG_CACHE/images).")] = None,
     verify: Annotated[bool, typer.Option(help="Re-hash every shard against its commit record.")] = False,
+    manifest: Annotated[Optional[Path], typer.Option("--manifest", "-m", help="Also check the store's records of this manifest's images against the files (each record not known true is decoded once).")] = None,
+    root: RootOpt = None,
 ) -> None:
     """Size and health of an image store (fast: file sizes; --verify re-hashes every shard)."""
     from ptg.pipeline.storage import imagestore
 
     rep = imagestore.store_info(imagestore.store_arg(store), verify=verify)
+    if manifest is not None:  # the records tied to their sources: what digests alone cannot show
+        from ptg.pipeline.datasets.manifest import load_manifest
+
+        paths = imagestore.manifest_paths(load_manifest(manifest, root).samples)
+        keys = imagestore.file_keys(paths)
+        st = imagestore.ImageStore(imagestore.store_arg(store))
+        decoded = st.vouch(paths, keys)
+        held = sum(k in st for k in dict.fromkeys(keys))
+        console.print(f"sources {held} of {len(set(keys))} manifest image(s) held, each matching its file "
+                      f"({decoded} decoded to check)")
     dtypes = ", ".join(f"{n} {d}" for d, n in sorted(rep["dtypes"].items())) or "-"
     console.print(f"store   {rep['path']}\nimages  {rep['images']} ({dtypes})\nshards  {rep['shards']}, "
                   f"{human_bytes(rep['bytes'])}")
