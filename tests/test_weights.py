@@ -192,7 +192,7 @@ def test_crafted_safetensors_headers_are_named_errors(tmp_path, header):
     body = json.dumps(header).encode()
     p = tmp_path / "h.safetensors"
     p.write_bytes(struct.pack("<Q", len(body)) + body + bytes(4))
-    with pytest.raises(PtgError, match=r"h\.safetensors is not a valid safetensors file"):
+    with pytest.raises(PtgError, match=r"cannot read weights file .*h\.safetensors as safetensors: "):
         read_weights(p)
     p.write_bytes(struct.pack("<Q", 10 ** 15) + body)
     with pytest.raises(PtgError, match="header length"):

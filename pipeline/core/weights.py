@@ -133,12 +133,22 @@ def _read_torch(p: Path, what: str, fix: str, keys: int, nbytes: int) -> Any:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for code, RuntimeError/EOFError for damage, MemoryError
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = _torch_reason(exc)
         raise PtgError(f"refused to load {what} {p}: it is not a file of tensors and plain values that can be read "
                        f"safely (torch.load weights_only=True: {first:.200}). Nothing in it was run; {fix}") from None
     limits.check_tree(obj, f"{what} {p}")  # a self-referencing entry (the unpickler's memo allows one) would hang later
     _check_loaded(obj, p, what, keys, nbytes)
     return obj
+
+
+def _torch_reason(exc: Exception) -> str:
+    """The line of a torch.load error that says why (torch's first line is advice, with ANSI codes)."""
+    import re
+
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(exc).splitlines()]
+    lines = [ln for ln in lines if ln] or [type(exc).__name__]
+    why = next((ln for ln in lines if "WeightsUnpickler error" in ln), lines[0])
+    return why.split(". Please use")[0]  # torch's advice to allowlist the global is not ours to give
 
 
 def _check_loaded(obj: Any, p: Path, what: str, keys: int, nbytes: int) -> None:
@@ -175,13 +185,13 @@ def _read_safetensors(p: Path, what: str, fix: str, keys: int, nbytes: int) -> d
     try:
         return load_file(str(p), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError, MemoryError) as exc:
-        raise PtgError(f"{what} {p} is not a readable safetensors file ({str(exc)[:200]}); {fix}") from None
+        raise PtgError(f"cannot read {what} {p} as safetensors ({str(exc)[:200]}); {fix}") from None
 
 
 def _check_safetensors_header(p: Path, what: str, keys: int, nbytes: int) -> None:
     """Every tensor the header declares lies inside the file and the bounds, before anything is read."""
     size = p.stat().st_size
-    bad = f"{what} {p} is not a valid safetensors file"
+    bad = f"cannot read {what} {p} as safetensors"
     with open(p, "rb") as fh:
         head = fh.read(8)
         n = int.from_bytes(head, "little") if len(head) == 8 else -1
