@@ -104,14 +104,33 @@ def lying_pth(path: Path, declares: int = 2 * GB - 1) -> Path:
 # the reader
 
 
-def test_wrappers_and_prefixes_unwrap_as_spandrel_does(tmp_path):
+@pytest.mark.parametrize("with_spandrel", [False, True])
+def test_wrappers_and_prefixes_unwrap_as_spandrel_does(monkeypatch, with_spandrel):
+    import sys
+
+    if with_spandrel:
+        pytest.importorskip("spandrel")  # loaded: its canonicalize_state_dict unwraps
+    else:
+        monkeypatch.delitem(sys.modules, "spandrel", raising=False)  # ptg's own copy of the rules
     sd = {"a.weight": torch.ones(2), "b.bias": torch.zeros(1)}
-    for obj in (sd, {"params_ema": sd, "params": {}}, {"state_dict": {f"module.{k}": v for k, v in sd.items()}},
-                {"model": {"generator": sd}}, {"only": sd}, {"params": {**sd, "epoch": 3}}):
+    other = {"c": torch.zeros(1)}
+    for obj in (sd, {"params_ema": sd, "params": other}, {"state_dict": {f"module.{k}": v for k, v in sd.items()}},
+                {"model": {"generator": sd}}, {"only": sd}, {"params": {**sd, "epoch": 3}},
+                {"state_dict": sd, "params_ema": other}, {"netG.a.weight": sd["a.weight"], "netG.b.bias": sd["b.bias"]}):
         got = state_dict_of(obj, "x")
         assert list(got) == list(sd) and all(torch.equal(got[k], sd[k]) for k in sd)  # order kept
     with pytest.raises(PtgError, match="holds no tensors"):
         state_dict_of({"params": {"a": 1}}, "x")
+
+
+def test_legacy_format_pickle_is_bounded_before_loading(tmp_path, monkeypatch):
+    monkeypatch.setattr(limits, "PICKLE_BYTES_SLACK", 0)
+    base = torch.zeros(3000)
+    p = tmp_path / "legacy.pth"  # torch < 1.6's format: pickles, then the storages (package weights still use it)
+    torch.save({f"k{i}": base[i:i + 1] for i in range(3000)}, p, _use_new_zipfile_serialization=False)
+    with pytest.raises(PtgError, match="has a pickle of more than 25,600 bytes, more than 100 tensors need"):
+        read_weights(p, max_keys=100)
+    assert len(read_weights(p, max_keys=3000)) == 3000
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])

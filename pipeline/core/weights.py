@@ -14,8 +14,10 @@ someone else), so it is read the same way everywhere:
 
 `state_dict_of` unwraps the usual containers (``params_ema``, ``params``, ``state_dict``, ``model``,
 a single wrapper key; ``module.`` / ``netG.`` prefixes) through spandrel's ``canonicalize_state_dict``
-when spandrel is installed, so ptg and spandrel agree on what a file holds, and through the same
-rules written here otherwise. Every failure is one `PtgError` line naming the file and the fix.
+when spandrel is loaded (the spandrel F path loads it before reading), so ptg and spandrel agree on
+what a file holds, and through the same rules, in the same order, written here otherwise: importing
+spandrel costs seconds (all its architectures), too much for reading a package's FFDNet weights.
+Every failure is one `PtgError` line naming the file and the fix.
 """
 from __future__ import annotations
 
@@ -27,8 +29,9 @@ from typing import Any
 from . import limits
 from .errors import PtgError
 
-# Containers the real state dict is found in, in order (BasicSR's EMA weights before its raw ones).
-WRAPPERS = ("params_ema", "params-ema", "params", "state_dict", "model_state_dict", "model", "net", "generator")
+# Containers the real state dict is found in, in spandrel's order (BasicSR's EMA weights before its raw ones),
+# plus GAN trainers' "generator"
+WRAPPERS = ("model_state_dict", "state_dict", "params_ema", "params-ema", "params", "model", "net", "generator")
 PREFIXES = ("module.", "netG.")  # DataParallel / GAN-trainer prefixes, stripped when every key has one
 SAFETENSORS_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2,
                            "BF16": 2, "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8, "C64": 8}
@@ -112,11 +115,13 @@ def _unwrap_once(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _canonicalizer() -> Any:
-    """spandrel's ``canonicalize_state_dict`` where installed (ptg then reads files as spandrel does)."""
-    try:
-        from spandrel import canonicalize_state_dict
-    except ImportError:
+    """spandrel's ``canonicalize_state_dict`` where spandrel is loaded (ptg then reads files exactly as
+    spandrel does); else the identity, `_unwrap_once` applying the same rules."""
+    import sys
+
+    if "spandrel" not in sys.modules:
         return lambda obj: obj
+    from spandrel import canonicalize_state_dict
 
     def canonicalize(obj: dict[Any, Any]) -> dict[Any, Any]:
         if not all(isinstance(k, str) for k in obj):  # e.g. an optimizer's {0: ...}: nothing to unwrap
@@ -130,6 +135,7 @@ def _read_torch(p: Path, what: str, fix: str, keys: int, nbytes: int) -> Any:
     import torch
 
     limits.check_torch_zip(p, what, max_keys=keys, max_bytes=nbytes)  # before torch.load can inflate anything
+    _check_legacy_pickle(p, what, keys)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for code, RuntimeError/EOFError for damage, MemoryError
@@ -139,6 +145,29 @@ def _read_torch(p: Path, what: str, fix: str, keys: int, nbytes: int) -> Any:
     limits.check_tree(obj, f"{what} {p}")  # a self-referencing entry (the unpickler's memo allows one) would hang later
     _check_loaded(obj, p, what, keys, nbytes)
     return obj
+
+
+def _check_legacy_pickle(p: Path, what: str, keys: int) -> None:
+    """torch's legacy (pre-zip) format is four pickles, then the storages' bytes: walk the pickles'
+    opcodes (nothing is built) and refuse them when larger than ``keys`` tensors need, as the zip
+    check does for ``data.pkl`` (2 M tensor records would cost gigabytes inside torch.load)."""
+    import pickletools
+    import zipfile
+
+    if zipfile.is_zipfile(p):
+        return
+    bound = limits.max_pickle_bytes(keys)
+    with open(p, "rb") as fh:
+        try:
+            for _ in range(4):  # magic number, protocol, system info, the state itself
+                for op, _arg, pos in pickletools.genops(fh):
+                    if pos is not None and pos > bound:
+                        raise PtgError(f"{what} {p} has a pickle of more than {bound:,} bytes, more than {keys:,} "
+                                       "tensors need; if it is genuine, raise PTG_MAX_WEIGHTS_KEYS")
+                    if op.name == "STOP":
+                        break
+        except (ValueError, EOFError, UnicodeDecodeError):
+            return  # not a pickle stream (a tar of the oldest format, or damage): torch.load names it
 
 
 def _torch_reason(exc: Exception) -> str:

@@ -81,6 +81,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """
     from ptg.pipeline.core.weights import read_state_dict as read
 
+    _registry()  # spandrel loaded (or its absence named) first: the file is unwrapped by its canonicalize_state_dict
     return read(path, "--baseline-weights", f"pass the checkpoint (.pth/.ckpt/.safetensors) of F; {_FIX}")
 
 
