@@ -122,7 +122,11 @@ CASES: dict[str, tuple[str, str, str]] = {
         "from ptg.ptgrm.models import create_model; create_model('spandrel', weights=str(W / 'f.safetensors'))"),
     "spandrel block 10^30": (
         "safetensors with NAFNet key names and the key middle_blks.<10^30>.beta",
-        "NAFNET\nsave_file(nafnet_keys(2, str(10 ** 30)), str(W / 'f.safetensors'))",
+        "NAFNET\nsave_file(nafnet_keys(2, 10 ** 30), str(W / 'f.safetensors'))",
+        "from ptg.ptgrm.models import create_model; create_model('spandrel', weights=str(W / 'f.safetensors'))"),
+    "spandrel block 99999": (
+        "safetensors with NAFNet key names and the key middle_blks.99999.beta (under the key check: the builder's hooks stop it)",
+        "NAFNET\nsave_file(nafnet_keys(2, 99999), str(W / 'f.safetensors'))",
         "from ptg.ptgrm.models import create_model; create_model('spandrel', weights=str(W / 'f.safetensors'))"),
     "weights pth deflate 2 GiB": (
         "F .pth whose storage entry is 2 GiB of deflated zeros (a 2 MB zip bomb)",
@@ -132,8 +136,9 @@ CASES: dict[str, tuple[str, str, str]] = {
         "        if not info.filename.endswith('/data/0'):\n"
         "            dst.writestr(info.filename, src.read(info.filename))\n"
         "            continue\n"
-        "        dst.compression = zipfile.ZIP_DEFLATED\n"
-        "        with dst.open(zipfile.ZipInfo(info.filename), 'w', force_zip64=True) as f:\n"
+        "        entry = zipfile.ZipInfo(info.filename)\n"
+        "        entry.compress_type = zipfile.ZIP_DEFLATED\n"
+        "        with dst.open(entry, 'w', force_zip64=True) as f:\n"
         "            for _ in range(128):\n"
         "                f.write(bytes(1 << 24))\n"
         "(W / 'good.pth').unlink()",
@@ -164,12 +169,14 @@ NAFNET_SETUP = textwrap.dedent("""
     import torch
     from safetensors.torch import save_file
 
-    def nafnet_keys(levels, middle="0"):  # NAFNet's key names, one small tensor each (tests/test_weights.py)
+    def nafnet_keys(levels, block=None):  # NAFNet's key names, one small tensor each (tests/test_weights.py)
         sd = {"intro.weight": torch.zeros(16, 3, 3, 3), "ending.weight": torch.zeros(3, 16, 3, 3),
               "ups.0.0.weight": torch.zeros(1), "downs.0.weight": torch.zeros(1)}
         for name in ("beta", "gamma", "conv1.weight", "conv2.weight", "conv3.weight", "sca.1.weight",
                      "conv4.weight", "conv5.weight", "norm1.weight", "norm2.weight"):
-            sd[f"middle_blks.{middle}.{name}"] = torch.zeros(1)
+            sd[f"middle_blks.0.{name}"] = torch.zeros(1)
+        if block is not None:
+            sd[f"middle_blks.{block}.beta"] = torch.zeros(1)
         for i in range(levels):
             for side in ("encoders", "decoders"):
                 sd[f"{side}.{i}.0.beta"] = sd[f"{side}.{i}.0.gamma"] = torch.zeros(1)

@@ -42,15 +42,18 @@ class _Bounded:
 # crafted files, tiny
 
 
-def nafnet_keys(levels: int = 12, width: int = 16, middle: str = "0") -> dict[str, torch.Tensor]:
+def nafnet_keys(levels: int = 12, width: int = 16, block: int | None = None) -> dict[str, torch.Tensor]:
     """NAFNet's key names with ``levels`` encoder levels, one small tensor each (~3 KB in all):
-    spandrel would build a network whose bottom level has width * 2^levels channels."""
+    spandrel would build a network whose bottom level has width * 2^levels channels; with
+    ``block``, one more key ``middle_blks.<block>.beta`` (spandrel builds block + 1 middle blocks)."""
     t = lambda *s: torch.zeros(*s)  # noqa: E731
     sd = {"intro.weight": t(width, 3, 3, 3), "ending.weight": t(3, width, 3, 3), "ups.0.0.weight": t(1),
           "downs.0.weight": t(1)}
     for name in ("beta", "gamma", "conv1.weight", "conv2.weight", "conv3.weight", "sca.1.weight", "conv4.weight",
                  "conv5.weight", "norm1.weight", "norm2.weight"):
-        sd[f"middle_blks.{middle}.{name}"] = t(1)
+        sd[f"middle_blks.0.{name}"] = t(1)
+    if block is not None:
+        sd[f"middle_blks.{block}.beta"] = t(1)
     for i in range(levels):
         sd[f"encoders.{i}.0.beta"] = t(1)
         sd[f"encoders.{i}.0.gamma"] = t(1)
@@ -73,8 +76,9 @@ def deflated_pth(path: Path, inflates_to: int = 64 << 20) -> Path:
     with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w") as dst:
         for info in src.infolist():
             if info.filename.endswith("/data/0"):
-                with dst.open(zipfile.ZipInfo(info.filename), "w", force_zip64=True) as f:
-                    dst.compression = zipfile.ZIP_DEFLATED
+                entry = zipfile.ZipInfo(info.filename)
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                with dst.open(entry, "w", force_zip64=True) as f:
                     block = bytes(1 << 22)
                     for _ in range(inflates_to >> 22):
                         f.write(block)
@@ -147,7 +151,7 @@ def test_a_fifo_is_not_read(tmp_path):
     import os
 
     os.mkfifo(tmp_path / "f.pth")
-    with pytest.raises(PtgError, match="no such file"):
+    with pytest.raises(PtgError, match="is not a regular file"):
         read_weights(tmp_path / "f.pth")
 
 
@@ -190,8 +194,10 @@ def test_zip_bomb_and_lying_entry_are_refused_before_torch_load(tmp_path, monkey
     calls = []
     monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a))
     with _Bounded():
-        with pytest.raises(PtgError, match="holds compressed entries"):
-            read_weights(deflated_pth(tmp_path / "bomb.pth"), "--baseline-weights")
+        bomb = deflated_pth(tmp_path / "bomb.pth")
+        assert bomb.stat().st_size < 1 << 20  # 64 MiB of zeros, deflated
+        with pytest.raises(PtgError, match=r"holds compressed entries \([^/]+/data/0"):
+            read_weights(bomb, "--baseline-weights")
         with pytest.raises(PtgError, match="entries declaring 2,147,48.,... bytes in a file of"):
             read_weights(lying_pth(tmp_path / "lie.pth"), "--baseline-weights")
     assert not calls
@@ -234,6 +240,16 @@ def test_build_on_meta_stops_a_builder_at_the_bounds(monkeypatch):
         limits.build_on_meta(lambda: (_ for _ in ()).throw(MemoryError("x")), "F", "fix")
 
 
+def test_a_block_index_under_the_key_check_is_stopped_by_the_module_bound(tmp_path, monkeypatch):
+    pytest.importorskip("spandrel")
+    from ptg.ptgrm.models import create_model
+
+    monkeypatch.setenv("PTG_MAX_MODULES", "3000")
+    path = save_safetensors(nafnet_keys(2, block=2999), tmp_path / "f.safetensors")  # 3000 NAFBlocks, ~90k modules
+    with _Bounded(), pytest.raises(PtgError, match=r"\(NAFNet\) would build a network of more than 3,000 submodules"):
+        create_model("spandrel", weights=str(path))
+
+
 def test_build_on_meta_allocates_nothing_big_and_keeps_the_rng():
     torch.manual_seed(0)
     want = torch.rand(3)
@@ -251,7 +267,7 @@ def test_build_on_meta_allocates_nothing_big_and_keeps_the_rng():
 def _hostile(tmp_path: Path) -> dict[str, Path]:
     return {
         "nafnet 12 levels": save_safetensors(nafnet_keys(12), tmp_path / "levels.safetensors"),
-        "block 10^30": save_safetensors(nafnet_keys(2, middle=str(10 ** 30)), tmp_path / "deep.safetensors"),
+        "block 10^30": save_safetensors(nafnet_keys(2, block=10 ** 30), tmp_path / "deep.safetensors"),
         "zip bomb": deflated_pth(tmp_path / "bomb.pth"),
         "entry declares 2 GiB": lying_pth(tmp_path / "lie.pth"),
     }
@@ -311,7 +327,7 @@ def test_eval_of_a_teammates_run_holding_a_crafted_f_is_refused(run, tmp_path, c
     pytest.importorskip("spandrel")
     import shutil
 
-    for name, sd in {"nafnet 12 levels": nafnet_keys(12), "block 10^30": nafnet_keys(2, middle=str(10 ** 30))}.items():
+    for name, sd in {"nafnet 12 levels": nafnet_keys(12), "block 10^30": nafnet_keys(2, block=10 ** 30)}.items():
         dst = tmp_path / name.replace(" ", "_").replace("^", "")
         shutil.copytree(run["run"], dst)
         for ck_path in (dst / "checkpoints").glob("*.pt"):

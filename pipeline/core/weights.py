@@ -56,14 +56,16 @@ def read_weights(path: str | Path, what: str = "weights file", fix: str = DEFAUL
         PtgError: missing, over a bound, unsafe, damaged.
     """
     p = Path(path)
-    if not p.is_file():  # also refuses a FIFO or a device, whose read would never end
+    if not p.is_file():
+        if p.exists():  # a FIFO or a device would block or never end; a folder is not a weights file
+            raise PtgError(f"{what} {p} is not a regular file (a folder, FIFO or device); {fix}")
         raise PtgError(f"{what} {p}: no such file; {fix}")
     keys = max_keys or limits.max_weights_keys()
     nbytes = max_bytes or limits.max_weights_bytes()
     size = p.stat().st_size
     if size > nbytes + limits.max_pickle_bytes(keys):  # tensors plus the largest pickle the bounds allow
-        raise PtgError(f"{what} {p} is {size / 2**30:.1f} GiB, over the {nbytes / 2**30:.1f} GiB of tensors a weights "
-                       f"file may hold; if it is genuine, raise the limit with PTG_MAX_WEIGHTS_BYTES={size}")
+        raise PtgError(f"{what} {p} is {size:,} bytes, over the {nbytes:,} bytes of tensors a weights file may hold; "
+                       f"if it is genuine, raise the limit with PTG_MAX_WEIGHTS_BYTES={size}")
     if p.suffix.lower() == ".safetensors":
         return _read_safetensors(p, what, fix, keys, nbytes)
     return _read_torch(p, what, fix, keys, nbytes)
