@@ -9,10 +9,12 @@ Two parts:
 - resource cases: each crafted file (a 144 Mpx PNG of a few KB, a 2000-page TIFF, an NPY header
   declaring 120 GB, a checkpoint with a 2 GiB deflated entry, a commit record with ``"n": 1e9``, a store declaring a dim of 2^27, an HDF5
   file declaring 8 GB, a UNet recorded with width 4000, a JSON nested 10^5 deep, a YAML alias
-  bomb, a network whose recorded width overflows its sizes, an image store recording a 60000² image)
+  bomb, a network whose recorded width overflows its sizes, an image store recording a 60000² image;
+  F weights files: NAFNet key names asking for 12 levels or block 10^30, a storage entry deflated
+  from 2 GiB or declaring 2 GiB, 2M keys)
   is opened in a fresh process with the default limits; its peak resident memory is its own
   ``VmHWM`` and must stay under 2 GB, its last line must be a one-line `PtgError`.
-- harm cases: the fast suite ``tests/test_security*.py`` (links written through, outside files
+- harm cases: the fast suite ``tests/test_security*.py`` and ``tests/test_weights.py`` (links written through, outside files
   opened, modules imported, damaged shards served), one row per test with its outcome.
 
 Writes benchmarks/results/security.json and security.md (full runs only, not with --only).
@@ -149,6 +151,54 @@ CASES: dict[str, tuple[str, str, str]] = {
         "from ptg.pipeline.datasets.manifest import Sample\nfrom ptg.ptgrm.f_outputs import open_cached_outputs\n"
         "open_cached_outputs(W / 'images', [Sample('a', W / 'a.png', None, 'test', 1)])"),
     # -- end of issue 34 stores block ----------------------------------------------------------------------
+    # --- weights files: the one reader and the bounded spandrel path (issue 34, item 1) ---
+    "spandrel nafnet 12 levels": (
+        "safetensors (~3 KB) with NAFNet key names and 12 encoder levels (spandrel would build > 10^9 parameters)",
+        "NAFNET\nsave_file(nafnet_keys(12), str(W / 'f.safetensors'))",
+        "from ptg.ptgrm.models import create_model; create_model('spandrel', weights=str(W / 'f.safetensors'))"),
+    "spandrel block 10^30": (
+        "safetensors with NAFNet key names and the key middle_blks.<10^30>.beta",
+        "NAFNET\nsave_file(nafnet_keys(2, 10 ** 30), str(W / 'f.safetensors'))",
+        "from ptg.ptgrm.models import create_model; create_model('spandrel', weights=str(W / 'f.safetensors'))"),
+    "spandrel block 99999": (
+        "safetensors with NAFNet key names and the key middle_blks.99999.beta (under the key check: the builder's hooks stop it)",
+        "NAFNET\nsave_file(nafnet_keys(2, 99999), str(W / 'f.safetensors'))",
+        "from ptg.ptgrm.models import create_model; create_model('spandrel', weights=str(W / 'f.safetensors'))"),
+    "weights pth deflate 2 GiB": (
+        "F .pth whose storage entry is 2 GiB of deflated zeros (a 2 MB zip bomb)",
+        "import torch, zipfile\ntorch.save({'w': torch.zeros(4)}, W / 'good.pth')\n"
+        "with zipfile.ZipFile(W / 'good.pth') as src, zipfile.ZipFile(W / 'f.pth', 'w') as dst:\n"
+        "    for info in src.infolist():\n"
+        "        if not info.filename.endswith('/data/0'):\n"
+        "            dst.writestr(info.filename, src.read(info.filename))\n"
+        "            continue\n"
+        "        entry = zipfile.ZipInfo(info.filename)\n"
+        "        entry.compress_type = zipfile.ZIP_DEFLATED\n"
+        "        with dst.open(entry, 'w', force_zip64=True) as f:\n"
+        "            for _ in range(128):\n"
+        "                f.write(bytes(1 << 24))\n"
+        "(W / 'good.pth').unlink()",
+        "from ptg.ptgrm.models import create_model; create_model('spandrel', weights=str(W / 'f.pth'))"),
+    "weights pth entry declares 2 GiB": (
+        "F .pth of ~1.5 KB whose stored storage entry declares 2 GiB in the zip directory",
+        "import struct, torch\ntorch.save({'w': torch.zeros(4)}, W / 'f.pth')\nraw = bytearray((W / 'f.pth').read_bytes())\n"
+        "at = raw.find(b'PK\\x01\\x02')\n"
+        "while at >= 0:\n"
+        "    n = struct.unpack_from('<H', raw, at + 28)[0]\n"
+        "    if raw[at + 46: at + 46 + n].endswith(b'/data/0'):\n"
+        "        struct.pack_into('<II', raw, at + 20, 2 ** 31 - 1, 2 ** 31 - 1)\n"
+        "    at = raw.find(b'PK\\x01\\x02', at + 4)\n"
+        "(W / 'f.pth').write_bytes(bytes(raw))",
+        "from ptg.ptgrm.models import create_model; create_model('spandrel', weights=str(W / 'f.pth'))"),
+    "weights pth 2M keys": (
+        "F .pth (~60 MB) of 2,000,000 keys, each a view of one 4-byte storage",
+        "MANY_KEYS\nmany_keys_pth(W / 'f.pth', 2_000_000)",
+        "from ptg.ptgrm.models import create_model; create_model('spandrel', weights=str(W / 'f.pth'))"),
+    "refiner weights 2M keys": (
+        "the same 2M-key file as R's starting weights (model.refiner_weights)",
+        "MANY_KEYS\nmany_keys_pth(W / 'r.pth', 2_000_000)",
+        "from ptg.pipeline.core.weights import read_weights; read_weights(W / 'r.pth', 'model.refiner_weights file')"),
+    # --- end of weights files ---
 }
 
 # An image store of one 24x32 photo W/a.png, its commit record loaded as r (path p), KEYS0 its keys.
@@ -163,6 +213,39 @@ IMAGES_SETUP = textwrap.dedent("""
     (W / "keys.json").write_text(json.dumps(KEYS0))
     p = W / "images" / "commits" / "shard-000000.json"
     r = json.loads(p.read_text())
+""")
+
+NAFNET_SETUP = textwrap.dedent("""
+    import torch
+    from safetensors.torch import save_file
+
+    def nafnet_keys(levels, block=None):  # NAFNet's key names, one small tensor each (tests/test_weights.py)
+        sd = {"intro.weight": torch.zeros(16, 3, 3, 3), "ending.weight": torch.zeros(3, 16, 3, 3),
+              "ups.0.0.weight": torch.zeros(1), "downs.0.weight": torch.zeros(1)}
+        for name in ("beta", "gamma", "conv1.weight", "conv2.weight", "conv3.weight", "sca.1.weight",
+                     "conv4.weight", "conv5.weight", "norm1.weight", "norm2.weight"):
+            sd[f"middle_blks.0.{name}"] = torch.zeros(1)
+        if block is not None:
+            sd[f"middle_blks.{block}.beta"] = torch.zeros(1)
+        for i in range(levels):
+            for side in ("encoders", "decoders"):
+                sd[f"{side}.{i}.0.beta"] = sd[f"{side}.{i}.0.gamma"] = torch.zeros(1)
+        return {k: v.clone() for k, v in sd.items()}
+""")
+
+MANY_KEYS_SETUP = textwrap.dedent("""
+    import struct, zipfile
+
+    def many_keys_pth(path, n):  # a torch zip written without torch (2M tensors would cost GBs to save)
+        uni = lambda s: b"X" + struct.pack("<I", len(s.encode())) + s.encode()
+        first = (uni("k0") + b"ctorch._utils\\n_rebuild_tensor_v2\\nq\\x01((" + uni("storage")
+                 + b"ctorch\\nFloatStorage\\n" + uni("0") + uni("cpu") + b"K\\x01tQq\\x02K\\x00K\\x01\\x85K\\x01\\x85\\x89"
+                 + b"ccollections\\nOrderedDict\\nq\\x03)Rtq\\x04R")
+        rest = b"h\\x01(h\\x02K\\x00K\\x01\\x85K\\x01\\x85\\x89h\\x03)RtR"
+        pkl = b"".join([b"\\x80\\x02}q\\x00(", first] + [uni(f"k{i}") + rest for i in range(1, n)]) + b"u."
+        with zipfile.ZipFile(path, "w") as z:
+            for name, data in (("data.pkl", pkl), ("byteorder", b"little"), ("data/0", bytes(4)), ("version", b"3\\n")):
+                z.writestr(f"archive/{name}", data)
 """)
 
 STORE_SETUP = textwrap.dedent("""
@@ -223,6 +306,10 @@ def _setup_in(work: Path, code: str) -> None:
     if code.startswith("IMAGES\n"):
         exec(IMAGES_SETUP, scope)
         code = code[len("IMAGES\n"):]
+    for tag, prelude in (("NAFNET\n", NAFNET_SETUP), ("MANY_KEYS\n", MANY_KEYS_SETUP)):  # weights-file cases
+        if code.startswith(tag):
+            exec(prelude, scope)
+            code = code[len(tag):]
     exec(code, scope)
 
 
@@ -252,7 +339,7 @@ def run_harm_suite(root: Path, only: str | None) -> list[dict]:
     xml = root / "junit.xml"
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
            "tests/test_security.py", "tests/test_security_store.py",
-           "tests/test_security_shared.py", "tests/test_security_stores2.py"] + (["-k", only] if only else [])
+           "tests/test_security_shared.py", "tests/test_security_stores2.py", "tests/test_weights.py"] + (["-k", only] if only else [])
     subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True)
     rows = []
     for tc in ET.parse(xml).getroot().iter("testcase"):

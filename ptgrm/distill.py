@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ptg.pipeline.core import fsio
+from ptg.pipeline.core.weights import read_weights
 from ptg.pipeline.encoders.preprocess import Preprocess, apply_preprocess
 from ptg.pipeline.core.errors import Interrupted, PtgError
 from ptg.pipeline.core.imageio import read_image
@@ -293,7 +294,7 @@ def _resume(state_path: Path, cfg: DistillConfig, force: bool, net, opt, sched, 
     """(step, history) of an interrupted run of the same settings, its state loaded; (0, []) otherwise."""
     if not state_path.is_file():
         return 0, []
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    state = read_weights(state_path, "the interrupted distillation's state", "delete it, or pass --force to start again")
     if json.loads(state["config"]) != cfg.identity():
         if not force:
             raise PtgError(f"{state_path.parent} holds an interrupted distillation with other settings; run the same "

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
 from torch import nn
 
 from ptg.pipeline.core.errors import PtgError
@@ -34,9 +33,11 @@ def build_frozen_f(baseline: str, weights: str | Path | None = None, args: Mappi
 def load_f_weights(f: nn.Module, baseline: str, args: Mapping[str, Any], weights: str | Path | None) -> None:
     """F's weights from a run folder, a checkpoint or a plain state-dict file.
 
-    The file is loaded once, safely (weights_only); whether it is a checkpoint or a plain state
-    dict is decided from what was loaded.
+    The file is loaded once, by the one weights reader (weights_only, bounded); whether it is a
+    checkpoint or a plain state dict is decided from what was loaded.
     """
+    from ptg.pipeline.core.weights import state_dict_of
+
     if weights is None:
         if args.get("pretrained") or args.get("weights"):
             return  # the model loaded its own real weights when it was built
@@ -53,8 +54,9 @@ def load_f_weights(f: nn.Module, baseline: str, args: Mapping[str, Any], weights
             raise PtgError(f"--baseline-weights {src} holds F {obj['baseline']['name']!r}, not {baseline!r}")
         ema = obj.get("ema") or {}
         state, _, _ = ckpt_mod.pick_weights(obj["baseline"]["state_dict"], None, ema.get("baseline"), None, frozen_f=False)
-    elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        state = obj
+    elif isinstance(obj, dict):  # a plain state dict, maybe wrapped (params_ema, state_dict, module. ...)
+        state = state_dict_of(obj, f"--baseline-weights {src}",
+                              "pass a `ptg train` run or checkpoint, or a state dict of F's tensors")
     else:
         raise PtgError(f"--baseline-weights {src} is neither a `ptg train` checkpoint nor a state dict of tensors")
     try:

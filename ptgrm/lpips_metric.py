@@ -50,10 +50,9 @@ def _backbone_state(net: str, weights: str | Path | None) -> dict:
     else:
         path = backbone_cache_path(net)
     if path.is_file():
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise PtgError(f"cannot read LPIPS backbone weights {path}: {exc}") from exc
+        from ptg.pipeline.core.weights import read_weights
+
+        return read_weights(path, "LPIPS backbone weights", f"give torchvision's {url.rsplit('/', 1)[-1]}")
     try:
         return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
     except Exception as exc:  # URLError, HTTPError, timeouts, hash mismatch: all mean "not available"

@@ -88,10 +88,11 @@ class FFDNet(nn.Module):
         """Load a KAIR-layout FFDNet state dict strictly (PtgError naming the file on mismatch)."""
         if not path.is_file():
             raise PtgError(f"FFDNet weights file {path} does not exist")
+        from ..core.weights import read_state_dict
+
+        # bounded, weights_only; KAIR/BasicSR training checkpoints' "params" wrapper is unwrapped
+        state = read_state_dict(path, "FFDNet weights file", "pass a KAIR-layout FFDNet state dict")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(state, dict) and "params" in state:  # KAIR/BasicSR training checkpoints
-                state = state["params"]
             self.load_state_dict(state, strict=True)
         except (RuntimeError, KeyError, TypeError) as exc:
             raise PtgError(

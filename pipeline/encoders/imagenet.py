@@ -37,14 +37,10 @@ def packaged_weights() -> Path:
 
 def load_lite0_state(model, path: Path) -> None:
     """Load an efficientnet_pytorch-style Lite0 checkpoint into timm's model, key by key in order."""
-    import torch
+    from ..core.weights import read_state_dict
 
-    try:
-        src = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise PtgError(f"cannot read EfficientNet-Lite0 weights {path}: {exc}") from exc
-    if isinstance(src, dict) and "state_dict" in src:
-        src = src["state_dict"]
+    # bounded, weights_only; a "state_dict" wrapper is unwrapped (the key order, which the mapping uses, is kept)
+    src = read_state_dict(path, "EfficientNet-Lite0 weights", "pass efficientnet_pytorch's Lite0 checkpoint")
     dst = model.state_dict()
     if len(src) != len(dst):
         raise PtgError(f"{path} holds {len(src)} tensors, EfficientNet-Lite0 has {len(dst)}: not a Lite0 checkpoint")

@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
-import torch
 from torch import nn
 
 from ptg.pipeline.core.errors import PtgError
@@ -25,27 +24,20 @@ FORMAT = "ptg-train/2"
 OLD_FORMATS = ("ptg-train/1",)  # read for inference when they load safely; never resumed
 
 def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
-    """``torch.load(path, weights_only=True)`` with a clear PtgError for anything else.
+    """``torch.load(path, weights_only=True)`` through the one weights reader, with a clear PtgError.
 
     Raises:
-        PtgError: missing file, or a file holding Python objects other than tensors and plain
-            values (refused without running them: a shared file is never trusted with code).
+        PtgError: missing file, a file over the weights bounds (zip bomb, too many tensors), or a
+            file holding Python objects other than tensors and plain values (refused without
+            running them: a shared file is never trusted with code).
     """
-    from ptg.pipeline.core.limits import check_torch_zip, check_tree
+    from ptg.pipeline.core.weights import read_weights
 
     path = Path(path)
     if not path.is_file():
         raise PtgError(f"{what} not found: {path}")
-    check_torch_zip(path, what)  # a deflated entry would inflate inside torch.load, before any check of ours
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError for code, RuntimeError/EOFError for damage
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PtgError(f"refused to load {what} {path}: it is not a file of tensors and plain values that can be read "
-                       f"safely (torch.load weights_only=True: {first}). Nothing in it was run; use a checkpoint "
-                       "written by `ptg train`, an `ptg export` folder or a plain state dict") from None
-    check_tree(obj, f"{what} {path}")  # a self-referencing entry (the unpickler's memo allows one) would hang later
-    return obj
+    return read_weights(path, what, fix="use a checkpoint written by `ptg train`, an `ptg export` folder or a plain "
+                        "state dict")
 
 
 def is_checkpoint(obj: Any) -> bool:

@@ -68,7 +68,7 @@ def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
 
 
 def _read_tensors(folder: Path, entry: dict[str, Any]) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    from ptg.pipeline.core.weights import read_weights
 
     path = fsio.plain_member(folder, entry.get("file") if isinstance(entry, dict) else None, "the weights file of the export")
     if not path.is_file():
@@ -76,10 +76,10 @@ def _read_tensors(folder: Path, entry: dict[str, Any]) -> dict[str, torch.Tensor
     if fsio.file_sha256(path) != entry.get("sha256"):
         raise PtgError(f"{path} does not match the SHA-256 recorded in {folder / EXPORT_CONFIG} (changed or damaged); "
                        "export the run again")
-    try:
-        return load_file(str(path))
-    except Exception as exc:
-        raise PtgError(f"cannot read {path} as safetensors: {exc}") from None
+    if path.suffix != ".safetensors":
+        raise PtgError(f"the export {folder} names {path.name} as its weights; an export's weights are .safetensors: "
+                       "export the run again")
+    return read_weights(path, "the export's weights file", "export the run again")  # header checked, bounded
 
 
 def export_run(source: str | Path, out: str | Path, prefer: str = "best", force: bool = False,

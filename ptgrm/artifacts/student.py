@@ -128,9 +128,8 @@ def load_student(dist: str | Path, device: str | torch.device = "cpu") -> PriorS
     Raises:
         PtgError: not a finished student folder, or files that do not match each other.
     """
-    from safetensors.torch import load_file
-
     from ptg.pipeline.core.limits import check_param_count, check_preprocess_size, read_json
+    from ptg.pipeline.core.weights import read_weights
 
     dist = Path(dist)
     meta_path, weights = (fsio.no_symlink(dist / n, "the student file") for n in ("student.json", "student.safetensors"))
@@ -142,7 +141,7 @@ def load_student(dist: str | Path, device: str | torch.device = "cpu") -> PriorS
         raise PtgError(f"{meta_path} is not a ptg student (format {FORMAT})")
     if fsio.file_sha256(weights) != meta.get("weights_sha256"):
         raise PtgError(f"{weights} does not match the digest in {meta_path}; the folder was modified, distil again")
-    state = load_file(str(weights))
+    state = read_weights(weights, "the student weights", "distil the student again")  # header checked, bounded
     normalizer = Normalizer(meta["normalize"], state.pop("norm.mean"), state.pop("norm.std"), float(meta["norm_scale"]))
     args = {**meta["student_args"], **({"pretrained": False} if meta["student"] == "efficientnet-lite0" else {})}
     check_preprocess_size(meta_path, meta.get("preprocessing"))  # every image is resized to it: bound it first

@@ -237,20 +237,21 @@ def release_state_dict(obj: Any, what: str = "refiner weights") -> dict[str, Ten
     """R's state dict from a loaded file of the authors' (or a plain) state dict.
 
     Unwraps ``{"params_ema": ...}`` (preferred when present, as ptg prefers EMA weights),
-    ``{"params": ...}`` and ``{"state_dict": ...}`` (BasicSR and Lightning files), strips a DataParallel ``module.`` prefix, and from a whole released network
-    keeps only its refinement module (keys under ``refinement11.``).
+    ``{"params": ...}``, ``{"state_dict": ...}`` (BasicSR and Lightning files) and a DataParallel
+    ``module.`` prefix as every weights file is unwrapped (`ptg.pipeline.core.weights.state_dict_of`),
+    and from a whole released network keeps only its refinement module (keys under ``refinement11.``).
 
     Raises:
         PtgError: when what is left is not a flat dict of tensors.
     """
-    for wrapper in ("params_ema", "params", "state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
-            obj = obj[wrapper]
-            break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()):
+    from ptg.pipeline.core.weights import state_dict_of
+
+    try:
+        state = state_dict_of(obj, what) if isinstance(obj, dict) else None
+    except PtgError:
+        state = None
+    if not state:
         raise PtgError(f"{what}: not a state dict of tensors (nor one wrapped in 'params', 'params_ema' or 'state_dict')")
-    if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    if any(k.startswith("refinement11.") for k in obj):
-        obj = {k[len("refinement11."):]: v for k, v in obj.items() if k.startswith("refinement11.")}
-    return obj
+    if any(k.startswith("refinement11.") for k in state):
+        state = {k[len("refinement11."):]: v for k, v in state.items() if k.startswith("refinement11.")}
+    return state

@@ -3,12 +3,15 @@
 spandrel (MIT; the loader behind chaiNNer and ComfyUI) detects ~40 architectures from a bare
 state dict (NAFNet, SwinIR, Uformer, SCUNet, DRUNet, DnCNN, KBNet, FFTformer, RetinexFormer,
 HVI-CIDNet, MixDehazeNet, ...); ``spandrel_extra_arches`` adds Restormer, MPRNet, MIRNet-v2,
-M3SNet (under their own licences). ptg reads the file itself, safely — ``torch.load(weights_only=True)``
-or safetensors, so nothing in the file can run code — unwraps the usual containers (``params_ema``,
-``params``, ``state_dict``, ``model`` ...) and hands the tensors to spandrel's
-``ModelLoader().load_from_state_dict``. Only a 1x restoration model with 3 input and 3 output
-channels is accepted as F: super-resolution, inpainting and face models are refused naming their
-purpose and scale.
+M3SNet (under their own licences). ptg reads the file itself through its one weights reader
+(`ptg.pipeline.core.weights`: ``torch.load(weights_only=True)`` or safetensors, so nothing in the
+file can run code; zip, key-count and byte bounds; wrappers unwrapped by spandrel's
+``canonicalize_state_dict``), detects the architecture with spandrel's registry, and builds it
+twice: first on the meta device with the parameter and module bounds of ptg's own networks
+(`limits.build_on_meta`: a file of a few KB naming 12 encoder levels or block 10^30 is refused
+before anything is allocated), then for real, with the weights. Only a 1x restoration model with 3
+input and 3 output channels is accepted as F: super-resolution, inpainting and face models are
+refused naming their purpose and scale.
 
 spandrel is imported inside the functions only: `ptg.ptgrm.models` imports just torch.
 The network's parameters sit under ``net.`` in `SpandrelF`'s state dict; the weights' SHA-256 and
@@ -30,11 +33,8 @@ from ptg.pipeline.core.errors import PtgError
 
 from .registry import register_model
 
-# Containers the real state dict is found in, in order (BasicSR's EMA weights before its raw ones).
-_WRAPPERS = ("params_ema", "params-ema", "params", "state_dict", "model_state_dict", "model", "net", "generator")
-_PREFIXES = ("module.", "netG.")  # DataParallel / GAN-trainer prefixes, stripped when every key has one
 _PLAIN_CALL = "ImageModelDescriptor.__init__.<locals>.<lambda>"  # spandrel's default: model(image)
-MAX_WEIGHTS_BYTES = 8 << 30  # a larger "checkpoint" is refused before it is read (bounded allocation)
+_FIX = "convert it to .safetensors or save only the state dict"
 
 
 @dataclass
@@ -74,85 +74,73 @@ def file_sha256(path: str | Path) -> str:
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """The tensors of a checkpoint file, read without running anything in it.
-
-    ``.safetensors`` is read with safetensors; anything else with ``torch.load(weights_only=True)``
-    (a pickle that asks for any Python object other than tensors and plain containers is refused
-    before it is called). Common wrappers are unwrapped and a ``module.`` prefix is stripped.
+    """The tensors of a checkpoint file, read by the one weights reader (`ptg.pipeline.core.weights`).
 
     Raises:
-        PtgError: missing, too large, unsafe, or holding no state dict of tensors.
+        PtgError: missing, over a bound, unsafe, or holding no state dict of tensors.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise PtgError(f"--baseline-weights {p}: no such file; pass the checkpoint (.pth/.ckpt/.safetensors) of F")
-    if p.stat().st_size > MAX_WEIGHTS_BYTES:
-        raise PtgError(f"--baseline-weights {p} is {p.stat().st_size / 2**30:.1f} GiB, over the "
-                       f"{MAX_WEIGHTS_BYTES >> 30} GiB ptg reads as one network; pass the network's own weights")
-    if p.suffix.lower() == ".safetensors":
-        obj = _read_safetensors(p)
-    else:
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:  # UnpicklingError for code, RuntimeError/EOFError for damage
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise PtgError(f"refused to read --baseline-weights {p}: not a file of tensors and plain values that loads "
-                           f"safely (torch.load weights_only=True: {first}). Nothing in it was run; convert it to "
-                           ".safetensors or save only the state dict") from None
-    return _unwrap(obj, p)
+    from ptg.pipeline.core.weights import read_state_dict as read
+
+    _registry()  # spandrel loaded (or its absence named) first: the file is unwrapped by its canonicalize_state_dict
+    return read(path, "--baseline-weights", f"pass the checkpoint (.pth/.ckpt/.safetensors) of F; {_FIX}")
 
 
-def _read_safetensors(p: Path) -> dict[str, Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(p), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise PtgError(f"--baseline-weights {p} is not a readable safetensors file: {exc}") from None
-
-
-def _unwrap(obj: Any, p: Path) -> dict[str, Tensor]:
-    for _ in range(3):  # e.g. {"state_dict": {"model": {...}}}
-        if not isinstance(obj, dict):
-            break
-        inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), dict)), None)
-        if inner is None and len(obj) == 1 and isinstance(next(iter(obj.values())), dict):
-            inner = next(iter(obj.values()))
-        if inner is None:
-            break
-        obj = inner
-    if not isinstance(obj, dict) or not obj:
-        raise PtgError(f"--baseline-weights {p} holds no state dict (found {type(obj).__name__}); "
-                       "save the network's state_dict()")
-    tensors = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
-    if not tensors:
-        raise PtgError(f"--baseline-weights {p} holds no tensors under any of the keys {', '.join(_WRAPPERS)}")
-    for prefix in _PREFIXES:
-        if all(k.startswith(prefix) for k in tensors):
-            tensors = {k[len(prefix):]: v for k, v in tensors.items()}
-    return tensors
-
-
-def detect(state: dict[str, Tensor]) -> Any:
+def detect(state: dict[str, Tensor], where: str = "the weights", on_meta: bool = False) -> Any:
     """spandrel's model descriptor of a state dict (spandrel_extra_arches included when installed).
 
+    The architecture is sized on the meta device first (`limits.build_on_meta`: ptg's parameter
+    bound, a submodule bound, every exception of spandrel's builder one named line); only then,
+    unless ``on_meta``, is it built for real with the weights.
+
     Raises:
-        PtgError: spandrel missing, or no architecture it knows matches the keys.
+        PtgError: spandrel missing, no architecture it knows matches the keys, over a bound, or a
+            build that fails.
     """
+    from ptg.pipeline.core.limits import build_on_meta
+
     with warnings.catch_warnings():  # spandrel's architectures script helpers with the deprecated torch.jit.script
         warnings.simplefilter("ignore", FutureWarning)
         registry = _registry()
-    import spandrel
+        _check_indices(state, where)
+        arch = _detect_arch(registry, state, where)
+        name = arch.architecture.name
+        fix = "pass a genuine checkpoint of a restoration network (raise the named limit if it is genuine)"
+        meta = build_on_meta(lambda: arch.architecture.load(state), f"{where} ({name})", fix)
+        if on_meta:
+            return meta
+        try:
+            return arch.architecture.load(state)
+        except Exception as exc:  # shapes that passed sizing but do not fit, MemoryError, ...
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise PtgError(f"spandrel matched {name} in {where} but could not build it ({type(exc).__name__}: "
+                           f"{first:.160}); {fix}") from None
 
+
+def _detect_arch(registry: Any, state: dict[str, Tensor], where: str) -> Any:
+    """The first architecture (in spandrel's detection order) whose keys and shapes match."""
     try:
-        return spandrel.ModelLoader(device="cpu", registry=registry).load_from_state_dict(state)
-    except spandrel.UnsupportedModelError:
-        raise PtgError("spandrel recognises no architecture in these weights (keys such as "
+        arch = next((a for a in registry.architectures("detection") if a.detect(state)), None)
+    except Exception as exc:  # a detector meeting shapes it does not expect
+        raise PtgError(f"spandrel could not read {where} ({type(exc).__name__}: {str(exc)[:120]}); {_FIX}") from None
+    if arch is None:
+        raise PtgError(f"spandrel recognises no architecture in {where} (keys such as "
                        f"{', '.join(list(state)[:3])}); see spandrel's list of supported architectures, or register "
-                       "the network in ptg and pass a `ptg train` checkpoint") from None
-    except (RuntimeError, KeyError, ValueError) as exc:  # keys matched a family, shapes did not
-        raise PtgError(f"spandrel matched an architecture but could not build it: {str(exc).splitlines()[0]}") from None
+                       "the network in ptg and pass a `ptg train` checkpoint")
+    return arch
+
+
+def _check_indices(state: dict[str, Tensor], where: str) -> None:
+    """No key may index a block beyond the module bound: spandrel sizes a sequence by its largest
+    index (``middle_blks.<10^30>.beta`` asks for 10^30 blocks), so refuse it by name, at once."""
+    from ptg.pipeline.core.limits import max_modules
+
+    bound = max_modules()
+    for key in state:
+        for part in key.split("."):
+            if part.isdigit() and (len(part) > 9 or int(part) >= bound):
+                raise PtgError(f"{where}: the key {key[:80]!r} indexes block {part[:12]}{'...' if len(part) > 12 else ''}, "
+                               f"beyond the {bound:,} modules a network may have (PTG_MAX_MODULES); the file is crafted "
+                               "or damaged")
 
 
 def _registry() -> Any:
@@ -190,7 +178,7 @@ def inspect_weights(path: str | Path) -> Detected:
     sha = file_sha256(path) if Path(path).is_file() else ""
     state = read_state_dict(path)
     try:
-        desc = detect(state)
+        desc = detect(state, f"--baseline-weights {path}", on_meta=True)  # inspecting needs no real network
     except PtgError as exc:
         return Detected(str(path), sha, None, None, None, None, None, None, None, None, None, str(exc))
     req = desc.size_requirements
@@ -233,7 +221,7 @@ class SpandrelF(nn.Module):
         # network from the recorded weights, so the original file is not needed any more
 
     def _build(self, state: dict[str, Tensor], where: str) -> None:
-        desc = detect(state)
+        desc = detect(state, where)
         why = refusal(desc)
         if why:
             raise PtgError(f"{where}: {why}")

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-import torch
 from torch import Tensor, nn
 
 from ptg.pipeline.core.errors import PtgError
@@ -55,11 +54,9 @@ def _model_module() -> ModuleType:
 
 
 def _read_weights(path: Path) -> dict[str, Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise PtgError(f"refused to read zero-dce weights {path}: not a safe file of tensors ({type(exc).__name__}); "
-                       "nothing in it was run") from None
+    from ptg.pipeline.core.weights import read_weights
+
+    obj = read_weights(path, "zero-dce weights", "pass the Zero-DCE++ weights file of neuro-low-light")  # bounded
     state = obj.get("model_state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise PtgError(f"zero-dce weights {path} hold no state dict of tensors (expected 'model_state_dict')")

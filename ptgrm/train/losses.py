@@ -63,16 +63,18 @@ class VGGPerceptual(nn.Module):
 
 
 def _load_vgg_state(weights_file: str | None) -> dict[str, Tensor]:
+    from ptg.pipeline.core.weights import read_weights
+
     if weights_file:
         path = Path(weights_file).expanduser()
         if not path.is_file():
             raise PtgError(f"loss.perceptual_weights_file={weights_file!r} does not exist; give the path of "
                            f"torchvision's VGG19 ImageNet weights ({_VGG19_FILE})")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return read_weights(path, "loss.perceptual_weights_file", f"give torchvision's {_VGG19_FILE}")
     # torchvision keeps downloaded weights in torch.hub's cache; use it when it is there.
     cached = Path(torch.hub.get_dir()) / "checkpoints" / _VGG19_FILE
     if cached.is_file():
-        return torch.load(cached, map_location="cpu", weights_only=True)
+        return read_weights(cached, "VGG19 weights in torch.hub's cache", f"delete it to download {_VGG19_FILE} again")
     try:
         from torchvision.models import VGG19_Weights
 

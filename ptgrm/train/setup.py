@@ -95,26 +95,21 @@ def _check_dims(args: dict[str, Any], dims: list[int], where: str) -> None:
 def load_r_weights(cfg: TrainConfig, r: nn.Module) -> None:
     """R's starting weights from ``model.refiner_weights``, loaded strictly and safely.
 
-    A ``.safetensors`` file, or anything ``torch.load(weights_only=True)`` reads: a `ptg train`
+    Read by the one weights reader (`ptg.pipeline.core.weights`): a ``.safetensors`` file, or
+    anything ``torch.load(weights_only=True)`` reads within the weights bounds: a `ptg train`
     checkpoint (its R), a plain state dict, or the authors' files (``params``/``state_dict``
     wrappers, ``module.`` and whole-network ``refinement11.`` prefixes are unwrapped by
     `release_state_dict`). Nothing in the file can run code.
     """
+    from ptg.pipeline.core.weights import read_weights
     from ptg.ptgrm.models.ptgrm_release import release_state_dict
 
     src = Path(cfg.model.refiner_weights)
     what = f"model.refiner_weights {src}"
+    fix = "pass a state dict (.pt, .pth, .safetensors) or a `ptg train` checkpoint"
     if not src.is_file():
-        raise PtgError(f"{what}: no such file; pass a state dict (.pt, .pth, .safetensors) or a `ptg train` checkpoint")
-    if src.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            obj: Any = load_file(str(src))
-        except Exception as exc:  # SafetensorError for a damaged or foreign file
-            raise PtgError(f"{what}: not a readable safetensors file ({exc})") from None
-    else:
-        obj = ckpt_mod.safe_load(src, "model.refiner_weights file")
+        raise PtgError(f"{what}: no such file; {fix}")
+    obj: Any = read_weights(src, "model.refiner_weights file", fix)  # bounded, weights_only / safetensors
     if ckpt_mod.is_checkpoint(obj):
         entry = obj.get("refiner") or {}
         if entry.get("name") != cfg.model.refiner:
