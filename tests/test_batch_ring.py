@@ -54,10 +54,14 @@ def test_training_digest_is_one_for_0_1_2_workers_store_and_files_and_a_resume_m
 class _Outputs:
     """A stand-in for cached F outputs (`CachedOutputs.array`): the input photo as float32."""
 
-    def array(self, sample, view="identity"):
+    def array(self, sample, view="identity", box=None):
         from ptg.pipeline.core.imageio import read_image
 
-        return read_image(sample.input)
+        img = read_image(sample.input)
+        if box is None:
+            return img
+        top, left, size = box
+        return img[top : top + size, left : left + size]
 
 
 def _dataset(tiny, kind, targets=True, f_outputs=None, train=None):
