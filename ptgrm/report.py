@@ -324,13 +324,37 @@ def bar_chart(summaries: Sequence[EvalSummary], path: str | Path) -> Path:
     return path
 
 
-def write_report(sources: Sequence[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
-    """Merge several evaluations into ``out_dir/report.md`` (table) and ``out_dir/report.png``.
+def expand_sources(sources: Sequence[str | Path], limit: int = 500) -> list[Path]:
+    """Each source as given, except a folder that is neither an evaluation nor a run (a study's
+    folder, or any folder of evaluations): the evaluations found under it (depth <= 3, sorted;
+    links are not followed)."""
+    out: list[Path] = []
+    for src in map(Path, sources):
+        if src.is_file() or not src.is_dir() or (src / "metrics.json").is_file() or (src / "eval" / "metrics.json").is_file() \
+                or (src / "config.yaml").is_file() or (src / "checkpoints").is_dir():
+            out.append(src)
+            continue
+        found = sorted(p.parent for depth in ("*", "*/*", "*/*/*") for p in src.glob(f"{depth}/metrics.json")
+                       if not any(q.is_symlink() for q in [p, *p.parents][: depth.count("/") + 2]))
+        if not found:
+            out.append(src)  # load_summary names what is missing
+        out += found
+        if len(out) > limit:
+            raise PtgError(f"{src} holds more than {limit} evaluations; report a smaller folder")
+    return out
 
-    ``out_dir`` is claimed like every ``--out`` (`fsio.claim_out_dir`): a folder ptg did not make,
-    or one holding a symlink, is refused.
+
+def write_report(sources: Sequence[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
+    """Merge several evaluations into ``out_dir/report.md`` (table) and ``out_dir/report.png``
+    (`ptg.ptgrm.report_html.write_report_page` adds the page, report.html).
+
+    Args:
+        sources: eval folders, run folders evaluated by `ptg eval`, metrics files, or folders of
+            evaluations (a study's folder: see `expand_sources`).
+        out_dir: claimed like every ``--out`` (`fsio.claim_out_dir`): a folder ptg did not make, or
+            one holding a symlink, is refused.
     """
-    summaries = [load_summary(p) for p in sources]
+    summaries = [load_summary(p) for p in expand_sources(sources)]
     out_dir = claim_out_dir(out_dir, "report", legacy=lambda f: (f / "report.md").is_file())  # after the sources load
     png = bar_chart(summaries, out_dir / "report.png")
     lines = ["# PTG-RM comparison", "", comparison_table(summaries), "", "![PSNR and SSIM per run](report.png)", "",
