@@ -43,7 +43,7 @@ def test_fifty_steps_validating_every_ten_write_images_at_five_steps(data, tmp_p
     from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
 
     run = tmp_path / "run"
-    train(_cfg(data, run, 50, ["run.val_every=10", "run.log_every=10", "run.val_images=4"]))
+    train(_cfg(data, run, 50, ["run.val_every=10", "run.log_every=10", "run.val_images=4", "run.val_image_side=128"]))
     steps = sorted(p.name for p in (run / "val_images").iterdir())
     assert steps == [f"step_{s:06d}" for s in (10, 20, 30, 40, 50)]
     files = sorted((run / "val_images" / "step_000050").iterdir())
@@ -78,15 +78,17 @@ def test_val_images_zero_writes_none_and_bad_counts_are_named(data, tmp_path):
     assert not (run / "val_images").exists()
     with pytest.raises(PtgError, match="run.val_images=17"):
         _cfg(data, tmp_path / "bad", 2, ["run.val_images=17"])
+    with pytest.raises(PtgError, match="run.val_image_side=16"):
+        _cfg(data, tmp_path / "bad", 2, ["run.val_image_side=16"])
 
 
 def test_panel_crops_are_bounded(data, tmp_path):
     import torch
 
-    from ptg.ptgrm.train.val_images import PANEL_SIDE, centre_crop, safe_name
+    from ptg.ptgrm.train.val_images import centre_crop, safe_name
 
     t = torch.arange(3 * 600 * 300, dtype=torch.float32).reshape(3, 600, 300)
-    c = centre_crop(t, PANEL_SIDE)
+    c = centre_crop(t, 256)
     assert c.shape == (3, 256, 256) and c[0, 0, 0] == t[0, 172, 22]
     assert safe_name("s30/../a b?") == "s30_.._a_b" and safe_name("///") == "image"
 

@@ -263,7 +263,8 @@ class _Run:
                 warnings.warn(f"validating on the {self.val_split!r} split (the manifest has no 'val' rows): its numbers are "
                               "reported, but best.pt is not selected on them; only last.pt is kept", stacklevel=3)
         self.logs = Logs(self.out, s.step, d.main, wandb=self.cfg.run.wandb, config=to_dict(self.cfg))
-        self.val_images = ValImages(self.val_ds, self.cfg.run.val_images, self.out, self.logs, d.main)
+        self.val_images = ValImages(self.val_ds, self.cfg.run.val_images, self.cfg.run.val_image_side, self.out, self.logs,
+                                    d.main)
         if s.step:
             self.progress(s.step)  # a resumed run's bar starts where the interrupted one stopped
         self.ddp.train()

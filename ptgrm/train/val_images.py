@@ -1,7 +1,7 @@
 """Validation images while training: input | F | F + R | target panels of a few fixed validation crops.
 
 At every validation the first ``run.val_images`` validation images, centre-cropped to at most
-`PANEL_SIDE` pixels (the same crops every time, so steps compare), are restored by the networks
+``run.val_image_side`` pixels (the same crops every time, so steps compare), are restored by the networks
 validation uses (the EMA weights when kept) and written as one PNG strip per image to
 ``RUN/val_images/step_XXXXXX/`` and to TensorBoard's images tab (tag ``val_images/<k>_<id>``, by
 step), and to wandb when a run logs there (`Logs.images`). Each caption holds the crop's PSNR
@@ -21,7 +21,6 @@ from ptg.pipeline.core.imageio import to_uint8, write_image
 
 from .logs import Logs
 
-PANEL_SIDE = 256  # the longest side of a panel's crop: 4 images of 4 panels stay under ~2.5 MB a validation
 MAX_VAL_IMAGES = 16  # run.val_images above this is refused: the images are for looking at, not for scoring
 _CAPTION_H = 16  # pixels of the caption strip above each panel
 _GAP = 4  # pixels between panels
@@ -58,8 +57,8 @@ class ValImages:
     """The fixed validation crops of a run and the writer of their panels (rank 0 only; a no-op
     when ``n`` is 0, on other ranks, or without validation images)."""
 
-    def __init__(self, ds: Any, n: int, out: Path, logs: Logs, enabled: bool):
-        self.ds, self.logs = ds, logs
+    def __init__(self, ds: Any, n: int, side: int, out: Path, logs: Logs, enabled: bool):
+        self.ds, self.logs, self.side = ds, logs, side
         self.folder = out / "val_images"
         self.indices = list(range(min(n, len(ds)))) if enabled and ds is not None else []
 
@@ -73,7 +72,7 @@ class ValImages:
         from ..infer import restore_each
 
         items = [self.ds[i] for i in self.indices]
-        crops = [centre_crop(it["x"], PANEL_SIDE) for it in items]  # the F-outputs channels ride along, cropped alike
+        crops = [centre_crop(it["x"], self.side) for it in items]  # the F-outputs channels ride along, cropped alike
         inputs = ((x.unsqueeze(0), [p.unsqueeze(0) for p in it["priors"]] or None, f"validation image {i}")
                   for x, it, i in zip(crops, items, self.indices))
         was = nets.training
@@ -83,7 +82,7 @@ class ValImages:
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 for k, (it, x, (f_out, r_out, _)) in enumerate(zip(items, crops, restore_each(nets, inputs, device=device))):
                     as_img = lambda t: t[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()  # noqa: E731
-                    y = centre_crop(it["y"], PANEL_SIDE).permute(1, 2, 0).numpy() if it["y"].numel() else None
+                    y = centre_crop(it["y"], self.side).permute(1, 2, 0).numpy() if it["y"].numel() else None
                     score = (lambda img: f" {psnr(img, y):.2f} dB") if y is not None else (lambda img: "")
                     cols = [("input", x[:3].permute(1, 2, 0).numpy()), ("F" + score(as_img(f_out)), as_img(f_out))]
                     if r_out is not None:
