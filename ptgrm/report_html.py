@@ -281,8 +281,8 @@ def eval_section(s: EvalSummary, rows: list[ImageRow], folder: Path, emb: Embedd
     parts = [f"<section class='eval'><h2>{_esc(s.label)} <small>{_esc(s.dataset)} · F {_esc(s.baseline)}"
              f"{' · prior ' + _esc(s.prior) if s.prior else ''} · {s.n} images</small></h2>"]
     if not any(r.panels for r in shown):
-        parts.append("<p class='note'>No images to show: this eval folder has no images/baseline/ (evaluated with "
-                     "--no-save-images?). Its scores are in the table above.</p>")
+        parts.append("<p class='note'>No images to show: no images/baseline/ beside this evaluation's metrics file "
+                     "(`ptg eval` writes them unless told not to). Its scores are in the tables above.</p>")
     if shown and not any("target" in r.panels for r in shown) and any(r.panels for r in shown):
         parts.append("<p class='note'>This eval folder has no images/target/ or images/input/ (written by `ptg eval` "
                      "since they were added; evaluate again to compare with the target).</p>")

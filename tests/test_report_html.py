@@ -149,3 +149,18 @@ def test_page_renders_in_headless_chromium(evals, tmp_path):
     assert bar.sum(0).max() >= 4 * 96 - 4, "no before/after viewer visible"  # the 96 px photo at 4x zoom, whole
     photo = px[bar.any(1)]  # the rows through the viewer hold a photo: many distinct colours
     assert len(np.unique(photo.reshape(-1, 3), axis=0)) > 2000
+
+
+def test_an_older_eval_folder_without_inputs_and_targets_shows_f_against_f_plus_r(tmp_path):
+    ev = make_eval(tmp_path, "old", "p", 0.02, ids=("astronaut", "coffee"))
+    shutil.rmtree(ev / "images" / "input")
+    shutil.rmtree(ev / "images" / "target")
+    (_, _, page_path) = write_report([ev], tmp_path / "rep")
+    page = page_path.read_text()
+    assert page.count("<div class='card'") == 2 and "no images/target/" in page
+    viewer = page.split("<div class='card'")[1]
+    assert "<option value='baseline' selected>F</option><option value='ptgrm'>F + R</option>" in viewer
+    assert "value='target'" not in viewer and "value='input'" not in viewer
+    shutil.rmtree(ev / "images")
+    (_, _, page_path) = write_report([ev], tmp_path / "rep2")
+    assert "No images to show" in page_path.read_text() and "<div class='card'" not in page_path.read_text()
