@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -208,6 +209,15 @@ def _find_metrics(path: Path) -> Path:
     raise PtgError(f"{path} holds no metrics.json; give an output folder of `ptg eval` or a run folder evaluated with it")
 
 
+def _prior_label(info: dict[str, Any]) -> str:
+    """The prior's name, and the study control when it is not the real prior (a run with
+    ``priors.control=constant`` is evaluated with the same stores, so its prior name alone would
+    put it in the real prior's column)."""
+    prior = str(info.get("prior") or "")
+    m = re.search(r"control=(\w+)", str(info.get("prior_transform") or ""))
+    return f"{prior} ({m.group(1)})" if prior and m and m.group(1) != "real" else prior
+
+
 def load_summary(path: str | Path) -> EvalSummary:
     """Read an eval folder, a run folder (``RUN/eval``), a metrics.json, or a `--pred` JSON."""
     path = Path(path)
@@ -228,7 +238,7 @@ def load_summary(path: str | Path) -> EvalSummary:
             label=str(info.get("name") or (src.parent.parent.name if src.parent.name == "eval" else src.parent.name)),
             dataset=str(info.get("dataset") or "?"),
             baseline=str(info.get("baseline") or "F"),
-            prior=str(info.get("prior") or ""),
+            prior=_prior_label(info),
             base=mean["baseline"],
             refined=mean.get("ptgrm"),
             n=int(data.get("n_scored", 0)),

@@ -330,7 +330,8 @@ def write_html(summaries: Sequence[EvalSummary], path: Path, chart_png: Path | N
             "Viewers: drag across an image to move the divide; choose what each side shows; zoom with "
             "the buttons, then scroll. Images are lossless 8-bit crops (up to "
             f"{CROP}² px, where F's error is largest).</p></header>"
-            f"<section><h2>Comparison</h2>{md_table_html(table_md)}<div class='two'>{runs_table(summaries)}{chart}</div></section>"
+            f"<section><h2>Comparison</h2><div class='wide'>{md_table_html(table_md)}</div>"
+            f"<div class='two'><div class='wide'>{runs_table(summaries)}</div>{chart}</div></section>"
             "<section><h2>Per-image scores</h2><p class='note'>Click a column to sort; type to filter by run or image. "
             f"Linked ids have a viewer below.</p><input id='filter' type='search' placeholder='filter'>"
             f"<div class='scroll'>{scores_table(all_rows, summaries)}</div></section>{over}" + "\n".join(sections))
@@ -350,6 +351,8 @@ h3{font-size:15px;margin:18px 0 8px;color:var(--mute)}header p,.note{color:var(-
 table{border-collapse:collapse;background:#fff;font-variant-numeric:tabular-nums;margin:6px 0}
 th,td{padding:5px 10px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
 th:first-child,td:first-child,th:nth-child(2),td:nth-child(2){text-align:left}
+.runs th:nth-child(-n+5),.runs td:nth-child(-n+5){text-align:left}.t1 th{white-space:normal;overflow-wrap:anywhere;max-width:210px;vertical-align:bottom}
+.wide{max-width:100%;overflow-x:auto}
 thead th{background:#232f3e;color:#fff;font-weight:600;position:sticky;top:0}
 .up{color:var(--up);font-weight:600}.down{color:var(--down);font-weight:600}
 .two{display:flex;gap:20px;align-items:flex-start;flex-wrap:wrap}.chart{max-width:470px;background:#fff;border:1px solid var(--line)}
