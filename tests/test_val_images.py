@@ -49,16 +49,16 @@ def test_fifty_steps_validating_every_ten_write_images_at_five_steps(data, tmp_p
     files = sorted((run / "val_images" / "step_000050").iterdir())
     assert len(files) == 2  # 4 asked, the manifest has 2 validation (test) images
     with Image.open(files[0]) as im:
-        # input | F | F + R | target (the 128 px wide photos) with 4 px gaps, under a 16 px caption strip
-        assert im.width == 4 * 128 + 3 * 4 and 16 < im.height <= 128 + 16
+        # input | F | F + R | target (the 128 px wide photos) with 4 px gaps, under a 26 px caption strip
+        assert im.width == 4 * 128 + 3 * 4 and 26 < im.height <= 128 + 26
         strip = np.asarray(im.convert("RGB"))
         size = im.size
-    target_panel = strip[16:, 3 * 132:]
-    input_panel = strip[16:, :128]
+    target_panel = strip[26:, 3 * 132:]
+    input_panel = strip[26:, :128]
     assert np.abs(target_panel.astype(int) - input_panel).mean() > 2  # noisy input vs clean target: not the same picture
     # the same crops every time: the input and target panels do not change between steps
     first = np.asarray(Image.open(sorted((run / "val_images" / "step_000010").iterdir())[0]).convert("RGB"))
-    assert np.array_equal(first[16:, :128], input_panel) and np.array_equal(first[16:, 3 * 132:], target_panel)
+    assert np.array_equal(first[26:, :128], input_panel) and np.array_equal(first[26:, 3 * 132:], target_panel)
     # TensorBoard: the same images, by step, read back from the event files
     acc = EventAccumulator(str(run / "tb"), size_guidance={IMAGES: 0})
     acc.Reload()

@@ -22,7 +22,7 @@ from ptg.pipeline.core.imageio import to_uint8, write_image
 from .logs import Logs
 
 MAX_VAL_IMAGES = 16  # run.val_images above this is refused: the images are for looking at, not for scoring
-_CAPTION_H = 16  # pixels of the caption strip above each panel
+_CAPTION_H = 26  # pixels of the caption strip above each panel: two lines (name, PSNR), so 64 px panels fit them
 _GAP = 4  # pixels between panels
 
 
@@ -40,7 +40,8 @@ def safe_name(text: str, limit: int = 60) -> str:
 
 
 def panel_strip(cols: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
-    """Images side by side (H×W×3 float in [0, 1], same size) under one-line captions; H'×W'×3 uint8."""
+    """Images side by side (H×W×3 float in [0, 1], same size) under captions of up to two lines
+    (``"F\n27.31 dB"``); H'×W'×3 uint8."""
     from PIL import Image, ImageDraw
 
     h, w = cols[0][1].shape[:2]
@@ -48,7 +49,8 @@ def panel_strip(cols: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
     draw = ImageDraw.Draw(canvas)
     for c, (label, img) in enumerate(cols):
         x0 = c * (w + _GAP)
-        draw.text((x0 + 2, 2), label, fill="black")
+        for i, line in enumerate(label.split("\n")[:2]):
+            draw.text((x0 + 2, 1 + 12 * i), line, fill="black")
         canvas.paste(Image.fromarray(to_uint8(img)), (x0, _CAPTION_H))
     return np.asarray(canvas)
 
@@ -83,7 +85,7 @@ class ValImages:
                 for k, (it, x, (f_out, r_out, _)) in enumerate(zip(items, crops, restore_each(nets, inputs, device=device))):
                     as_img = lambda t: t[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()  # noqa: E731
                     y = centre_crop(it["y"], self.side).permute(1, 2, 0).numpy() if it["y"].numel() else None
-                    score = (lambda img: f" {psnr(img, y):.2f} dB") if y is not None else (lambda img: "")
+                    score = (lambda img: f"\n{psnr(img, y):.2f} dB") if y is not None else (lambda img: "")
                     cols = [("input", x[:3].permute(1, 2, 0).numpy()), ("F" + score(as_img(f_out)), as_img(f_out))]
                     if r_out is not None:
                         cols.append(("F + R" + score(as_img(r_out)), as_img(r_out)))
