@@ -24,6 +24,14 @@ waiting for the batch, with the device's name.
 
     .venv/bin/python benchmarks/bench_loader.py --out benchmarks/results/loader.md
     .venv/bin/python benchmarks/bench_loader.py --train --device cuda --datasets 2k --out benchmarks/results/loader_h200.md
+    .venv/bin/python benchmarks/bench_loader.py --verify-store --out benchmarks/results/loader_verify.md
+
+Verification of a store someone else wrote (``--verify-store``, only this table): the time
+`ImageStore.vouch` takes before a store's pixels are served (what ``ptg train`` does at start), for
+the store written here (its records are known true: no decoding), then with an empty verification
+ledger (a teammate's store, or a bucket's: first use decodes every image once and compares), then
+again (second use: the ledger has them, no decoding). Hashing the files (the keys, which every run
+computes anyway) is timed apart.
 
 Everything is written under ``--work`` (default a temp dir, deleted at the end).
 """
@@ -236,6 +244,7 @@ def main() -> None:
     ap.add_argument("--train", action="store_true", help="Also time training steps (files / store / gpu).")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--train-steps", type=int, default=30)
+    ap.add_argument("--verify-store", action="store_true", help="Only time verifying a store someone else wrote.")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     if args._arm:
@@ -245,8 +254,13 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-loader-"))
     try:
         t0 = time.perf_counter()
+        if args.verify_store:  # the store is written with this run's own ledger, not the user's
+            os.environ["PTG_CACHE"] = str(work / "own-cache")
         manifests = prepare(work, args.n2k)
-        lines = _report(args, work, manifests, time.perf_counter() - t0)
+        if args.verify_store:
+            lines = _verify_report(args, work, manifests)
+        else:
+            lines = _report(args, work, manifests, time.perf_counter() - t0)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -291,6 +305,35 @@ def _report(args: argparse.Namespace, work: Path, manifests: dict[str, Path], pr
                      f"{st['store_pss_mib']:.0f} ({st['store_pss_mib'] / size:.2f}) [{per}] |")
     if args.train:
         lines += _train_report(args, common, manifests)
+    return lines
+
+
+def _verify_report(args: argparse.Namespace, work: Path, manifests: dict[str, Path]) -> list[str]:
+    """First and second use of a store whose records this user has not seen true (see the module docstring)."""
+    from ptg.pipeline.core.imageio import read_image
+    from ptg.pipeline.datasets.manifest import load_manifest
+    from ptg.pipeline.storage import imagestore
+
+    lines = ["# Using an image store someone else wrote: verification cost (`ImageStore.vouch`)", "",
+             f"{platform.platform()}, {os.cpu_count()} CPUs. Seconds for the whole dataset.", "",
+             "| dataset | images | hash files (every run) | decode every file once | store written here | "
+             "teammate's store, first use (decoded) | second use (decoded) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name in args.datasets.split(","):
+        paths = imagestore.manifest_paths(load_manifest(manifests[name]).samples)
+        t = time.perf_counter()
+        keys = imagestore.file_keys(paths)
+        hashing = time.perf_counter() - t
+        t = time.perf_counter()
+        for p in paths:
+            read_image(p)
+        decode = time.perf_counter() - t
+        cells = []
+        for cache in ("own-cache", f"teammate-cache-{name}", f"teammate-cache-{name}"):
+            os.environ["PTG_CACHE"] = str(work / cache)
+            t = time.perf_counter()
+            n = imagestore.ImageStore(work / "images").vouch(paths, keys)
+            cells.append(f"{time.perf_counter() - t:.3f} ({n})")
+        lines.append(f"| {name} | {len(paths)} | {hashing:.3f} | {decode:.3f} | {' | '.join(cells)} |")
     return lines
 
 

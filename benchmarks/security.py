@@ -113,7 +113,57 @@ CASES: dict[str, tuple[str, str, str]] = {
         "lines += [f'a{i}: &a{i} [' + ', '.join([f'*a{i - 1}'] * 10) + ']' for i in range(1, 10)]\n"
         "(W / 'bomb.yaml').write_text('\\n'.join(lines) + '\\n')",
         "from ptg.ptgrm.train.config import load_yaml; load_yaml(W / 'bomb.yaml')"),
+    # -- issue 34, stores (round 2): hostile fields of a shared store's records and settings --------------
+    "image store shape 1e400": (
+        "image store whose commit record gives an image side of 1e400 (an OverflowError in int())",
+        "IMAGES\nr['items'][0][1] = ['@@', 24, 3]\np.write_text(json.dumps(r).replace('\"@@\"', '1e400'))",
+        "from ptg.pipeline.storage.imagestore import ImageStore; ImageStore(W / 'images').image(KEYS[0])"),
+    "image store list key": (
+        "image store whose commit record has a list as a key (unhashable)",
+        "IMAGES\nr['keys'][0] = ['a', 'b']\np.write_text(json.dumps(r))",
+        "from ptg.pipeline.storage.imagestore import ImageStore; ImageStore(W / 'images').image(KEYS[0])"),
+    "image store shard_bytes 1e400": (
+        "image store settings.json with shard_bytes 1e400, read by the writer",
+        "IMAGES\ns = W / 'images' / 'settings.json'\nm = json.loads(s.read_text())\nm['shard_bytes'] = '@@'\n"
+        "s.write_text(json.dumps(m).replace('\"@@\"', '1e400'))",
+        "from ptg.pipeline.storage import imagestore; imagestore.cache_images([W / 'a.png'], W / 'images')"),
+    "image store duplicate key": (
+        "image store whose second shard commits the first shard's key with other pixels",
+        "IMAGES\nimport shutil\nfrom PIL import Image\n"
+        "Image.fromarray(np.full((24, 32, 3), 7, np.uint8)).save(W / 'b.png')\n"
+        "imagestore.cache_images([W / 'b.png'], W / 'images')\n"
+        "q = W / 'images' / 'commits' / 'shard-000001.json'\nr2 = json.loads(q.read_text())\n"
+        "r2['keys'][0] = KEYS0[0]\nq.write_text(json.dumps(r2))",
+        "from ptg.pipeline.storage.imagestore import ImageStore; ImageStore(W / 'images').image(KEYS[0])"),
+    "image store swapped pixels": (
+        "teammate's image store whose records are self-consistent but hold another image under a file's key",
+        "IMAGES\nfrom PIL import Image\nImage.fromarray(np.full((24, 32, 3), 7, np.uint8)).save(W / 'b.png')\n"
+        "import os, shutil\nshutil.rmtree(W / 'images')\nimagestore.cache_images([W / 'a.png', W / 'b.png'], W / 'images')\n"
+        "r = json.loads(p.read_text())\nr['keys'].reverse()\np.write_text(json.dumps(r))",
+        "import os; os.environ['PTG_CACHE'] = str(W / 'reader-cache')\n"
+        "from ptg.pipeline.storage.imagestore import image_loader; image_loader(W / 'images')(W / 'a.png')"),
+    "outputs settings [1,2]": (
+        "F-outputs store whose settings.json says f_outputs: [1, 2]",
+        "IMAGES\ns = W / 'images' / 'settings.json'\nm = json.loads(s.read_text())\nm['f_outputs'] = [1, 2]\n"
+        "s.write_text(json.dumps(m))",
+        "from ptg.pipeline.datasets.manifest import Sample\nfrom ptg.ptgrm.f_outputs import open_cached_outputs\n"
+        "open_cached_outputs(W / 'images', [Sample('a', W / 'a.png', None, 'test', 1)])"),
+    # -- end of issue 34 stores block ----------------------------------------------------------------------
 }
+
+# An image store of one 24x32 photo W/a.png, its commit record loaded as r (path p), KEYS0 its keys.
+IMAGES_SETUP = textwrap.dedent("""
+    import json, os, numpy as np
+    from PIL import Image
+    from ptg.pipeline.storage import imagestore
+    os.environ["PTG_CACHE"] = str(W / "author-cache")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(W / "a.png")
+    imagestore.cache_images([W / "a.png"], W / "images")
+    KEYS0 = imagestore.file_keys([W / "a.png"])
+    (W / "keys.json").write_text(json.dumps(KEYS0))
+    p = W / "images" / "commits" / "shard-000000.json"
+    r = json.loads(p.read_text())
+""")
 
 STORE_SETUP = textwrap.dedent("""
     import hashlib, numpy as np
@@ -155,10 +205,24 @@ CHILD = textwrap.dedent("""
 
 
 def _setup(work: Path, code: str) -> None:
+    old = os.environ.get("PTG_CACHE")
+    try:
+        _setup_in(work, code)
+    finally:  # a setup that writes a store keeps its verification ledger in its own folder, not the user's
+        if old is None:
+            os.environ.pop("PTG_CACHE", None)
+        else:
+            os.environ["PTG_CACHE"] = old
+
+
+def _setup_in(work: Path, code: str) -> None:
     scope = {"W": work, "__name__": "setup"}
     if code.startswith("STORE\n"):
         exec(STORE_SETUP, scope)
         code = code[len("STORE\n"):]
+    if code.startswith("IMAGES\n"):
+        exec(IMAGES_SETUP, scope)
+        code = code[len("IMAGES\n"):]
     exec(code, scope)
 
 
@@ -188,7 +252,7 @@ def run_harm_suite(root: Path, only: str | None) -> list[dict]:
     xml = root / "junit.xml"
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
            "tests/test_security.py", "tests/test_security_store.py",
-           "tests/test_security_shared.py"] + (["-k", only] if only else [])
+           "tests/test_security_shared.py", "tests/test_security_stores2.py"] + (["-k", only] if only else [])
     subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True)
     rows = []
     for tc in ET.parse(xml).getroot().iter("testcase"):

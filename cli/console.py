@@ -132,3 +132,19 @@ def _rich_bar(con: Console, total: int | None, description: str, unit: str) -> I
     finally:
         if started:
             progress.stop()
+
+
+def cli_reporter():
+    """The API's `Reporter` for a command: news lines on the console, progress as `progress_bar`."""
+    from ptg.ptgrm.api.reporter import Reporter
+
+    return Reporter(log=lambda message: console.print(message, highlight=False, markup=False), progress=progress_bar)
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` -> ``1.5 KiB``: sizes in messages."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"

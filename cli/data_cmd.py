@@ -9,7 +9,7 @@ import typer
 
 from ptg.pipeline.core.errors import PtgError
 
-from .console import console, progress_bar
+from .console import console, human_bytes, progress_bar
 from .options import ManifestArg, OutDir, RootOpt, SeedOpt
 
 app = typer.Typer(help="Make paired datasets (real sample photos, synthetic degradations); cache decoded images.",
@@ -66,47 +66,29 @@ def synth(
 ) -> None:
     """Degrade every image of a folder deterministically and write a paired manifest."""
     from ptg.pipeline.datasets.samples import claim_dataset_dir
-    from ptg.pipeline.datasets.synth import (AllInOneParams, BlurParams, JpegParams, LowLightParams, NoiseParams, list_images,
-                                    synthesize)
-
-    def rng(text: str, name: str, cast=float) -> tuple:
-        try:
-            lo, hi = (cast(v) for v in text.split(","))
-        except ValueError:
-            raise PtgError(f"--{name} must be two numbers LOW,HIGH, got {text!r}") from None
-        if lo > hi:
-            raise PtgError(f"--{name} range {text!r} has LOW > HIGH")
-        return lo, hi
-
-    def quality_range() -> JpegParams:
-        lo, hi = rng(quality if "," in quality else f"{quality},{quality}", "quality", int)
-        if not 1 <= lo <= hi <= 95:
-            raise PtgError(f"--quality {quality!r} must lie in 1..95")
-        return JpegParams((lo, hi))
+    from ptg.pipeline.datasets.synth import AllInOneParams, BlurParams, NoiseParams, list_images, synthesize
 
     if task == "denoise":
         if sigma <= 0:
             raise PtgError(f"--sigma must be positive, got {sigma}")
         params = NoiseParams(sigma=sigma, gray=gray)
     elif task == "lowlight":
-        params = LowLightParams(rng(exposure, "exposure"), rng(gamma, "gamma"), rng(photons, "photons"),
-                                rng(read_sigma, "read-sigma"))
+        params = _lowlight(exposure, gamma, photons, read_sigma)
     elif task == "blur":
         if blur_kind not in ("motion", "defocus"):
             raise PtgError(f"--blur-kind must be motion or defocus, got {blur_kind!r}")
-        params = BlurParams(blur_kind, rng(length, "length", int), rng(radius, "radius"))
+        params = BlurParams(blur_kind, _range(length, "length", int), _range(radius, "radius"))
     elif task == "jpeg":
-        params = quality_range()
+        params = _quality(quality)
     elif task == "allinone":
         try:
             levels = tuple(float(v) for v in sigmas.split(","))
         except ValueError:
             raise PtgError(f"--sigmas must be numbers separated by commas, got {sigmas!r}") from None
         params = AllInOneParams(tuple(c.strip() for c in choices.split(",")), levels,
-                                LowLightParams(rng(exposure, "exposure"), rng(gamma, "gamma"), rng(photons, "photons"),
-                                               rng(read_sigma, "read-sigma")),
-                                BlurParams("motion", length=rng(length, "length", int)),
-                                BlurParams("defocus", radius=rng(radius, "radius")), quality_range())
+                                _lowlight(exposure, gamma, photons, read_sigma),
+                                BlurParams("motion", length=_range(length, "length", int)),
+                                BlurParams("defocus", radius=_range(radius, "radius")), _quality(quality))
     else:
         raise PtgError(f"unknown --task {task!r}; use denoise, lowlight, blur, jpeg or allinone")
     n = len(list_images(src))
@@ -114,6 +96,34 @@ def synth(
     with progress_bar(n, f"synth ({task})", unit="img") as advance:
         path = synthesize(src, out, task, params, seed=seed, split=split, on_progress=advance)
     console.print(f"wrote {path}: {n} pairs")
+
+
+def _range(text: str, name: str, cast=float) -> tuple:
+    """``--NAME LOW,HIGH`` as two numbers, LOW <= HIGH."""
+    try:
+        lo, hi = (cast(v) for v in text.split(","))
+    except ValueError:
+        raise PtgError(f"--{name} must be two numbers LOW,HIGH, got {text!r}") from None
+    if lo > hi:
+        raise PtgError(f"--{name} range {text!r} has LOW > HIGH")
+    return lo, hi
+
+
+def _lowlight(exposure: str, gamma: str, photons: str, read_sigma: str):
+    from ptg.pipeline.datasets.synth import LowLightParams
+
+    return LowLightParams(_range(exposure, "exposure"), _range(gamma, "gamma"), _range(photons, "photons"),
+                          _range(read_sigma, "read-sigma"))
+
+
+def _quality(quality: str):
+    """``--quality Q`` or ``LOW,HIGH`` in 1..95."""
+    from ptg.pipeline.datasets.synth import JpegParams
+
+    lo, hi = _range(quality if "," in quality else f"{quality},{quality}", "quality", int)
+    if not 1 <= lo <= hi <= 95:
+        raise PtgError(f"--quality {quality!r} must lie in 1..95")
+    return JpegParams((lo, hi))
 
 
 @app.command("cache")
@@ -140,32 +150,36 @@ def cache(
     with progress_bar(len(paths), "image store", unit="img") as advance:
         res = imagestore.cache_images(paths, out, shard_bytes=int(shard_mb * 2**20), on_progress=advance, force=force)
     info = imagestore.store_info(out)
-    console.print(f"{out}: wrote {res.written} image(s) in {res.shards} shard(s) ({_human(res.bytes)}), kept "
-                  f"{res.reused}; the store holds {info['images']} image(s), {_human(info['bytes'])}")
+    console.print(f"{out}: wrote {res.written} image(s) in {res.shards} shard(s) ({human_bytes(res.bytes)}), kept "
+                  f"{res.reused}; the store holds {info['images']} image(s), {human_bytes(info['bytes'])}")
 
 
 @app.command("info")
 def info(
     store: Annotated[Optional[str], typer.Argument(help="The image store, a folder or s3://bucket/prefix (default: $PTG_CACHE/images).")] = None,
     verify: Annotated[bool, typer.Option(help="Re-hash every shard against its commit record.")] = False,
+    manifest: Annotated[Optional[Path], typer.Option("--manifest", "-m", help="Also check the store's records of this manifest's images against the files (each record not known true is decoded once).")] = None,
+    root: RootOpt = None,
 ) -> None:
     """Size and health of an image store (fast: file sizes; --verify re-hashes every shard)."""
     from ptg.pipeline.storage import imagestore
 
     rep = imagestore.store_info(imagestore.store_arg(store), verify=verify)
+    if manifest is not None:  # the records tied to their sources: what digests alone cannot show
+        from ptg.pipeline.datasets.manifest import load_manifest
+
+        paths = imagestore.manifest_paths(load_manifest(manifest, root).samples)
+        keys = imagestore.file_keys(paths)
+        st = imagestore.ImageStore(imagestore.store_arg(store))
+        decoded = st.vouch(paths, keys)
+        held = sum(k in st for k in dict.fromkeys(keys))
+        console.print(f"sources {held} of {len(set(keys))} manifest image(s) held, each matching its file "
+                      f"({decoded} decoded to check)")
     dtypes = ", ".join(f"{n} {d}" for d, n in sorted(rep["dtypes"].items())) or "-"
     console.print(f"store   {rep['path']}\nimages  {rep['images']} ({dtypes})\nshards  {rep['shards']}, "
-                  f"{_human(rep['bytes'])}")
+                  f"{human_bytes(rep['bytes'])}")
     if rep["problems"]:
         console.print("health  [red]PROBLEMS[/red]\n  " + "\n  ".join(rep["problems"]))
         raise PtgError(f"the image store {rep['path']} has {len(rep['problems'])} problem(s); run `ptg data cache "
                        f"--manifest M --store {rep['path']}` to repair damaged shards")
     console.print(f"health  ok ({'every shard re-hashed' if verify else 'sizes checked; --verify re-hashes'})")
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"

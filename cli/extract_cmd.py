@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .console import console, err_console, progress_bar
+from .console import console, err_console, human_bytes, progress_bar
 from .options import AllowOutside, ManifestArg, RootOpt
 
 
@@ -42,8 +42,6 @@ def extract_priors(
     from ptg.pipeline.encoders import EncoderSpec
     from ptg.pipeline.priors.extract import extract_priors as run
 
-    from .priors_cmd import _human
-
     spec = EncoderSpec(model, arch=arch, pretrained=pretrained, random_init=random_init, seed=seed,
                        timestep=timestep, size=size, device=device)
     if random_init:
@@ -75,7 +73,7 @@ def extract_priors(
     console.print(
         f"[bold green]done[/]: {summary.computed} computed, {summary.reused} reused, {len(summary.skipped)} skipped "
         f"({summary.samples} manifest rows, {summary.unique} distinct) in {summary.seconds:.1f} s{rate}; "
-        f"store {summary.store} ({_human(summary.store_bytes)}, {summary.dim}-d x {len(summary.views)} view(s), "
+        f"store {summary.store} ({human_bytes(summary.store_bytes)}, {summary.dim}-d x {len(summary.views)} view(s), "
         f"weights {'RANDOM INIT' if summary.random_init else summary.fingerprint[:16]})",
         highlight=False, soft_wrap=True,
     )

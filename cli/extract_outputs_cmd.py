@@ -9,8 +9,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from ptg.pipeline.core.errors import PtgError
-
 from .options import AllowOutside, DeviceOpt, ManifestArg, RootOpt
 
 
@@ -32,26 +30,14 @@ def extract_outputs(
 
     Re-running computes only the outputs not committed yet (also after a crash).
     """
-    from ptg.pipeline.datasets.manifest import load_manifest
-    from ptg.pipeline.datasets.views import parse_views
-    from ptg.ptgrm.f_outputs import extract_outputs as run
-    from ptg.ptgrm.frozen_f import build_frozen_f
+    from ptg.ptgrm import api
     from ptg.ptgrm.train.config import parse_set
-    from ptg.ptgrm.runtime import resolve_device
 
-    from .console import console, progress_bar
+    from .console import cli_reporter, console
 
-    m = load_manifest(manifest, root=root, outside="allow" if allow_outside else "refuse")
-    samples = m.split(split) if split else list(m.samples)
-    if not samples:
-        raise PtgError(f"the manifest {manifest} has no rows{f' in split {split!r}' if split else ''}")
-    view_names = parse_views(views)
-    dev = str(resolve_device(device))
     f_args = parse_set(list(baseline_arg or []), "--baseline-arg", "key=value (e.g. --baseline-arg sigma=30)")
-    f = build_frozen_f(baseline, baseline_weights, f_args).to(dev)
-    n = len(dict.fromkeys(s.input for s in samples)) * len(view_names)
-    with progress_bar(n, f"outputs ({baseline})", unit="img") as advance:
-        res = run(f, baseline, samples, view_names, out, dtype=dtype, device=dev, shard_bytes=int(shard_mb * 2**20),
-                  on_progress=advance)
+    res = api.extract_outputs(manifest, baseline, out, baseline_weights=baseline_weights, baseline_args=f_args, views=views,
+                              dtype=dtype, split=split, shard_mb=shard_mb, root=root, device=device,
+                              allow_outside=allow_outside, reporter=cli_reporter())
     console.print(f"[bold green]done[/]: {res.written} computed, {res.reused} reused, verified; store {res.store} "
                   f"({res.dtype}, F {baseline} fingerprint {res.fingerprint[:16]})", highlight=False)

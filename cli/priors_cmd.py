@@ -10,7 +10,7 @@ import typer
 
 from ptg.pipeline.core.errors import PtgError
 
-from .console import console, err_console
+from .console import console, err_console, human_bytes
 from .options import AllowOutside, RootOpt
 
 app = typer.Typer(help="Inspect and export priors stores.", no_args_is_help=True)
@@ -28,14 +28,6 @@ def open_store_loudly(path: Path):
     for w in caught:
         err_console.print(f"[bold yellow]warning:[/] {w.message}", highlight=False)
     return reader
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024
-    return str(n)
 
 
 @app.command("info")
@@ -60,7 +52,7 @@ def info(
     enc = meta.get("encoder", {})
     pp = enc.get("preprocessing", {})
     lines = [
-        ("store", f"{store} ({reader.format}, {_human(store_nbytes(reader.path))})"),
+        ("store", f"{store} ({reader.format}, {human_bytes(store_nbytes(reader.path))})"),
         ("rows", f"{len(reader)} committed"),
         ("encoder", f"{enc.get('name')} {json.dumps(enc.get('details', {}))}"),
         ("weights", f"{'RANDOM INIT' if reader.random_init else enc.get('source')}"),
@@ -104,7 +96,7 @@ def export(
         raise PtgError(f"--format {fmt!r} is not supported; use h5")
     open_store_loudly(store)  # shows the random-init warning once
     path = export_hdf5(store, out)
-    console.print(f"wrote {path} ({_human(path.stat().st_size)})")
+    console.print(f"wrote {path} ({human_bytes(path.stat().st_size)})")
 
 
 @app.command("probe")

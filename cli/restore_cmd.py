@@ -12,9 +12,10 @@ from .options import DeviceOpt, MaxMemoryOpt, TrustOpt
 
 
 def restore_command(
-    ckpt: Annotated[Path, typer.Option("--ckpt", help="Checkpoint file or run folder of `ptg train`, or a `ptg export` folder.")],
     input: Annotated[Path, typer.Option("--input", "-i", help="An image file or a folder of images.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the restored images (<name>.png).")],
+    ckpt: Annotated[Optional[Path], typer.Option("--ckpt", help="Checkpoint file or run folder of `ptg train`, or a `ptg export` folder.")] = None,
+    onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Instead of --ckpt: a `ptg export --format onnx` model.onnx, run with onnxruntime.")] = None,
     priors: Annotated[Optional[list[str]], typer.Option("--priors", help="Priors store(s) (folders or s3:// URLs) holding these images; default: compute the priors with the checkpoint's encoder (needs the extract extra).")] = None,
     prior_from: Annotated[Optional[list[Path]], typer.Option("--prior-from", help="`ptg distill` folder(s), one per store: compute the priors with the distilled student, no foundation model.")] = None,
     tile: Annotated[Optional[int], typer.Option("--tile", help="Tiled inference with this tile side, for large images.")] = None,
@@ -32,52 +33,19 @@ def restore_command(
     (--prior-from, or those inside an export folder), or else are computed with the encoder
     recorded in the checkpoint (its weights must be available here).
     """
-    from ptg.pipeline.core import fsio
-    from ptg.pipeline.core.imageio import is_image_file, write_image
-    from ptg.ptgrm.artifacts import load
-    from ptg.ptgrm.frozen_f import use_live_f
-    from ptg.ptgrm.infer import check_tiling, memory_budget, prior_source, restore_files, tensor_to_image
-    from ptg.ptgrm.runtime import resolve_device
+    from ptg.ptgrm import api
 
-    from .console import console, progress_bar
+    from .console import cli_reporter, console
 
-    if input.is_dir():
-        files = sorted(p for p in input.iterdir() if p.is_file() and is_image_file(p))
-        if not files:
-            raise PtgError(f"no image files in {input}")
-    elif input.is_file():
-        files = [input]
-    else:
-        raise PtgError(f"--input {input} is neither an image file nor a folder")
-    stems = [p.stem for p in files]
-    dup = sorted({s for s in stems if stems.count(s) > 1})
-    if dup:
-        raise PtgError(f"several inputs would be written as {dup[0]}.png (e.g. {dup[0]}.jpg and {dup[0]}.png); restore them separately")
-    if input.is_dir() and output.resolve() == input.resolve():
-        raise PtgError("--output must differ from --input, so that no input is overwritten")
-
-    dev = str(resolve_device(device))
-    restorer, run = load(ckpt, device=dev, trusted=trust_network or ())
-    if baseline is not None:
-        use_live_f(restorer, run, baseline, baseline_weights, dev)
-    if not getattr(restorer.f, "runs_on_new_photos", True):  # e.g. a run trained on F's cached outputs
-        describe = getattr(restorer.f, "describe", lambda: f"F {run.baseline.name!r}")
-        raise PtgError(f"{ckpt} cannot restore new photos: its F is {describe()}, with no network to run. Pass that F "
-                       "live: --baseline NAME [--baseline-weights FILE]")
-    check_tiling(tile, overlap, restorer.multiple)
-    if tile is None:
-        memory_budget(max_memory, dev)  # a bad --max-memory is refused before any prior is computed
-    source, how = prior_source(restorer, run, priors, prior_from, dev)
-    if source is not None:
-        console.print(f"priors {how} ({restorer.transform.describe()})", highlight=False)
-    fsio.claim_out_dir(output, "restored", flag="--output", legacy=lambda f: all(p.is_dir() or is_image_file(p) for p in f.iterdir()))
-    outputs = restore_files(restorer, files, source, tile=tile, overlap=overlap, device=dev, max_memory=max_memory)
-    with progress_bar(len(files), "restore", unit="img") as advance:
-        for path, (_, f_out, r_out, _) in zip(files, outputs):
-            final = r_out if r_out is not None else f_out
-            write_image(output / f"{path.stem}.png", tensor_to_image(final))
-            if save_baseline and r_out is not None:
-                write_image(output / "baseline" / f"{path.stem}.png", tensor_to_image(f_out))
-            advance(1)
-    what = "F + PTG-RM" if restorer.r is not None else "F"
-    console.print(f"restored {len(files)} image(s) with {what} -> {output}", highlight=False)
+    if (ckpt is None) == (onnx is None):
+        raise PtgError("give either --ckpt (a run, checkpoint or export folder) or --onnx FILE")
+    if onnx is not None:
+        res = api.restore_onnx(onnx, input, output, tile=tile, overlap=overlap, max_memory=max_memory)
+        console.print(f"restored {len(res.written)} image(s) with {onnx} (onnxruntime) -> {res.output}", highlight=False)
+        return
+    req = api.RestoreRequest(model=ckpt, input=input, output=output, priors=priors, prior_from=prior_from, tile=tile,
+                             overlap=overlap, max_memory=max_memory, save_baseline=save_baseline, device=device,
+                             trusted_networks=tuple(trust_network or ()), baseline=baseline, baseline_weights=baseline_weights)
+    res = api.restore(req, cli_reporter())
+    what = "F + PTG-RM" if res.refined else "F"
+    console.print(f"restored {len(res.written)} image(s) with {what} -> {res.output}", highlight=False)

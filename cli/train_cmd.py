@@ -1,7 +1,6 @@
 """`ptg train`: train F, F + PTG-RM, or PTG-RM on a frozen F from cached priors.
 
-Thin: builds the config (preset -> --config file -> flags -> --set), shows the progress bar and
-calls `ptg.ptgrm.train.trainer.train`. Under ``torchrun`` only rank 0 draws the bar and prints.
+Thin: builds the config (preset -> --config file -> flags -> --set) and calls `ptg.ptgrm.api.train`. Under ``torchrun`` only rank 0 draws the bar and prints.
 torch is imported inside the command, never at module top.
 """
 from __future__ import annotations
@@ -66,63 +65,40 @@ def train(
 
     Defaults shown are the built-in ones; --preset and --config replace them, flags override both.
     """
-    from ptg.ptgrm.train.config import resolve
+    from ptg.ptgrm import api
 
-    from .console import console, err_console, progress_bar
+    from .console import cli_reporter, console, err_console
 
-    overrides: dict = {"out": str(out)}
-    data: dict = {}
-    if manifest is not None:
-        data["manifest"] = str(manifest)
-    if root is not None:
-        data["root"] = str(root)
-    if priors:
-        data["priors"] = [str(p) for p in priors]
-    if batch_size is not None:
-        data["batch_size"] = batch_size
-    if crop is not None:
-        data["crop"] = crop
-    if f_outputs is not None:
-        data["f_outputs"] = str(f_outputs)
-    data.update({k: True for k, on in (("allow_missing_priors", allow_missing_priors), ("allow_outside", allow_outside)) if on})
-    if data:
-        overrides["data"] = data
-    model: dict = {}
-    if baseline is not None:
-        model["baseline"] = baseline
-    if refiner is not None:
-        model["refiner"] = refiner
-    if baseline_weights is not None:
-        model["baseline_weights"] = str(baseline_weights)
-    if model:
-        overrides["model"] = model
-    for key, value in (("mode", mode), ("steps", steps), ("seed", seed)):
-        if value is not None:
-            overrides[key] = value
-    if resume:
-        overrides["resume"] = True
-    run: dict = {}
-    if save_every is not None:
-        run["save_every"] = save_every
-    if device is not None:
-        run["device"] = device
-    if run:
-        overrides["run"] = run
-    if lr is not None:
-        overrides["optim"] = {"lr": lr}
-    cfg = resolve(config, overrides, list(set_ or []), preset)
-
-    from ptg.ptgrm.train.trainer import train as run_training
-
-    main = int(os.environ.get("RANK", "0")) == 0
-    if quiet or not main:
-        final = run_training(cfg, force=force)
-    else:
-        with progress_bar(cfg.steps, f"train ({cfg.mode})", unit="it") as advance:
-            final = run_training(cfg, on_progress=advance, force=force)
+    cfg = api.config(preset, config, {"out": str(out), **_overrides(locals())}, list(set_ or []))
+    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 draws the bar and prints
+    res = api.train(cfg, force=force, reporter=cli_reporter() if main and not quiet else api.QUIET)
     if main:
-        val = final.get("val") or {}
-        shown = " ".join(f"{k}={v:.4f}" for k, v in val.items())
-        console.print(f"{cfg.out}: {final['step']} steps, {shown or 'no validation'}; digest {final['digest'][:16]}")
-        if final.get("skipped_steps"):
-            err_console.print(f"warning: {final['skipped_steps']} step(s) were skipped for a non-finite loss")
+        shown = " ".join(f"{k}={v:.4f}" for k, v in res.val.items())
+        console.print(f"{cfg.out}: {res.step} steps, {shown or 'no validation'}; digest {res.digest[:16]}")
+        if res.skipped_steps:
+            err_console.print(f"warning: {res.skipped_steps} step(s) were skipped for a non-finite loss")
+
+
+# Where each flag of `train` goes in the config; a flag left unset (None, False, []) is not an override.
+FLAG_KEYS = {
+    "manifest": "data.manifest", "root": "data.root", "priors": "data.priors", "batch_size": "data.batch_size",
+    "crop": "data.crop", "f_outputs": "data.f_outputs", "allow_missing_priors": "data.allow_missing_priors",
+    "allow_outside": "data.allow_outside", "baseline": "model.baseline", "refiner": "model.refiner",
+    "baseline_weights": "model.baseline_weights", "mode": "mode", "steps": "steps", "seed": "seed", "resume": "resume",
+    "save_every": "run.save_every", "device": "run.device", "lr": "optim.lr",
+}
+
+
+def _overrides(flags: dict) -> dict:
+    """The nested config overrides of the flags that were given (`FLAG_KEYS`)."""
+    out: dict = {}
+    for name, key in FLAG_KEYS.items():
+        value = flags[name]
+        if value is None or value is False or value == []:
+            continue
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = [str(v) for v in value] if isinstance(value, list) else str(value) if isinstance(value, Path) else value
+    return out

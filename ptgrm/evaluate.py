@@ -299,7 +299,7 @@ def _with_outputs(load: Callable[[Path], np.ndarray], samples: Sequence[Sample],
 
     def read(path: Path) -> np.ndarray:
         x = load(path)
-        return np.concatenate([x, np.asarray(f_outputs.array(by_path[path]), dtype=np.float32)], axis=-1)
+        return np.concatenate([x, f_outputs.array(by_path[path])], axis=-1)  # float32: the conversion training uses
 
     return read
 

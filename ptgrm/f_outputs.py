@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
@@ -35,6 +36,7 @@ from ptg.pipeline.core.imageio import IMAGE_SUFFIXES, image_size, read_image
 from ptg.pipeline.datasets.manifest import Sample
 
 _SHOWN = 5  # ids named in an error
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -179,15 +181,47 @@ class ExtractResult:
     dtype: str
 
 
+def output_meta(root: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """The ``f_outputs`` entry of an outputs store's settings.json, checked (a shared store is input):
+    F's name, its 64-hex fingerprint, a dtype of `OUTPUT_DTYPES`, a list of dihedral views.
+
+    Raises:
+        PtgError: no such entry (a store of decoded images), or a field of the wrong type or value (named).
+    """
+    from ptg.pipeline.datasets.views import _DIHEDRAL
+
+    meta = settings.get(SETTINGS_KEY)
+    if meta is None:
+        raise PtgError(f"{root} is an image store of decoded images, not F's outputs; make one with "
+                       "`ptg extract-outputs --manifest M --out OUTS`")
+    checks = {
+        "": isinstance(meta, dict),
+        "f": isinstance(meta, dict) and isinstance(meta.get("f"), str) and len(meta["f"]) <= 200,
+        "fingerprint": isinstance(meta, dict) and isinstance(meta.get("fingerprint"), str)
+        and bool(_HEX64.match(meta["fingerprint"])),
+        "dtype": isinstance(meta, dict) and meta.get("dtype") in OUTPUT_DTYPES,
+        "views": isinstance(meta, dict) and isinstance(meta.get("views"), list) and 0 < len(meta["views"]) <= 8
+        and all(isinstance(v, str) and v in _DIHEDRAL for v in meta["views"]),
+    }
+    bad = next((k for k, ok in checks.items() if not ok), None)
+    if bad is not None:
+        value = meta if bad == "" else meta.get(bad)
+        raise PtgError(f"{root}/settings.json: {SETTINGS_KEY}{'.' + bad if bad else ''} is {str(value)[:60]!r}, not "
+                       + {"": "an object", "f": "F's name", "fingerprint": "a 64-hex weights fingerprint",
+                          "dtype": f"one of {', '.join(OUTPUT_DTYPES)}", "views": "a list of dihedral view names"}[bad]
+                       + "; the store is damaged or crafted: extract the outputs again with `ptg extract-outputs`")
+    return meta
+
+
 def _check_settings(out: Path, meta: dict[str, Any]) -> None:
     """Refuse to mix two Fs (or dtypes) in one outputs store."""
     from ptg.pipeline.storage import imagestore
 
     if not (out / imagestore.SETTINGS).is_file():
         return
-    have = imagestore.ImageStore(out).settings.get(SETTINGS_KEY)
-    if have is None:
+    if SETTINGS_KEY not in imagestore.ImageStore(out).settings:
         raise PtgError(f"--out {out} is an image store of decoded images, not of F's outputs; choose another --out")
+    have = output_meta(out, imagestore.ImageStore(out).settings)
     for k in ("f", "fingerprint", "dtype"):
         if have.get(k) != meta[k]:
             raise PtgError(f"--out {out} holds outputs with {k}={str(have.get(k))[:24]!r}, not {str(meta[k])[:24]!r}; "
@@ -301,6 +335,7 @@ class CachedOutputs:
         self.fingerprint = str(meta.get("fingerprint", ""))
         self.views = tuple(meta.get("views") or ("identity",))
         self.dtype = str(meta.get("dtype", "float32"))
+        self._finite: set[str] = set()  # keys whose output was seen finite (once per key per process)
 
     def record(self) -> dict[str, str]:
         """The `ptg.ptgrm.models.cached_f.CachedFConfig` of a run trained on these outputs."""
@@ -309,11 +344,32 @@ class CachedOutputs:
     def fallback_views(self, views: Sequence[str]) -> list[str]:
         return [v for v in views if v not in self.views]
 
-    def array(self, sample: Sample, view: str = "identity") -> np.ndarray:
+    def array(self, sample: Sample, view: str = "identity", box: tuple[int, int, int] | None = None) -> np.ndarray:
+        """``Ihat`` of one row as float32 H×W×3 (or its ``box`` = (top, left, size) crop): the one
+        conversion of a stored output, for training and scoring alike (`imagestore.as_float`).
+
+        Raises:
+            PtgError: a stored output holding NaN or Inf (named by row and view).
+        """
         if self.folder is not None:
-            return self.folder.read(sample.id)
-        v = view if view in self.views else "identity"
-        return self.store.array(output_key(self.keys[sample.input], self.fingerprint, v))
+            img = self.folder.read(sample.id)  # read_image: float32, non-finite values refused
+        else:
+            v = view if view in self.views else "identity"
+            key = output_key(self.keys[sample.input], self.fingerprint, v)
+            img = self.store.array(key)
+            if key not in self._finite:
+                if not np.isfinite(img).all():
+                    bad = int(img.size - np.isfinite(img).sum())
+                    raise PtgError(f"--f-outputs {self.source}: F's output of manifest id {sample.id!r} (view {v}) holds "
+                                   f"{bad} non-finite value(s) (NaN or Inf); F diverged or the store is crafted: "
+                                   "extract the outputs again, or drop that row")
+                self._finite.add(key)
+        if box is not None:
+            top, left, size = box
+            img = img[top : top + size, left : left + size]
+        from ptg.pipeline.storage.imagestore import as_float
+
+        return as_float(img)
 
 
 def open_cached_outputs(source: str | Path, samples: Sequence[Sample], keys: Sequence[str] | None = None
@@ -335,23 +391,27 @@ def open_cached_outputs(source: str | Path, samples: Sequence[Sample], keys: Seq
     if not (root / imagestore.SETTINGS).is_file():
         return CachedOutputs(root, "folder", {}, {}, folder=open_f_outputs(root, samples))
     st = imagestore.ImageStore(root)
-    meta = st.settings.get(SETTINGS_KEY)
-    if not isinstance(meta, dict) or not meta.get("fingerprint"):
-        raise PtgError(f"--f-outputs {root} is an image store of decoded images, not F's outputs; "
-                       "make one with `ptg extract-outputs --manifest M --out OUTS`")
+    meta = output_meta(Path(f"--f-outputs {root}"), st.settings)
     keys = list(keys) if keys is not None else imagestore.file_keys([s.input for s in samples])
     by_path = dict(zip([s.input for s in samples], keys))
     out = CachedOutputs(root, "store", meta, by_path, store=st)
     missing, wrong = [], []
     for s in samples:
-        key = output_key(by_path[s.input], out.fingerprint, "identity")
-        if key not in st:
+        if output_key(by_path[s.input], out.fingerprint, "identity") not in st:
             missing.append(s.id)
-        elif st.entry(key).shape[:2] != image_size(s.input):
-            wrong.append(s.id)
+            continue
+        hw = image_size(s.input)
+        for v in out.views:  # every view held: F's 1x output, stored in the input's orientation, in the settings' dtype
+            key = output_key(by_path[s.input], out.fingerprint, v)
+            e = st.entry(key) if key in st else None
+            if e is not None and (e.dtype != out.dtype or e.shape != (*hw, 3)):
+                wrong.append(f"{s.id} ({v}: {e.dtype} {e.shape[1]}x{e.shape[0]}x{e.shape[2]}, expected {out.dtype} "
+                             f"{hw[1]}x{hw[0]}x3)")
+                break
     _raise_if(missing, root, f"no output of F {out.f!r} for the current content of manifest id(s)",
               f"run `ptg extract-outputs --manifest M --out {root}` with the same F on this manifest")
-    _raise_if(wrong, root, "output(s) whose size differs from the input's", "extract the outputs again")
+    _raise_if(wrong, root, "output(s) whose dtype or size differs from settings.json and the input",
+              "extract the outputs again")
     return out
 
 

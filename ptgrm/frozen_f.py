@@ -23,6 +23,8 @@ def build_frozen_f(baseline: str, weights: str | Path | None = None, args: Mappi
     from .models import create_model
 
     args = dict(args or {})
+    if baseline == "spandrel" and weights is not None:  # spandrel builds F from the file (as `ModelConfig` records it)
+        args, weights = {**args, "weights": str(weights)}, None
     f = create_model(baseline, **args)
     if not getattr(f, "weights_loaded", False):  # spandrel / oidn / zero-dce were built with their weights
         load_f_weights(f, baseline, args, weights)

@@ -225,7 +225,64 @@ def image_size(path: str | Path) -> tuple[int, int]:
             hw = (shape[1], shape[2]) if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4) else (shape[0], shape[1])
         else:
             with Image.open(path) as im:
-                hw, orientation = (im.height, im.width), im.getexif().get(ORIENTATION_TAG, 1)
+                # Pillow's PNG getexif decodes the whole image to reach metadata stored after the pixels;
+                # when there is none (`_png_meta_after_pixels`), the header's own metadata is all of it
+                cheap = im.format == "PNG" and not _png_meta_after_pixels(path)
+                exif = Image.Image.getexif(im) if cheap else im.getexif()
+                hw, orientation = (im.height, im.width), exif.get(ORIENTATION_TAG, 1)
         return (hw[1], hw[0]) if orientation in (5, 6, 7, 8) else hw  # as `read_image` returns it
     except Exception as exc:
         raise PtgError(f"cannot read image header of {path}: {exc}") from exc
+
+
+_PNG_META = (b"eXIf", b"tEXt", b"zTXt", b"iTXt")  # chunks that can carry an orientation (EXIF, XMP)
+
+
+def _png_meta_after_pixels(path: Path, max_chunks: int = 100_000) -> bool:
+    """Whether a PNG holds an EXIF or text chunk after its first IDAT (read by chunk headers only,
+    seeking over the pixel data). True when unsure (a damaged file: the exact, slower path decides)."""
+    import struct
+
+    with open(path, "rb") as f:
+        if f.read(8) != b"\x89PNG\r\n\x1a\n":
+            return True
+        seen_pixels = False
+        for _ in range(max_chunks):
+            head = f.read(8)
+            if len(head) < 8:
+                return True
+            n, kind = struct.unpack(">I4s", head)
+            if kind == b"IEND":
+                return False
+            seen_pixels = seen_pixels or kind == b"IDAT"
+            if seen_pixels and kind in _PNG_META:
+                return True
+            f.seek(n + 4, 1)  # the chunk's data and CRC
+    return True
+
+
+_GRAY_MODES = ("1", "L", "LA", "La", "PA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def image_header(path: str | Path) -> tuple[int, int, int]:
+    """(height, width, channels) as `read_image(path, channels=None)` would return them, from the header
+    only (Pillow's lazy open, tifffile's first page, the NPY header): channels is 1 for gray files
+    (alpha dropped), else 3."""
+    path = Path(path)
+    h, w = image_size(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            shape = _npy_shape(path)
+            c = shape[2] if len(shape) == 3 else 1
+        elif suffix in _TIFF:
+            import tifffile
+
+            with tifffile.TiffFile(path, **_TIFF_SINGLE) as tf:
+                c = max(1, int(tf.pages[0].samplesperpixel))
+        else:
+            with Image.open(path) as im:
+                c = 1 if im.mode in _GRAY_MODES else 3
+    except Exception as exc:
+        raise PtgError(f"cannot read image header of {path}: {exc}") from exc
+    return h, w, 1 if c in (1, 2) else 3

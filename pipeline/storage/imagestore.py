@@ -30,12 +30,20 @@ it reuses and quarantines damaged ones, whose images are then decoded again. A r
 shard's file size when it first maps it and an image's SHA-256 the first time it touches that
 image (once per image per reader process: 8 MB hashes in ~10 ms), so damage is a `PtgError`
 naming the store, shard and image, never wrong pixels.
+
+Ties to the sources (a shared store is input). A record's digests only show that the bytes are the
+ones its writer committed, not that they are the pixels of the file its key names. So a reader also
+refuses a key committed in two shards, checks each record against its file's header (H×W, gray or
+colour), and serves a record only once it is shown true of its file (`ImageStore.vouch`): records
+this user's writer decoded and committed are known true (`ptg.pipeline.storage.provenance`); any
+other (a teammate's folder, a bucket's mirror, a store from before this check) is decoded once per
+image, compared with its digest, shape and dtype, and remembered, so the second use decodes nothing.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,7 +52,7 @@ from typing import IO, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import shardstore
+from . import provenance, shardstore
 from ..core.errors import PtgError
 from ..core.fsio import atomic_write_json, file_sha256
 from ..core.limits import max_pixels
@@ -58,6 +66,10 @@ DTYPES = ("uint8", "uint16", "float16", "float32")
 SCALE = {"uint8": 255.0, "uint16": 65535.0}
 SHARD_BYTES = 256 << 20  # target shard size: ~30 2K photos; one hash pass per reused shard
 MAX_SIDE = 1 << 16  # bounds what a commit record can ask a reader to map
+VOUCH_BYTES = 2 << 30  # memory the decodes of `ImageStore.vouch` may hold at once (threads bounded by it)
+MAX_KEY = 512  # characters of a key (a file digest, or an F output's three-part key)
+MAX_SHARD_BYTES = 1 << 40  # a settings.json asking for larger shards is not one ptg wrote
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def default_store() -> Path:
@@ -92,7 +104,7 @@ def _layout() -> Any:
                                       cleanup=lambda s: shardstore.remove_leftovers(s, [s / SHARDS]))
 
     return Layout("image store", SETTINGS, (SETTINGS,), shard_keys, lambda path, shard, rec, _: shard_problem(path, shard, rec),
-                  lambda where, shard, rec, _, why: _error(where, shard, why), lambda k: isinstance(k, str) and 0 < len(k) <= 512,
+                  lambda where, shard, rec, _, why: _error(where, shard, why), _key_ok,
                   lock, "ptg data cache")
 
 
@@ -138,23 +150,48 @@ def _error(store: Path, shard: int, what: str) -> PtgError:
                     f"`ptg data info {store} --verify` lists them all.")
 
 
+def _count(v: Any, lo: int, hi: int) -> bool:
+    """`v` is a JSON integer (not a bool, not a float such as ``1e400``) within [lo, hi]."""
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
 def _check_item(store: Path, shard: int, item: Any, size: Any) -> tuple[int, tuple[int, ...], str, str]:
     """One commit-record entry [offset, shape, dtype, sha256], checked so a file cannot ask for
-    an absurd mapping: a known dtype, bounded sides, and a block inside the shard's committed `size`."""
-    try:
+    an absurd mapping: a known dtype, bounded integer sides, and a block inside the shard's committed `size`."""
+    ok = isinstance(item, list) and len(item) == 4
+    if ok:
         offset, shape, dtype, digest = item
-        shape = tuple(int(v) for v in shape)
-        ok = (isinstance(offset, int) and offset >= 0 and offset % ALIGN == 0 and dtype in DTYPES and len(shape) == 3
-              and all(0 < v <= MAX_SIDE for v in shape[:2]) and shape[2] in (1, 3) and isinstance(digest, str)
-              and isinstance(size, int) and offset + _nbytes(shape, dtype) <= size)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
+        ok = (isinstance(shape, list) and len(shape) == 3 and all(_count(v, 1, MAX_SIDE) for v in shape[:2])
+              and shape[2] in (1, 3) and _count(shape[2], 1, 3) and isinstance(dtype, str) and dtype in DTYPES
+              and isinstance(digest, str) and bool(_HEX64.match(digest)) and _count(size, 0, 1 << 62)
+              and _count(offset, 0, 1 << 62) and offset % ALIGN == 0)
+    if not ok or offset + _nbytes(shape, dtype) > size:
         raise _error(store, shard, f"has a malformed commit record entry {str(item)[:120]}")
+    shape = tuple(shape)
     if shape[0] * shape[1] > max_pixels():  # decoding refused such an image; a record claiming one is crafted
         raise PtgError(f"the image store {store}: shard {shard} records a {shape[1]}x{shape[0]} image, over the pixel "
                        f"limit of {max_pixels():,}; if the store is genuine, raise PTG_MAX_PIXELS")
     return offset, shape, dtype, digest
+
+
+def _check_record(store: Path, shard: int, rec: dict[str, Any]) -> list[str]:
+    """A commit record's own fields (a shared store is input): its keys, a list of plain strings as
+    long as its items; its shard size and digest. Returns the keys."""
+    keys, items = rec.get("keys"), rec.get("items")
+    if not (isinstance(keys, list) and isinstance(items, list) and len(keys) == len(items)):
+        raise _error(store, shard, "has a malformed commit record (keys and items must be lists of one length)")
+    bad = next((k for k in keys if not _key_ok(k)), None)
+    if bad is not None or not keys:
+        raise _error(store, shard, f"has a malformed commit record key {str(bad)[:80]!r} (keys are strings of 1 to "
+                     f"{MAX_KEY} characters)")
+    if not (_count(rec.get("bytes"), 0, 1 << 62) and isinstance(rec.get("sha256"), str) and _HEX64.match(rec["sha256"])):
+        raise _error(store, shard, f"has a malformed commit record (bytes {str(rec.get('bytes'))[:40]}, sha256 "
+                     f"{str(rec.get('sha256'))[:70]!r})")
+    return keys
+
+
+def _key_ok(k: Any) -> bool:
+    return isinstance(k, str) and 0 < len(k) <= MAX_KEY
 
 
 def _nbytes(shape: Sequence[int], dtype: str) -> int:
@@ -194,18 +231,18 @@ class ImageStore:
             raise PtgError(f"{self.shown} is not an image store (no {SETTINGS}); build one with "
                            f"`ptg data cache --manifest M --store {self.shown}`")
         self.settings = _read_settings(self.path)
-        if self.settings.get("schema_version") != SCHEMA_VERSION or self.settings.get("kind") != KIND:
-            raise PtgError(f"{self.shown} is not an image store of schema {SCHEMA_VERSION}; use another --store")
         self.commits = shardstore.read_commits(self.path)
         self._index: dict[str, Entry] = {}
-        for shard, rec in self.commits.items():
-            keys, items = rec.get("keys"), rec.get("items")
-            if not (isinstance(keys, list) and isinstance(items, list) and len(keys) == len(items)):
-                raise _error(self.shown, shard, "has a malformed commit record (keys and items must be lists of one length)")
-            for key, item in zip(keys, items):
-                self._index[key] = Entry(shard, *_check_item(self.shown, shard, item, rec.get("bytes")))
+        self.digests: dict[int, str] = {}  # shard -> its record's `provenance.record_digest`
+        for shard, rec in sorted(self.commits.items()):
+            self.digests[shard] = provenance.record_digest(rec)
+            for key, item in zip(_check_record(self.shown, shard, rec), rec["items"]):
+                if key in self._index:  # which shard is right cannot be told from the store: neither is served
+                    raise _duplicate(self.shown, key, self._index[key].shard, shard)
+                self._index[key] = Entry(shard, *_check_item(self.shown, shard, item, rec["bytes"]))
         self._maps: dict[int, np.memmap] = {}
         self._verified: set[str] = set()
+        self._vouched: set[str] = set()  # keys whose record is shown true of their source file (`vouch`)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_maps": {}}
@@ -256,8 +293,113 @@ class ImageStore:
         return as_float(np.repeat(arr, 3, axis=-1) if arr.shape[-1] == 1 else arr)
 
     def verify(self) -> list[int]:
-        """Shard ids whose file no longer matches its commit (size or SHA-256)."""
-        return [s for s, rec in sorted(self.commits.items()) if shard_problem(self.path, s, rec) is not None]
+        """Shard ids whose file no longer matches its commit (size or SHA-256 of the file, or of one image)."""
+        return [s for s in sorted(self.commits) if self.problem(s) is not None]
+
+    def problem(self, shard: int) -> str | None:
+        """Why shard `shard` cannot be trusted (its file, then each image's bytes against its digest), or None."""
+        rec = self.commits[shard]
+        why = shard_problem(self.path, shard, rec)
+        if why is not None:
+            return why
+        for key in rec["keys"]:
+            e = self._index[key]
+            raw = self._map(shard)[e.offset : e.offset + _nbytes(e.shape, e.dtype)]
+            if hashlib.sha256(raw).hexdigest() != e.sha256:
+                return f"holds image {key[:16]}... whose bytes do not match its recorded digest"
+        return None
+
+    # -- ties to the source files ---------------------------------------------------------------
+
+    def check_header(self, path: str | Path, key: str) -> None:
+        """The record of `key` must say the H×W and channels of `path`'s header (read cheaply, no decoding).
+
+        Raises:
+            PtgError: the store records another size or a gray block for a colour file.
+        """
+        from ..core.imageio import image_header
+
+        e = self.entry(key)
+        h, w, c = image_header(path)
+        if e.shape[:2] != (h, w) or (e.shape[2] == 1 and c != 1):
+            raise self._not_source(path, key, f"records a {e.shape[1]}x{e.shape[0]}x{e.shape[2]} image, the file's "
+                                              f"header says {w}x{h}x{c}")
+
+    def vouched(self, key: str) -> bool:
+        """Whether `key`'s record is known true of its source (this user wrote or verified it)."""
+        if key in self._vouched:
+            return True
+        e = self.entry(key)
+        if key in provenance.known(KIND, self.digests[e.shard]):
+            self._vouched.add(key)
+            return True
+        return False
+
+    def vouch(self, paths: Sequence[Path], keys: Sequence[str], workers: int | None = None) -> int:
+        """Show that this store's records of `paths` (keyed `keys`) hold their files' pixels, before any is served.
+
+        Every record is checked against its file's header; a record this user did not write or verify
+        before is checked by decoding its file once and comparing the result with the record's digest,
+        shape and dtype, then remembered (`ptg.pipeline.storage.provenance`), so a store costs decoding
+        only on its first use. Keys the store lacks are skipped. Returns the number of files decoded.
+
+        Raises:
+            PtgError: a record that is not its file's pixels (naming the file, the store and the fix).
+        """
+        todo = []
+        for path, key in dict.fromkeys(zip(paths, keys)):
+            if key in self:
+                self.check_header(path, key)
+                if not self.vouched(key):
+                    todo.append((Path(path), key))
+        if not todo:
+            return 0
+        if workers is None:  # decodes in flight: each holds float32 pixels and their encoded copy
+            largest = max(3 * 6 * int(np.prod(self.entry(k).shape[:2])) for _, k in todo)
+            workers = max(1, min(8, os.cpu_count() or 1, VOUCH_BYTES // largest))
+        by_record: dict[str, list[str]] = {}
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for _, (_, key) in zip(pool.map(lambda pk: self.vouch_decoded(*pk, remember=False), todo), todo):
+                    by_record.setdefault(self.digests[self.entry(key).shard], []).append(key)
+        finally:  # one ledger write per record, from this thread (what was shown true stays shown, even on an error)
+            for digest, shown in by_record.items():
+                provenance.remember(KIND, digest, shown)
+        return len(todo)
+
+    def vouch_decoded(self, path: Path, key: str, img: np.ndarray | None = None, remember: bool = True) -> np.ndarray:
+        """Compare `key`'s record with the decoded `path` (`img`, if already decoded) and remember it
+        (``remember``; `vouch` writes the ledger once per record instead).
+
+        Returns the decoded float32 image (what `image` will serve)."""
+        from ..core.imageio import read_image
+
+        img = read_image(path) if img is None else img
+        block, e = encode(img), self.entry(key)
+        got = (tuple(block.shape), block.dtype.name, hashlib.sha256(np.ascontiguousarray(block)).hexdigest())
+        gray = e.shape[2] == 1 and got[0] == e.shape[:2] + (3,) and np.array_equal(block[..., :1].repeat(3, -1), block)
+        if gray:  # a gray file stored as one channel: the same pixels once replicated
+            got = (e.shape, got[1], hashlib.sha256(np.ascontiguousarray(block[..., :1])).hexdigest())
+        if got != (e.shape, e.dtype, e.sha256):
+            why = "other pixels" if got[:2] == (e.shape, e.dtype) else f"a {got[1]} {got[0]} block, not {e.dtype} {e.shape}"
+            raise self._not_source(path, key, f"holds {why} than the file decodes to here")
+        if remember:
+            provenance.remember(KIND, self.digests[e.shard], [key])
+        self._vouched.add(key)
+        return img
+
+    def _not_source(self, path: str | Path, key: str, why: str) -> PtgError:
+        return PtgError(f"the image store {self.shown}: image {key[:16]}... of {path} {why}; the store would serve "
+                        "pixels that are not this file's, so none are served. If the store is someone else's (or "
+                        "was built with another image decoder), train on the files (data.images=files) or build "
+                        f"your own store: `ptg data cache --manifest M --store NEW_FOLDER`")
+
+
+def _duplicate(store: Any, key: str, first: int, second: int) -> PtgError:
+    return PtgError(f"the image store {store}: image {key[:16]}... is committed in shard {first} and again in shard "
+                    f"{second}; ptg's writer commits a key once, so the store is damaged or crafted and neither is "
+                    f"served. Move one of {shardstore.COMMITS}/shard-{first:06d}.json and shard-{second:06d}.json "
+                    f"aside, then run `ptg data cache --manifest M --store {store}` (it re-decodes what is missing)")
 
 
 def shard_problem(store: Path, shard: int, rec: dict[str, Any]) -> str | None:
@@ -284,6 +426,12 @@ def _read_settings(store: Path) -> dict[str, Any]:
     settings = read_json(store / SETTINGS, "image store settings")
     if not isinstance(settings, dict):
         raise PtgError(f"{store / SETTINGS} is not a JSON object; {store} is not an image store ptg wrote")
+    if settings.get("schema_version") != SCHEMA_VERSION or settings.get("kind") != KIND:
+        raise PtgError(f"{store} is not an image store of schema {SCHEMA_VERSION} (its {SETTINGS} says kind "
+                       f"{str(settings.get('kind'))[:40]!r}, schema {str(settings.get('schema_version'))[:20]}); use another --store")
+    if not _count(settings.get("shard_bytes"), 1, MAX_SHARD_BYTES):
+        raise PtgError(f"{store / SETTINGS}: shard_bytes is {str(settings.get('shard_bytes'))[:40]!r}, not a whole number "
+                       f"of bytes up to {MAX_SHARD_BYTES}; the file is damaged or crafted: use another --store")
     return settings
 
 
@@ -310,7 +458,7 @@ class CacheResult:
 def _settings(store: Path, shard_bytes: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     path = store / SETTINGS
     if path.is_file():
-        return json.loads(shardstore.read_text(path))
+        return _read_settings(store)  # checked: a store someone else made is input
     meta = {"kind": KIND, "schema_version": SCHEMA_VERSION, "layout": "shards/shard-N.bin: C-contiguous HxWxC blocks, "
             f"{ALIGN}-byte aligned; commits/shard-N.json items [offset, shape, dtype, sha256]", "shard_bytes": shard_bytes,
             **(extra or {})}
@@ -318,8 +466,11 @@ def _settings(store: Path, shard_bytes: int, extra: dict[str, Any] | None = None
     return meta
 
 
-def _write_shard(store: Path, shard: int, keys: list[str], blocks: list[np.ndarray]) -> int:
-    """Write one shard file whole (atomically), then commit it; return its size."""
+def _write_shard(store: Path, shard: int, keys: list[str], blocks: list[np.ndarray], decoded: bool = False) -> int:
+    """Write one shard file whole (atomically), then commit it; return its size.
+
+    ``decoded``: the blocks are this process's decoding of the files the keys name, so the record is
+    true of its sources by construction: remembered as such (`provenance`), never decoded again to check."""
     items, offset = [], 0
     for b in blocks:
         items.append([offset, list(b.shape), b.dtype.name, hashlib.sha256(np.ascontiguousarray(b)).hexdigest()])
@@ -333,8 +484,10 @@ def _write_shard(store: Path, shard: int, keys: list[str], blocks: list[np.ndarr
             f.write(data)
 
     shardstore.write_file(shard_path(store, shard), write)
-    shardstore.write_commit(store, shard, {"shard": shard, "n": len(keys), "keys": keys, "items": items,
-                                           "sha256": h.hexdigest(), "bytes": offset})
+    rec = {"shard": shard, "n": len(keys), "keys": keys, "items": items, "sha256": h.hexdigest(), "bytes": offset}
+    shardstore.write_commit(store, shard, rec)
+    if decoded:
+        provenance.remember(KIND, provenance.record_digest(rec), keys)
     return offset
 
 
@@ -417,7 +570,7 @@ def _write_missing(store: Path, todo: list[tuple[str, Any]], commits: dict[int, 
         nonlocal nshards, nbytes
         shard = shardstore.free_ids(taken, 1)[0]
         taken.add(shard)
-        nbytes += _write_shard(store, shard, keys[:], blocks[:])
+        nbytes += _write_shard(store, shard, keys[:], blocks[:], decoded=make is _decode)
         nshards += 1
         if on_progress:
             on_progress(len(keys))
@@ -471,7 +624,7 @@ def store_info(path: str | Path, verify: bool = False) -> dict[str, Any]:
     commits = st.commits
     problems = shardstore.size_problems(path, commits, lambda s: [shard_path(path, s)])
     if verify:
-        problems += [f"shard {s}: {shard_problem(path, s, commits[s])}" for s in st.verify()]
+        problems += [f"shard {s}: {why}" for s in sorted(commits) if (why := st.problem(s)) is not None]
     leftovers = [p for p in path.rglob("*") if ".tmp-" in p.name]
     if leftovers:
         problems.append(f"{len(leftovers)} temporary file(s) of an interrupted writer (removed by the next `ptg data cache`)")
@@ -501,7 +654,9 @@ def image_loader(store: str | Path | None = None) -> Callable[[str | Path], np.n
     """A drop-in for `read_image(path)` that serves decoded pixels from the store when it holds the
     file's current bytes (keyed by their SHA-256), and decodes the file otherwise.
 
-    For `ptg eval`, validation and the study: ``load = image_loader(); img = load(path)``.
+    For `ptg eval`, validation and the study: ``load = image_loader(); img = load(path)``. A record
+    is served only once it is shown true of the file (`ImageStore.vouch`): the first use of a store
+    someone else wrote decodes each file once and compares; later uses read the store.
     """
     from ..core.imageio import read_image
 
@@ -516,7 +671,10 @@ def image_loader(store: str | Path | None = None) -> Callable[[str | Path], np.n
         if st is not None:
             key = file_sha256(path)  # hashing the file's bytes is far cheaper than decoding them
             if key in st:
-                return st.image(key)
+                st.check_header(path, key)
+                if st.vouched(key):
+                    return st.image(key)
+                return st.vouch_decoded(Path(path), key)  # first use of a record not known true: decoded once, compared
         return read_image(path)
 
     return load

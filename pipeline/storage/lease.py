@@ -32,6 +32,7 @@ import socket
 import threading
 import time
 import uuid
+import warnings
 from typing import Any
 
 from ..core.errors import PtgError
@@ -40,7 +41,13 @@ from .remote import RemoteStore
 PREFIX = "lease/"
 TTL = 60.0  # seconds a lease lives without renewal
 MAX_TTL = 24 * 3600.0  # no ptg writer's lease runs further ahead; a record claiming more is not credible
-_GEN = re.compile(r"^([0-9]{1,12})\.json$")  # generation numbers ptg writes (ASCII digits, bounded)
+MAX_GEN = 10 ** 9  # a generation per writer run: no store sees this many; a higher one is not ptg's
+MAX_LEASE_BYTES = 64 << 10  # a lease record is ~200 bytes; a larger object is not ptg's and is not read
+_GEN = re.compile(r"^([0-9]{1,30})\.json$")  # wider than any generation ptg writes: a foreign one is seen, then judged
+
+
+class ForeignLeaseWarning(UserWarning):
+    """A lease object ptg did not write (its generation is out of range) is ignored."""
 
 
 def _key(gen: int) -> str:
@@ -95,22 +102,43 @@ class Lease:
         self.lost: str | None = None  # why the lease is no longer ours
         self.last_error: str | None = None  # the last failed renewal
         self._started = ""
+        self._warned: set[str] = set()  # foreign lease keys already reported
 
     def _record(self, released: bool = False) -> dict[str, Any]:
         return {"gen": self.gen, "token": self.token, "host": socket.gethostname(), "pid": os.getpid(),
                 "started": self._started, "expires": time.time() + self.ttl, "ttl": self.ttl, "released": released}
 
     def _current(self) -> tuple[int, dict[str, Any] | None]:
-        """(highest generation, its record) — (0, None) when no writer ever held the store."""
-        gens = []
-        for key in self.remote.listing(PREFIX):
+        """(highest generation, its record) — (0, None) when no writer ever held the store.
+
+        Generations above `MAX_GEN` are ignored (with a warning naming the command that removes
+        them): ptg never numbers one so high, and taking it as the top would leave the next writer a
+        number it could not create or read back (a permanent lock-out). A top record larger than
+        `MAX_LEASE_BYTES` is not read: it counts as expired, like any damaged record."""
+        gens, sizes = [], {}
+        for key, info in self.remote.listing(PREFIX).items():
             if m := _GEN.match(key[len(PREFIX):]):
-                gens.append(int(m.group(1)))
+                gen = int(m.group(1))
+                if gen > MAX_GEN:
+                    self._foreign(key)
+                    continue
+                gens.append(gen)
+                sizes[gen] = info.get("size", 0)
         if not gens:
             return 0, None
         top = max(gens)
-        raw = self.remote.get(_key(top))
+        if sizes[top] > MAX_LEASE_BYTES:
+            return top, {"gen": top, "expires": 0, "damaged": True}
+        raw = self.remote.get(_key(top), limit=MAX_LEASE_BYTES)
         return top, (_parse(raw, top) if raw is not None else None)
+
+    def _foreign(self, key: str) -> None:
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        warnings.warn(f"{self.remote.url}/{key} is not a lease ptg wrote (generation over {MAX_GEN}); it is ignored. "
+                      f"Remove it when no writer runs: `aws s3 rm {self.remote.url}/{key}` (or your service's "
+                      "delete command)", ForeignLeaseWarning, stacklevel=4)
 
     def acquire(self) -> "Lease":
         """Take the lease, or raise naming its live holder.

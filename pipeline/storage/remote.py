@@ -84,6 +84,13 @@ class RemoteStore:
             return fn()
         except (FileNotFoundError, oe.NotFoundError):
             raise
+        except oe.InvalidPathError as exc:  # a foreign object's key (e.g. with '..'): the bucket's content, not the connection
+            bad = re.search(r'[Pp]ath "([^"]{0,300})"', str(exc))
+            shown = bad.group(1) if bad else key
+            raise PtgError(f"{what} {self.url}/{key}: the bucket holds an object whose key {shown!r} is not a key ptg "
+                           "writes (an empty, '.' or '..' part); ptg neither reads nor follows it. Remove that object "
+                           f"(e.g. `aws s3 rm '{self.location.scheme}://{self.location.bucket}/{shown}'`), or use a "
+                           "prefix only ptg writes to") from None
         except (oe.BaseError, OSError, RuntimeError) as exc:
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise PtgError(f"{what} {self.url}/{key} failed ({type(exc).__name__}: {first}); check the connection and "
@@ -108,8 +115,9 @@ class RemoteStore:
         if size is None:
             return None
         if size > limit:
-            raise PtgError(f"{self.url}/{key} is {size} bytes, more than the {limit} this object may hold; "
-                           "it is not an object ptg wrote")
+            raise PtgError(f"{self.url}/{key} is {size} bytes, more than the {limit} this object may hold; it is not "
+                           f"an object ptg wrote: remove it (e.g. `aws s3 rm {self.url}/{key}`) or use a prefix only "
+                           "ptg writes to")
         buf = self._call("reading", key, lambda: self._sync(self.zarr_store.get(key, default_buffer_prototype())))
         return None if buf is None else buf.to_bytes()
 

@@ -485,8 +485,16 @@ def _open_zarr(path: Path, in_memory: bool | None) -> PriorsReader:
     check_zarr_commits(path, arr, commits, rows)  # row counts and declared sizes, before any read
     keys: list[str] = []
     row_ids: list[np.ndarray] = []
+    first: dict[str, int] = {}  # key -> the shard that committed it
     for shard, rec in sorted(commits.items()):
-        keys.extend(rec["keys"])
+        for k in rec["keys"]:
+            if k in first:  # the writer commits a key once: which row is right cannot be told from the store
+                raise PtgError(f"the priors store {path}: key {k[:16]}... is committed in shard {first[k]} and again "
+                               f"in shard {shard} (or twice in one); the store is damaged or crafted and neither row "
+                               f"is served. Move one of their records in {path / 'commits'} aside and run `ptg "
+                               f"extract-priors` again on the store")
+            first[k] = shard
+            keys.append(k)
         row_ids.append(shard * rows + np.arange(rec["n"]))
     all_rows = np.concatenate(row_ids) if row_ids else np.zeros(0, np.int64)
     n = (int(all_rows.max()) + 1) if len(all_rows) else 0

@@ -311,6 +311,10 @@ def open_images(cfg: DataConfig, samples: Sequence[Sample], guard: "InputGuard |
         store = imagestore.ImageStore(path)
     elif cfg.images == "auto" and main:
         _note(f"auto: reading pixels from the image store {path}")
+    decoded = store.vouch(paths, files_guard.keys)  # records not known true of their files: decoded once, compared
+    if decoded and main:
+        _note(f"verified {decoded} image(s) of the store {path} against their files (decoded once; remembered, so "
+              "later runs decode none)")
     return ImageSource(store, files_guard)
 
 
@@ -408,8 +412,8 @@ class TrainDataset(Dataset):
         if self.raw:  # the crops left unturned: `to_float` applies the view on the device
             out["view"][...] = VIEW_CODES.index(view)
         if self.f_outputs is not None:  # F's output of this view, cut at the same box, in the same view
-            ihat = self.f_outputs.array(s, view)
-            write_float(out["ihat"], apply_view(ihat[top : top + c, left : left + c], view))
+            ihat = self.f_outputs.array(s, view, box=(top, left, c))  # float32, the conversion eval uses too
+            write_float(out["ihat"], apply_view(ihat, view))
 
     def _put(self, out: np.ndarray, crop: np.ndarray, view: str) -> None:
         if self.raw:  # uint8 H×W×C, unturned (`to_float` turns it): the one copy, whole rows of the map
