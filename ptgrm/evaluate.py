@@ -8,6 +8,7 @@ border crop) whatever ``y_channel`` says, as restoration papers report it.
 What `evaluate` writes into its output folder::
 
     images/baseline/<id>.png   F's output          images/ptgrm/<id>.png   F + R's output
+    images/input/<id>.png      the degraded input  images/target/<id>.png  the target (8-bit copies for `ptg report`)
     grids/<id>.png             input | F | F + R | target, zoomed crop, error maps (first few)
     per_image.csv              one row per image: metrics of F, of F + R, and their deltas
     metrics.json               settings, provenance, per-image and mean metrics (see `evaluate`)
@@ -164,7 +165,7 @@ class EvalOptions:
 
     tile: int | None = None  # tile side for tiled inference; None = whole images (the paper's setting)
     overlap: int = 32  # overlap between tiles (see ptg.ptgrm.infer for where tiling changes results)
-    save_images: bool = True  # write images/baseline/<id>.png and images/ptgrm/<id>.png
+    save_images: bool = True  # write images/{baseline,ptgrm,input,target}/<id>.png (F, F + R, and what `ptg report`'s page compares them with)
     grids: int = 4  # comparison grids written for the first N images (0 = none)
     device: str = "cpu"  # torch device of the models
     max_memory: str = "auto"  # memory budget per image ("auto" or e.g. "8GiB"); larger images are tiled automatically
@@ -310,11 +311,15 @@ def _score_one(s: Sample, x: np.ndarray, f_img: np.ndarray, r_img: np.ndarray | 
     from .report import make_grid
 
     row: dict[str, Any] = {"id": s.id, "seconds": round(seconds, 4)}
+    target = load(s.target) if s.target is not None else None
     if options.save_images:
         write_image(out_dir / "images" / "baseline" / f"{s.id}.png", f_img)
         if r_img is not None:
             write_image(out_dir / "images" / "ptgrm" / f"{s.id}.png", r_img)
-    target = load(s.target) if s.target is not None else None
+        # the input and target beside the outputs: `ptg report`'s page shows an eval folder without the dataset
+        write_image(out_dir / "images" / "input" / f"{s.id}.png", x)
+        if target is not None and target.shape == x.shape:
+            write_image(out_dir / "images" / "target" / f"{s.id}.png", target)
     if target is not None:
         if target.shape != x.shape:
             raise PtgError(f"row {s.id!r}: input is {x.shape[1]}x{x.shape[0]} but target is {target.shape[1]}x{target.shape[0]}")

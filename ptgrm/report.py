@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -208,6 +209,15 @@ def _find_metrics(path: Path) -> Path:
     raise PtgError(f"{path} holds no metrics.json; give an output folder of `ptg eval` or a run folder evaluated with it")
 
 
+def _prior_label(info: dict[str, Any]) -> str:
+    """The prior's name, and the study control when it is not the real prior (a run with
+    ``priors.control=constant`` is evaluated with the same stores, so its prior name alone would
+    put it in the real prior's column)."""
+    prior = str(info.get("prior") or "")
+    m = re.search(r"control=(\w+)", str(info.get("prior_transform") or ""))
+    return f"{prior} ({m.group(1)})" if prior and m and m.group(1) != "real" else prior
+
+
 def load_summary(path: str | Path) -> EvalSummary:
     """Read an eval folder, a run folder (``RUN/eval``), a metrics.json, or a `--pred` JSON."""
     path = Path(path)
@@ -228,7 +238,7 @@ def load_summary(path: str | Path) -> EvalSummary:
             label=str(info.get("name") or (src.parent.parent.name if src.parent.name == "eval" else src.parent.name)),
             dataset=str(info.get("dataset") or "?"),
             baseline=str(info.get("baseline") or "F"),
-            prior=str(info.get("prior") or ""),
+            prior=_prior_label(info),
             base=mean["baseline"],
             refined=mean.get("ptgrm"),
             n=int(data.get("n_scored", 0)),
@@ -324,13 +334,37 @@ def bar_chart(summaries: Sequence[EvalSummary], path: str | Path) -> Path:
     return path
 
 
-def write_report(sources: Sequence[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
-    """Merge several evaluations into ``out_dir/report.md`` (table) and ``out_dir/report.png``.
+def expand_sources(sources: Sequence[str | Path], limit: int = 500) -> list[Path]:
+    """Each source as given, except a folder that is neither an evaluation nor a run (a study's
+    folder, or any folder of evaluations): the evaluations found under it (depth <= 3, sorted;
+    links are not followed)."""
+    out: list[Path] = []
+    for src in map(Path, sources):
+        if src.is_file() or not src.is_dir() or (src / "metrics.json").is_file() or (src / "eval" / "metrics.json").is_file() \
+                or (src / "config.yaml").is_file() or (src / "checkpoints").is_dir():
+            out.append(src)
+            continue
+        found = sorted(p.parent for depth in ("*", "*/*", "*/*/*") for p in src.glob(f"{depth}/metrics.json")
+                       if not any(q.is_symlink() for q in [p, *p.parents][: depth.count("/") + 2]))
+        if not found:
+            out.append(src)  # load_summary names what is missing
+        out += found
+        if len(out) > limit:
+            raise PtgError(f"{src} holds more than {limit} evaluations; report a smaller folder")
+    return out
 
-    ``out_dir`` is claimed like every ``--out`` (`fsio.claim_out_dir`): a folder ptg did not make,
-    or one holding a symlink, is refused.
+
+def write_report(sources: Sequence[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
+    """Merge several evaluations into ``out_dir/report.md`` (table) and ``out_dir/report.png``
+    (`ptg.ptgrm.report_html.write_report_page` adds the page, report.html).
+
+    Args:
+        sources: eval folders, run folders evaluated by `ptg eval`, metrics files, or folders of
+            evaluations (a study's folder: see `expand_sources`).
+        out_dir: claimed like every ``--out`` (`fsio.claim_out_dir`): a folder ptg did not make, or
+            one holding a symlink, is refused.
     """
-    summaries = [load_summary(p) for p in sources]
+    summaries = [load_summary(p) for p in expand_sources(sources)]
     out_dir = claim_out_dir(out_dir, "report", legacy=lambda f: (f / "report.md").is_file())  # after the sources load
     png = bar_chart(summaries, out_dir / "report.png")
     lines = ["# PTG-RM comparison", "", comparison_table(summaries), "", "![PSNR and SSIM per run](report.png)", "",

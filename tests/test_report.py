@@ -121,3 +121,14 @@ def test_without_an_f_only_run_the_note_says_how_f_was_trained(tmp_path) -> None
     (refine / "metrics.json").write_text(json.dumps(data))
     assert "'Original' is the F trained jointly in joint" in comparison_table([load_summary(joint)])
     assert "'Original' is the frozen F refined in refine" in comparison_table([load_summary(refine)])
+
+
+def test_a_control_run_gets_its_own_column(tmp_path) -> None:
+    real = _metrics(tmp_path, "real", "samples", "imagenet", 25.0, 25.4)
+    const = _metrics(tmp_path, "constant", "samples", "imagenet", 25.0, 25.1)
+    data = json.loads((const / "metrics.json").read_text())
+    data["info"]["prior_transform"] = "normalize=standardize, control=constant"
+    (const / "metrics.json").write_text(json.dumps(data))
+    table = comparison_table([load_summary(real), load_summary(const)])
+    assert "+ PTG-RM-imagenet PSNR" in table and "+ PTG-RM-imagenet \\(constant\\) PSNR" in table
+    assert "25.40(+0.40)" in table and "25.10(+0.10)" in table and "2 runs" not in table

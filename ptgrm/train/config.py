@@ -131,6 +131,9 @@ class RunConfig:
     deterministic: bool = True  # torch.use_deterministic_algorithms: bit-identical resume on CPU
     dist_backend: str = "auto"  # torch.distributed backend under torchrun: auto (nccl on GPU, gloo on CPU) | gloo | nccl
     threads: int = 0  # torch.set_num_threads (0: torch's default)
+    val_images: int = 4  # at each validation, input | F | F + R | target strips of the first N validation images to RUN/val_images/ and TensorBoard (0: none; at most 16)
+    val_image_side: int = 128  # the strips' panels are centre crops of at most this side (32..512): 4 noisy photos at 128 px add ~1.2 MB (files + TensorBoard) per validation, at 256 px ~4.7 MB
+    wandb: str = ""  # also log scalars, validation images and the config to this wandb project ("": $PTG_WANDB_PROJECT if set, else no wandb; needs the wandb extra; WANDB_MODE=offline works without a network)
 
 
 @dataclass
@@ -181,6 +184,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                     "run.threads": cfg.run.threads}.items():
         if v < 0:
             raise PtgError(f"{name}={v} must be >= 0")
+    if not 0 <= cfg.run.val_images <= 16:  # ptg.ptgrm.train.val_images.MAX_VAL_IMAGES
+        raise PtgError(f"run.val_images={cfg.run.val_images} must be in 0..16 (they are for looking at; "
+                       "validation scores every image anyway)")
+    if not 32 <= cfg.run.val_image_side <= 512:
+        raise PtgError(f"run.val_image_side={cfg.run.val_image_side} must be in 32..512 (pixels of a panel's side)")
     if not 0.0 <= cfg.priors.dropout < 1.0:
         raise PtgError(f"priors.dropout={cfg.priors.dropout} must be in [0, 1)")
     if not 0.0 <= cfg.run.ema < 1.0:

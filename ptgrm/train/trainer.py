@@ -50,6 +50,7 @@ from .run_utils import (Dist, StopSignals, all_sum, check_resume_config, device_
                         progress_caller, update_best, validate, worker_init)
 from .setup import build_models, make_ema, param_groups, read_samples
 from .state import TrainState
+from .val_images import ValImages
 
 
 class NonFiniteLossError(PtgError):
@@ -261,7 +262,9 @@ class _Run:
             if self.val_ds is not None and not s.best["enabled"]:
                 warnings.warn(f"validating on the {self.val_split!r} split (the manifest has no 'val' rows): its numbers are "
                               "reported, but best.pt is not selected on them; only last.pt is kept", stacklevel=3)
-        self.logs = Logs(self.out, s.step, d.main)
+        self.logs = Logs(self.out, s.step, d.main, wandb=self.cfg.run.wandb, config=to_dict(self.cfg))
+        self.val_images = ValImages(self.val_ds, self.cfg.run.val_images, self.cfg.run.val_image_side, self.out, self.logs,
+                                    d.main)
         if s.step:
             self.progress(s.step)  # a resumed run's bar starts where the interrupted one stopped
         self.ddp.train()
@@ -364,6 +367,7 @@ class _Run:
             return
         t0 = time.perf_counter()
         s.last_val = validate(s.eval_nets(), self.val_ds, self.d, self.device, self.amp_dtype)
+        self.val_images.write(s.eval_nets(), s.step, self.device, self.amp_dtype)
         self.window["t0"] += time.perf_counter() - t0  # sec_per_step counts training only
         self.val_row = {f"val_{k}": v for k, v in s.last_val.items()}
         if update_best(s.best, s.last_val, s.step):
@@ -420,6 +424,7 @@ class _Run:
         s, cfg = self.state, self.cfg
         if self.val_ds is not None:
             s.last_val = validate(s.eval_nets(), self.val_ds, self.d, self.device, self.amp_dtype)
+            self.val_images.write(s.eval_nets(), s.step, self.device, self.amp_dtype)
             self.logs.write({"step": s.step, **self.final_row, **{f"val_{k}": v for k, v in s.last_val.items()}})
             if update_best(s.best, s.last_val, s.step):
                 self.save(self.out / "checkpoints" / "best.pt")
