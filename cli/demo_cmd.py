@@ -64,7 +64,7 @@ def demo(
             argv.append("--resume")
         stages.append((f"train R on the frozen FFDNet, {name} priors", argv))
     stages += [(f"evaluate {n}", ["eval", "--run", str(out / "runs" / n), "--out", str(out / "eval" / n)]) for n in RUNS]
-    stages.append(("report", ["report", str(out / "eval" / "real"), "--out", str(out / "report")]))
+    stages.append(("report", ["report", *(str(out / "eval" / n) for n in RUNS), "--out", str(out / "report")]))
 
     for i, (title, argv) in enumerate(stages, start=1):
         console.rule(f"[bold]{i}/{len(stages)} {title}")
@@ -77,7 +77,7 @@ def demo(
                            "to continue from there")
     console.rule("[bold]result")
     _explain(out, ffdnet_sigma)
-    console.print(f"everything is under {out}/ (report: {out}/report/report.md, grids: {out}/eval/real/grids/)",
+    console.print(f"everything is under {out}/ (report: {out}/report/report.html, grids: {out}/eval/real/grids/)",
                   highlight=False)
 
 
