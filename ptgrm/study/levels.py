@@ -13,8 +13,8 @@ def level_of(extra: Mapping[str, Any]) -> str | None:
     from ptg.pipeline.encoders.degradation import row_task
 
     d, task = extra.get("degradation"), row_task(extra)
-    if not isinstance(d, Mapping):
-        return None
+    if not isinstance(d, Mapping):  # `ptg demo`'s blind manifest records only the row's sigma
+        return f"sigma={extra['sigma']:g}" if isinstance(extra.get("sigma"), (int, float)) else None
     if task == "denoise" and isinstance(d.get("sigma"), (int, float)):
         return f"sigma={d['sigma']:g}"
     if task == "blur" and d.get("kind"):

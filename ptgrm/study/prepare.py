@@ -7,6 +7,7 @@ cached outputs, the oracle store, the wrong-prior stores and the probes. Each st
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -33,6 +34,11 @@ class Prepared:
     wrong: dict[str, dict[str, str]]  # kind (other-level | other-image) -> store name -> wrong-prior store
     levels: dict[str, str]  # test row id -> its degradation level ("all" when none is recorded)
     probes: dict[str, Any] = field(default_factory=dict)  # store name -> probe report (paths removed)
+
+
+def local_or_url(p: str | None) -> str | None:
+    """A local path made absolute (runs on other workers and reruns from another folder find it); URLs as given."""
+    return p if p is None or "://" in p else str(Path(p).resolve())
 
 
 def _store_meta(path: str) -> dict[str, Any]:
@@ -135,16 +141,17 @@ def build_plan(cfg: StudyConfig) -> StudyPlan:
     if not has_val and not 0 < n_val < len(groups):
         raise PtgError(f"the manifest has {len(groups)} training photo(s) and no val rows: cannot draw {n_val} for "
                        "validation; add rows with split val or pass another --val-photos")
-    named = store_names(list(cfg.priors))
+    named = store_names([local_or_url(p) for p in cfg.priors])
     dims = tuple(int(m["dim"]) for _, _, m in named)
     oracle, note = _oracle(samples)
     views = view_set(list(named[0][2].get("views") or ["identity"]))
     val_every = cfg.val_every or max(1, cfg.budget.steps // 10)
-    width = large_width(dims, refiner_args(cfg.sets)) if cfg.combined or len(dims) == 1 else \
-        large_width((max(dims),), refiner_args(cfg.sets))
+    widest = dims if cfg.combined or len(dims) == 1 else (max(dims),)  # the largest R of the real arms
+    width = large_width(widest, refiner_args(cfg.sets))
     return StudyPlan(
         manifest=manifest, stores=tuple((n, p) for n, p, _ in named),
-        fingerprints=tuple((n, str(m.get("fingerprint"))) for n, _, m in named), f=cfg.f,
+        fingerprints=tuple((n, str(m.get("fingerprint"))) for n, _, m in named),
+        f=dataclasses.replace(cfg.f, weights=local_or_url(cfg.f.weights), outputs=local_or_url(cfg.f.outputs)),
         seeds=tuple(range(cfg.seeds)), budget=cfg.budget,
         arms=arms_for([n for n, _, _ in named], cfg.combined, width, oracle), views=views, n_val=n_val,
         sets=tuple(cfg.sets), val_every=val_every, device="cuda" if cfg.gpus_per_run else "cpu", oracle_note=note)
