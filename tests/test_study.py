@@ -194,3 +194,24 @@ def test_study_v3_re_reported_gives_its_verdict_table():
     assert mine == committed
     with_positives = verdict_table(data["runs"], groups=["oidn"], real_arms=["R:restoration"])
     assert "+0.121 ± 0.023 (t=11.87, p=0.000, n=5, 5/5 > 0)" in with_positives[2]  # OIDN: beyond Large R, 5/5 seeds
+
+
+def test_the_budget_rule_on_validation_curves():
+    """v3's rule: the smallest crop whose constant control ends at or above F, the main arm's best lr
+    there, the flat point of its curve; larger crops are not trained once a crop is accepted."""
+    from ptg.ptgrm.study.budget import choose_budget, flat_step
+
+    def curve(end: float, f: float = 20.0) -> list[dict]:
+        return [{"step": s, "psnr": end - 2.0 * 0.5 ** (s / 500), "psnr_f": f} for s in range(100, 4001, 100)]
+
+    finals = {("constant", 48): 19.0, ("constant", 64): 21.0, ("main", 48): 22.0, ("main", 64): 23.0}
+    trained = []
+
+    def grid(crop):
+        trained.append(crop)
+        return {(role, crop, lr): curve(finals[(role, crop)] + (0.5 if lr == 1e-4 else 0.0))
+                for lr in (3e-5, 1e-4, 3e-4) for role in ("main", "constant")}
+
+    b = choose_budget((48, 64, 96), (3e-5, 1e-4, 3e-4), 4000, grid)
+    assert trained == [48, 64] and b["crop"] == 64 and b["lr"] == 1e-4 and not b["constant_below_f"]
+    assert b["steps"] == flat_step(b["curves"]["main-c64-lr0.0001"]) and 500 <= b["steps"] < 4000
