@@ -215,3 +215,13 @@ def test_the_budget_rule_on_validation_curves():
     b = choose_budget((48, 64, 96), (3e-5, 1e-4, 3e-4), 4000, grid)
     assert trained == [48, 64] and b["crop"] == 64 and b["lr"] == 1e-4 and not b["constant_below_f"]
     assert b["steps"] == flat_step(b["curves"]["main-c64-lr0.0001"]) and 500 <= b["steps"] < 4000
+
+
+def test_bad_options_are_one_line_errors(data, tmp_path, capsys):
+    base = ["study", "--manifest", str(data["manifest"]), "--priors", str(data["store"]), "--out", str(tmp_path / "x")]
+    assert main([*base, "--baseline", "ffdnet", "--seeds", "1"]) == 1
+    assert "at least 2 seeds" in capsys.readouterr().err
+    assert main(base) == 1
+    assert "--baseline NAME" in capsys.readouterr().err
+    assert main([*base, "--baseline", "ffdnet", "--budget", "val", "--set", "optim.lr=1e-3"]) == 1
+    assert "--budget val chooses the crop and lr" in capsys.readouterr().err
