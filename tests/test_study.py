@@ -225,3 +225,17 @@ def test_bad_options_are_one_line_errors(data, tmp_path, capsys):
     assert "--baseline NAME" in capsys.readouterr().err
     assert main([*base, "--baseline", "ffdnet", "--budget", "val", "--set", "optim.lr=1e-3"]) == 1
     assert "--budget val chooses the crop and lr" in capsys.readouterr().err
+
+
+def test_large_r_keeps_its_matched_width_under_a_user_width(data, tmp_path):
+    from ptg.ptgrm.study import build_plan
+    from ptg.ptgrm.study.execute import spec_of
+    from ptg.ptgrm.study.prepare import Prepared
+    from ptg.ptgrm.study.runs import train_config
+
+    plan = build_plan(_config(data, tmp_path))  # --set model.refiner_args.width=4 for every run
+    prep = Prepared(manifest=str(data["manifest"]), root=None, f_outputs="outs", stores={"test-view-feature": "s"},
+                    wrong={}, levels={})
+    large = next(a for a in plan.arms if a.role == "large")
+    cfg = train_config(spec_of(plan, prep, tmp_path, large, 0, {"crop": 32, "lr": 3e-4, "steps": 4}), resume=False)
+    assert cfg.model.refiner == "ptgrm-large" and cfg.model.refiner_args["width"] == dict(large.refiner_args)["width"] == 2

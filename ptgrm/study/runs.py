@@ -51,7 +51,8 @@ class RunSpec:
 
 
 def train_config(spec: RunSpec, resume: bool):
-    """The run's TrainConfig: the study's settings, then the user's ``--set``."""
+    """The run's TrainConfig: the study's settings (v3's: batch 8, 64-px validation crops, standardized
+    priors, F's views as augmentation), then the user's ``--set``, then the arm's own R settings."""
     from ptg.ptgrm.train.config import resolve
 
     arm = spec.arm
@@ -59,13 +60,15 @@ def train_config(spec: RunSpec, resume: bool):
         "out": spec.out, "mode": "refine", "steps": spec.steps, "seed": spec.seed, "resume": resume,
         "data": {"manifest": spec.manifest, **({"root": spec.root} if spec.root else {}), "priors": list(spec.stores),
                  "f_outputs": spec.f_outputs, "crop": spec.crop, "batch_size": 8, "augment": spec.views, "val_crop": 64},
-        "model": {"refiner": arm.refiner, "refiner_args": dict(arm.refiner_args)},
+        "model": {"refiner": arm.refiner},
         "optim": {"lr": spec.lr},
         "priors": {"control": arm.control, "normalize": "standardize"},
         "run": {"device": spec.device, "threads": spec.threads, "val_every": spec.val_every,
                 "checkpoint_every": max(1, min(100, spec.val_every)), "deterministic": spec.device == "cpu"},
     }
-    return resolve(None, overrides, list(spec.sets))
+    # the arm's own R settings (Large R's matched width) come after the user's --set, which must not undo them
+    own = [f"model.refiner_args.{k}={json.dumps(v)}" for k, v in arm.refiner_args]
+    return resolve(None, overrides, [*spec.sets, *own])
 
 
 def curve(run: Path) -> list[dict[str, float]]:
