@@ -171,7 +171,7 @@ def plot_curves(runs: Sequence[dict[str, Any]], out: Path, title: str = "") -> P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8.0, 4.6))
+    fig, ax = plt.subplots(figsize=(10.0, 4.6))
     cmap = plt.get_cmap("tab20")
     for i, (arm, (steps, means)) in enumerate(mean_curves(runs).items()):
         ax.plot(steps, means, color=cmap(i % 20), label=arm, linewidth=2.0 if ":" not in arm[2:] else 0.9)
@@ -180,7 +180,7 @@ def plot_curves(runs: Sequence[dict[str, Any]], out: Path, title: str = "") -> P
         ax.plot([c["step"] for c in f_curve], [c["psnr_f"] for c in f_curve], color="black", linewidth=2.0, label="F alone")
     ax.set(xlabel="step", ylabel="validation PSNR (dB)", title=title or "validation curves, mean over seeds")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2, loc="lower right")
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: the lines stay visible
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -203,6 +203,7 @@ def plot_verdict(rows: Sequence[dict[str, Any]], out: Path) -> Path:
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(rows)), [r["arm"] for r in rows], fontsize=8)
     ax.set_ylabel("test PSNR difference (dB)")
+    ax.set_title("R+prior minus each reference, mean ± sd over seeds", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
