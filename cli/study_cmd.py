@@ -15,6 +15,16 @@ from ptg.pipeline.core.errors import PtgError
 from .options import ManifestArg, OutDir
 
 
+def _numbers(text: str, flag: str, kind: type) -> list:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or any(v <= 0 for v in values):
+        raise PtgError(f"{flag} {text!r}: give positive numbers separated by commas, e.g. {flag} 48,64")
+    return values
+
+
 def study_command(
     manifest: ManifestArg,
     out: OutDir,
@@ -26,6 +36,8 @@ def study_command(
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds 0..N-1 of every arm, paired across arms (at least 2).")] = 3,
     steps: Annotated[int, typer.Option("--steps", help="Steps of every run (--budget fixed), or the most a budget run trains (--budget val).")] = 1000,
     budget: Annotated[str, typer.Option("--budget", help="fixed: --steps, --set data.crop / optim.lr as given | val: crop, lr and steps chosen on validation by study v3's rule.")] = "fixed",
+    crops: Annotated[str, typer.Option("--crops", help="--budget val: the crops tried, ascending, comma-separated (v3's grid).")] = "48,64,96",
+    lrs: Annotated[str, typer.Option("--lrs", help="--budget val: the learning rates tried, comma-separated (v3's grid).")] = "3e-5,1e-4,3e-4",
     val_photos: Annotated[int, typer.Option("--val-photos", help="Training photos drawn into val when the manifest has no val rows (-1: about a quarter, at most 5).")] = -1,
     val_every: Annotated[int, typer.Option("--val-every", help="Validate every N steps (0: steps/10).")] = 0,
     no_combined: Annotated[bool, typer.Option("--no-combined", help="With several --priors, no arm on all of them together.")] = False,
@@ -50,7 +62,8 @@ def study_command(
     crop, lr = (parsed.get("data") or {}).get("crop"), (parsed.get("optim") or {}).get("lr")
     if budget == "val" and (crop or lr):
         raise PtgError("--budget val chooses the crop and lr on validation: drop --set data.crop / optim.lr, or use --budget fixed")
-    plan_budget = Budget(mode=budget, steps=steps, **({"crop": crop} if crop else {}), **({"lr": lr} if lr else {}))
+    grid = {"crops": tuple(sorted(_numbers(crops, "--crops", int))), "lrs": tuple(_numbers(lrs, "--lrs", float))}
+    plan_budget = Budget(mode=budget, steps=steps, **({"crop": crop} if crop else {}), **({"lr": lr} if lr else {}), **grid)
     cfg = StudyConfig(manifest=str(manifest), priors=tuple(priors), out=str(out),
                       f=FSpec(baseline=baseline or "", weights=str(baseline_weights) if baseline_weights else None,
                               args=tuple(sorted(f_args.items())), outputs=str(f_outputs) if f_outputs else None),

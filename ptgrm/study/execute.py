@@ -113,7 +113,7 @@ def the_budget(plan: StudyPlan, prep: Prepared, folder: Path, client: Any, gpus:
         got, errors = {}, []
         execute(list(specs.values()), client, gpus, lambda s, r, e: got.update({s.name: r}) if r else errors.append(e))
         if errors:
-            raise PtgError(f"budget runs failed: {'; '.join(errors[:3])}")
+            raise PtgError(f"budget runs failed: {'; '.join(list(dict.fromkeys(errors))[:3])}")
         return {k: got[s.name]["curve"] for k, s in specs.items()}
 
     say(f"choosing the budget on validation: {main.name} and its constant control, lr {list(b.lrs)}, crops {list(b.crops)}")

@@ -214,9 +214,11 @@ def plot_verdict(rows: Sequence[dict[str, Any]], out: Path) -> Path:
 
 def markdown(results: dict[str, Any]) -> str:
     """report.md of a study's results.json content."""
-    runs, plan = results["runs"], results["plan"]
+    runs, plan, b = results["runs"], results["plan"], results["budget"]
+    how = " (chosen on validation)" if plan.get("budget_mode") == "val" else ""
     lines = [f"# Study: does a prior help {plan['f']}?", "",
-             f"{len(runs)} of {results['planned_runs']} runs done; seeds {plan['seeds']}; budget {results['budget']}; "
+             f"{len(runs)} of {results['planned_runs']} runs done; seeds {plan['seeds']}; "
+             f"budget{how}: crop {b['crop']}, lr {b['lr']:g}, {b['steps']} steps; "
              f"test scored once per run on last.pt. PSNR in dB, paired by seed (mean ± sd, paired t, two-sided p, "
              f"seeds with a positive difference).", ""]
     rows = verdicts(runs)
