@@ -1,5 +1,9 @@
 """Study v3 (issue 24): do real priors boost real pre-trained restorers? Protocol: docs/RESULTS.md.
 
+The protocol's rules (budget on validation, paired statistics, verdict table) live in the library
+`ptg.ptgrm.study`, which `ptg study` runs for any F and priors; this script keeps v3's data,
+stores and recorded runs, and re-reports them with that library.
+
     python benchmarks/reproduce.py --study v3 --dry-run          # every run, the stage it belongs to
     python benchmarks/reproduce.py --study v3 --stage budget     # choose crop, lr, steps per F on val
     python benchmarks/reproduce.py --study v3 --stage main       # the seeds, on the frozen budgets
@@ -18,9 +22,7 @@ every arm at the seeds it reached.
 from __future__ import annotations
 
 import json
-import math
 import random
-import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import reproduce as v2  # beside this script: data synthesis, stores, wrong-prior stores, evaluation
+from ptg.ptgrm.study.budget import choose_crop as _choose_crop, flat_step  # the protocol's rules live in the library
 
 REPO = v2.REPO
 RESULTS = REPO / "benchmarks" / "results" / "reproduction_v3.json"
@@ -210,27 +213,9 @@ def run_main(work: Path, prep: dict, f: str, arm: Arm, seed: int, budget: dict) 
 # The budget, chosen on validation only
 
 
-def flat_step(points: list[dict], window: int = 5, per_500: float = 0.01) -> int:
-    """The first validation step after which the smoothed curve gains < ``per_500`` dB per 500 steps."""
-    steps = [p["step"] for p in points]
-    vals = [p["psnr"] for p in points]
-    smooth = [statistics.fmean(vals[max(0, i - window // 2): i + window // 2 + 1]) for i in range(len(vals))]
-    for i, s in enumerate(steps):
-        rest = steps[-1] - s
-        if rest == 0 or (smooth[-1] - smooth[i]) < per_500 * rest / 500:
-            return min(max(s, 500), steps[-1])
-    return steps[-1]
-
-
 def choose_crop(curves: dict[tuple[str, int, float], list[dict]], crop: int) -> dict | None:
-    """At one crop: R:main's best lr (final validation score) and whether R:constant at that lr ends
-    at or above F on validation; None while it ends below F (try the next crop)."""
-    lr = max(LRS, key=lambda lr: curves[("main", crop, lr)][-1]["psnr"])
-    c = curves[("constant", crop, lr)][-1]
-    if c["psnr"] < c["psnr_f"] and crop != CROPS[-1]:
-        return None
-    return {"crop": crop, "lr": lr, "constant_final": c["psnr"], "f_val": c["psnr_f"],
-            "constant_below_f": c["psnr"] < c["psnr_f"]}
+    """The library's rule (`ptg.ptgrm.study.budget.choose_crop`) on v3's grid."""
+    return _choose_crop(curves, crop, LRS, CROPS[-1])
 
 
 def budget_dir(results: Path) -> Path:
@@ -274,82 +259,20 @@ def budget_of(work: Path, results: Path, prep: dict, f: str, jobs: int, max_step
 # Analysis
 
 
-def paired(a: dict[int, float], b: dict[int, float]) -> dict | None:
-    """Mean, sd, paired t and two-sided p of a − b over the seeds both have."""
-    from scipy import stats
-
-    seeds = sorted(set(a) & set(b))
-    if len(seeds) < 2:
-        return None
-    d = [a[s] - b[s] for s in seeds]
-    mean, sd = statistics.fmean(d), statistics.stdev(d)
-    if sd > 0:
-        t = mean / (sd / math.sqrt(len(d)))
-    else:  # every seed the same difference: none (e.g. another image's oracle prior at the same level) or a sure one
-        t = 0.0 if mean == 0 else math.copysign(math.inf, mean)
-    return {"n": len(d), "mean": mean, "sd": sd, "t": t, "p": float(2 * stats.t.sf(abs(t), len(d) - 1))}
-
-
-def verdicts(runs: list[dict], level: str = "all") -> list[dict]:
-    """Per F and real arm: R+real − F alone, − its best control, − Large R (PSNR, paired by seed)."""
-    by: dict[tuple[str, str], dict[int, float]] = {}
-    f_alone: dict[str, dict[int, float]] = {}
-    for r in runs:
-        if level in r["test"]:
-            by.setdefault((r["f"], r["arm"]), {})[r["seed"]] = r["test"][level]["psnr"]
-            f_alone.setdefault(r["f"], {})[r["seed"]] = r["test_f"][level]["psnr"]
-    rows = []
-    for f in FS:
-        for name in REAL:
-            real = by.get((f, f"R:{name}"))
-            if not real:
-                continue
-            ctrl = {c: by.get((f, f"R:{name}:{c}"), {}) for c in CONTROLS}
-            best = max((c for c in ctrl if ctrl[c]), key=lambda c: statistics.fmean(ctrl[c].values()), default=None)
-            rows.append({"f": f, "arm": f"R:{name}", "level": level, "seeds": sorted(real),
-                         "vs_f": paired(real, f_alone[f]), "best_control": best,
-                         "vs_best_control": paired(real, ctrl[best]) if best else None,
-                         "vs_large_r": paired(real, by.get((f, "LargeR"), {}))})
-    return rows
-
-
 def report(path: Path, work: Path) -> str:
+    """The v3 tables, made by the library that `ptg study` reports with (`ptg.ptgrm.study.report`)."""
+    from ptg.ptgrm.study.report import arms_table, verdict_table, wrong_table
+
     data = json.loads(path.read_text())
     runs = data.get("runs", [])
     params = {}
     for r in runs:  # records written before R's size was kept: read it from the checkpoint
         run = work / "runs-v3" / r["name"]
         params.setdefault((r["f"], r["arm"]), r.get("params") or (refiner_params(run) if run.is_dir() else None))
-
-    def cell(d):
-        return "–" if not d else f"{d['mean']:+.3f} ± {d['sd']:.3f} (t={d['t']:.2f}, p={d['p']:.3f}, n={d['n']})"
-
-    lines = ["| F | arm | level | R+real − F alone | R+real − best control | best control | R+real − Large R |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    levels = sorted({lv for r in runs for lv in r["test"]}, key=lambda lv: (lv != "all", lv))
-    for lv in levels:
-        for v in verdicts(runs, lv):
-            lines.append(f"| {v['f']} | {v['arm']} | {lv} | {cell(v['vs_f'])} | {cell(v['vs_best_control'])} | "
-                         f"{v['best_control'] or '–'} | {cell(v['vs_large_r'])} |")
-    means: dict[tuple[str, str], list[float]] = {}
-    f_alone: dict[str, dict[int, float]] = {}
-    for r in runs:
-        means.setdefault((r["f"], r["arm"]), []).append(r["test"]["all"]["psnr"])
-        f_alone.setdefault(r["f"], {})[r["seed"]] = r["test_f"]["all"]["psnr"]  # the same cached F in every arm
-    for f, by_seed in f_alone.items():
-        means[(f, "F alone")] = list(by_seed.values())
-    lines += ["", "| F | arm | R's parameters | test PSNR (mean ± sd over seeds) | seeds |", "| --- | --- | ---: | --- | --- |"]
-    for (f, arm), v in sorted(means.items()):
-        sd = statistics.stdev(v) if len(v) > 1 else 0.0
-        n = params.get((f, arm))
-        lines.append(f"| {f} | {arm} | {'–' if n is None else f'{n:,}'} | {statistics.fmean(v):.3f} ± {sd:.3f} | {len(v)} |")
+    lines = verdict_table(runs, groups=list(FS), real_arms=[f"R:{n}" for n in REAL], positives=False)
+    lines += ["", *arms_table(runs, params)]
     lines += ["", "Wrong-prior test: test PSNR with another level's / another image's prior minus with its own, "
-              "paired by seed:", "", "| F | arm | other-level | other-image |", "| --- | --- | --- | --- |"]
-    for f, arm in dict.fromkeys((r["f"], r["arm"]) for r in runs if r["wrong"]):
-        rs = [r for r in runs if r["f"] == f and r["arm"] == arm]
-        cells = [cell(paired({r["seed"]: r["wrong"][k]["all"]["psnr"] for r in rs},
-                             {r["seed"]: r["test"]["all"]["psnr"] for r in rs})) for k in ("other-level", "other-image")]
-        lines.append(f"| {f} | {arm} | " + " | ".join(cells) + " |")
+              "paired by seed:", "", *wrong_table(runs, positives=False)]
     from study_report import probe_table  # beside this script
 
     return "\n".join(lines + probe_table(data.get("probes", {})))
@@ -363,7 +286,7 @@ def plot_curves(path: Path, out: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from study_report import mean_curves  # beside this script
+    from ptg.ptgrm.study.report import mean_curves
 
     runs = json.loads(path.read_text()).get("runs", [])
     fs = [f for f in FS if any(r["f"] == f for r in runs) or (budget_dir(path) / f"{f}.json").is_file()]

@@ -21,7 +21,7 @@ from ptg.pipeline.core.errors import PtgError
 
 from . import (data_cmd, demo_cmd, distill_cmd, encoders_cmd, eval_cmd, export_cmd, extract_cmd, manifest_cmd, models_cmd,
                priors_cmd, report_cmd, restore_cmd, train_cmd)
-from . import extract_outputs_cmd
+from . import extract_outputs_cmd, study_cmd
 
 app = typer.Typer(
     name="ptg",
@@ -44,6 +44,7 @@ app.command("eval")(eval_cmd.eval_command)
 app.command("restore")(restore_cmd.restore_command)
 app.command("export")(export_cmd.export_command)
 app.command("report")(report_cmd.report_command)
+app.command("study")(study_cmd.study_command)
 app.command("demo")(demo_cmd.demo)
 
 
