@@ -127,7 +127,7 @@ def test_the_check_finds_bad_lines_and_names_each(tmp_path):
         "$ ptg train --manifest M --stepz 20\n"
         "ptg eval --run R \\\n"
         "    --y-channel --no-such-option --out E\n"
-        "ptg study --seeds 5\n"
+        "ptg stduy --seeds 5\n"
         "ptg models --json\n"
         "ptg models inspect FILE --bogus\n"
         "ptg train --force=yes > log.txt\n"
@@ -139,6 +139,6 @@ def test_the_check_finds_bad_lines_and_names_each(tmp_path):
     )
     bad = bad_lines([doc])
     assert [b.split(": ", 1)[0] for b in bad] == [f"{doc}:{n}" for n in (4, 5, 7, 9, 10, 11, 12, 15)], bad
-    assert "--stepz" in bad[0] and "--no-such-option" in bad[1] and "'study'" in bad[2]
+    assert "--stepz" in bad[0] and "--no-such-option" in bad[1] and "'stduy'" in bad[2]
     assert "--bogus" in bad[3] and "does not take a value" in bad[4] and "requires an argument" in bad[5]
     assert "--bogus-after-and" in bad[6] and "needs a subcommand" in bad[7]
