@@ -60,6 +60,7 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Write into an existing --out folder that is not a ptg run.")] = False,
     allow_outside: AllowOutside = False,
+    max_memory: Annotated[Optional[str], typer.Option("--max-memory", help="Training memory budget: auto (what the device has free) or a size like 12GiB. One step is measured and the fastest micro-batch / checkpointing setting that fits is used (run.max_memory).")] = None,
     f_outputs: Annotated[Optional[Path], typer.Option("--f-outputs", help="refine: F's cached outputs (a `ptg extract-outputs` store, or a folder of <id>.png from any tool); R trains with no F in memory.")] = None,
 ) -> None:
     """Train from cached priors; the foundation model is never loaded.
@@ -106,6 +107,8 @@ def train(
         run["save_every"] = save_every
     if device is not None:
         run["device"] = device
+    if max_memory is not None:
+        run["max_memory"] = max_memory
     if run:
         overrides["run"] = run
     if lr is not None:
