@@ -102,13 +102,7 @@ def train(
             overrides[key] = value
     if resume:
         overrides["resume"] = True
-    run: dict = {}
-    if save_every is not None:
-        run["save_every"] = save_every
-    if device is not None:
-        run["device"] = device
-    if max_memory is not None:
-        run["max_memory"] = max_memory
+    run: dict = {k: v for k, v in (("save_every", save_every), ("device", device), ("max_memory", max_memory)) if v is not None}
     if run:
         overrides["run"] = run
     if lr is not None:
