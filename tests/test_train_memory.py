@@ -191,3 +191,29 @@ def test_compile_and_channels_last_keep_state_dict_keys(data, tmp_path):
     assert set(ck["ema"]["baseline"]) == set(ck["baseline"]["state_dict"])
     p1, p2 = _params(tmp_path / "nhwc"), _params(tmp_path / "plain")
     assert max((p1[k] - p2[k]).abs().max().item() for k in p1) <= 1e-5
+
+
+def test_torchrun_with_micro_batches_matches_one_process(data, tmp_path):
+    """2 gloo ranks × 2 micro-batches of 1 (the first under no_sync), checkpointing on = 1 process, batch 4."""
+    import os
+    import subprocess
+    import sys
+
+    from .test_train_dist import SETS, _torchrun
+
+    args = ["train", "--manifest", str(data["manifest"]), "--priors", str(data["store"]), "--mode", "joint", "--steps",
+            "3", "--seed", "3", "--quiet"] + [a for s in SETS for a in ("--set", s)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    one = subprocess.run([sys.executable, "-m", "ptg.cli.app", *args, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    micro = ["--set", "run.micro_batch=1", "--set", "run.checkpointing=both"]
+    two = subprocess.run([*_torchrun(), "--standalone", "--nproc_per_node", "2", "-m", "ptg.cli.app", *args, *micro,
+                          "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")
+    for part in ("baseline", "refiner"):
+        for k, v in a[part]["state_dict"].items():
+            torch.testing.assert_close(b[part]["state_dict"][k], v, rtol=1e-4, atol=1e-5, msg=f"{part}.{k}")
