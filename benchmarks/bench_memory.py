@@ -149,7 +149,7 @@ def preset_plans(args) -> str:
 
     from ptg.ptgrm.models import create_model
     from ptg.ptgrm.train.config import PRESETS
-    from ptg.ptgrm.train.memplan import Probe
+    from ptg.ptgrm.train.memplan import Probe, micro_batch_sizes
 
     torch.set_num_threads(args.threads)
     dev, c0 = torch.device(args.device), args.plan_crop
@@ -165,12 +165,13 @@ def preset_plans(args) -> str:
         probe = Probe(f, r, lambda: torch.optim.Adam(params, lr=1e-4),
                       lambda n, c: loss_of(f, r, *batch(0, n, c, dev), False, False), dev)
         scale = (crop / c0) ** 2
-        est = {}
-        for mode in ("none", "f", "both"):
+        est, floor = {}, {}
+        for mode in ("none", "f", "both"):  # as `memplan.plan_memory` predicts: linear in the micro-batch
             m1, m2 = probe.measure(1, mode, c0), probe.measure(2, mode, c0)
-            for mb in sorted({b, math.ceil(b / 2), math.ceil(b / 4), 2, 1}):
+            for mb in micro_batch_sizes(b):
                 act = (m1.activations + (m2.activations - m1.activations) * (mb - 1)) * scale
-                secs = math.ceil(b / mb) * (m1.seconds + (m2.seconds - m1.seconds) * (mb - 1)) * scale
+                secs = math.ceil(b / mb) * max(m1.seconds + (m2.seconds - m1.seconds) * (mb - 1), 1e-9) * scale
+                floor[mb] = secs = max(secs, floor.get(mb, 0.0))  # recomputing more is never faster
                 est[mb, mode] = (m1.static + act, secs)
         row = [name, p["model"]["baseline"], f"{crop}² × {b}", f"{est[b, 'none'][0] / 2**30:.1f}"]
         for budget in (8, 12, 24):
@@ -194,6 +195,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--setups", default="joint,refine")
     ap.add_argument("--arms", default="", help="comma list (default: all of each setup)")
+    ap.add_argument("--order", default="", help="setup:arm,... to run in this order (default: every arm of --setups)")
     ap.add_argument("--timeout", type=int, default=600, help="seconds per arm (compile may need it)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--arm", help=argparse.SUPPRESS)
@@ -210,27 +212,29 @@ def main() -> None:
         print("RESULT " + json.dumps(run_arm(args)), flush=True)
         return
     rows = []
-    for setup in args.setups.split(","):
-        arms = [a for a in (REFINE if setup == "refine" else JOINT) if not args.arms or a in args.arms.split(",")]
-        for arm in arms:
-            cmd = [sys.executable, __file__, "--arm", arm, "--setup", setup, "--crop", str(args.crop), "--batch",
-                   str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads), "--device", args.device]
-            env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-            t0 = time.perf_counter()
-            try:
-                p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
-                res = [json.loads(line[7:]) for line in p.stdout.splitlines() if line.startswith("RESULT ")]
-                row = res[0] if res else {"arm": arm, "setup": setup, "error": p.stderr.strip().splitlines()[-1:]}
-            except subprocess.TimeoutExpired:
-                row = {"arm": arm, "setup": setup, "error": f"did not finish in {args.timeout} s"}
-            row["wall"] = time.perf_counter() - t0
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    text = report(rows, args)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    if args.order:  # "setup:arm,...": the most wanted arms first (the report is rewritten after each arm)
+        plan = [tuple(item.split(":")) for item in args.order.split(",")]
+    else:
+        plan = [(setup, a) for setup in args.setups.split(",") for a in (REFINE if setup == "refine" else JOINT)
+                if not args.arms or a in args.arms.split(",")]
+    for setup, arm in plan:
+        cmd = [sys.executable, __file__, "--arm", arm, "--setup", setup, "--crop", str(args.crop), "--batch",
+               str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads), "--device", args.device]
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        t0 = time.perf_counter()
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
+            res = [json.loads(line[7:]) for line in p.stdout.splitlines() if line.startswith("RESULT ")]
+            row = res[0] if res else {"arm": arm, "setup": setup, "error": p.stderr.strip().splitlines()[-1:]}
+        except subprocess.TimeoutExpired:
+            row = {"arm": arm, "setup": setup, "error": f"did not finish in {args.timeout} s"}
+        row["wall"] = time.perf_counter() - t0
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(report(sorted(rows, key=lambda r: r["setup"]), args))
+    print(report(sorted(rows, key=lambda r: r["setup"]), args))
 
 
 def report(rows: list[dict], args) -> str:
