@@ -154,26 +154,31 @@ def preset_plans(args) -> str:
     torch.set_num_threads(args.threads)
     dev, c0 = torch.device(args.device), args.plan_crop
     lines = ["| preset | F | crop × batch | plain peak GiB | 8 GiB | 12 GiB | 24 GiB |", "|---|---|---|---|---|---|---|"]
+    measured: dict[str, dict] = {}  # F -> its measurements at c0 (presets sharing an F share them)
     for name, p in PRESETS.items():
-        if name == "samples":
+        if name == "samples" or (args.paper and p["model"]["baseline"] != "restormer"):
             continue
         crop, b = p["data"]["crop"], p["data"]["batch_size"]
-        torch.manual_seed(0)
-        f = create_model(p["model"]["baseline"], **p["model"].get("baseline_args", {})).to(dev)
-        r = create_model("ptgrm", prior_dims=(PRIOR_DIM,)).to(dev)
-        params = [q for m in (f, r) for q in m.parameters()]
-        probe = Probe(f, r, lambda: torch.optim.Adam(params, lr=1e-4),
-                      lambda n, c: loss_of(f, r, *batch(0, n, c, dev), False, False), dev)
+        f_args = PAPER_RESTORMER if args.paper else p["model"].get("baseline_args", {})
+        key = f"{p['model']['baseline']} {f_args}"
+        if key not in measured:
+            torch.manual_seed(0)
+            f = create_model(p["model"]["baseline"], **f_args).to(dev)
+            r = create_model("ptgrm", prior_dims=(PRIOR_DIM,)).to(dev)
+            params = [q for m in (f, r) for q in m.parameters()]
+            probe = Probe(f, r, lambda: torch.optim.Adam(params, lr=1e-4),
+                          lambda n, c: loss_of(f, r, *batch(0, n, c, dev), False, False), dev)
+            measured[key] = {mode: (probe.measure(1, mode, c0), probe.measure(2, mode, c0)) for mode in ("none", "f", "both")}
         scale = (crop / c0) ** 2
         est, floor = {}, {}
         for mode in ("none", "f", "both"):  # as `memplan.plan_memory` predicts: linear in the micro-batch
-            m1, m2 = probe.measure(1, mode, c0), probe.measure(2, mode, c0)
+            m1, m2 = measured[key][mode]
             for mb in micro_batch_sizes(b):
                 act = (m1.activations + (m2.activations - m1.activations) * (mb - 1)) * scale
                 secs = math.ceil(b / mb) * max(m1.seconds + (m2.seconds - m1.seconds) * (mb - 1), 1e-9) * scale
                 floor[mb] = secs = max(secs, floor.get(mb, 0.0))  # recomputing more is never faster
                 est[mb, mode] = (m1.static + act, secs)
-        row = [name, p["model"]["baseline"], f"{crop}² × {b}", f"{est[b, 'none'][0] / 2**30:.1f}"]
+        row = [name, p["model"]["baseline"] + (" (paper size, 26M)" if args.paper else ""), f"{crop}² × {b}", f"{est[b, 'none'][0] / 2**30:.1f}"]
         for budget in (8, 12, 24):
             fits = [(s, mb, mode, mem) for (mb, mode), (mem, s) in est.items() if mem <= budget * 2**30]
             if fits:
@@ -201,6 +206,7 @@ def main() -> None:
     ap.add_argument("--arm", help=argparse.SUPPRESS)
     ap.add_argument("--setup", help=argparse.SUPPRESS)
     ap.add_argument("--presets", action="store_true", help="only the per-preset plan table (see preset_plans)")
+    ap.add_argument("--paper", action="store_true", help="--presets with the paper-sized Restormer F (derain, defocus-deblur)")
     ap.add_argument("--plan-crop", type=int, default=48, help="crop the --presets measurements are made at")
     args = ap.parse_args()
     if args.presets:
