@@ -132,4 +132,19 @@ def speed_switches(modules: Iterator[nn.Module | None], channels_last: bool, com
         if channels_last:
             m.to(memory_format=torch.channels_last)
         if compile_:
-            m.compile()
+            _compile(m)
+
+
+# Modules left eager under run.compile: inductor fails on the backward of PTG-RM's replicate-padded
+# per-location kernels (torch 2.14: "expected ... stride" in replication_pad2d_backward's meta kernel).
+COMPILE_EAGER = frozenset({"ChannelSpatialAttention"})
+
+
+def _compile(module: nn.Module) -> None:
+    """``module.compile()``, or, when it holds a `COMPILE_EAGER` part, its other children compiled one by one."""
+    if not any(type(m).__name__ in COMPILE_EAGER for m in module.modules()):
+        module.compile()
+        return
+    for child in module.children():
+        if type(child).__name__ not in COMPILE_EAGER:
+            _compile(child)
