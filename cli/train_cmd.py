@@ -59,6 +59,7 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Write into an existing --out folder that is not a ptg run.")] = False,
     allow_outside: AllowOutside = False,
+    max_memory: Annotated[Optional[str], typer.Option("--max-memory", help="Training memory budget: auto (what the device has free) or a size like 12GiB. One step is measured and the fastest micro-batch / checkpointing setting that fits is used (run.max_memory).")] = None,
     f_outputs: Annotated[Optional[Path], typer.Option("--f-outputs", help="refine: F's cached outputs (a `ptg extract-outputs` store, or a folder of <id>.png from any tool); R trains with no F in memory.")] = None,
 ) -> None:
     """Train from cached priors; the foundation model is never loaded.
@@ -85,7 +86,7 @@ FLAG_KEYS = {
     "crop": "data.crop", "f_outputs": "data.f_outputs", "allow_missing_priors": "data.allow_missing_priors",
     "allow_outside": "data.allow_outside", "baseline": "model.baseline", "refiner": "model.refiner",
     "baseline_weights": "model.baseline_weights", "mode": "mode", "steps": "steps", "seed": "seed", "resume": "resume",
-    "save_every": "run.save_every", "device": "run.device", "lr": "optim.lr",
+    "save_every": "run.save_every", "device": "run.device", "max_memory": "run.max_memory", "lr": "optim.lr",
 }
 
 

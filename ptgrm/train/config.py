@@ -29,6 +29,7 @@ AMP_MODES = ("none", "bf16", "fp16")
 LOSS_KINDS = ("charbonnier", "l1", "mse", "zero-dce")
 AUGMENTS = ("store", "none", "flips", "d4")
 IMAGE_SOURCES = ("auto", "store", "files")
+CHECKPOINTING = ("none", "f", "r", "both")  # run.checkpointing (ptg.ptgrm.train.memory applies it)
 
 
 @dataclass
@@ -134,6 +135,12 @@ class RunConfig:
     val_images: int = 4  # at each validation, input | F | F + R | target strips of the first N validation images to RUN/val_images/ and TensorBoard (0: none; at most 16)
     val_image_side: int = 128  # the strips' panels are centre crops of at most this side (32..512): 4 noisy photos at 128 px add ~1.2 MB (files + TensorBoard) per validation, at 256 px ~4.7 MB
     wandb: str = ""  # also log scalars, validation images and the config to this wandb project ("": $PTG_WANDB_PROJECT if set, else no wandb; needs the wandb extra; WANDB_MODE=offline works without a network)
+    micro_batch: int = 0  # split each process's batch into micro-batches of this many samples and add up their gradients (exact: the loss is weighted per sample); 0: the whole batch at once. data.batch_size stays the batch of one optimizer step
+    checkpointing: str = "none"  # activation checkpointing of the blocks of: none | f | r | both (recomputed in backward: less memory, slower; see docs/training-small-gpu.md)
+    max_memory: str = ""  # training memory budget: "" (none) | auto (what the device has free) | a size like 12GiB: one step is measured and micro_batch/checkpointing set to the fastest setting that fits
+    memory_plan: dict[str, Any] = field(default_factory=dict)  # written by ptg, not by you: what max_memory measured and picked (a resumed run keeps it)
+    channels_last: bool = False  # NHWC weights and inputs (off: slower on the CPU, see docs/training-small-gpu.md)
+    compile: bool = False  # torch.compile F and R in place (state dicts keep their keys); off: minutes of compiling before the first step
 
 
 @dataclass
@@ -172,6 +179,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     choice("data.augment", cfg.data.augment, AUGMENTS)
     choice("data.images", cfg.data.images, IMAGE_SOURCES)
     choice("run.best_metric", cfg.run.best_metric, ("psnr", "ssim"))
+    choice("run.checkpointing", cfg.run.checkpointing, CHECKPOINTING)
+    if cfg.run.max_memory and cfg.run.max_memory != "auto":
+        from ptg.ptgrm.tiling import memory_budget  # a bad size is refused before anything is built
+
+        memory_budget(cfg.run.max_memory)
     positive = {"steps": cfg.steps, "data.crop": cfg.data.crop, "data.batch_size": cfg.data.batch_size,
                 "run.log_every": cfg.run.log_every, "data.prefetch": cfg.data.prefetch, "run.max_nonfinite": cfg.run.max_nonfinite,
                 "run.checkpoint_every": cfg.run.checkpoint_every, "optim.restart_mult": cfg.optim.restart_mult}
@@ -181,7 +193,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for name, v in {"run.save_every": cfg.run.save_every, "run.val_every": cfg.run.val_every,
                     "optim.restart_period": cfg.optim.restart_period, "data.num_workers": cfg.data.num_workers,
                     "optim.grad_clip": cfg.optim.grad_clip, "priors.noise": cfg.priors.noise,
-                    "run.threads": cfg.run.threads}.items():
+                    "run.threads": cfg.run.threads, "run.micro_batch": cfg.run.micro_batch}.items():
         if v < 0:
             raise PtgError(f"{name}={v} must be >= 0")
     if not 0 <= cfg.run.val_images <= 16:  # ptg.ptgrm.train.val_images.MAX_VAL_IMAGES

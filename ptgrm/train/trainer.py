@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -44,6 +45,8 @@ from .data import (InputGuard, TrainDataset, ValDataset, augment_views, check_mi
                    open_images)
 from .logs import Logs, loss_trend, plot_curves
 from .losses import build_loss
+from .memory import guard_fp16, has_batch_norm, micro_slices, set_checkpointing, speed_switches
+from .memplan import MemoryPlanError, Probe, plan_memory, record
 from .pixels import to_float
 from .ring import BatchRing, ring_batches, ring_slots
 from .run_utils import (Dist, StopSignals, all_sum, check_resume_config, device_of, init_dist, is_legacy_run,
@@ -76,11 +79,25 @@ def train(config: TrainConfig, on_progress: Callable[..., None] | None = None, f
         raise PtgError("no output folder: pass --out RUN")
     d = init_dist(config)
     out = Path(config.out)
+    before = sorted(p.name for p in out.iterdir()) if out.is_dir() else None  # what was there: kept on a refusal
     if d.main:
         fsio.claim_out_dir(out, "run", force, legacy=is_legacy_run)
     lock = fsio.exclusive_lock(out / "train.lock", f"the run folder {out}") if d.main else nullcontext()
-    with lock, StopSignals() as stop:
-        return _Run(config, d, progress_caller(on_progress), stop).execute()
+    try:
+        with lock, StopSignals() as stop:
+            return _Run(config, d, progress_caller(on_progress), stop).execute()
+    except MemoryPlanError:
+        if d.main and not before:  # a run refused before its first step leaves nothing behind
+            _unclaim(out, remove_folder=before is None)
+        raise
+
+
+def _unclaim(out: Path, remove_folder: bool) -> None:
+    """Remove what `train` wrote into a new or empty ``out`` before a plan refused it (its marker, its lock)."""
+    for name in (fsio.ARTIFACT_FILE, "train.lock"):
+        (out / name).unlink(missing_ok=True)
+    if remove_folder and not any(out.iterdir()):
+        out.rmdir()
 
 
 class _Run:
@@ -97,6 +114,8 @@ class _Run:
         resume = self.find_resume()
         self.setup_data()
         self.setup_state()
+        self.plan_memory(resumed=resume is not None)
+        speed_switches([self.state.f, self.state.r], False, self.cfg.run.compile)  # after the plan: it measures uncompiled
         if resume is not None:
             self.state.load_state_dict(resume)
         self.start_outputs()
@@ -233,6 +252,8 @@ class _Run:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         f, r, f_kind = build_models(cfg, self.dims, self.f_record)
+        if cfg.run.amp == "fp16":  # before the EMA copies, which validation runs under the same autocast
+            guard_fp16(f), guard_fp16(r)
         train_f = cfg.mode != "refine"
         nets = Restorer(f, r, self.transform, f_kind, train_f).to(self.device)
         opt = torch.optim.Adam(param_groups(cfg, f, r, train_f), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
@@ -247,10 +268,53 @@ class _Run:
         best = {"metric": cfg.run.best_metric, "value": None, "step": None, "split": self.val_split, "enabled": select}
         self.state = TrainState(to_dict(cfg), nets, opt, sched, scaler, make_ema(f, cfg.run.ema) if train_f else None,
                                 make_ema(r, cfg.run.ema), self.priors_meta, best=best)
+        set_checkpointing(f, r, cfg.run.checkpointing)
+        speed_switches([f, r], cfg.run.channels_last, False)
         self.ddp: nn.Module = nets
         if self.d.active:
             self.ddp = nn.parallel.DistributedDataParallel(
                 nets, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def plan_memory(self, resumed: bool) -> None:
+        """``run.max_memory``: measure, set ``run.micro_batch`` and ``run.checkpointing``, record the plan in the
+        config (config.yaml, checkpoints). A resumed run keeps the plan it started with."""
+        cfg, s, d = self.cfg, self.state, self.d
+        if cfg.run.max_memory and not (resumed and cfg.run.memory_plan):
+            from ..tiling import memory_budget
+
+            budget = memory_budget(cfg.run.max_memory, self.device)
+            ema = sum(t.numel() * t.element_size() for e in (s.ema_f, s.ema_r) if e is not None
+                      for t in (*e.parameters(), *e.buffers()))
+            groups = lambda: param_groups(cfg, s.f, s.r, s.nets.train_f)  # noqa: E731
+            probe = Probe(s.f, s.r, lambda: torch.optim.Adam(groups(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+                                                             weight_decay=cfg.optim.weight_decay),
+                          self.synthetic_loss, self.device, ema)
+            modes = ["none", "f", "both"] if s.nets.train_f and s.r is not None else ["none", "f" if s.nets.train_f else "r"]
+            measured: list[Any] = []
+            plan = plan_memory(probe, budget, self.per_rank, cfg.data.crop, modes, max(1, s.nets.multiple), measured)
+            chosen = record(plan, cfg.run.max_memory, self.device, measured)
+            if d.active:  # ranks measure alike but may time differently: rank 0's plan for all
+                box = [chosen]
+                dist.broadcast_object_list(box, src=0)
+                chosen = box[0]
+            cfg.run.micro_batch, cfg.run.checkpointing, cfg.run.memory_plan = (chosen["micro_batch"], chosen["checkpointing"],
+                                                                               chosen)
+            s.config = to_dict(cfg)
+            set_checkpointing(s.f, s.r, cfg.run.checkpointing)
+            if d.main:
+                print(f"memory plan: {chosen['line']}", file=sys.stderr, flush=True)
+        if 0 < cfg.run.micro_batch < self.per_rank and has_batch_norm(s.f if s.nets.train_f else None) and d.main:
+            warnings.warn(f"F {cfg.model.baseline} has BatchNorm: its statistics are per micro-batch of {cfg.run.micro_batch}, "
+                          "so the accumulated step is close to, not equal to, the whole batch's", stacklevel=3)
+
+    def synthetic_loss(self, n: int, crop: int) -> torch.Tensor:
+        """The loss of ``n`` random crops of side ``crop`` with priors of the run's dims (what `plan_memory` measures)."""
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(n, 3, crop, crop, generator=g).to(self.device)
+        y = torch.rand(n, 3, crop, crop, generator=g).to(self.device) if self.loss_fn.needs_target else None
+        priors = [torch.randn(n, dim, generator=g).to(self.device) for dim in self.dims]
+        xin = torch.cat([x, torch.rand(n, 3, crop, crop, generator=g).to(self.device)], 1) if self.cfg.data.f_outputs else x
+        return self.forward_loss(self.state.nets, xin, y, priors, x)[0]
 
     def start_outputs(self) -> None:
         s, d = self.state, self.d
@@ -288,16 +352,57 @@ class _Run:
                             cfg.data.prefetch, worker_init, pin=self.device.type == "cuda")
 
     def train_step(self, batch: dict[str, Any]) -> None:
-        """One optimiser step (or a skipped one for a non-finite loss), EMA update, schedule."""
-        cfg, s, dev, w = self.cfg, self.state, self.device, self.window
+        """One optimiser step over the batch's micro-batches (or a skipped one for a non-finite loss), EMA, schedule.
+
+        With ``run.micro_batch`` the batch is split and the gradients add up: each micro-batch's mean
+        loss is weighted by its share of the batch, so the step is the whole batch's (a ragged last
+        micro-batch included). Under torchrun only the last backward all-reduces (``no_sync``).
+        """
+        s, dev, w = self.state, self.device, self.window
         views = batch.get("view")  # uint8 crops from the image store: turned and converted on the device
         x = to_float(batch["x"].to(dev, non_blocking=True), views)
         y = to_float(batch["y"].to(dev, non_blocking=True), views) if batch["y"].numel() else None
         priors = [p.to(dev, non_blocking=True) for p in batch["priors"]]
         # cached F outputs: Id ⊕ Ihat into the network (its F returns the Ihat channels)
         xin = torch.cat([x, batch["ihat"].to(dev, non_blocking=True)], 1) if "ihat" in batch else x
-        with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            ihat, ibar = self.ddp(xin, priors)
+        s.opt.zero_grad(set_to_none=True)
+        parts = micro_slices(x.shape[0], self.cfg.run.micro_batch)
+        sums = [0.0, 0.0, 0.0]  # loss, loss_f, loss_r of the whole batch
+        finite = True
+        for i, part in enumerate(parts):
+            sync = self.ddp.no_sync() if self.d.active and i < len(parts) - 1 else nullcontext()
+            with sync:
+                loss, loss_f, loss_r = self.forward_loss(self.ddp, xin[part], None if y is None else y[part],
+                                                         [p[part] for p in priors], x[part])
+                finite = self.agreed_finite(loss)
+                if not finite:  # every rank stops here together: the step is skipped
+                    break
+                share = (part.stop - part.start) / x.shape[0]
+                self.backward(loss if len(parts) == 1 else loss * share)
+            for k, v in enumerate((loss, loss_f, loss_r)):
+                sums[k] += float(v.detach()) * share if v is not None else 0.0
+        if not finite:
+            s.opt.zero_grad(set_to_none=True)
+            self.skip_nonfinite()
+        else:
+            s.nonfinite = 0
+            gnorm = self.optimizer_step()
+            for k, name in enumerate(("loss", "loss_f", "loss_r")):
+                w[name] += sums[k]
+            w["gnorm"] += gnorm if math.isfinite(gnorm) else 0.0
+            w["n"] += 1
+        s.sched.step()  # skipped steps still advance the schedule, so step and LR stay aligned
+        s.step += 1
+        self.progress(1, loss=sums[0] if finite else float(loss.detach()), lr=s.opt.param_groups[0]["lr"])
+
+    def forward_loss(self, net: nn.Module, xin: torch.Tensor, y: torch.Tensor | None, priors: list[torch.Tensor],
+                     x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The loss of Eq. 8 on one (micro-)batch: (loss, Lg of F or None, Lg of R or None), each a mean over its samples."""
+        cfg, s = self.cfg, self.state
+        if cfg.run.channels_last:
+            xin = xin.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(xin.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            ihat, ibar = net(xin, priors)
             loss_f = loss_r = None
             if ibar is None:  # F alone (baseline mode, or a "-f" F with R inside)
                 loss = loss_f = self.loss_fn(ihat.float(), y, x)
@@ -307,31 +412,23 @@ class _Run:
             else:  # Eq. 8
                 loss_f, loss_r = self.loss_fn(ihat.float(), y, x), self.loss_fn(ibar.float(), y, x)
                 loss = cfg.loss.lambda_f * loss_f + cfg.loss.lambda_r * loss_r
+        return loss, loss_f, loss_r
+
+    def agreed_finite(self, loss: torch.Tensor) -> bool:
         finite = torch.isfinite(loss.detach()).to(torch.float32)
         if self.d.active:
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)  # every rank skips together
-        s.opt.zero_grad(set_to_none=True)
-        if finite.item() < 1:
-            self.skip_nonfinite()
-        else:
-            s.nonfinite = 0
-            gnorm = self.backward_and_step(loss)
-            w["loss"] += float(loss.detach())
-            w["loss_f"] += float(loss_f.detach()) if loss_f is not None else 0.0
-            w["loss_r"] += float(loss_r.detach()) if loss_r is not None else 0.0
-            w["gnorm"] += gnorm if math.isfinite(gnorm) else 0.0
-            w["n"] += 1
-        s.sched.step()  # skipped steps still advance the schedule, so step and LR stay aligned
-        s.step += 1
-        self.progress(1, loss=float(loss.detach()), lr=s.opt.param_groups[0]["lr"])
+        return finite.item() >= 1
 
-    def backward_and_step(self, loss: torch.Tensor) -> float:
+    def backward(self, loss: torch.Tensor) -> None:
+        scaler = self.state.scaler
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+
+    def optimizer_step(self) -> float:
+        """Unscale, clip, step (counted once per batch, whatever its micro-batches), EMA; the gradient norm."""
         s, scaler = self.state, self.state.scaler
         if scaler is not None:
-            scaler.scale(loss).backward()
             scaler.unscale_(s.opt)
-        else:
-            loss.backward()
         gnorm = float("nan")
         if self.cfg.optim.grad_clip > 0:
             gnorm = float(torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.optim.grad_clip))
