@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import io
 import json
 import platform
 import statistics
@@ -113,6 +112,10 @@ def _measure(label: str, kind: str, make, reps: int, threads: int, side: int, de
             t0 = time.perf_counter()
             data, names = _graph(shipped, n_prior)
             row["export_s"] = round(time.perf_counter() - t0, 1)
+            from ptg.ptgrm.onnx_export import check_other_size
+
+            dims = tuple(shipped.transform.dims)  # the check `ptg export --format onnx` makes before writing
+            check_other_size(data, shipped, len(dims) if n_prior and not len(shipped.sources) else 0, dims, label)
     except Exception as exc:  # the reason is the result
         row["exports"], row["reason"] = False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
         return row

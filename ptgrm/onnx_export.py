@@ -199,6 +199,32 @@ def build_graph(shipped: ShippedRestorer, n_priors: int, has_sources: bool, dims
     return _merge(prior_m, restore_m, names), names
 
 
+CHECK_SIZE = (57, 83)  # an odd size unlike the trace's: a graph that baked its input size fails here
+CHECK_TOL = 1e-4  # max |Δ| allowed against torch at CHECK_SIZE (the parity the tests hold the graph to)
+
+
+def check_other_size(data: bytes, shipped: ShippedRestorer, n_inputs: int, dims: Sequence[int], source: Any) -> None:
+    """Run the graph in onnxruntime at `CHECK_SIZE` against torch: some networks (e.g. ones that size
+    a tensor with Python numbers while tracing) export, yet only run at the traced size."""
+    import onnxruntime as ort
+
+    x = torch.rand(1, 3, *CHECK_SIZE, generator=torch.Generator().manual_seed(1))
+    raw = [torch.zeros(1, d) for d in dims[:n_inputs]]
+    with torch.inference_mode():
+        want = shipped(x, *raw).numpy()
+    feeds = {"image": x.numpy(), **{f"prior{i}": t.numpy() for i, t in enumerate(raw)}}
+    try:
+        got = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(["restored"], feeds)[0]
+        diff = float(abs(got - want).max())
+    except Exception as exc:  # onnxruntime's own errors: the graph baked a size
+        diff, why = float("inf"), f"onnxruntime fails at {CHECK_SIZE[0]}x{CHECK_SIZE[1]}: {str(exc).splitlines()[0][:160]}"
+    else:
+        why = f"at {CHECK_SIZE[0]}x{CHECK_SIZE[1]} it differs from torch by {diff:.2e}"
+    if not diff <= CHECK_TOL:
+        raise PtgError(f"cannot export {source} as ONNX: the traced graph only runs at the traced size ({why}); this "
+                       "network sizes its tensors with Python numbers. Ship it with `ptg export` (safetensors) instead")
+
+
 def _run_digest(info: RunInfo) -> str | None:
     """SHA-256 of the checkpoint the weights came from (an export records its source's)."""
     from ptg.pipeline.core.limits import read_json
@@ -286,6 +312,7 @@ def export_onnx(source: str | Path, out: str | Path, *, prior: str = "auto", stu
     shipped = ShippedRestorer(restorer.f, restorer.r, restorer.transform, restorer.f_kind, sources, restorer.multiple,
                               restorer.uses_priors).eval()
     model, names = build_graph(shipped, n_in, sources is not None, restorer.transform.dims)
+    check_other_size(model.SerializeToString(), shipped, n_in if sources is None else 0, restorer.transform.dims, source)
     raw = [torch.zeros(1, d) for d in restorer.transform.dims] if restorer.needs_priors else None
     bpp = bytes_per_pixel(lambda t: restorer.restore(t, raw), restorer.multiple, restorer, "cpu")  # `ptg restore`'s estimate
     meta = _metadata(info, restorer, prior_meta, names, sources is not None, bpp, metrics)
@@ -298,5 +325,5 @@ def export_onnx(source: str | Path, out: str | Path, *, prior: str = "auto", stu
     return OnnxExport(folder / MODEL_FILE, meta, names if sources is None else [])
 
 
-__all__ = ["MAX_SHIPPED_ENCODER", "MODEL_FILE", "ONNX_FORMAT", "OnnxExport", "PRIOR_CHOICES", "build_graph", "export_onnx",
+__all__ = ["MAX_SHIPPED_ENCODER", "MODEL_FILE", "ONNX_FORMAT", "OnnxExport", "PRIOR_CHOICES", "build_graph", "check_other_size", "export_onnx",
            "refusal"]

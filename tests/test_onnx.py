@@ -218,3 +218,31 @@ def test_black_box_and_cached_outputs_are_refused_with_one_line(data, tmp_path, 
     assert main(["export", str(cached), "--out", str(tmp_path / "o2"), "--format", "onnx"]) == 1
     err = capsys.readouterr().err
     assert "cached outputs" in err and "--baseline oidn" in err
+
+
+def test_a_graph_that_baked_its_traced_size_is_refused_before_it_is_written():
+    """Some networks export yet run only at the traced size (a tensor sized with Python ints while
+    tracing): `ptg export --format onnx` runs the graph at another size first and refuses them."""
+    import torch
+    from torch import nn
+
+    from ptg.pipeline.core.errors import PtgError
+    from ptg.ptgrm.onnx_export import _trace, check_other_size
+
+    class Baked(nn.Module):
+        def forward(self, x):
+            return x + torch.zeros(1, 3, int(x.shape[2]), int(x.shape[3]))  # the size becomes a constant
+
+    class Dynamic(nn.Module):
+        def forward(self, x):
+            return x * 0.5
+
+    hw = {2: "height", 3: "width"}
+    x = torch.rand(1, 3, 64, 72)
+    for module, ok in ((Dynamic(), True), (Baked(), False)):
+        data = _trace(module, (x,), ["image"], ["restored"], {"image": hw, "restored": hw}).SerializeToString()
+        if ok:
+            check_other_size(data, module, 0, (), "run")
+        else:
+            with pytest.raises(PtgError, match="only runs at the traced size.*safetensors"):
+                check_other_size(data, module, 0, (), "run")
