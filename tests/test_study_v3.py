@@ -40,14 +40,17 @@ def test_flat_step_is_where_the_smoothed_curve_stops_gaining():
 
 
 def test_paired_matches_scipy_and_needs_two_seeds():
+    """The library's paired statistics (`ptg.ptgrm.study.report.paired`), which study v3 reports with."""
     from scipy import stats
 
+    from ptg.ptgrm.study.report import paired
+
     a, b = {0: 30.1, 1: 30.4, 2: 29.9, 3: 30.6}, {0: 30.0, 1: 30.0, 2: 30.0, 3: 30.1, 9: 1.0}
-    d = study.paired(a, b)
+    d = paired(a, b)
     ref = stats.ttest_rel([a[s] for s in range(4)], [b[s] for s in range(4)])
     assert d["n"] == 4 and d["t"] == pytest.approx(ref.statistic) and d["p"] == pytest.approx(ref.pvalue)
-    assert study.paired({0: 1.0}, {0: 2.0}) is None
-    same = study.paired({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0})
+    assert paired({0: 1.0}, {0: 2.0}) is None
+    same = paired({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0})
     assert same["t"] == 0.0 and same["p"] == 1.0  # no difference at all is not a significant one
 
 
