@@ -160,17 +160,10 @@ def normalize_arms(mode: str, default: str) -> tuple[Arm, ...]:
 
 
 def level_of(extra: dict) -> str:
-    """The degradation level a test row is reported under."""
-    from ptg.pipeline.encoders.degradation import row_task
+    """The degradation level a test row is reported under (`ptg.ptgrm.study.levels.level_of`)."""
+    from ptg.ptgrm.study.levels import level_of as level
 
-    d, task = extra["degradation"], row_task(extra)
-    if task == "denoise":
-        return f"sigma={d['sigma']:g}"
-    if task == "blur":
-        return f"blur-{d['kind']}"
-    if task == "lowlight" and extra.get("task") == "lowlight":  # the low-light task alone: by exposure
-        return "exp<0.10" if d["exposure"] < 0.10 else "exp<0.15" if d["exposure"] < 0.15 else "exp>=0.15"
-    return task
+    return level(extra)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,24 +227,9 @@ def wrong_maps(manifest: Path) -> dict[str, dict[str, str]]:
     """Test-row key -> the key whose prior it gets: ``other-level`` (same photo, the next level in a
     fixed cycle) and ``other-image`` (the next photo, same level); deterministic."""
     from ptg.pipeline.datasets.manifest import load_manifest
-    from ptg.pipeline.storage.store import sample_keys
+    from ptg.ptgrm.study.levels import wrong_maps as maps
 
-    test = load_manifest(manifest).split("test")
-    keys = dict(zip((s.id for s in test), sample_keys(test)))
-    by_level: dict[str, list] = {}
-    for s in test:
-        by_level.setdefault(level_of(s.extra), []).append(s)
-    levels = sorted(by_level)
-    maps: dict[str, dict[str, str]] = {"other-level": {}, "other-image": {}}
-    for li, lv in enumerate(levels):
-        group = sorted(by_level[lv], key=lambda s: s.extra.get("photo", s.id))
-        for j, s in enumerate(group):
-            maps["other-image"][keys[s.id]] = keys[group[(j + 1) % len(group)].id]
-            if len(levels) > 1:
-                nxt = by_level[levels[(li + 1) % len(levels)]]
-                same = [t for t in nxt if t.extra.get("photo") == s.extra.get("photo")]
-                maps["other-level"][keys[s.id]] = keys[(same or sorted(nxt, key=lambda t: t.id))[0].id]
-    return {k: v for k, v in maps.items() if v}
+    return maps(load_manifest(manifest).split("test"))
 
 
 def build_wrong_store(src: Path, out: Path, mapping: dict[str, str]) -> Path:

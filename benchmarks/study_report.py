@@ -93,27 +93,11 @@ def report(path: Path) -> str:
 
 
 def probe_table(probes_by_data: dict) -> list[str]:
-    """The probe scores of each data set's stores (`ptg priors probe`), one row per field."""
-    out: list[str] = []
-    out.append("\n### Probes (`ptg priors probe`, train photos -> test photos)\n")
-    out.append("| data | prior | field | none | l2 | standardize | chance | between-group var (l2) |")
-    out.append("|---|---|---|---:|---:|---:|---:|---:|")
-    for dtask, probes in probes_by_data.items():
-        for prior, rep in probes.items():
-            for field in dict.fromkeys(r["field"] for r in rep["rows"]):
-                by = {r["normalize"]: r for r in rep["rows"] if r["field"] == field}
-                if all(r["score"] is None for r in by.values()):
-                    continue
-                fmt = lambda r: "—" if r is None or r["score"] is None else f"{r['score']:.2f}"  # noqa: E731
-                any_r = next(iter(by.values()))
-                bv = by.get("l2", any_r)["between_var"]
-                out.append(f"| {dtask} | {prior} | {field} | {fmt(by.get('none'))} | {fmt(by.get('l2'))} | "
-                           f"{fmt(by.get('standardize'))} | {'—' if any_r['chance'] is None else format(any_r['chance'], '.2f')} | "
-                           f"{'—' if bv is None else format(bv, '.3f')} |")
-            cos = rep["mean_cosine"]
-            out.append(f"| {dtask} | {prior} | mean pairwise cosine | {cos.get('none', float('nan')):.2f} | "
-                       f"{cos.get('l2', float('nan')):.2f} | {cos.get('standardize', float('nan')):.2f} | — | — |")
-    return out
+    """The probe scores of each data set's stores (`ptg priors probe`), one row per field: the
+    library's table (`ptg.ptgrm.study.report.probe_table`) under this report's heading."""
+    from ptg.ptgrm.study.report import probe_table as table
+
+    return ["\n### Probes (`ptg priors probe`, train photos -> test photos)\n", *table(probes_by_data)]
 
 
 def mean_curves(runs: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
