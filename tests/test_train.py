@@ -188,6 +188,17 @@ def _ptg_no_fm(args, **kw) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
+def kill_at(proc: subprocess.Popen, target, run) -> None:
+    """SIGKILL a training process as soon as it has written ``target`` (a checkpoint), before it finishes."""
+    deadline = time.time() + 120
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    assert target.exists(), proc.communicate()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "final.json").exists(), "the run finished before it could be killed; make it slower"
+
+
 def test_sigkill_and_resume_equal_an_uninterrupted_run_without_foundation_models(data, tmp_path):
     # Wider networks than elsewhere so the 30 steps take long enough to be killed midway.
     sets = TINY + ["model.baseline_args.width=16", "model.baseline_args.depth=3", "data.crop=48", "data.batch_size=4",
@@ -198,13 +209,7 @@ def test_sigkill_and_resume_equal_an_uninterrupted_run_without_foundation_models
     run = tmp_path / "killed"
     proc = _ptg_no_fm(args + ["--out", str(run)])
     target = run / "checkpoints" / "step_000010.pt"
-    deadline = time.time() + 120
-    while not target.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    assert target.exists(), proc.communicate()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (run / "final.json").exists(), "the run finished before it could be killed; make it slower"
+    kill_at(proc, target, run)
     killed_at = load_checkpoint(run / "checkpoints" / "last.pt")["step"]
     assert 10 <= killed_at < 30
 

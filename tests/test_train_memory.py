@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import time
 
 import pytest
 import torch
@@ -18,7 +16,7 @@ from ptg.ptgrm.train.checkpoint import load_checkpoint
 from ptg.ptgrm.train.config import resolve
 from ptg.ptgrm.train.trainer import train
 
-from .test_train import TINY, _ptg_no_fm
+from .test_train import TINY, _ptg_no_fm, kill_at
 from .test_train_units import make_samples, make_store
 
 BATCH8 = [s for s in TINY if not s.startswith("data.batch_size")] + ["data.batch_size=8", "optim.lr=1e-3"]
@@ -93,13 +91,7 @@ def test_sigkill_and_resume_of_a_micro_batched_run_equal_an_uninterrupted_one(da
     run = tmp_path / "killed"
     proc = _ptg_no_fm(args + ["--out", str(run)])
     target = run / "checkpoints" / "step_000006.pt"
-    deadline = time.time() + 120
-    while not target.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    assert target.exists(), proc.communicate()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (run / "final.json").exists(), "the run finished before it could be killed; make it slower"
+    kill_at(proc, target, run)
     proc = _ptg_no_fm(args + ["--out", str(run), "--resume"])
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
