@@ -105,8 +105,7 @@ def prior_source(restorer: Restorer, info: RunInfo, stores: Sequence[str | Path]
     dists = chosen_students(info, stores, students)
     if dists:
         return student_priors(dists, info.priors, device), f"computed by the distilled student(s) {', '.join(map(str, dists))}"
-    recorded_in = Path(info.source) / "config.json" if Path(info.source).is_dir() else Path(info.source)
-    return EncoderPriors(info.priors, str(device), recorded_in), "computed with the recorded encoder"
+    return EncoderPriors(info.priors, str(device), info.recorded_in), "computed with the recorded encoder"
 
 
 class StorePriors:

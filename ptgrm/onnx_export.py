@@ -91,8 +91,7 @@ def _encoder_sources(info: RunInfo, forced: bool) -> list[nn.Module]:
     """The recorded encoders as graph parts (`EncoderPriors` builds and checks them)."""
     from .infer import EncoderPriors
 
-    recorded_in = Path(info.source) / "config.json" if Path(info.source).is_dir() else Path(info.source)
-    built = EncoderPriors(info.priors, "cpu", recorded_in).encoders
+    built = EncoderPriors(info.priors, "cpu", info.recorded_in).encoders
     parts = []
     for (enc, dtype), entry in zip(built, info.priors):
         if enc.module is None:

@@ -104,7 +104,7 @@ def evaluate(req: EvalRequest, reporter: Reporter = QUIET) -> EvalResult:
                           max_memory=req.max_memory)
     if restorer.needs_priors and not req.priors:
         reporter.log(f"priors stores recorded in the run: {', '.join(e.path for e in run.priors)}")
-    stores = lambda: fsio.check_recorded_paths(_recorded_in(run), {f"priors store {e.path}": e.path for e in run.priors},  # noqa: E731
+    stores = lambda: fsio.check_recorded_paths(run.recorded_in, {f"priors store {e.path}": e.path for e in run.priors},  # noqa: E731
                                                req.trust_recorded or bool(req.priors), "--priors STORE, one per store")
     result, vs = _run_evals(req, restorer, run, samples, out, options, info, dev, reporter, stores, io)
     return EvalResult(out=out, checkpoint=str(run.source), n_images=result["n_images"], n_scored=result["n_scored"],
@@ -120,7 +120,7 @@ def _manifest_of(req: EvalRequest, run: Any, reporter: Reporter) -> tuple[Path, 
     if manifest is None:
         raise PtgError(f"{run.source} records no manifest; pass --manifest M")
     recorded = {"manifest": manifest, **({"dataset root": recorded_root} if req.root is None else {})}
-    fsio.check_recorded_paths(_recorded_in(run), recorded, req.trust_recorded, "--manifest M --root DIR")
+    fsio.check_recorded_paths(run.recorded_in, recorded, req.trust_recorded, "--manifest M --root DIR")
     reporter.log(f"manifest {manifest} (recorded in the run)")
     return Path(manifest), Path(req.root) if req.root is not None else recorded_root
 
@@ -134,12 +134,6 @@ def _claim_out(req: EvalRequest, source: Path) -> Path:
     return out
 
 
-def _recorded_in(run: Any) -> Path:
-    """The file a run's recorded paths come from: the checkpoint, or an export's config.json."""
-    src = Path(run.source)
-    return src / "config.json" if src.is_dir() else src
-
-
 def _f_and_pixels(req: EvalRequest, restorer: Any, run: Any, samples: Sequence[Any], dev: str,
                   reporter: Reporter) -> dict[str, Any]:
     """Where F's outputs come from (the run's F, a live F for a cached run, or cached outputs) and
@@ -151,7 +145,7 @@ def _f_and_pixels(req: EvalRequest, restorer: Any, run: Any, samples: Sequence[A
 
     recorded_images = (run.config.get("data") or {}).get("image_store")
     if req.image_store is None and recorded_images:  # a teammate's run may record any folder as its image store
-        fsio.check_recorded_paths(_recorded_in(run), {"image store": recorded_images}, req.trust_recorded,
+        fsio.check_recorded_paths(run.recorded_in, {"image store": recorded_images}, req.trust_recorded,
                                   "--image-store STORE")
     io: dict[str, Any] = {"f_source": "live"}
     if req.f_outputs is not None and req.baseline is not None:

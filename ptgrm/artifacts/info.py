@@ -150,6 +150,13 @@ class RunInfo:
         return manifest, Path(data["root"]) if data.get("root") else None
 
     @property
+    def recorded_in(self) -> Path:
+        """The file this run's recorded paths come from: the checkpoint, or an export's config.json
+        (`fsio.written_by_you` and `fsio.check_recorded_paths` read its owner)."""
+        src = Path(self.source)
+        return src / "config.json" if src.is_dir() else src
+
+    @property
     def run_dir(self) -> Path:
         """The run folder (a checkpoint's ``RUN/checkpoints/x.pt``), else the source itself."""
         src = Path(self.source)
